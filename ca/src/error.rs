@@ -1,0 +1,77 @@
+//! The one error type of esm-ca. Each variant says whose fault it is, so the CLI can map it to
+//! an exit code (caller/config → 2, peer input → 1) and the SDS server to a gRPC status.
+
+use std::path::PathBuf;
+
+use crate::csr::CsrError;
+use crate::spiffe_id::SpiffeIdError;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The caller passed a string that is not a valid SPIFFE ID or trust domain.
+    #[error("invalid SPIFFE ID: {0}")]
+    InvalidSpiffeId(#[from] SpiffeIdError),
+    /// The peer's certificate signing request was refused; no certificate was made.
+    #[error("CSR refused: {0}")]
+    CsrRefused(#[from] CsrError),
+    /// The caller asked for something the CA will not do (wrong trust domain, bad TTL, …).
+    #[error("{0}")]
+    Refused(String),
+    /// The configuration or the data dir's settings are wrong.
+    #[error("configuration error: {0}")]
+    Config(String),
+    /// The data dir has no CA yet.
+    #[error("no CA in {0}: run `esm init` first")]
+    NotInitialized(PathBuf),
+    /// `esm init` on a data dir that already holds a CA.
+    #[error("a CA already exists in {0}")]
+    AlreadyInitialized(PathBuf),
+    /// The data dir's state cannot be read back: it was edited or is damaged.
+    #[error("CA state in {path} is damaged: {reason}")]
+    CorruptState { path: PathBuf, reason: String },
+    /// A key backend failed (file unreadable, wrong passphrase, HSM error, …).
+    #[error("key backend {backend}: {reason}")]
+    KeyBackend {
+        backend: &'static str,
+        reason: String,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An invariant of esm itself did not hold; a bug to report.
+    #[error("internal error (a bug): {0}")]
+    Bug(String),
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Self::Io { path, source }
+    }
+
+    /// True when the error is the caller's or the configuration's fault rather than a failure
+    /// found in the data (the CLI's exit code 2).
+    pub fn is_usage_error(&self) -> bool {
+        matches!(
+            self,
+            Self::InvalidSpiffeId(_)
+                | Self::Refused(_)
+                | Self::Config(_)
+                | Self::NotInitialized(_)
+                | Self::AlreadyInitialized(_)
+                | Self::CsrRefused(_)
+        )
+    }
+}
+
+impl From<rcgen::Error> for Error {
+    fn from(e: rcgen::Error) -> Self {
+        Self::Bug(format!("certificate encoding: {e}"))
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

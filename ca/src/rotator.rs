@@ -1,0 +1,73 @@
+//! Runs the rotation schedule while `esm serve` runs and publishes each new CA state on a
+//! `watch` channel, so SDS streams and the admin endpoints see rotations as they happen.
+
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+use crate::rotation::{next_due_at, RotationPolicy};
+use crate::state::CaState;
+use crate::store::CaStore;
+
+/// How often the loop re-reads the state even when nothing is due, to pick up changes made
+/// by another process (`esm ca rotate`) on the same data dir.
+pub const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// After a failed rotation, the wait before the next try.
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The instant the loop should next wake: the next due step, but no later than a poll.
+pub fn next_wake(
+    state: &CaState,
+    policy: &RotationPolicy,
+    now: OffsetDateTime,
+) -> std::time::Duration {
+    let poll = POLL_INTERVAL;
+    match next_due_at(state, policy) {
+        Some(at) if at <= now => std::time::Duration::ZERO,
+        Some(at) => std::time::Duration::try_from(at - now)
+            .unwrap_or(poll)
+            .min(poll),
+        None => poll,
+    }
+}
+
+/// Rotates on schedule until `shutdown` fires. Each state that differs from the last is
+/// sent on `tx`.
+pub async fn run(
+    store: Arc<CaStore>,
+    policy: RotationPolicy,
+    tx: watch::Sender<Arc<CaState>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let now = OffsetDateTime::now_utc();
+        let store2 = store.clone();
+        let result = tokio::task::spawn_blocking(move || store2.rotate(&policy, now, None)).await;
+        let wait = match result {
+            Ok(Ok((state, done))) => {
+                for step in &done {
+                    tracing::info!(ca.step = ?step, "CA rotation step applied");
+                }
+                let wait = next_wake(&state, &policy, OffsetDateTime::now_utc());
+                if **tx.borrow() != state {
+                    tx.send_replace(Arc::new(state));
+                }
+                wait
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "CA rotation failed; retrying");
+                RETRY_AFTER
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "CA rotation task panicked; retrying");
+                RETRY_AFTER
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}

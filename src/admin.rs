@@ -1,0 +1,93 @@
+//! The admin HTTP endpoints: `/healthz` (the process runs), `/readyz` (it can sign now) and
+//! `/metrics` (Prometheus text format).
+
+use std::fmt::Write;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use esm_ca::state::{CaState, Status};
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+pub fn router(ca: watch::Receiver<Arc<CaState>>) -> Router {
+    let ready = ca.clone();
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let state = ready.borrow().clone();
+                async move { readiness(&state, OffsetDateTime::now_utc()) }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let state = ca.borrow().clone();
+                async move { metrics(&state, OffsetDateTime::now_utc()) }
+            }),
+        )
+}
+
+/// Ready while the active signing CA is valid: otherwise nothing esm issues would verify.
+pub fn readiness(state: &CaState, now: OffsetDateTime) -> (StatusCode, String) {
+    match state.active_intermediate() {
+        Some(int) if int.not_after > now && int.not_before <= now => {
+            (StatusCode::OK, "ready\n".into())
+        }
+        Some(int) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("signing CA {} is not valid now\n", int.id),
+        ),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "no signing CA\n".into()),
+    }
+}
+
+pub fn metrics(state: &CaState, now: OffsetDateTime) -> String {
+    let mut m = String::new();
+    let mut gauge = |name: &str, help: &str, samples: &[(&str, f64)]| {
+        let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (labels, v) in samples {
+            let _ = writeln!(m, "{name}{labels} {v}");
+        }
+    };
+    let version = format!("{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"));
+    gauge("esm_build_info", "esm build.", &[(&version, 1.0)]);
+    if let Some(int) = state.active_intermediate() {
+        gauge(
+            "esm_ca_signing_ca_expiry_timestamp_seconds",
+            "When the active signing CA expires.",
+            &[("", int.not_after.unix_timestamp() as f64)],
+        );
+    }
+    if let Some(root) = state.active_root() {
+        gauge(
+            "esm_ca_root_expiry_timestamp_seconds",
+            "When the active root expires.",
+            &[("", root.not_after.unix_timestamp() as f64)],
+        );
+    }
+    gauge(
+        "esm_ca_bundle_sequence",
+        "Sequence number of the trust bundle.",
+        &[("", state.bundle_sequence as f64)],
+    );
+    gauge(
+        "esm_ca_bundle_roots",
+        "Roots published in the trust bundle.",
+        &[("", state.published_roots(now).len() as f64)],
+    );
+    let count = |s: Status| state.authorities.iter().filter(|a| a.status == s).count() as f64;
+    gauge(
+        "esm_ca_authorities",
+        "Roots and intermediates by status.",
+        &[
+            ("{status=\"prepared\"}", count(Status::Prepared)),
+            ("{status=\"active\"}", count(Status::Active)),
+            ("{status=\"retired\"}", count(Status::Retired)),
+        ],
+    );
+    m
+}

@@ -1,0 +1,163 @@
+//! The command line, as DESIGN.md fixes it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "esm",
+    version,
+    about = "Edge Service Mesh: SPIFFE workload CA, Envoy ext_authz and tamper-evident audit"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the configuration is: `--config FILE`, else `--dir DIR`/esm.toml, else
+/// `./esm-data/esm.toml`.
+#[derive(Debug, Args, Clone)]
+pub struct ConfigArgs {
+    /// The configuration file.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The data dir holding esm.toml.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    pub fn path(&self) -> PathBuf {
+        match (&self.config, &self.dir) {
+            (Some(c), _) => c.clone(),
+            (None, Some(d)) => d.join("esm.toml"),
+            (None, None) => PathBuf::from("esm-data").join("esm.toml"),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a data dir: esm.toml, the root CA and the first signing CA.
+    Init(InitArgs),
+    /// Run esm: CA rotation and the admin endpoints (/healthz, /readyz, /metrics).
+    Serve {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// X509-SVIDs.
+    Cert {
+        #[command(subcommand)]
+        command: CertCommand,
+    },
+    /// The trust bundle.
+    Bundle {
+        #[command(subcommand)]
+        command: BundleCommand,
+    },
+    /// The signing CA.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The SPIFFE trust domain, e.g. example.org.
+    #[arg(long)]
+    pub trust_domain: String,
+    /// The data dir to create.
+    #[arg(long, default_value = "esm-data")]
+    pub dir: PathBuf,
+    /// Where CA keys are kept.
+    #[arg(long, value_enum, default_value_t = KeyBackendArg::File)]
+    pub key_backend: KeyBackendArg,
+    /// Key algorithm of the root and signing CAs.
+    #[arg(long, default_value = "ec-p256", value_parser = ["ec-p256", "ec-p384", "rsa-3072"])]
+    pub key_algorithm: String,
+    /// An upstream CA certificate (PEM) to sign the intermediates instead of a new root.
+    #[arg(long, requires = "upstream_key", value_name = "FILE")]
+    pub upstream_cert: Option<PathBuf>,
+    /// The upstream CA's private key (PKCS#8 PEM, unencrypted).
+    #[arg(long, requires = "upstream_cert", value_name = "FILE")]
+    pub upstream_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum KeyBackendArg {
+    File,
+    Pkcs11,
+    AzureKeyVault,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Issue an X509-SVID: writes svid.pem (leaf + intermediate), svid.key (when esm made
+    /// the key) and bundle.pem into --out.
+    Issue(IssueArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IssueArgs {
+    #[arg(long, value_name = "ID")]
+    pub spiffe_id: String,
+    /// Lifetime, e.g. 1h or 90s; capped by ca.svid_max_ttl and the signing CA's life.
+    #[arg(long)]
+    pub ttl: Option<String>,
+    /// Sign this PKCS#10 CSR (PEM or DER) instead of making a key.
+    #[arg(long, value_name = "FILE")]
+    pub csr: Option<PathBuf>,
+    /// Also add this DNS SAN (repeatable).
+    #[arg(long = "dns-name", value_name = "NAME")]
+    pub dns_names: Vec<String>,
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Print the trust bundle.
+    Show {
+        #[arg(long, value_enum, default_value_t = BundleFormat::Pem)]
+        format: BundleFormat,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum BundleFormat {
+    Pem,
+    Spiffe,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Rotate the signing CA: with no step, apply whatever the schedule says is due now.
+    Rotate {
+        #[arg(value_enum)]
+        step: Option<RotateStep>,
+        /// Rotate the root instead of the intermediate.
+        #[arg(long)]
+        root: bool,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// List the roots and intermediates with their status and validity.
+    Show {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum RotateStep {
+    /// Make a successor and publish it; it does not sign yet.
+    Prepare,
+    /// The prepared successor starts signing; the old one retires.
+    Activate,
+}

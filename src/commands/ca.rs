@@ -1,0 +1,66 @@
+//! `esm ca rotate` and `esm ca show`.
+
+use std::collections::BTreeMap;
+
+use esm_ca::rotation::Step;
+
+use crate::cli::RotateStep;
+use crate::config::Config;
+
+pub fn rotate(
+    cfg: &Config,
+    env: &BTreeMap<String, String>,
+    step: Option<RotateStep>,
+    root: bool,
+) -> anyhow::Result<()> {
+    let force = step.map(|s| match (s, root) {
+        (RotateStep::Prepare, false) => Step::PrepareIntermediate,
+        (RotateStep::Activate, false) => Step::ActivateIntermediate,
+        (RotateStep::Prepare, true) => Step::PrepareRoot,
+        (RotateStep::Activate, true) => Step::ActivateRoot,
+    });
+    if root && force.is_none() {
+        return Err(crate::exit::usage(
+            "--root needs a step: prepare or activate",
+        ));
+    }
+    let store = super::ca_store(cfg, env);
+    let now = time::OffsetDateTime::now_utc();
+    let (state, done) = store.rotate(&cfg.rotation_policy(), now, force)?;
+    if done.is_empty() {
+        println!("nothing is due");
+    }
+    for step in done {
+        println!("done: {step:?}");
+    }
+    print_state(&state);
+    Ok(())
+}
+
+pub fn show(cfg: &Config, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
+    let state = super::ca_store(cfg, env).load()?;
+    print_state(&state);
+    if let Some(at) = esm_ca::rotation::next_due_at(&state, &cfg.rotation_policy()) {
+        println!("next rotation step due at {}", esm_ca::rfc3339(at));
+    }
+    Ok(())
+}
+
+fn print_state(state: &esm_ca::state::CaState) {
+    println!(
+        "trust domain {} · bundle sequence {}",
+        state.trust_domain, state.bundle_sequence
+    );
+    for a in &state.authorities {
+        println!(
+            "  {:<26} {:<12} {:<8} {:<8} {} → {}{}",
+            a.id,
+            format!("{:?}", a.kind).to_lowercase(),
+            format!("{:?}", a.status).to_lowercase(),
+            a.algorithm,
+            esm_ca::rfc3339(a.not_before),
+            esm_ca::rfc3339(a.not_after),
+            if a.upstream { " (upstream)" } else { "" }
+        );
+    }
+}

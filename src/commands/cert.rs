@@ -1,0 +1,98 @@
+//! `esm cert issue`.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::Path;
+
+use anyhow::Context;
+use esm_ca::csr::MAX_CSR_LEN;
+use esm_ca::issuer::{issue as issue_svid, LeafKey, SvidRequest};
+use esm_ca::SpiffeId;
+
+use crate::cli::IssueArgs;
+use crate::config::{duration, Config};
+use crate::exit::usage;
+
+pub fn issue(cfg: &Config, env: &BTreeMap<String, String>, args: IssueArgs) -> anyhow::Result<()> {
+    let id = SpiffeId::parse(&args.spiffe_id)
+        .map_err(|e| usage(format!("--spiffe-id {:?}: {e}", args.spiffe_id)))?;
+    let ttl = args
+        .ttl
+        .as_deref()
+        .map(|t| duration("--ttl", t).map_err(|e| usage(e.to_string())))
+        .transpose()?;
+    let key = match &args.csr {
+        None => LeafKey::Generate,
+        Some(path) => LeafKey::Csr(esm_ca::csr::validate(&read_bounded(path)?, &id)?),
+    };
+    let store = super::ca_store(cfg, env);
+    let state = store.load()?;
+    let ca = store.signing_ca(&state)?;
+    let now = time::OffsetDateTime::now_utc();
+    let svid = issue_svid(
+        &ca,
+        &cfg.issuance_policy(),
+        SvidRequest {
+            spiffe_id: &id,
+            ttl,
+            dns_names: &args.dns_names,
+            key,
+        },
+        now,
+    )?;
+    let bundle = store.bundle(&state, now)?;
+
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    write_atomic(
+        &args.out.join("svid.pem"),
+        svid.chain_pem().as_bytes(),
+        0o644,
+    )?;
+    if let Some(k) = &svid.private_key {
+        write_atomic(&args.out.join("svid.key"), k.to_pem().as_bytes(), 0o600)?;
+    }
+    write_atomic(
+        &args.out.join("bundle.pem"),
+        bundle.to_pem().as_bytes(),
+        0o644,
+    )?;
+    store.record_issued(&svid, now)?;
+    println!(
+        "issued {} serial {} valid until {} → {}",
+        svid.spiffe_id,
+        svid.serial_hex,
+        esm_ca::rfc3339(svid.not_after),
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// Reads at most one byte more than a CSR may have, so a huge file is refused without
+/// reading it all.
+fn read_bounded(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let f =
+        std::fs::File::open(path).map_err(|e| usage(format!("--csr {}: {e}", path.display())))?;
+    let mut buf = Vec::new();
+    f.take(MAX_CSR_LEN as u64 + 1)
+        .read_to_end(&mut buf)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(buf)
+}
+
+/// Writes next to the target and renames over it, so a reader never sees half a file.
+fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
+    let mut f = opts
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}

@@ -1,0 +1,126 @@
+//! `esm init`: a new data dir with its configuration and CA.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Context;
+use esm_ca::key_backend::KeyAlgorithm;
+use esm_ca::store::{InitOptions, Upstream};
+use esm_ca::TrustDomain;
+
+use crate::cli::{InitArgs, KeyBackendArg};
+use crate::config::{default_toml, Config};
+use crate::exit::usage;
+
+pub fn run(args: InitArgs, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
+    let td = TrustDomain::parse(&args.trust_domain)
+        .map_err(|e| usage(format!("--trust-domain {:?}: {e}", args.trust_domain)))?;
+    let algorithm = KeyAlgorithm::parse(&args.key_algorithm)
+        .ok_or_else(|| usage(format!("--key-algorithm {:?}", args.key_algorithm)))?;
+    let backend = match args.key_backend {
+        KeyBackendArg::File => "file",
+        KeyBackendArg::Pkcs11 | KeyBackendArg::AzureKeyVault => {
+            return Err(usage(
+                "--key-backend: only \"file\" is available in this build yet",
+            ))
+        }
+    };
+    // Read and check everything before writing anything.
+    let upstream = match (&args.upstream_cert, &args.upstream_key) {
+        (Some(c), Some(k)) => Some(read_upstream(c, k)?),
+        _ => None,
+    };
+    let config_path = args.dir.join("esm.toml");
+    if config_path.exists() {
+        return Err(usage(format!(
+            "{} already exists: this data dir is initialised",
+            config_path.display()
+        )));
+    }
+    let toml = default_toml(&td, algorithm, backend);
+    let created_dir = !args.dir.exists();
+    let result = (|| {
+        esm_ca::store::create_private_dir(&args.dir)?;
+        let cfg = Config::parse(&toml, args.dir.clone(), env)?;
+        let store = super::ca_store(&cfg, env);
+        let now = time::OffsetDateTime::now_utc();
+        let state = store.init(
+            InitOptions {
+                trust_domain: td.clone(),
+                algorithm,
+                upstream,
+            },
+            &cfg.rotation_policy(),
+            now,
+        )?;
+        std::fs::write(&config_path, &toml)
+            .with_context(|| format!("writing {}", config_path.display()))?;
+        anyhow::Ok(state)
+    })();
+    let state = match result {
+        Ok(s) => s,
+        Err(e) => {
+            if created_dir {
+                let _ = std::fs::remove_dir_all(&args.dir);
+            }
+            return Err(e);
+        }
+    };
+    let root = state.active_root().context("no root after init")?;
+    let int = state
+        .active_intermediate()
+        .context("no intermediate after init")?;
+    println!("initialised {} for trust domain {td}", args.dir.display());
+    println!(
+        "  root CA      {} ({}, until {})",
+        root.id,
+        root.algorithm,
+        esm_ca::rfc3339(root.not_after)
+    );
+    println!(
+        "  signing CA   {} (until {})",
+        int.id,
+        esm_ca::rfc3339(int.not_after)
+    );
+    println!("  config       {}", config_path.display());
+    Ok(())
+}
+
+fn read_upstream(cert: &Path, key: &Path) -> anyhow::Result<Upstream> {
+    let read =
+        |p: &Path| std::fs::read_to_string(p).map_err(|e| usage(format!("{}: {e}", p.display())));
+    let (label, cert_der) = pkcs8_pem(&read(cert)?)
+        .map_err(|e| usage(format!("--upstream-cert {}: {e}", cert.display())))?;
+    if label != "CERTIFICATE" {
+        return Err(usage(format!(
+            "--upstream-cert {}: not a PEM certificate",
+            cert.display()
+        )));
+    }
+    let (label, key_der) = pkcs8_pem(&read(key)?)
+        .map_err(|e| usage(format!("--upstream-key {}: {e}", key.display())))?;
+    if label != "PRIVATE KEY" {
+        return Err(usage(format!(
+            "--upstream-key {}: expected an unencrypted PKCS#8 \"PRIVATE KEY\" (convert with `openssl pkcs8 -topk8 -nocrypt`), found {label:?}",
+            key.display()
+        )));
+    }
+    Ok(Upstream {
+        cert_der,
+        key_pkcs8_der: key_der,
+    })
+}
+
+fn pkcs8_pem(text: &str) -> anyhow::Result<(String, Vec<u8>)> {
+    // The first PEM block only; a chain file's further certificates are ignored.
+    let start = text.find("-----BEGIN ").context("no PEM block")?;
+    let end_marker = text[start..]
+        .find("-----END ")
+        .context("unterminated PEM block")?;
+    let end = text[start + end_marker..]
+        .find("\n")
+        .map(|i| start + end_marker + i + 1)
+        .unwrap_or(text.len());
+    let (label, der) = esm_ca::pem::decode(&text[start..end])?;
+    Ok((label, der))
+}

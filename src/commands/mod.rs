@@ -1,0 +1,82 @@
+//! One module per subcommand; each loads what it needs and calls into the crates.
+
+mod ca;
+mod cert;
+mod init;
+mod serve;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::Context;
+use esm_ca::key_backend::file::{FileKeyStore, Passphrase};
+use esm_ca::key_backend::KeyStore;
+use esm_ca::store::CaStore;
+
+use crate::cli::{BundleCommand, BundleFormat, CaCommand, CertCommand, Cli, Command, ConfigArgs};
+use crate::config::{Config, KeyBackendKind};
+use crate::exit::usage;
+
+pub fn run(cli: Cli, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Init(args) => init::run(args, env),
+        Command::Serve { config } => serve::run(load(&config, env)?, env),
+        Command::Cert {
+            command: CertCommand::Issue(args),
+        } => {
+            let cfg = load(&args.config, env)?;
+            cert::issue(&cfg, env, args)
+        }
+        Command::Bundle {
+            command: BundleCommand::Show { format, config },
+        } => bundle_show(&load(&config, env)?, env, format),
+        Command::Ca { command } => match command {
+            CaCommand::Rotate { step, root, config } => {
+                ca::rotate(&load(&config, env)?, env, step, root)
+            }
+            CaCommand::Show { config } => ca::show(&load(&config, env)?, env),
+        },
+    }
+}
+
+fn load(args: &ConfigArgs, env: &BTreeMap<String, String>) -> anyhow::Result<Config> {
+    Config::load(&args.path(), env).map_err(|e| usage(format!("{e:#}")))
+}
+
+/// The configured key backend.
+pub fn key_store(cfg: &Config, env: &BTreeMap<String, String>) -> Arc<dyn KeyStore> {
+    match cfg.ca.key_backend {
+        KeyBackendKind::File => {
+            let passphrase = env
+                .get(&cfg.ca.key_passphrase_env)
+                .and_then(|p| Passphrase::new(p.as_bytes()));
+            Arc::new(FileKeyStore::new(cfg.ca_dir().join("keys"), passphrase))
+        }
+    }
+}
+
+pub fn ca_store(cfg: &Config, env: &BTreeMap<String, String>) -> CaStore {
+    CaStore::new(cfg.ca_dir(), key_store(cfg, env))
+}
+
+fn bundle_show(
+    cfg: &Config,
+    env: &BTreeMap<String, String>,
+    format: BundleFormat,
+) -> anyhow::Result<()> {
+    let store = ca_store(cfg, env);
+    let state = store.load()?;
+    let bundle = store.bundle(&state, time::OffsetDateTime::now_utc())?;
+    let text = match format {
+        BundleFormat::Pem => bundle.to_pem(),
+        BundleFormat::Spiffe => {
+            let mut s = serde_json::to_string_pretty(&bundle.to_spiffe_json()?)?;
+            s.push('\n');
+            s
+        }
+    };
+    std::io::stdout()
+        .write_all(text.as_bytes())
+        .context("writing to stdout")
+}

@@ -1,0 +1,400 @@
+//! `esm.toml`, parsed once into typed structs. Every key can be overridden by an
+//! `ESM_<SECTION>_<KEY>` environment variable (`ESM_TRUST_DOMAIN`, `ESM_CA_SVID_MAX_TTL`,
+//! `ESM_ADMIN_LISTEN`, …); the caller passes the variables in, so tests never touch the
+//! process environment.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context};
+use esm_ca::key_backend::KeyAlgorithm;
+use esm_ca::TrustDomain;
+use serde::Deserialize;
+
+/// The file `esm init` writes; the defaults in it are part of esm's interface.
+pub fn default_toml(trust_domain: &TrustDomain, algorithm: KeyAlgorithm, backend: &str) -> String {
+    format!(
+        r#"# esm configuration, written by `esm init`.
+# Every key can be overridden by an environment variable named ESM_<SECTION>_<KEY>,
+# e.g. ESM_CA_SVID_MAX_TTL=12h or ESM_ADMIN_LISTEN=127.0.0.1:9290.
+# Durations: 90s, 10m, 1h, 7d. Relative paths are relative to this file's directory.
+
+# The SPIFFE trust domain this CA issues for. Changing it needs a new CA (`esm init`).
+trust_domain = "{trust_domain}"
+
+[ca]
+# Where CA keys live: "file" (PKCS#8 files in ca/keys, mode 0600).
+key_backend = "{backend}"
+# Key algorithm of new roots and intermediates: ec-p256, ec-p384 or rsa-3072.
+key_algorithm = "{algorithm}"
+# Algorithm of the keys esm makes for workloads.
+svid_key_algorithm = "ec-p256"
+# Lifetime of a new self-made root and of each intermediate signing CA. A successor is
+# prepared at half of the active one's life and takes over at five sixths.
+root_ttl = "1825d"
+intermediate_ttl = "7d"
+# SVID lifetime when none is asked for, and the most any SVID gets.
+svid_default_ttl = "1h"
+svid_max_ttl = "24h"
+# If this environment variable is set when keys are made, key files are encrypted with it,
+# and it must be set to use them.
+key_passphrase_env = "ESM_CA_KEY_PASSPHRASE"
+
+[admin]
+# /healthz, /readyz and /metrics (Prometheus).
+listen = "127.0.0.1:9190"
+
+[audit]
+# Where the tamper-evident audit log lives: sqlite://PATH (relative to this directory) or
+# postgres://user@host:5432/db.
+url = "sqlite://audit.db"
+# PostgreSQL only: the schema for esm's tables (empty: the connection's default).
+schema = ""
+# When producers outrun the disk: "block" (they wait; fail closed) or "drop" (drop, count,
+# and record an audit.gap event).
+queue_full = "block"
+queue_capacity = 65536
+# A signed Merkle checkpoint after this many events or this much time, whichever first.
+checkpoint_every = 10000
+checkpoint_interval = "60s"
+# This node's id in every event (empty: the host name).
+node = ""
+"#
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    trust_domain: String,
+    #[serde(default)]
+    ca: RawCa,
+    #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default)]
+    audit: RawAudit,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAudit {
+    url: String,
+    schema: String,
+    queue_full: String,
+    #[serde(deserialize_with = "int_or_string")]
+    queue_capacity: u64,
+    #[serde(deserialize_with = "int_or_string")]
+    checkpoint_every: u64,
+    checkpoint_interval: String,
+    node: String,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://audit.db".into(),
+            schema: String::new(),
+            queue_full: "block".into(),
+            queue_capacity: 65_536,
+            checkpoint_every: 10_000,
+            checkpoint_interval: "60s".into(),
+            node: String::new(),
+        }
+    }
+}
+
+/// Numbers may come from the file (integers) or from `ESM_…` variables (strings).
+fn int_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum V {
+        Int(u64),
+        Text(String),
+    }
+    match V::deserialize(d)? {
+        V::Int(n) => Ok(n),
+        V::Text(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| serde::de::Error::custom(format!("{s:?} is not a whole number"))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawCa {
+    key_backend: String,
+    key_algorithm: String,
+    svid_key_algorithm: String,
+    root_ttl: String,
+    intermediate_ttl: String,
+    svid_default_ttl: String,
+    svid_max_ttl: String,
+    key_passphrase_env: String,
+}
+
+impl Default for RawCa {
+    fn default() -> Self {
+        Self {
+            key_backend: "file".into(),
+            key_algorithm: "ec-p256".into(),
+            svid_key_algorithm: "ec-p256".into(),
+            root_ttl: "1825d".into(),
+            intermediate_ttl: "7d".into(),
+            svid_default_ttl: "1h".into(),
+            svid_max_ttl: "24h".into(),
+            key_passphrase_env: "ESM_CA_KEY_PASSPHRASE".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAdmin {
+    listen: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9190".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyBackendKind {
+    File,
+}
+
+#[derive(Debug, Clone)]
+pub struct CaConfig {
+    pub key_backend: KeyBackendKind,
+    pub key_algorithm: KeyAlgorithm,
+    pub svid_key_algorithm: KeyAlgorithm,
+    pub root_ttl: time::Duration,
+    pub intermediate_ttl: time::Duration,
+    pub svid_default_ttl: time::Duration,
+    pub svid_max_ttl: time::Duration,
+    pub key_passphrase_env: String,
+}
+
+#[derive(Debug, Clone)]
+#[expect(dead_code, reason = "read by the audit commands, wired next")]
+pub struct AuditConfig {
+    /// `sqlite://ABSOLUTE-OR-DATA-DIR-RELATIVE-PATH` resolved, or a PostgreSQL URL.
+    pub url: String,
+    pub schema: Option<String>,
+    pub on_full: esm_audit::writer::OnFull,
+    pub queue_capacity: usize,
+    pub checkpoint_every: u64,
+    pub checkpoint_interval: std::time::Duration,
+    pub node: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub trust_domain: TrustDomain,
+    pub ca: CaConfig,
+    pub admin_listen: SocketAddr,
+    #[allow(dead_code, reason = "read by the audit commands, wired next")]
+    pub audit: AuditConfig,
+}
+
+impl Config {
+    pub fn ca_dir(&self) -> PathBuf {
+        self.data_dir.join("ca")
+    }
+
+    pub fn rotation_policy(&self) -> esm_ca::rotation::RotationPolicy {
+        esm_ca::rotation::RotationPolicy {
+            root_ttl: self.ca.root_ttl,
+            intermediate_ttl: self.ca.intermediate_ttl,
+            key_algorithm: self.ca.key_algorithm,
+            ..Default::default()
+        }
+    }
+
+    /// Audit keys (checkpoint signing key, HMAC key) live here.
+    #[expect(dead_code, reason = "read by the audit commands, wired next")]
+    pub fn audit_dir(&self) -> PathBuf {
+        self.data_dir.join("audit")
+    }
+
+    pub fn issuance_policy(&self) -> esm_ca::issuer::IssuancePolicy {
+        esm_ca::issuer::IssuancePolicy {
+            default_ttl: self.ca.svid_default_ttl,
+            max_ttl: self.ca.svid_max_ttl,
+            leaf_algorithm: self.ca.svid_key_algorithm,
+        }
+    }
+
+    /// Reads `path` and applies the `ESM_…` overrides found in `env`.
+    pub fn load(path: &Path, env: &BTreeMap<String, String>) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "cannot read {} (run `esm init` first, or pass --config)",
+                path.display()
+            )
+        })?;
+        let data_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let data_dir = if data_dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            data_dir
+        };
+        Self::parse(&text, data_dir, env).with_context(|| format!("in {}", path.display()))
+    }
+
+    pub fn parse(
+        text: &str,
+        data_dir: PathBuf,
+        env: &BTreeMap<String, String>,
+    ) -> anyhow::Result<Self> {
+        let mut table: toml::Table = text.parse().context("not valid TOML")?;
+        apply_env(&mut table, env)?;
+        let raw: RawConfig = table.try_into().context("invalid configuration")?;
+        let alg = |what: &str, v: &str| {
+            KeyAlgorithm::parse(v).ok_or_else(|| {
+                anyhow!("{what} = {v:?}: expected one of ec-p256, ec-p384, rsa-3072")
+            })
+        };
+        let key_backend = match raw.ca.key_backend.as_str() {
+            "file" => KeyBackendKind::File,
+            "pkcs11" | "azure-key-vault" => bail!(
+                "ca.key_backend = {:?} is not available in this build yet; use \"file\"",
+                raw.ca.key_backend
+            ),
+            other => bail!("ca.key_backend = {other:?}: expected file, pkcs11 or azure-key-vault"),
+        };
+        let ca = CaConfig {
+            key_backend,
+            key_algorithm: alg("ca.key_algorithm", &raw.ca.key_algorithm)?,
+            svid_key_algorithm: alg("ca.svid_key_algorithm", &raw.ca.svid_key_algorithm)?,
+            root_ttl: duration("ca.root_ttl", &raw.ca.root_ttl)?,
+            intermediate_ttl: duration("ca.intermediate_ttl", &raw.ca.intermediate_ttl)?,
+            svid_default_ttl: duration("ca.svid_default_ttl", &raw.ca.svid_default_ttl)?,
+            svid_max_ttl: duration("ca.svid_max_ttl", &raw.ca.svid_max_ttl)?,
+            key_passphrase_env: raw.ca.key_passphrase_env,
+        };
+        if ca.svid_default_ttl > ca.svid_max_ttl {
+            bail!("ca.svid_default_ttl is longer than ca.svid_max_ttl");
+        }
+        if ca.intermediate_ttl >= ca.root_ttl {
+            bail!("ca.intermediate_ttl must be shorter than ca.root_ttl");
+        }
+        let audit = audit_config(raw.audit, &data_dir)?;
+        Ok(Self {
+            audit,
+            data_dir,
+            trust_domain: TrustDomain::parse(&raw.trust_domain)
+                .map_err(|e| anyhow!("trust_domain = {:?}: {e}", raw.trust_domain))?,
+            ca,
+            admin_listen: raw
+                .admin
+                .listen
+                .parse()
+                .map_err(|e| anyhow!("admin.listen = {:?}: {e}", raw.admin.listen))?,
+        })
+    }
+}
+
+fn audit_config(raw: RawAudit, data_dir: &Path) -> anyhow::Result<AuditConfig> {
+    let url = match raw.url.strip_prefix("sqlite://") {
+        Some(path) if Path::new(path).is_relative() => {
+            format!("sqlite://{}", data_dir.join(path).display())
+        }
+        Some(_) => raw.url.clone(),
+        None if raw.url.starts_with("postgres://") || raw.url.starts_with("postgresql://") => {
+            raw.url.clone()
+        }
+        None => bail!(
+            "audit.url = {:?}: expected sqlite://PATH or postgres://…",
+            raw.url
+        ),
+    };
+    let on_full = match raw.queue_full.as_str() {
+        "block" => esm_audit::writer::OnFull::Block,
+        "drop" => esm_audit::writer::OnFull::Drop,
+        other => bail!("audit.queue_full = {other:?}: expected \"block\" or \"drop\""),
+    };
+    if raw.queue_capacity == 0 || raw.queue_capacity > 16 << 20 {
+        bail!("audit.queue_capacity must be between 1 and 16777216");
+    }
+    if raw.checkpoint_every == 0 {
+        bail!("audit.checkpoint_every must be at least 1");
+    }
+    let interval = duration("audit.checkpoint_interval", &raw.checkpoint_interval)?;
+    let node = if raw.node.is_empty() {
+        std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default()
+    } else {
+        raw.node
+    };
+    Ok(AuditConfig {
+        url,
+        schema: (!raw.schema.is_empty()).then_some(raw.schema),
+        on_full,
+        queue_capacity: raw.queue_capacity as usize,
+        checkpoint_every: raw.checkpoint_every,
+        checkpoint_interval: std::time::Duration::try_from(interval)
+            .map_err(|_| anyhow!("audit.checkpoint_interval is out of range"))?,
+        node,
+    })
+}
+
+/// Parses a duration such as `90s`, `10m`, `1h`, `7d`.
+pub fn duration(what: &str, s: &str) -> anyhow::Result<time::Duration> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| anyhow!("{what} = {s:?}: not a duration like 90s, 1h, 7d ({e})"))?;
+    let d = time::Duration::try_from(d).map_err(|_| anyhow!("{what} = {s:?}: too long"))?;
+    if d <= time::Duration::ZERO {
+        bail!("{what} = {s:?}: must be positive");
+    }
+    Ok(d)
+}
+
+const SECTIONS: [&str; 3] = ["ca", "admin", "audit"];
+
+/// `ESM_TRUST_DOMAIN` → `trust_domain`; `ESM_CA_SVID_MAX_TTL` → `[ca] svid_max_ttl`.
+fn apply_env(table: &mut toml::Table, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
+    for (name, value) in env {
+        let Some(key) = name.strip_prefix("ESM_") else {
+            continue;
+        };
+        let key = key.to_ascii_lowercase();
+        // Variables that are not configuration keys (the passphrase, ESM_LOG).
+        if key == "ca_key_passphrase" || key == "log" {
+            continue;
+        }
+        let section = SECTIONS.iter().find(|s| key.starts_with(&format!("{s}_")));
+        match section {
+            Some(s) => {
+                let sub = table
+                    .entry((*s).to_owned())
+                    .or_insert_with(|| toml::Value::Table(Default::default()));
+                let toml::Value::Table(sub) = sub else {
+                    bail!("[{s}] must be a table");
+                };
+                sub.insert(
+                    key[s.len() + 1..].to_owned(),
+                    toml::Value::String(value.clone()),
+                );
+            }
+            None => {
+                table.insert(key, toml::Value::String(value.clone()));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

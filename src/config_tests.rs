@@ -1,0 +1,107 @@
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn td() -> TrustDomain {
+    TrustDomain::parse("example.org").unwrap()
+}
+
+#[test]
+fn the_file_init_writes_parses_to_the_documented_defaults() {
+    let text = default_toml(&td(), KeyAlgorithm::EcP256, "file");
+    let c = Config::parse(&text, "/d".into(), &env(&[])).unwrap();
+    assert_eq!(c.trust_domain.as_str(), "example.org");
+    assert_eq!(c.admin_listen.to_string(), "127.0.0.1:9190");
+    assert_eq!(c.ca.svid_default_ttl, time::Duration::hours(1));
+    assert_eq!(c.ca.intermediate_ttl, time::Duration::days(7));
+    assert_eq!(c.ca.key_backend, KeyBackendKind::File);
+    assert_eq!(c.ca_dir(), PathBuf::from("/d/ca"));
+    assert_eq!(c.audit.url, "sqlite:///d/audit.db");
+    assert_eq!(c.audit.on_full, esm_audit::writer::OnFull::Block);
+    assert_eq!(c.audit.checkpoint_every, 10_000);
+}
+
+#[test]
+fn audit_numbers_and_urls_come_from_file_or_environment() {
+    let text = default_toml(&td(), KeyAlgorithm::EcP256, "file");
+    let c = Config::parse(
+        &text,
+        "/d".into(),
+        &env(&[
+            ("ESM_AUDIT_QUEUE_CAPACITY", "128"),
+            ("ESM_AUDIT_URL", "postgres://u@127.0.0.1/test"),
+            ("ESM_AUDIT_QUEUE_FULL", "drop"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.audit.queue_capacity, 128);
+    assert_eq!(c.audit.url, "postgres://u@127.0.0.1/test");
+    assert_eq!(c.audit.on_full, esm_audit::writer::OnFull::Drop);
+    for (var, value) in [
+        ("ESM_AUDIT_QUEUE_CAPACITY", "lots"),
+        ("ESM_AUDIT_URL", "mysql://x"),
+        ("ESM_AUDIT_QUEUE_FULL", "sometimes"),
+        ("ESM_AUDIT_CHECKPOINT_EVERY", "0"),
+    ] {
+        let err = Config::parse(&text, "/d".into(), &env(&[(var, value)])).unwrap_err();
+        assert!(format!("{err:#}").contains("audit"), "{var}: {err:#}");
+    }
+}
+
+#[test]
+fn environment_overrides_any_key() {
+    let text = default_toml(&td(), KeyAlgorithm::EcP256, "file");
+    let c = Config::parse(
+        &text,
+        "/d".into(),
+        &env(&[
+            ("ESM_CA_SVID_MAX_TTL", "12h"),
+            ("ESM_ADMIN_LISTEN", "127.0.0.1:9999"),
+            ("ESM_TRUST_DOMAIN", "other.org"),
+            ("ESM_CA_KEY_PASSPHRASE", "not a key"),
+            ("PATH", "/bin"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.ca.svid_max_ttl, time::Duration::hours(12));
+    assert_eq!(c.admin_listen.port(), 9999);
+    assert_eq!(c.trust_domain.as_str(), "other.org");
+}
+
+#[test]
+fn bad_values_name_the_key() {
+    let base = default_toml(&td(), KeyAlgorithm::EcP256, "file");
+    for (var, value, needle) in [
+        ("ESM_CA_SVID_MAX_TTL", "soon", "ca.svid_max_ttl"),
+        ("ESM_CA_KEY_ALGORITHM", "dsa", "ca.key_algorithm"),
+        ("ESM_ADMIN_LISTEN", "nowhere", "admin.listen"),
+        ("ESM_TRUST_DOMAIN", "Bad.Org", "trust_domain"),
+        ("ESM_CA_KEY_BACKEND", "floppy", "ca.key_backend"),
+        ("ESM_CA_SVID_DEFAULT_TTL", "48h", "svid_default_ttl"),
+        ("ESM_CA_TYPO", "x", "typo"),
+    ] {
+        let err = Config::parse(&base, "/d".into(), &env(&[(var, value)])).unwrap_err();
+        assert!(format!("{err:#}").contains(needle), "{var}: {err:#}");
+    }
+}
+
+#[test]
+fn unknown_keys_and_broken_toml_are_refused() {
+    assert!(Config::parse("trust_domain = \"a\"\nbogus = 1", "/d".into(), &env(&[])).is_err());
+    assert!(Config::parse("trust_domain = ", "/d".into(), &env(&[])).is_err());
+    assert!(Config::parse("", "/d".into(), &env(&[])).is_err());
+    assert!(Config::parse("trust_domain = \"a\"", "/d".into(), &env(&[])).is_ok());
+}
+
+#[test]
+fn durations_take_the_documented_forms() {
+    assert_eq!(duration("x", "90s").unwrap(), time::Duration::seconds(90));
+    assert_eq!(duration("x", "7d").unwrap(), time::Duration::days(7));
+    assert!(duration("x", "0s").is_err());
+    assert!(duration("x", "-1h").is_err());
+}

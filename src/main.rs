@@ -1,0 +1,40 @@
+//! The `esm` binary: parses the command line, loads the configuration and hands off to the
+//! crates. No business logic lives here.
+
+// The CLI's output is its interface; the libraries keep the print lints.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod admin;
+mod cli;
+mod commands;
+mod config;
+mod exit;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    init_tracing();
+    let env: std::collections::BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("ESM_"))
+        .collect();
+    match commands::run(cli, &env) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let code = exit::code_for(&e);
+            // One line: the reason, with its causes joined.
+            eprintln!("esm: error: {e:#}");
+            std::process::ExitCode::from(code)
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("ESM_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
