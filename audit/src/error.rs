@@ -1,0 +1,67 @@
+//! The one error type of esm-audit; each variant says whose fault it is.
+
+/// The sequence number and reason of the first thing verification found wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("sequence {seq}: {reason}")]
+pub struct Tampered {
+    pub seq: u64,
+    pub reason: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The caller handed in an event the store will not take (bad kind, oversized field).
+    #[error("event refused: {0}")]
+    InvalidEvent(String),
+    /// The queue is full and the store is configured to fail closed.
+    #[error("audit queue is full (queue_full = \"block\" fails closed)")]
+    QueueFull,
+    /// The writer has stopped; nothing more can be stored.
+    #[error("audit writer has stopped")]
+    Closed,
+    /// The configuration (URL, key files, options) is wrong.
+    #[error("audit configuration: {0}")]
+    Config(String),
+    /// The stored log does not verify: evidence of tampering or damage.
+    #[error("audit log does not verify: {0}")]
+    Tampered(Tampered),
+    /// The database file or server failed or holds something esm did not write.
+    #[error("audit database: {0}")]
+    Database(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An invariant of esm itself did not hold; a bug to report.
+    #[error("internal error (a bug): {0}")]
+    Bug(String),
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Database(e.to_string())
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for Error {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        Self::Database(format!("migration: {e}"))
+    }
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<std::path::PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Self::Io { path, source }
+    }
+
+    /// True when the error is the caller's or the configuration's fault (CLI exit 2).
+    pub fn is_usage_error(&self) -> bool {
+        matches!(self, Self::InvalidEvent(_) | Self::Config(_))
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

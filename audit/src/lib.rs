@@ -1,0 +1,21 @@
+//! esm-audit: the evidence every other part of esm writes to.
+//!
+//! Events ([`event`]) are chained by hash ([`hash_chain`]) and covered by signed RFC 6962
+//! Merkle checkpoints ([`merkle`], [`checkpoint`]); a single writer ([`writer`]) commits them
+//! in batches to SQLite or PostgreSQL ([`store`]), where triggers refuse UPDATE and DELETE;
+//! [`verify`] recomputes everything and names the first bad sequence number.
+
+pub mod checkpoint;
+pub mod error;
+pub mod event;
+pub mod export;
+pub mod hash_chain;
+pub mod merkle;
+pub mod prove;
+pub mod redact;
+pub mod store;
+pub mod verify;
+pub mod writer;
+
+pub use error::{Error, Result, Tampered};
+pub use event::{kind, Event, Outcome};

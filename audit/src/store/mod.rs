@@ -1,0 +1,203 @@
+//! Where records live: SQLite (the default, a file in the data dir) or PostgreSQL. Each
+//! backend module holds only its SQL; this module chooses one by URL and dispatches.
+
+mod postgres;
+mod sqlite;
+
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result, Tampered};
+use crate::event::Record;
+use crate::merkle::Hash;
+
+/// Rows read per query when walking the log; bounds memory on any log size.
+pub const PAGE: i64 = 8192;
+
+/// A checkpoint with the Merkle frontier it was computed from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub checkpoint: Checkpoint,
+    pub frontier: Vec<u8>,
+}
+
+/// What to read back.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub from_seq: Option<u64>,
+    pub to_seq: Option<u64>,
+    pub from_time_ns: Option<i64>,
+    pub to_time_ns: Option<i64>,
+    pub kind: Option<String>,
+}
+
+#[derive(Clone)]
+pub enum Db {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+/// A write transaction holding the log's writer lock.
+pub enum WriteTx {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl Db {
+    /// Opens (creating and migrating) the store at `url`: `sqlite://PATH` or
+    /// `postgres://…`. `schema` puts PostgreSQL tables in their own schema.
+    pub async fn open(url: &str, schema: Option<&str>) -> Result<Self> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            Ok(Self::Sqlite(sqlite::open(path).await?))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres(postgres::open(url, schema).await?))
+        } else {
+            Err(Error::Config(format!(
+                "audit.url {url:?}: expected sqlite://PATH or postgres://…"
+            )))
+        }
+    }
+
+    pub async fn begin_write(&self) -> Result<WriteTx> {
+        Ok(match self {
+            Self::Sqlite(p) => WriteTx::Sqlite(sqlite::begin_write(p).await?),
+            Self::Postgres(p) => WriteTx::Postgres(postgres::begin_write(p).await?),
+        })
+    }
+
+    pub async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>> {
+        match self {
+            Self::Sqlite(p) => sqlite::checkpoints(p).await,
+            Self::Postgres(p) => postgres::checkpoints(p).await,
+        }
+    }
+
+    /// The highest sequence number removed by retention, if any.
+    pub async fn anchor(&self) -> Result<Option<u64>> {
+        match self {
+            Self::Sqlite(p) => sqlite::anchor(p).await,
+            Self::Postgres(p) => postgres::anchor(p).await,
+        }
+    }
+
+    /// Event hashes with `after < seq <= to`, in order.
+    pub async fn hashes(&self, after: u64, to: u64) -> Result<Vec<(u64, Hash)>> {
+        match self {
+            Self::Sqlite(p) => sqlite::hashes(p, after, to).await,
+            Self::Postgres(p) => postgres::hashes(p, after, to).await,
+        }
+    }
+
+    /// One page of records with `seq > after` matching `filter`, in order. A record whose
+    /// stored fields cannot be read is reported as tampering at its sequence number.
+    pub async fn page(&self, after: u64, filter: &Filter) -> Result<Vec<Record>> {
+        match self {
+            Self::Sqlite(p) => sqlite::page(p, after, filter).await,
+            Self::Postgres(p) => postgres::page(p, after, filter).await,
+        }
+    }
+
+    /// Removes events up to the checkpoint at `up_to`, which becomes the new anchor.
+    pub async fn retain(&self, up_to: u64, now_ns: i64) -> Result<u64> {
+        match self {
+            Self::Sqlite(p) => sqlite::retain(p, up_to, now_ns).await,
+            Self::Postgres(p) => postgres::retain(p, up_to, now_ns).await,
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Self::Sqlite(p) => p.close().await,
+            Self::Postgres(p) => p.close().await,
+        }
+    }
+}
+
+impl WriteTx {
+    /// The last stored (seq, hash).
+    pub async fn tail(&mut self) -> Result<Option<(u64, Hash)>> {
+        match self {
+            Self::Sqlite(t) => sqlite::tail(t).await,
+            Self::Postgres(t) => postgres::tail(t).await,
+        }
+    }
+
+    pub async fn latest_checkpoint(&mut self) -> Result<Option<StoredCheckpoint>> {
+        match self {
+            Self::Sqlite(t) => sqlite::latest_checkpoint(t).await,
+            Self::Postgres(t) => postgres::latest_checkpoint(t).await,
+        }
+    }
+
+    /// Event hashes with seq > `after`, in order (to rebuild the Merkle frontier).
+    pub async fn hashes_after(&mut self, after: u64) -> Result<Vec<Hash>> {
+        match self {
+            Self::Sqlite(t) => sqlite::hashes_after(t, after).await,
+            Self::Postgres(t) => postgres::hashes_after(t, after).await,
+        }
+    }
+
+    pub async fn insert(&mut self, records: &[Record]) -> Result<()> {
+        match self {
+            Self::Sqlite(t) => sqlite::insert(t, records).await,
+            Self::Postgres(t) => postgres::insert(t, records).await,
+        }
+    }
+
+    pub async fn insert_checkpoint(&mut self, cp: &Checkpoint, frontier: &[u8]) -> Result<()> {
+        match self {
+            Self::Sqlite(t) => sqlite::insert_checkpoint(t, cp, frontier).await,
+            Self::Postgres(t) => postgres::insert_checkpoint(t, cp, frontier).await,
+        }
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        match self {
+            Self::Sqlite(t) => t.commit().await?,
+            Self::Postgres(t) => t.commit().await?,
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn hash32(seq: u64, what: &str, v: &[u8]) -> Result<Hash> {
+    v.try_into().map_err(|_| {
+        Error::Tampered(Tampered {
+            seq,
+            reason: format!("{what} is {} bytes, not 32", v.len()),
+        })
+    })
+}
+
+pub(crate) fn text(seq: u64, what: &str, v: &[u8]) -> Result<String> {
+    String::from_utf8(v.to_vec()).map_err(|_| {
+        Error::Tampered(Tampered {
+            seq,
+            reason: format!("{what} is not valid UTF-8"),
+        })
+    })
+}
+
+pub(crate) fn checkpoint_from(
+    tree_size: i64,
+    root: &[u8],
+    last_hash: &[u8],
+    frontier: Vec<u8>,
+    time_ns: i64,
+    key_id: String,
+    signature: Vec<u8>,
+) -> Result<StoredCheckpoint> {
+    let seq = tree_size as u64;
+    Ok(StoredCheckpoint {
+        checkpoint: Checkpoint {
+            tree_size: seq,
+            root: hash32(seq, "checkpoint root", root)?,
+            last_hash: hash32(seq, "checkpoint last hash", last_hash)?,
+            time_ns,
+            key_id,
+            signature,
+        },
+        frontier,
+    })
+}
+
+/// The columns every read selects, in [`Record`] order.
+pub(crate) const COLUMNS: &str = "seq, time_ns, kind, actor, subject, action, outcome, reason, correlation_id, node, details, prev_hash, hash";

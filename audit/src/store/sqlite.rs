@@ -1,0 +1,221 @@
+//! SQLite: WAL, `synchronous = FULL` (a commit survives power loss, not only a crash), one
+//! writer at a time through `BEGIN IMMEDIATE`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
+
+use super::{checkpoint_from, hash32, text, Filter, StoredCheckpoint, COLUMNS, PAGE};
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+use crate::event::Record;
+use crate::merkle::Hash;
+
+/// SQLite allows 32766 bound values per statement; 13 per row.
+const ROWS_PER_INSERT: usize = 2500;
+
+pub async fn open(path: &str) -> Result<SqlitePool> {
+    let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
+        .map_err(|e| Error::Config(format!("audit.url sqlite://{path}: {e}")))?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(opts)
+        .await
+        .map_err(|e| Error::Database(format!("{path}: {e}")))?;
+    // A file that is not a database, or is damaged, fails here with a clear message.
+    let check: String = sqlx::query_scalar("PRAGMA quick_check")
+        .fetch_one(&pool)
+        .await
+        .map_err(|e| Error::Database(format!("{path}: {e}")))?;
+    if check != "ok" {
+        return Err(Error::Database(format!("{path}: damaged: {check}")));
+    }
+    sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+    Ok(pool)
+}
+
+pub async fn begin_write(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>> {
+    Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
+}
+
+pub async fn tail(tx: &mut Transaction<'static, Sqlite>) -> Result<Option<(u64, Hash)>> {
+    let row = sqlx::query("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.map(|r| {
+        let seq: i64 = r.try_get(0)?;
+        let h: &[u8] = r.try_get(1)?;
+        Ok((seq as u64, hash32(seq as u64, "hash", h)?))
+    })
+    .transpose()
+}
+
+fn checkpoint_row(r: &sqlx::sqlite::SqliteRow) -> Result<StoredCheckpoint> {
+    checkpoint_from(
+        r.try_get(0)?,
+        r.try_get::<&[u8], _>(1)?,
+        r.try_get::<&[u8], _>(2)?,
+        r.try_get(3)?,
+        r.try_get(4)?,
+        r.try_get(5)?,
+        r.try_get(6)?,
+    )
+}
+
+const CP_COLUMNS: &str = "tree_size, root, last_hash, frontier, time_ns, key_id, signature";
+
+pub async fn latest_checkpoint(
+    tx: &mut Transaction<'static, Sqlite>,
+) -> Result<Option<StoredCheckpoint>> {
+    let q = format!("SELECT {CP_COLUMNS} FROM checkpoints ORDER BY tree_size DESC LIMIT 1");
+    let row = sqlx::query(&q).fetch_optional(&mut **tx).await?;
+    row.as_ref().map(checkpoint_row).transpose()
+}
+
+pub async fn checkpoints(pool: &SqlitePool) -> Result<Vec<StoredCheckpoint>> {
+    let q = format!("SELECT {CP_COLUMNS} FROM checkpoints ORDER BY tree_size");
+    let rows = sqlx::query(&q).fetch_all(pool).await?;
+    rows.iter().map(checkpoint_row).collect()
+}
+
+pub async fn anchor(pool: &SqlitePool) -> Result<Option<u64>> {
+    let v: Option<i64> = sqlx::query_scalar("SELECT MAX(up_to_seq) FROM retention_anchor")
+        .fetch_one(pool)
+        .await?;
+    Ok(v.map(|v| v as u64))
+}
+
+pub async fn hashes_after(tx: &mut Transaction<'static, Sqlite>, after: u64) -> Result<Vec<Hash>> {
+    let rows = sqlx::query("SELECT seq, hash FROM events WHERE seq > ? ORDER BY seq")
+        .bind(after as i64)
+        .fetch_all(&mut **tx)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let seq: i64 = r.try_get(0)?;
+            hash32(seq as u64, "hash", r.try_get::<&[u8], _>(1)?)
+        })
+        .collect()
+}
+
+pub async fn hashes(pool: &SqlitePool, after: u64, to: u64) -> Result<Vec<(u64, Hash)>> {
+    let rows = sqlx::query("SELECT seq, hash FROM events WHERE seq > ? AND seq <= ? ORDER BY seq")
+        .bind(after as i64)
+        .bind(to as i64)
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let seq = r.try_get::<i64, _>(0)? as u64;
+            Ok((seq, hash32(seq, "hash", r.try_get::<&[u8], _>(1)?)?))
+        })
+        .collect()
+}
+
+pub async fn insert(tx: &mut Transaction<'static, Sqlite>, records: &[Record]) -> Result<()> {
+    for chunk in records.chunks(ROWS_PER_INSERT) {
+        let mut qb: QueryBuilder<'_, Sqlite> =
+            QueryBuilder::new(format!("INSERT INTO events ({COLUMNS}) "));
+        qb.push_values(chunk, |mut b, r| {
+            b.push_bind(r.seq as i64)
+                .push_bind(r.time_ns)
+                .push_bind(r.kind.as_str())
+                .push_bind(r.actor.as_str())
+                .push_bind(r.subject.as_str())
+                .push_bind(r.action.as_str())
+                .push_bind(r.outcome.as_str())
+                .push_bind(r.reason.as_str())
+                .push_bind(r.correlation_id.as_str())
+                .push_bind(r.node.as_str())
+                .push_bind(r.details.as_str())
+                .push_bind(&r.prev_hash[..])
+                .push_bind(&r.hash[..]);
+        });
+        qb.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+pub async fn insert_checkpoint(
+    tx: &mut Transaction<'static, Sqlite>,
+    cp: &Checkpoint,
+    frontier: &[u8],
+) -> Result<()> {
+    sqlx::query(&format!(
+        "INSERT INTO checkpoints ({CP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    ))
+    .bind(cp.tree_size as i64)
+    .bind(&cp.root[..])
+    .bind(&cp.last_hash[..])
+    .bind(frontier)
+    .bind(cp.time_ns)
+    .bind(&cp.key_id)
+    .bind(&cp.signature)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn page(pool: &SqlitePool, after: u64, f: &Filter) -> Result<Vec<Record>> {
+    let mut qb: QueryBuilder<'_, Sqlite> =
+        QueryBuilder::new(format!("SELECT {COLUMNS} FROM events WHERE seq > "));
+    qb.push_bind(after.max(f.from_seq.unwrap_or(0).saturating_sub(1)) as i64);
+    if let Some(to) = f.to_seq {
+        qb.push(" AND seq <= ").push_bind(to as i64);
+    }
+    if let Some(t) = f.from_time_ns {
+        qb.push(" AND time_ns >= ").push_bind(t);
+    }
+    if let Some(t) = f.to_time_ns {
+        qb.push(" AND time_ns < ").push_bind(t);
+    }
+    if let Some(k) = &f.kind {
+        qb.push(" AND kind = ").push_bind(k.clone());
+    }
+    qb.push(" ORDER BY seq LIMIT ").push_bind(PAGE);
+    let rows = qb.build().fetch_all(pool).await?;
+    rows.iter().map(record).collect()
+}
+
+fn record(r: &sqlx::sqlite::SqliteRow) -> Result<Record> {
+    let seq = r.try_get::<i64, _>(0)? as u64;
+    let t = |i: usize, what: &str| -> Result<String> { text(seq, what, r.try_get::<&[u8], _>(i)?) };
+    Ok(Record {
+        seq,
+        time_ns: r.try_get(1)?,
+        kind: t(2, "kind")?,
+        actor: t(3, "actor")?,
+        subject: t(4, "subject")?,
+        action: t(5, "action")?,
+        outcome: t(6, "outcome")?,
+        reason: t(7, "reason")?,
+        correlation_id: t(8, "correlation_id")?,
+        node: t(9, "node")?,
+        details: t(10, "details")?,
+        prev_hash: hash32(seq, "prev_hash", r.try_get::<&[u8], _>(11)?)?,
+        hash: hash32(seq, "hash", r.try_get::<&[u8], _>(12)?)?,
+    })
+}
+
+pub async fn retain(pool: &SqlitePool, up_to: u64, now_ns: i64) -> Result<u64> {
+    let mut tx = begin_write(pool).await?;
+    sqlx::query("INSERT INTO retention_anchor (up_to_seq, time_ns) VALUES (?, ?)")
+        .bind(up_to as i64)
+        .bind(now_ns)
+        .execute(&mut *tx)
+        .await?;
+    let n = sqlx::query("DELETE FROM events WHERE seq <= ?")
+        .bind(up_to as i64)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    tx.commit().await?;
+    Ok(n)
+}

@@ -1,0 +1,390 @@
+//! The single writer: producers queue events on a bounded channel and never touch the disk;
+//! the writer commits whatever has queued up as one transaction (group commit), extends the
+//! hash chain and the Merkle frontier, signs a checkpoint every N events or T seconds, and
+//! acknowledges each event only after its transaction committed.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::checkpoint::SigningKey;
+use crate::error::{Error, Result};
+use crate::event::{kind, prepare, Event, Outcome, Prepared, Record};
+use crate::hash_chain::{link, GENESIS};
+use crate::merkle::{Frontier, Hash};
+use crate::redact::Redactor;
+use crate::store::{Db, WriteTx};
+
+/// What producers get when the queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFull {
+    /// Wait for room; a producer that cannot wait fails closed (Vault's audit devices).
+    Block,
+    /// Drop the event, count it, and write one `audit.gap` record with the count.
+    Drop,
+}
+
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    pub queue_capacity: usize,
+    pub max_batch: usize,
+    pub on_full: OnFull,
+    pub checkpoint_every: u64,
+    pub checkpoint_interval: Duration,
+    /// This node's id, for events whose producer left `node` empty.
+    pub node: String,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 65_536,
+            max_batch: 8_192,
+            on_full: OnFull::Block,
+            checkpoint_every: 10_000,
+            checkpoint_interval: Duration::from_secs(60),
+            node: String::new(),
+        }
+    }
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub appended: AtomicU64,
+    pub dropped: AtomicU64,
+    pub batches: AtomicU64,
+    pub failed_batches: AtomicU64,
+    pub checkpoints: AtomicU64,
+    pub last_seq: AtomicU64,
+}
+
+struct Job {
+    event: Prepared,
+    ack: oneshot::Sender<Result<u64>>,
+}
+
+/// Resolves once the event is committed, with its sequence number.
+pub struct Receipt(oneshot::Receiver<Result<u64>>);
+
+impl Receipt {
+    pub async fn committed(self) -> Result<u64> {
+        self.0.await.map_err(|_| Error::Closed)?
+    }
+}
+
+/// The producers' handle. Cheap to clone.
+#[derive(Clone)]
+pub struct AuditSink {
+    tx: mpsc::Sender<Job>,
+    on_full: OnFull,
+    pending_gap: Arc<AtomicU64>,
+    redactor: Arc<Redactor>,
+    node: Arc<str>,
+    metrics: Arc<Metrics>,
+}
+
+impl AuditSink {
+    fn job(&self, mut e: Event) -> Result<(Job, Receipt)> {
+        if e.node.is_empty() {
+            e.node = self.node.to_string();
+        }
+        let event = prepare(e, &|v| self.redactor.redact(v))?;
+        let (ack, rx) = oneshot::channel();
+        Ok((Job { event, ack }, Receipt(rx)))
+    }
+
+    fn count_drop(&self) -> Error {
+        self.pending_gap.fetch_add(1, Ordering::Relaxed);
+        self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
+        Error::QueueFull
+    }
+
+    /// Queues an event. With `OnFull::Block` waits for room; with `OnFull::Drop` a full
+    /// queue drops (and counts) the event and returns [`Error::QueueFull`].
+    pub async fn append(&self, e: Event) -> Result<Receipt> {
+        let (job, receipt) = self.job(e)?;
+        match self.on_full {
+            OnFull::Block => self.tx.send(job).await.map_err(|_| Error::Closed)?,
+            OnFull::Drop => match self.tx.try_send(job) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => return Err(self.count_drop()),
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(Error::Closed),
+            },
+        }
+        Ok(receipt)
+    }
+
+    /// Queues an event without ever waiting: the request path's call. A full queue is
+    /// [`Error::QueueFull`]; with `OnFull::Drop` the loss is counted into a gap record.
+    pub fn try_append(&self, e: Event) -> Result<Receipt> {
+        let (job, receipt) = self.job(e)?;
+        match self.tx.try_send(job) {
+            Ok(()) => Ok(receipt),
+            Err(mpsc::error::TrySendError::Full(_)) => match self.on_full {
+                OnFull::Drop => Err(self.count_drop()),
+                OnFull::Block => Err(Error::QueueFull),
+            },
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Error::Closed),
+        }
+    }
+
+    /// Appends and waits until the event is committed.
+    pub async fn record(&self, e: Event) -> Result<u64> {
+        self.append(e).await?.committed().await
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Events waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+}
+
+/// Stops the writer after it has committed everything queued and signed a final checkpoint.
+pub struct WriterHandle {
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl WriterHandle {
+    pub async fn shutdown(mut self) -> Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.task
+            .await
+            .map_err(|e| Error::Bug(format!("audit writer panicked: {e}")))?
+    }
+}
+
+struct Chain {
+    seq: u64,
+    hash: Hash,
+    frontier: Frontier,
+    since_checkpoint: u64,
+    last_checkpoint: Instant,
+}
+
+/// Opens the chain where the store left it and starts the writer task.
+pub async fn start(
+    db: Db,
+    key: SigningKey,
+    redactor: Redactor,
+    opts: WriterOptions,
+) -> Result<(AuditSink, WriterHandle)> {
+    let mut tx = db.begin_write().await?;
+    let chain = load_chain(&mut tx).await?;
+    tx.commit().await?;
+    let metrics = Arc::new(Metrics::default());
+    metrics.last_seq.store(chain.seq, Ordering::Relaxed);
+    let (jobs_tx, jobs_rx) = mpsc::channel(opts.queue_capacity.max(1));
+    let pending_gap = Arc::new(AtomicU64::new(0));
+    let sink = AuditSink {
+        tx: jobs_tx,
+        on_full: opts.on_full,
+        pending_gap: pending_gap.clone(),
+        redactor: Arc::new(redactor),
+        node: opts.node.clone().into(),
+        metrics: metrics.clone(),
+    };
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let writer = Writer {
+        db,
+        key,
+        opts,
+        chain,
+        rx: jobs_rx,
+        pending_gap,
+        metrics,
+    };
+    let task = tokio::spawn(writer.run(stop_rx));
+    Ok((
+        sink,
+        WriterHandle {
+            stop: Some(stop_tx),
+            task,
+        },
+    ))
+}
+
+/// Reads the tail and rebuilds the Merkle frontier from the latest checkpoint.
+async fn load_chain(tx: &mut WriteTx) -> Result<Chain> {
+    let (seq, hash) = tx.tail().await?.unwrap_or((0, GENESIS));
+    let (base, mut frontier) = match tx.latest_checkpoint().await? {
+        Some(cp) => {
+            let f =
+                Frontier::from_bytes(cp.checkpoint.tree_size, &cp.frontier).ok_or_else(|| {
+                    Error::Tampered(crate::Tampered {
+                        seq: cp.checkpoint.tree_size,
+                        reason: "checkpoint frontier is malformed".into(),
+                    })
+                })?;
+            (cp.checkpoint.tree_size, f)
+        }
+        None => (0, Frontier::default()),
+    };
+    for h in tx.hashes_after(base).await? {
+        frontier.push(&h);
+    }
+    if frontier.size() != seq {
+        return Err(Error::Tampered(crate::Tampered {
+            seq: frontier.size() + 1,
+            reason: format!("log ends at {seq} but its events count {}", frontier.size()),
+        }));
+    }
+    Ok(Chain {
+        seq,
+        hash,
+        since_checkpoint: seq - base,
+        frontier,
+        last_checkpoint: Instant::now(),
+    })
+}
+
+struct Writer {
+    db: Db,
+    key: SigningKey,
+    opts: WriterOptions,
+    chain: Chain,
+    rx: mpsc::Receiver<Job>,
+    pending_gap: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
+}
+
+impl Writer {
+    async fn run(mut self, mut stop: oneshot::Receiver<()>) -> Result<()> {
+        let mut buf = Vec::with_capacity(self.opts.max_batch);
+        loop {
+            let deadline = self.chain.last_checkpoint + self.opts.checkpoint_interval;
+            let due = self.chain.since_checkpoint > 0;
+            tokio::select! {
+                n = self.rx.recv_many(&mut buf, self.opts.max_batch) => {
+                    if n == 0 {
+                        break;
+                    }
+                    let jobs = std::mem::take(&mut buf);
+                    self.commit(jobs, false).await;
+                }
+                _ = tokio::time::sleep_until(deadline), if due => {
+                    self.commit(Vec::new(), true).await;
+                }
+                _ = &mut stop => {
+                    self.rx.close();
+                    while let Some(job) = self.rx.recv().await {
+                        buf.push(job);
+                        if buf.len() >= self.opts.max_batch {
+                            let jobs = std::mem::take(&mut buf);
+                            self.commit(jobs, false).await;
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+        let jobs = std::mem::take(&mut buf);
+        if !jobs.is_empty() || self.chain.since_checkpoint > 0 {
+            self.commit(jobs, true).await;
+        }
+        Ok(())
+    }
+
+    /// Commits `jobs` (and a gap record, and a checkpoint when due) in one transaction.
+    async fn commit(&mut self, jobs: Vec<Job>, force_checkpoint: bool) {
+        let gap = self.pending_gap.swap(0, Ordering::Relaxed);
+        let events: Vec<&Prepared> = jobs.iter().map(|j| &j.event).collect();
+        match self.write(gap, &events, force_checkpoint).await {
+            Ok(first_seq) => {
+                let offset = first_seq + u64::from(gap > 0);
+                for (i, job) in jobs.into_iter().enumerate() {
+                    let _ = job.ack.send(Ok(offset + i as u64));
+                }
+                self.metrics.batches.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, events = jobs.len(), "audit batch failed; not acknowledged");
+                self.metrics.failed_batches.fetch_add(1, Ordering::Relaxed);
+                self.pending_gap.fetch_add(gap, Ordering::Relaxed);
+                let msg = e.to_string();
+                for job in jobs {
+                    let _ = job.ack.send(Err(Error::Database(msg.clone())));
+                }
+            }
+        }
+    }
+
+    async fn write(
+        &mut self,
+        gap: u64,
+        events: &[&Prepared],
+        force_checkpoint: bool,
+    ) -> Result<u64> {
+        let mut tx = self.db.begin_write().await?;
+        // Another writer (a CLI command, another node on PostgreSQL) may have appended.
+        let tail = tx.tail().await?.unwrap_or((0, GENESIS));
+        if tail != (self.chain.seq, self.chain.hash) {
+            tracing::debug!(audit.seq = tail.0, "audit log moved on; reloading chain");
+            self.chain = load_chain(&mut tx).await?;
+        }
+        let mut seq = self.chain.seq;
+        let mut hash = self.chain.hash;
+        let mut frontier = self.chain.frontier.clone();
+        let mut records: Vec<Record> = Vec::with_capacity(events.len() + 1);
+        let mut push = |p: Prepared, records: &mut Vec<Record>| {
+            let r = link(p, seq, hash);
+            seq = r.seq;
+            hash = r.hash;
+            frontier.push(&r.hash);
+            records.push(r);
+        };
+        if gap > 0 {
+            let mut e = Event::new(kind::AUDIT_GAP, Outcome::Failure);
+            e.actor = "esm-audit".into();
+            e.action = "drop".into();
+            e.node = self.opts.node.clone();
+            e.reason = format!("{gap} events dropped: the audit queue was full");
+            e.details = serde_json::json!({ "dropped": gap });
+            push(prepare(e, &|v| v.to_owned())?, &mut records);
+        }
+        for p in events {
+            push((*p).clone(), &mut records);
+        }
+        let first = self.chain.seq + 1;
+        let since = self.chain.since_checkpoint + records.len() as u64;
+        let checkpoint = since > 0
+            && (force_checkpoint
+                || since >= self.opts.checkpoint_every
+                || self.chain.last_checkpoint.elapsed() >= self.opts.checkpoint_interval);
+        if !records.is_empty() {
+            tx.insert(&records).await?;
+        }
+        if checkpoint {
+            let now = OffsetDateTime::now_utc().unix_timestamp_nanos() as i64;
+            let cp = self.key.sign(seq, frontier.root(), hash, now);
+            tx.insert_checkpoint(&cp, &frontier.to_bytes()).await?;
+        }
+        tx.commit().await?;
+        self.chain.seq = seq;
+        self.chain.hash = hash;
+        self.chain.frontier = frontier;
+        if checkpoint {
+            self.chain.since_checkpoint = 0;
+            self.chain.last_checkpoint = Instant::now();
+            self.metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.chain.since_checkpoint = since;
+        }
+        self.metrics
+            .appended
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        self.metrics.last_seq.store(seq, Ordering::Relaxed);
+        Ok(first)
+    }
+}
