@@ -7,11 +7,12 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
+use esm_audit::writer::Metrics as AuditMetrics;
 use esm_ca::state::{CaState, Status};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-pub fn router(ca: watch::Receiver<Arc<CaState>>) -> Router {
+pub fn router(ca: watch::Receiver<Arc<CaState>>, audit: Arc<AuditMetrics>) -> Router {
     let ready = ca.clone();
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -26,7 +27,12 @@ pub fn router(ca: watch::Receiver<Arc<CaState>>) -> Router {
             "/metrics",
             get(move || {
                 let state = ca.borrow().clone();
-                async move { metrics(&state, OffsetDateTime::now_utc()) }
+                let audit = audit.clone();
+                async move {
+                    let mut m = metrics(&state, OffsetDateTime::now_utc());
+                    audit_metrics(&mut m, &audit);
+                    m
+                }
             }),
         )
 }
@@ -90,4 +96,48 @@ pub fn metrics(state: &CaState, now: OffsetDateTime) -> String {
         ],
     );
     m
+}
+
+/// The audit writer's counters: a growing `dropped` or `failed_batches` is lost evidence.
+pub fn audit_metrics(m: &mut String, a: &AuditMetrics) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let counters = [
+        (
+            "esm_audit_events_appended_total",
+            "Audit events committed.",
+            &a.appended,
+        ),
+        (
+            "esm_audit_events_dropped_total",
+            "Audit events dropped because the queue was full.",
+            &a.dropped,
+        ),
+        (
+            "esm_audit_batches_total",
+            "Audit transactions committed.",
+            &a.batches,
+        ),
+        (
+            "esm_audit_batches_failed_total",
+            "Audit transactions that failed; their events were not acknowledged.",
+            &a.failed_batches,
+        ),
+        (
+            "esm_audit_checkpoints_total",
+            "Signed checkpoints written.",
+            &a.checkpoints,
+        ),
+    ];
+    for (name, help, v) in counters {
+        let _ = writeln!(
+            m,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            v.load(Relaxed)
+        );
+    }
+    let _ = writeln!(
+        m,
+        "# HELP esm_audit_last_seq Sequence number of the newest committed audit event.\n# TYPE esm_audit_last_seq gauge\nesm_audit_last_seq {}",
+        a.last_seq.load(Relaxed)
+    );
 }

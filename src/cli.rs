@@ -61,6 +61,11 @@ pub enum Command {
         #[command(subcommand)]
         command: CaCommand,
     },
+    /// The tamper-evident audit log: verify, export, tail, proofs, retention.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -160,4 +165,99 @@ pub enum RotateStep {
     Prepare,
     /// The prepared successor starts signing; the old one retires.
     Activate,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute every hash, link, Merkle root and checkpoint signature; exit 1 naming the
+    /// first bad sequence number.
+    Verify {
+        /// Start at the last checkpoint at or before this sequence number (faster).
+        #[arg(long, value_name = "SEQ")]
+        from: Option<u64>,
+        /// Verify this JSON Lines export offline instead of the database.
+        #[arg(long, value_name = "FILE", conflicts_with = "from")]
+        export: Option<PathBuf>,
+        #[command(flatten)]
+        key: PublicKeyArg,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Write events as JSON Lines, with their hashes (and, unfiltered, the checkpoints).
+    Export {
+        #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+        format: ExportFormat,
+        /// Events at or after this instant (RFC 3339, or a date: 2026-11-01).
+        #[arg(long, value_name = "DATE")]
+        from: Option<String>,
+        /// Events before this instant (RFC 3339, or a date).
+        #[arg(long, value_name = "DATE")]
+        to: Option<String>,
+        /// Only events of this kind, e.g. svid.issued.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Write here instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Print the newest events as JSON Lines; with --follow, keep printing new ones.
+    Tail {
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: u64,
+        #[arg(short, long)]
+        follow: bool,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Print an inclusion proof (JSON) of event SEQ against the first checkpoint covering it.
+    Prove {
+        seq: u64,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Print a consistency proof (JSON) between the checkpoints at tree sizes OLD and NEW
+    /// (default: the latest).
+    Consistency {
+        old: u64,
+        new: Option<u64>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Check a proof printed by `prove` or `consistency`, with only the public key.
+    VerifyProof {
+        file: PathBuf,
+        #[command(flatten)]
+        key: PublicKeyArg,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Remove events up to the last checkpoint signed before DATE; that checkpoint becomes
+    /// the anchor from which the rest still verifies.
+    Retain {
+        #[arg(long, value_name = "DATE")]
+        before: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Print the audit public key (base64 Ed25519), to keep outside this machine.
+    Key {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+/// The key checkpoints are verified with: a copy kept elsewhere is the strong check, since
+/// whoever can rewrite the data dir can also replace `audit/checkpoint.pub` there.
+#[derive(Debug, Args)]
+pub struct PublicKeyArg {
+    /// The audit public key file (default: DIR/audit/checkpoint.pub).
+    #[arg(long = "public-key", value_name = "FILE")]
+    pub public_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ExportFormat {
+    Jsonl,
 }

@@ -181,7 +181,6 @@ pub struct CaConfig {
 }
 
 #[derive(Debug, Clone)]
-#[expect(dead_code, reason = "read by the audit commands, wired next")]
 pub struct AuditConfig {
     /// `sqlite://ABSOLUTE-OR-DATA-DIR-RELATIVE-PATH` resolved, or a PostgreSQL URL.
     pub url: String,
@@ -199,7 +198,6 @@ pub struct Config {
     pub trust_domain: TrustDomain,
     pub ca: CaConfig,
     pub admin_listen: SocketAddr,
-    #[allow(dead_code, reason = "read by the audit commands, wired next")]
     pub audit: AuditConfig,
 }
 
@@ -218,7 +216,6 @@ impl Config {
     }
 
     /// Audit keys (checkpoint signing key, HMAC key) live here.
-    #[expect(dead_code, reason = "read by the audit commands, wired next")]
     pub fn audit_dir(&self) -> PathBuf {
         self.data_dir.join("audit")
     }

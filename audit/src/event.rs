@@ -13,6 +13,7 @@ pub mod kind {
     pub const SVID_ISSUED: &str = "svid.issued";
     pub const SVID_ROTATED: &str = "svid.rotated";
     pub const CA_ROTATED: &str = "ca.rotated";
+    pub const CA_INITIALIZED: &str = "ca.initialized";
     pub const ENTRY_CREATED: &str = "entry.created";
     pub const ENTRY_DELETED: &str = "entry.deleted";
     pub const AUTHZ_DECISION: &str = "authz.decision";

@@ -215,10 +215,24 @@ pub async fn start(
     ))
 }
 
+/// The newest event, or — when retention removed every event — the checkpoint it kept,
+/// whose `last_hash` the chain continues from.
+fn tail_or_anchor(
+    tail: Option<(u64, Hash)>,
+    latest: Option<&crate::store::StoredCheckpoint>,
+) -> (u64, Hash) {
+    match (tail, latest) {
+        (Some(t), _) => t,
+        (None, Some(cp)) => (cp.checkpoint.tree_size, cp.checkpoint.last_hash),
+        (None, None) => (0, GENESIS),
+    }
+}
+
 /// Reads the tail and rebuilds the Merkle frontier from the latest checkpoint.
 async fn load_chain(tx: &mut WriteTx) -> Result<Chain> {
-    let (seq, hash) = tx.tail().await?.unwrap_or((0, GENESIS));
-    let (base, mut frontier) = match tx.latest_checkpoint().await? {
+    let latest = tx.latest_checkpoint().await?;
+    let (seq, hash) = tail_or_anchor(tx.tail().await?, latest.as_ref());
+    let (base, mut frontier) = match latest {
         Some(cp) => {
             let f =
                 Frontier::from_bytes(cp.checkpoint.tree_size, &cp.frontier).ok_or_else(|| {
@@ -328,7 +342,10 @@ impl Writer {
     ) -> Result<u64> {
         let mut tx = self.db.begin_write().await?;
         // Another writer (a CLI command, another node on PostgreSQL) may have appended.
-        let tail = tx.tail().await?.unwrap_or((0, GENESIS));
+        let tail = match tx.tail().await? {
+            Some(t) => t,
+            None => tail_or_anchor(None, tx.latest_checkpoint().await?.as_ref()),
+        };
         if tail != (self.chain.seq, self.chain.hash) {
             tracing::debug!(audit.seq = tail.0, "audit log moved on; reloading chain");
             self.chain = load_chain(&mut tx).await?;

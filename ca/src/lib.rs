@@ -8,6 +8,7 @@ pub mod authority;
 pub mod bundle;
 pub mod csr;
 pub mod error;
+pub mod evidence;
 pub mod issuer;
 pub mod key_backend;
 pub mod pem;

@@ -3,9 +3,11 @@
 
 use std::sync::Arc;
 
+use esm_audit::writer::AuditSink;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
+use crate::evidence;
 use crate::rotation::{next_due_at, RotationPolicy};
 use crate::state::CaState;
 use crate::store::CaStore;
@@ -33,22 +35,41 @@ pub fn next_wake(
     }
 }
 
+/// Who the audit log names as the actor of scheduled rotations.
+pub const ACTOR: &str = "esm:rotator";
+
+/// Records `e`; a rotation already happened on disk, so a failure to record is logged, not
+/// undone (the next `esm audit verify` and the CA state still tell the story).
+async fn record(audit: Option<&AuditSink>, e: esm_audit::Event) {
+    if let Some(sink) = audit {
+        if let Err(err) = sink.record(e).await {
+            tracing::error!(error = %err, "could not record CA rotation in the audit log");
+        }
+    }
+}
+
 /// Rotates on schedule until `shutdown` fires. Each state that differs from the last is
-/// sent on `tx`.
+/// sent on `tx`; each applied step (and each failure) is an audit event on `audit`.
 pub async fn run(
     store: Arc<CaStore>,
     policy: RotationPolicy,
     tx: watch::Sender<Arc<CaState>>,
+    audit: Option<AuditSink>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // A failure retried every few seconds is recorded once, not once per retry.
+    let mut failing: Option<String> = None;
     loop {
         let now = OffsetDateTime::now_utc();
         let store2 = store.clone();
         let result = tokio::task::spawn_blocking(move || store2.rotate(&policy, now, None)).await;
         let wait = match result {
             Ok(Ok((state, done))) => {
+                failing = None;
                 for step in &done {
                     tracing::info!(ca.step = ?step, "CA rotation step applied");
+                    let e = evidence::ca_rotated(*step, &state, ACTOR, now);
+                    record(audit.as_ref(), e).await;
                 }
                 let wait = next_wake(&state, &policy, OffsetDateTime::now_utc());
                 if **tx.borrow() != state {
@@ -58,6 +79,13 @@ pub async fn run(
             }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "CA rotation failed; retrying");
+                let reason = e.to_string();
+                if failing.as_ref() != Some(&reason) {
+                    let td = tx.borrow().trust_domain.to_string();
+                    let event = evidence::ca_rotation_failed(&td, ACTOR, &reason);
+                    record(audit.as_ref(), event).await;
+                    failing = Some(reason);
+                }
                 RETRY_AFTER
             }
             Err(e) => {

@@ -27,6 +27,14 @@ pub fn rotate(
     let store = super::ca_store(cfg, env);
     let now = time::OffsetDateTime::now_utc();
     let (state, done) = store.rotate(&cfg.rotation_policy(), now, force)?;
+    let actor = crate::evidence::cli_actor();
+    let events = done
+        .iter()
+        .map(|step| esm_ca::evidence::ca_rotated(*step, &state, &actor, now))
+        .collect::<Vec<_>>();
+    if !events.is_empty() {
+        crate::evidence::record_now(cfg, events)?;
+    }
     if done.is_empty() {
         println!("nothing is due");
     }

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use esm_ca::csr::MAX_CSR_LEN;
+use esm_ca::evidence;
 use esm_ca::issuer::{issue as issue_svid, LeafKey, SvidRequest};
 use esm_ca::SpiffeId;
 
@@ -21,9 +22,21 @@ pub fn issue(cfg: &Config, env: &BTreeMap<String, String>, args: IssueArgs) -> a
         .as_deref()
         .map(|t| duration("--ttl", t).map_err(|e| usage(e.to_string())))
         .transpose()?;
+    let actor = crate::evidence::cli_actor();
     let key = match &args.csr {
         None => LeafKey::Generate,
-        Some(path) => LeafKey::Csr(esm_ca::csr::validate(&read_bounded(path)?, &id)?),
+        Some(path) => match esm_ca::csr::validate(&read_bounded(path)?, &id) {
+            Ok(csr) => LeafKey::Csr(csr),
+            Err(e) => {
+                // A refused CSR is evidence too; the refusal is what the caller sees either way.
+                let now = time::OffsetDateTime::now_utc();
+                let event = evidence::svid_refused(id.as_str(), &actor, &e.to_string(), now);
+                if let Err(rec) = crate::evidence::record_now(cfg, vec![event]) {
+                    tracing::error!(error = %rec, "could not record the refused CSR");
+                }
+                return Err(e.into());
+            }
+        },
     };
     let store = super::ca_store(cfg, env);
     let state = store.load()?;
@@ -41,6 +54,9 @@ pub fn issue(cfg: &Config, env: &BTreeMap<String, String>, args: IssueArgs) -> a
         now,
     )?;
     let bundle = store.bundle(&state, now)?;
+    // Durable evidence first: an SVID that exists must be in the log.
+    let seq =
+        crate::evidence::record_now(cfg, vec![evidence::svid_issued(&svid, &actor, "cli", now)])?;
 
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -59,11 +75,12 @@ pub fn issue(cfg: &Config, env: &BTreeMap<String, String>, args: IssueArgs) -> a
     )?;
     store.record_issued(&svid, now)?;
     println!(
-        "issued {} serial {} valid until {} → {}",
+        "issued {} serial {} valid until {} → {} (audit seq {})",
         svid.spiffe_id,
         svid.serial_hex,
         esm_ca::rfc3339(svid.not_after),
-        args.out.display()
+        args.out.display(),
+        seq.first().copied().unwrap_or_default()
     );
     Ok(())
 }

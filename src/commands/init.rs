@@ -53,6 +53,9 @@ pub fn run(args: InitArgs, env: &BTreeMap<String, String>) -> anyhow::Result<()>
             &cfg.rotation_policy(),
             now,
         )?;
+        // The audit log starts with its trust domain's birth; its key is made now too.
+        let event = esm_ca::evidence::ca_initialized(&state, &crate::evidence::cli_actor(), now);
+        crate::evidence::record_now(&cfg, vec![event])?;
         std::fs::write(&config_path, &toml)
             .with_context(|| format!("writing {}", config_path.display()))?;
         anyhow::Ok(state)

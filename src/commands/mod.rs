@@ -1,5 +1,6 @@
 //! One module per subcommand; each loads what it needs and calls into the crates.
 
+mod audit;
 mod ca;
 mod cert;
 mod init;
@@ -37,6 +38,21 @@ pub fn run(cli: Cli, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
             }
             CaCommand::Show { config } => ca::show(&load(&config, env)?, env),
         },
+        Command::Audit { command } => audit::run(&load(audit_config_args(&command), env)?, command),
+    }
+}
+
+fn audit_config_args(c: &crate::cli::AuditCommand) -> &ConfigArgs {
+    use crate::cli::AuditCommand as A;
+    match c {
+        A::Verify { config, .. }
+        | A::Export { config, .. }
+        | A::Tail { config, .. }
+        | A::Prove { config, .. }
+        | A::Consistency { config, .. }
+        | A::VerifyProof { config, .. }
+        | A::Retain { config, .. }
+        | A::Key { config } => config,
     }
 }
 

@@ -1,4 +1,4 @@
-//! `esm serve`: wires the CA rotator and the admin endpoints, and stops them on SIGTERM or
+//! `esm serve`: wires the audit writer, the CA rotator and the admin endpoints, and stops them on SIGTERM or
 //! Ctrl-C.
 
 use std::collections::BTreeMap;
@@ -22,6 +22,8 @@ async fn serve(cfg: Config, env: &BTreeMap<String, String>) -> anyhow::Result<()
     // Fail at start, not at the first request: the state must read and the key must load.
     let state = store.load()?;
     store.signing_ca(&state)?;
+    let evidence = crate::evidence::Evidence::start(&cfg).await?;
+    let audit_metrics = evidence.sink.metrics().clone();
     let (ca_tx, ca_rx) = watch::channel(Arc::new(state));
     let (stop_tx, stop_rx) = watch::channel(false);
 
@@ -34,11 +36,12 @@ async fn serve(cfg: Config, env: &BTreeMap<String, String>) -> anyhow::Result<()
         store.clone(),
         cfg.rotation_policy(),
         ca_tx,
+        Some(evidence.sink.clone()),
         stop_rx.clone(),
     ));
     let mut admin_stop = stop_rx.clone();
     let admin = tokio::spawn(async move {
-        axum::serve(listener, crate::admin::router(ca_rx))
+        axum::serve(listener, crate::admin::router(ca_rx, audit_metrics))
             .with_graceful_shutdown(async move {
                 let _ = admin_stop.changed().await;
             })
@@ -50,7 +53,9 @@ async fn serve(cfg: Config, env: &BTreeMap<String, String>) -> anyhow::Result<()
     let _ = stop_tx.send(true);
     let _ = rotator.await;
     admin.await?.context("admin server")?;
-    Ok(())
+    // Last: everything above may still have queued events; this drains them and signs a
+    // final checkpoint so the tail of the log is covered.
+    evidence.shutdown().await
 }
 
 async fn shutdown_signal() {

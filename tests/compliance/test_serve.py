@@ -1,6 +1,7 @@
 """`esm serve`: admin endpoints answer, the CA rotates on schedule while it runs, and it
 stops cleanly on SIGTERM."""
 
+import json
 import os
 import signal
 import socket
@@ -66,6 +67,8 @@ def test_admin_endpoints_and_clean_sigterm(tmp_path, ca, serve):
     assert status == 200
     assert "esm_ca_signing_ca_expiry_timestamp_seconds" in metrics
     assert 'esm_ca_authorities{status="active"} 2' in metrics
+    assert "esm_audit_events_appended_total" in metrics
+    assert "esm_audit_events_dropped_total 0" in metrics
     assert get(base + "/nope")[0] == 404
     p.send_signal(signal.SIGTERM)
     assert p.wait(timeout=10) == 0
@@ -91,6 +94,14 @@ def test_rotates_the_signing_ca_on_schedule_while_serving(tmp_path, esm_bin, ser
     # Issuance keeps working against the rotated CA while serve runs.
     run("cert", "issue", "--spiffe-id", "spiffe://example.org/x", "--out", tmp_path / "o", "--dir", data,
         env=env)
+    # Each scheduled step is in the audit log, by the rotator; stopping signs a checkpoint.
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=10) == 0
+    tail = run("audit", "tail", "-n", "100", "--dir", data, env=env).stdout
+    steps = [json.loads(line) for line in tail.splitlines()]
+    rotated = [e for e in steps if e["kind"] == "ca.rotated" and e["actor"] == "esm:rotator"]
+    assert {e["action"] for e in rotated} >= {"prepare-intermediate", "activate-intermediate"}
+    assert run("audit", "verify", "--dir", data, env=env).stdout.startswith("ok:")
 
 
 def test_serve_refuses_a_taken_port(tmp_path, ca):

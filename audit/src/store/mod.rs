@@ -70,6 +70,14 @@ impl Db {
         }
     }
 
+    /// The newest stored event's sequence number, if any.
+    pub async fn last_seq(&self) -> Result<Option<u64>> {
+        match self {
+            Self::Sqlite(p) => sqlite::last_seq(p).await,
+            Self::Postgres(p) => postgres::last_seq(p).await,
+        }
+    }
+
     /// The highest sequence number removed by retention, if any.
     pub async fn anchor(&self) -> Result<Option<u64>> {
         match self {

@@ -90,6 +90,13 @@ pub async fn checkpoints(pool: &PgPool) -> Result<Vec<StoredCheckpoint>> {
     rows.iter().map(checkpoint_row).collect()
 }
 
+pub async fn last_seq(pool: &PgPool) -> Result<Option<u64>> {
+    let v: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM events")
+        .fetch_one(pool)
+        .await?;
+    Ok(v.map(|v| v as u64))
+}
+
 pub async fn anchor(pool: &PgPool) -> Result<Option<u64>> {
     let v: Option<i64> = sqlx::query_scalar("SELECT MAX(up_to_seq) FROM retention_anchor")
         .fetch_one(pool)

@@ -1,0 +1,127 @@
+//! Wires the audit store for the binary: opens the configured database, loads the audit keys
+//! from the data dir and starts the single writer. CLI commands that change something
+//! (`init`, `cert issue`, `ca rotate`) record their events durably before they report success.
+
+use anyhow::Context;
+use esm_audit::checkpoint::SigningKey;
+use esm_audit::redact::Redactor;
+use esm_audit::store::Db;
+use esm_audit::writer::{self, AuditSink, WriterHandle, WriterOptions};
+use esm_audit::Event;
+
+use crate::config::Config;
+
+pub async fn open_db(cfg: &Config) -> anyhow::Result<Db> {
+    Db::open(&cfg.audit.url, cfg.audit.schema.as_deref())
+        .await
+        .with_context(|| format!("opening the audit store {}", redacted_url(&cfg.audit.url)))
+}
+
+/// The URL without a password, for messages.
+pub fn redacted_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+pub struct Evidence {
+    pub sink: AuditSink,
+    pub db: Db,
+    handle: WriterHandle,
+}
+
+impl Evidence {
+    pub async fn start(cfg: &Config) -> anyhow::Result<Self> {
+        let db = open_db(cfg).await?;
+        let dir = cfg.audit_dir();
+        let key = SigningKey::load_or_create(&dir)?;
+        let redactor = Redactor::load_or_create(&dir)?;
+        let opts = WriterOptions {
+            queue_capacity: cfg.audit.queue_capacity,
+            on_full: cfg.audit.on_full,
+            checkpoint_every: cfg.audit.checkpoint_every,
+            checkpoint_interval: cfg.audit.checkpoint_interval,
+            node: cfg.audit.node.clone(),
+            ..WriterOptions::default()
+        };
+        let (sink, handle) = writer::start(db.clone(), key, redactor, opts)
+            .await
+            .context("starting the audit writer")?;
+        Ok(Self { sink, db, handle })
+    }
+
+    /// Drains the queue, writes a final checkpoint and closes the database.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        drop(self.sink);
+        self.handle
+            .shutdown()
+            .await
+            .context("stopping the audit writer")?;
+        self.db.close().await;
+        Ok(())
+    }
+}
+
+/// Records `events` and waits until they are committed, for one-shot CLI commands.
+pub async fn record(cfg: &Config, events: Vec<Event>) -> anyhow::Result<Vec<u64>> {
+    let ev = Evidence::start(cfg).await?;
+    let mut seqs = Vec::with_capacity(events.len());
+    let mut result = Ok(());
+    for e in events {
+        match ev.sink.record(e).await {
+            Ok(seq) => seqs.push(seq),
+            Err(e) => {
+                result = Err(anyhow::Error::new(e).context("recording the audit event"));
+                break;
+            }
+        }
+    }
+    ev.shutdown().await?;
+    result.map(|()| seqs)
+}
+
+/// [`record`] from synchronous code.
+pub fn record_now(cfg: &Config, events: Vec<Event>) -> anyhow::Result<Vec<u64>> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(record(cfg, events))
+}
+
+/// The local user running a CLI command, as the audit log names it: `cli:uid:N`.
+pub fn cli_actor() -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(m) = std::fs::metadata("/proc/self") {
+            return format!("cli:uid:{}", m.uid());
+        }
+    }
+    "cli".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted_url;
+
+    #[test]
+    fn redacts_password_in_database_url() {
+        assert_eq!(
+            redacted_url("postgres://esm:s3cret@db:5432/esm"),
+            "postgres://esm:***@db:5432/esm"
+        );
+        assert_eq!(
+            redacted_url("postgres://esm@db/esm"),
+            "postgres://esm@db/esm"
+        );
+        assert_eq!(redacted_url("sqlite:///x/audit.db"), "sqlite:///x/audit.db");
+    }
+}
