@@ -1,4 +1,19 @@
 //! esm-authz: the Envoy `ext_authz` server and its Rego policy engine.
 //!
-//! Empty until the ext_authz issue lands; kept as a workspace member so the layout in
-//! DESIGN.md holds from the first commit and `src/` can depend on it without churn.
+//! A CheckRequest becomes the same input document OPA-Envoy builds ([`input`], [`parsed`]);
+//! a compiled policy set ([`policy_set`]) evaluates it; the result maps onto Envoy's
+//! response exactly as OPA-Envoy maps it ([`decision`], [`response`]). [`check`] is the pure
+//! function in the middle; [`service`] is the thin gRPC layer around it; [`reload`] swaps
+//! policy sets atomically when the policy directory changes.
+
+// pub mod check;
+pub mod decision;
+pub mod error;
+pub mod input;
+pub mod parsed;
+pub mod policy_set;
+// pub mod reload;
+pub mod response;
+// pub mod service;
+
+pub use error::{Error, Result};

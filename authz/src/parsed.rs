@@ -1,0 +1,163 @@
+//! The parts OPA-Envoy adds to the input beside the CheckRequest itself: `parsed_path`,
+//! `parsed_query`, `parsed_body` and `truncated_body`. Pure functions over strings, bounded.
+
+use std::collections::BTreeMap;
+
+use regorus::Value;
+
+use crate::error::{Error, Result};
+
+/// Bodies larger than this are not parsed: the policy sees `truncated_body: true` and no
+/// `parsed_body`, and a policy that needs the body cannot allow on it.
+pub const MAX_PARSED_BODY: usize = 1 << 20;
+
+/// Nesting deeper than this in a JSON body is refused (the request is denied).
+pub const MAX_JSON_DEPTH: usize = 64;
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Percent-decodes `s` (and `+` as space when `plus` is set). Invalid escapes are an error,
+/// as Go's `url.Parse` makes them; the bytes must decode to UTF-8.
+pub fn percent_decode(s: &str, plus: bool) -> Result<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hi = b.get(i + 1).copied().and_then(hex_val);
+                let lo = b.get(i + 2).copied().and_then(hex_val);
+                match (hi, lo) {
+                    (Some(h), Some(l)) => out.push(h << 4 | l),
+                    _ => return Err(Error::Request(format!("invalid escape in {s:?}"))),
+                }
+                i += 3;
+            }
+            b'+' if plus => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| Error::Request(format!("{s:?} does not decode to UTF-8")))
+}
+
+/// `/a/b%20c?x=1` → `["a", "b c"]`; `/` → `[""]` (leading slashes trimmed, then split).
+pub fn parsed_path(path: &str) -> Result<Value> {
+    let p = path.split(['?', '#']).next().unwrap_or_default();
+    let decoded = percent_decode(p, false)?;
+    let segments: Vec<Value> = decoded
+        .trim_start_matches('/')
+        .split('/')
+        .map(Value::from)
+        .collect();
+    Ok(Value::from(segments))
+}
+
+/// `a=1&a=2&b` → `{"a": ["1", "2"], "b": [""]}`.
+pub fn parse_query(query: &str) -> Result<Value> {
+    let mut map: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        map.entry(percent_decode(k, true)?)
+            .or_default()
+            .push(Value::from(percent_decode(v, true)?));
+    }
+    let obj: BTreeMap<Value, Value> = map
+        .into_iter()
+        .map(|(k, v)| (Value::from(k), Value::from(v)))
+        .collect();
+    Ok(Value::from(obj))
+}
+
+/// The query of a request path, as `parsed_query`.
+pub fn parsed_query(path: &str) -> Result<Value> {
+    let q = path
+        .split_once('?')
+        .map(|(_, q)| q.split('#').next().unwrap_or_default())
+        .unwrap_or_default();
+    parse_query(q)
+}
+
+fn json_depth_ok(body: &str) -> bool {
+    let mut depth = 0usize;
+    let mut in_str = false;
+    let mut escaped = false;
+    for c in body.bytes() {
+        if in_str {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            b'"' => in_str = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
+}
+
+/// `parsed_body` and `truncated_body` for a request with these headers and body.
+///
+/// JSON bodies (content-type contains `application/json`) and form bodies are parsed;
+/// anything else gives no `parsed_body`. A body shorter than its content-length, or sent
+/// with `x-envoy-auth-partial-body: true`, is truncated and not parsed.
+pub fn parsed_body(
+    content_type: Option<&str>,
+    content_length: Option<&str>,
+    partial: bool,
+    body: &str,
+) -> Result<(Value, bool)> {
+    let Some(ct) = content_type else {
+        return Ok((Value::Null, partial));
+    };
+    let json = ct.contains("application/json");
+    let form = ct.contains("application/x-www-form-urlencoded");
+    if !(json || form) || body.is_empty() {
+        return Ok((Value::Null, partial));
+    }
+    let declared = content_length.and_then(|l| l.trim().parse::<i64>().ok());
+    if partial || declared.is_some_and(|l| l != -1 && l > body.len() as i64) {
+        return Ok((Value::Null, true));
+    }
+    if body.len() > MAX_PARSED_BODY {
+        return Ok((Value::Null, true));
+    }
+    if form {
+        return Ok((parse_query(body)?, false));
+    }
+    if !json_depth_ok(body) {
+        return Err(Error::Request(format!(
+            "JSON body nests deeper than {MAX_JSON_DEPTH}"
+        )));
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(body).map_err(|e| Error::Request(format!("body is not JSON: {e}")))?;
+    Ok((Value::from(v), false))
+}
+
+#[cfg(test)]
+#[path = "parsed_tests.rs"]
+mod tests;

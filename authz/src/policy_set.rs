@@ -1,0 +1,256 @@
+//! A policy set: every `.rego` file under a directory plus its `data.json` / `data.yaml`
+//! files (placed at the data path of their folder, as OPA does), compiled once for the
+//! decision rule. Evaluation goes through regorus' compiled policy, so a request never
+//! parses or compiles anything and any number of requests evaluate at once.
+
+use std::path::{Path, PathBuf};
+
+use regorus::{CompiledPolicy, Engine, Value};
+
+use crate::error::{Error, Result};
+
+/// Bounds on what a policy directory may hold, against a runaway or hostile directory.
+pub const MAX_FILES: usize = 1000;
+pub const MAX_FILE_LEN: u64 = 4 << 20;
+
+/// One file of a policy set, as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFile {
+    /// Path relative to the set's root, with `/` separators.
+    pub path: String,
+    pub text: String,
+}
+
+/// The outcome of one `test_*` rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestResult {
+    pub name: String,
+    pub passed: bool,
+    pub error: Option<String>,
+}
+
+pub struct PolicySet {
+    /// The decision rule, e.g. `data.envoy.authz.allow`.
+    pub rule: String,
+    /// SHA-256 over every file's path and content: what the audit log names.
+    pub hash: String,
+    pub files: Vec<String>,
+    engine: Engine,
+    compiled: CompiledPolicy,
+}
+
+impl std::fmt::Debug for PolicySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicySet")
+            .field("rule", &self.rule)
+            .field("hash", &self.hash)
+            .field("files", &self.files)
+            .finish()
+    }
+}
+
+/// Reads every `.rego`, `data.json`, `data.yaml`/`data.yml` under `root`, sorted by path.
+pub fn read_dir(root: &Path) -> Result<Vec<SourceFile>> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(Error::io(&dir))?;
+        for entry in entries {
+            let entry = entry.map_err(Error::io(&dir))?;
+            let path = entry.path();
+            let meta = std::fs::metadata(&path).map_err(Error::io(&path))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            if meta.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let wanted = name.ends_with(".rego")
+                || matches!(name.as_str(), "data.json" | "data.yaml" | "data.yml");
+            if !wanted {
+                continue;
+            }
+            let rel = rel_path(root, &path);
+            if meta.len() > MAX_FILE_LEN {
+                return Err(Error::policy(
+                    rel,
+                    format!("larger than {MAX_FILE_LEN} bytes"),
+                ));
+            }
+            if out.len() >= MAX_FILES {
+                return Err(Error::policy(
+                    root.display().to_string(),
+                    format!("more than {MAX_FILES} policy files"),
+                ));
+            }
+            let bytes = std::fs::read(&path).map_err(Error::io(&path))?;
+            let text = String::from_utf8(bytes).map_err(|_| Error::policy(&rel, "not UTF-8"))?;
+            out.push(SourceFile { path: rel, text });
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+fn rel_path(root: &Path, p: &Path) -> String {
+    let rel: PathBuf = p.strip_prefix(root).unwrap_or(p).to_path_buf();
+    rel.components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn hash_files(files: &[SourceFile]) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for f in files {
+        ctx.update(&(f.path.len() as u64).to_be_bytes());
+        ctx.update(f.path.as_bytes());
+        ctx.update(&(f.text.len() as u64).to_be_bytes());
+        ctx.update(f.text.as_bytes());
+    }
+    hex::encode(ctx.finish().as_ref())
+}
+
+/// `a/b/data.json` holding `{"x": 1}` → `{"a": {"b": {"x": 1}}}`.
+fn nest(path: &str, v: Value) -> Value {
+    let dirs: Vec<&str> = path.split('/').collect();
+    let mut v = v;
+    for d in dirs[..dirs.len().saturating_sub(1)].iter().rev() {
+        let mut m = std::collections::BTreeMap::new();
+        m.insert(Value::from(*d), v);
+        v = Value::from(m);
+    }
+    v
+}
+
+fn engine_for(files: &[SourceFile], v0: bool) -> Result<Engine> {
+    let mut engine = Engine::new();
+    engine.set_rego_v0(v0);
+    for f in files {
+        if f.path.ends_with(".rego") {
+            engine
+                .add_policy(f.path.clone(), f.text.clone())
+                .map_err(|e| Error::policy(&f.path, e))?;
+        } else {
+            let v = if f.path.ends_with(".json") {
+                Value::from_json_str(&f.text)
+            } else {
+                Value::from_yaml_str(&f.text)
+            }
+            .map_err(|e| Error::policy(&f.path, e))?;
+            if !matches!(v, Value::Object(_)) {
+                return Err(Error::policy(&f.path, "data must be an object"));
+            }
+            engine
+                .add_data(nest(&f.path, v))
+                .map_err(|e| Error::policy(&f.path, e))?;
+        }
+    }
+    Ok(engine)
+}
+
+impl PolicySet {
+    /// Parses and compiles `files` for `rule`. Rego v1 is tried first, then v0 (the syntax
+    /// most OPA-Envoy policies were written in); the v1 error is reported if both fail.
+    pub fn compile(files: Vec<SourceFile>, rule: &str) -> Result<Self> {
+        if !files.iter().any(|f| f.path.ends_with(".rego")) {
+            return Err(Error::policy(".", "no .rego files"));
+        }
+        let mut engine = match engine_for(&files, false) {
+            Ok(e) => e,
+            Err(v1) => engine_for(&files, true).map_err(|_| v1)?,
+        };
+        let entry: regorus::Rc<str> = rule.into();
+        let compiled = engine
+            .compile_with_entrypoint(&entry)
+            .map_err(|e| Error::policy(rule, e))?;
+        Ok(Self {
+            rule: rule.to_owned(),
+            hash: hash_files(&files),
+            files: files.iter().map(|f| f.path.clone()).collect(),
+            engine,
+            compiled,
+        })
+    }
+
+    pub fn load(root: &Path, rule: &str) -> Result<Self> {
+        Self::compile(read_dir(root)?, rule)
+    }
+
+    /// Evaluates the decision rule for `input`.
+    pub fn eval(&self, input: Value) -> Result<Value> {
+        self.compiled
+            .eval_with_input(input)
+            .map_err(|e| Error::Evaluation(e.to_string()))
+    }
+
+    /// Evaluates any rule (for `esm policy eval --rule`).
+    pub fn eval_rule(&self, rule: &str, input: Value) -> Result<Value> {
+        let mut e = self.engine.clone();
+        e.set_input(input);
+        e.eval_rule(rule.to_owned())
+            .map_err(|e| Error::Evaluation(e.to_string()))
+    }
+
+    /// Runs every `test_*` rule of every package, like `opa test`.
+    pub fn run_tests(&self, sources: &[SourceFile]) -> Vec<TestResult> {
+        let mut out = Vec::new();
+        for f in sources.iter().filter(|f| f.path.ends_with(".rego")) {
+            let Some(pkg) = package_of(&f.text) else {
+                continue;
+            };
+            for name in test_rules(&f.text) {
+                let full = format!("data.{pkg}.{name}");
+                if out.iter().any(|t: &TestResult| t.name == full) {
+                    continue;
+                }
+                let mut e = self.engine.clone();
+                let (passed, error) = match e.eval_rule(full.clone()) {
+                    Ok(Value::Bool(true)) => (true, None),
+                    Ok(Value::Undefined) => (false, None),
+                    Ok(other) => (false, Some(format!("result {other}"))),
+                    Err(err) => (false, Some(err.to_string())),
+                };
+                out.push(TestResult {
+                    name: full,
+                    passed,
+                    error,
+                });
+            }
+        }
+        out
+    }
+}
+
+fn package_of(text: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let rest = l.trim().strip_prefix("package ")?;
+        Some(rest.split_whitespace().next()?.to_owned())
+    })
+}
+
+/// Names of rules whose head starts a line with `test_`.
+fn test_rules(text: &str) -> Vec<String> {
+    let mut names: Vec<String> = text
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim_start();
+            if !l.starts_with("test_") || l.len() != l.trim_start().len() {
+                return None;
+            }
+            let name: String = l
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            (l.len() > name.len()).then_some(name)
+        })
+        .collect();
+    names.dedup();
+    names
+}
+
+#[cfg(test)]
+#[path = "policy_set_tests.rs"]
+mod tests;
