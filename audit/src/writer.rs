@@ -133,6 +133,12 @@ impl AuditSink {
         }
     }
 
+    /// True when a full queue refuses events (`block`): a producer that cannot wait should
+    /// then refuse the action it could not record.
+    pub fn fails_closed(&self) -> bool {
+        self.on_full == OnFull::Block
+    }
+
     /// Appends and waits until the event is committed.
     pub async fn record(&self, e: Event) -> Result<u64> {
         self.append(e).await?.committed().await

@@ -327,4 +327,4 @@ pub fn build(req: &CheckRequest, opts: InputOptions) -> Result<Value> {
 
 #[cfg(test)]
 #[path = "input_tests.rs"]
-mod tests;
+pub(crate) mod tests_support;

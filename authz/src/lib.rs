@@ -6,14 +6,14 @@
 //! function in the middle; [`service`] is the thin gRPC layer around it; [`reload`] swaps
 //! policy sets atomically when the policy directory changes.
 
-// pub mod check;
+pub mod check;
 pub mod decision;
 pub mod error;
 pub mod input;
 pub mod parsed;
 pub mod policy_set;
-// pub mod reload;
+pub mod reload;
 pub mod response;
-// pub mod service;
+pub mod service;
 
 pub use error::{Error, Result};

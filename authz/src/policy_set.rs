@@ -175,6 +175,11 @@ impl PolicySet {
         })
     }
 
+    /// The hash a set of these files would have.
+    pub fn hash_of(files: &[SourceFile]) -> String {
+        hash_files(files)
+    }
+
     pub fn load(root: &Path, rule: &str) -> Result<Self> {
         Self::compile(read_dir(root)?, rule)
     }

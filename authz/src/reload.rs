@@ -1,0 +1,119 @@
+//! Hot reload: the policy directory is re-read every second; a changed set is compiled and
+//! its own Rego tests run; only a set that passes replaces the serving one (atomically, on a
+//! `watch` channel). A refused set is logged and audited once, and the old one keeps serving.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use esm_audit::writer::AuditSink;
+use esm_audit::{kind, Event, Outcome};
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+use crate::policy_set::{read_dir, PolicySet};
+
+pub const POLL: Duration = Duration::from_secs(1);
+
+/// Loads, compiles and tests the set in `dir`: what `esm policy check` and every reload run.
+pub fn validate(dir: &std::path::Path, rule: &str) -> Result<PolicySet> {
+    let files = read_dir(dir)?;
+    let set = PolicySet::compile(files.clone(), rule)?;
+    let failed: Vec<String> = set
+        .run_tests(&files)
+        .into_iter()
+        .filter(|t| !t.passed)
+        .map(|t| t.name)
+        .collect();
+    if !failed.is_empty() {
+        return Err(Error::policy(
+            dir.display().to_string(),
+            format!("Rego tests fail: {}", failed.join(", ")),
+        ));
+    }
+    Ok(set)
+}
+
+/// The audit record of a policy change: accepted (success) or refused (failure).
+pub fn policy_event(
+    dir: &str,
+    result: std::result::Result<&PolicySet, &Error>,
+    previous: &str,
+) -> Event {
+    let (outcome, reason, hash) = match result {
+        Ok(set) => (Outcome::Success, String::new(), set.hash.clone()),
+        Err(e) => (Outcome::Failure, e.to_string(), String::new()),
+    };
+    let mut e = Event::new(kind::POLICY_CHANGED, outcome);
+    e.actor = "esm:policy-reload".into();
+    e.subject = dir.to_owned();
+    e.action = if outcome == Outcome::Success {
+        "reload"
+    } else {
+        "refuse"
+    }
+    .into();
+    e.reason = reason;
+    e.details = serde_json::json!({ "policy.hash": hash, "previous.hash": previous });
+    e
+}
+
+/// Watches `dir` until `stop` fires, sending each accepted set on `tx`.
+pub async fn run(
+    dir: PathBuf,
+    rule: String,
+    tx: watch::Sender<Arc<PolicySet>>,
+    audit: Option<AuditSink>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut refused: Option<String> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(POLL) => {}
+            _ = stop.changed() => return,
+        }
+        let (d, r) = (dir.clone(), rule.clone());
+        let current = tx.borrow().hash.clone();
+        let Ok(files) = tokio::task::spawn_blocking(move || read_dir(&d).map(|f| (f, r))).await
+        else {
+            continue;
+        };
+        // Cheap check first: nothing changed, nothing to compile.
+        let unchanged = match &files {
+            Ok((f, r)) => PolicySet::hash_of(f) == current && *r == tx.borrow().rule,
+            Err(_) => false,
+        };
+        if unchanged {
+            refused = None;
+            continue;
+        }
+        let (d, r) = (dir.clone(), rule.clone());
+        let Ok(result) = tokio::task::spawn_blocking(move || validate(&d, &r)).await else {
+            continue;
+        };
+        let key = match &result {
+            Ok(set) => set.hash.clone(),
+            Err(e) => e.to_string(),
+        };
+        if result.is_err() && refused.as_deref() == Some(key.as_str()) {
+            continue;
+        }
+        let event = policy_event(&dir.display().to_string(), result.as_ref(), &current);
+        match result {
+            Ok(set) => {
+                tracing::info!(policy.hash = %set.hash, previous.hash = %current, "policy reloaded");
+                tx.send_replace(Arc::new(set));
+                refused = None;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, policy.hash = %current, "new policy refused; the old one keeps serving");
+                refused = Some(key);
+            }
+        }
+        if let Some(sink) = &audit {
+            if let Err(e) = sink.append(event).await {
+                tracing::error!(error = %e, "policy change not recorded");
+            }
+        }
+    }
+}
