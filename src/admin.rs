@@ -12,7 +12,11 @@ use esm_ca::state::{CaState, Status};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-pub fn router(ca: watch::Receiver<Arc<CaState>>, audit: Arc<AuditMetrics>) -> Router {
+pub fn router(
+    ca: watch::Receiver<Arc<CaState>>,
+    audit: Arc<AuditMetrics>,
+    authz: Arc<esm_authz::service::Metrics>,
+) -> Router {
     let ready = ca.clone();
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -27,10 +31,11 @@ pub fn router(ca: watch::Receiver<Arc<CaState>>, audit: Arc<AuditMetrics>) -> Ro
             "/metrics",
             get(move || {
                 let state = ca.borrow().clone();
-                let audit = audit.clone();
+                let (audit, authz) = (audit.clone(), authz.clone());
                 async move {
                     let mut m = metrics(&state, OffsetDateTime::now_utc());
                     audit_metrics(&mut m, &audit);
+                    authz_metrics(&mut m, &authz);
                     m
                 }
             }),
@@ -139,5 +144,36 @@ pub fn audit_metrics(m: &mut String, a: &AuditMetrics) {
         m,
         "# HELP esm_audit_last_seq Sequence number of the newest committed audit event.\n# TYPE esm_audit_last_seq gauge\nesm_audit_last_seq {}",
         a.last_seq.load(Relaxed)
+    );
+}
+
+/// ext_authz decisions by result; `failed_closed` counts denials the policy did not make.
+pub fn authz_metrics(m: &mut String, a: &esm_authz::service::Metrics) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let _ = writeln!(
+        m,
+        "# HELP esm_authz_decisions_total ext_authz decisions.\n# TYPE esm_authz_decisions_total counter"
+    );
+    for (result, v) in [
+        ("allow", &a.allowed),
+        ("deny", &a.denied),
+        ("fail_closed", &a.failed_closed),
+        ("audit_refused", &a.audit_refused),
+    ] {
+        let _ = writeln!(
+            m,
+            "esm_authz_decisions_total{{result=\"{result}\"}} {}",
+            v.load(Relaxed)
+        );
+    }
+    let _ = writeln!(
+        m,
+        "# HELP esm_authz_dry_run_would_deny_total Dry-run requests the policy would have denied.\n# TYPE esm_authz_dry_run_would_deny_total counter\nesm_authz_dry_run_would_deny_total {}",
+        a.dry_run_would_deny.load(Relaxed)
+    );
+    let _ = writeln!(
+        m,
+        "# HELP esm_authz_decision_seconds_total Time spent building inputs and evaluating.\n# TYPE esm_authz_decision_seconds_total counter\nesm_authz_decision_seconds_total {}",
+        a.eval_nanos.load(Relaxed) as f64 / 1e9
     );
 }

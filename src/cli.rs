@@ -61,6 +61,11 @@ pub enum Command {
         #[command(subcommand)]
         command: CaCommand,
     },
+    /// Rego policies: validate, run their tests, evaluate an input.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// The tamper-evident audit log: verify, export, tail, proofs, retention.
     Audit {
         #[command(subcommand)]
@@ -260,4 +265,29 @@ pub struct PublicKeyArg {
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum ExportFormat {
     Jsonl,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Parse and compile a policy directory for the decision rule; run its Rego tests.
+    Check {
+        dir: PathBuf,
+        #[arg(long, default_value = "data.envoy.authz.allow")]
+        rule: String,
+    },
+    /// Run every test_* rule of a policy directory and report pass/fail, like `opa test`.
+    Test {
+        dir: PathBuf,
+        /// Print passing tests too.
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// Evaluate the decision rule for an input document (JSON) and print the decision.
+    Eval {
+        dir: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        input: PathBuf,
+        #[arg(long, default_value = "data.envoy.authz.allow")]
+        rule: String,
+    },
 }

@@ -61,7 +61,7 @@ checkpoint_interval = "60s"
 # This node's id in every event (empty: the host name).
 node = ""
 "#
-    )
+    ) + crate::authz_config::DEFAULT_TOML
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,6 +74,8 @@ struct RawConfig {
     admin: RawAdmin,
     #[serde(default)]
     audit: RawAudit,
+    #[serde(default)]
+    authz: crate::authz_config::RawAuthz,
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,7 +107,7 @@ impl Default for RawAudit {
 }
 
 /// Numbers may come from the file (integers) or from `ESM_…` variables (strings).
-fn int_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+pub fn int_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum V {
@@ -199,6 +201,7 @@ pub struct Config {
     pub ca: CaConfig,
     pub admin_listen: SocketAddr,
     pub audit: AuditConfig,
+    pub authz: crate::authz_config::AuthzConfig,
 }
 
 impl Config {
@@ -286,8 +289,10 @@ impl Config {
             bail!("ca.intermediate_ttl must be shorter than ca.root_ttl");
         }
         let audit = audit_config(raw.audit, &data_dir)?;
+        let authz = crate::authz_config::parse(raw.authz, &data_dir)?;
         Ok(Self {
             audit,
+            authz,
             data_dir,
             trust_domain: TrustDomain::parse(&raw.trust_domain)
                 .map_err(|e| anyhow!("trust_domain = {:?}: {e}", raw.trust_domain))?,
@@ -357,7 +362,7 @@ pub fn duration(what: &str, s: &str) -> anyhow::Result<time::Duration> {
     Ok(d)
 }
 
-const SECTIONS: [&str; 3] = ["ca", "admin", "audit"];
+const SECTIONS: [&str; 4] = ["ca", "admin", "audit", "authz"];
 
 /// `ESM_TRUST_DOMAIN` → `trust_domain`; `ESM_CA_SVID_MAX_TTL` → `[ca] svid_max_ttl`.
 fn apply_env(table: &mut toml::Table, env: &BTreeMap<String, String>) -> anyhow::Result<()> {

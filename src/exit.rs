@@ -30,6 +30,13 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
         if let Some(ca) = cause.downcast_ref::<esm_ca::Error>() {
             return if ca.is_usage_error() { USAGE } else { FAILURE };
         }
+        if let Some(authz) = cause.downcast_ref::<esm_authz::Error>() {
+            return if authz.is_usage_error() {
+                USAGE
+            } else {
+                FAILURE
+            };
+        }
         if let Some(audit) = cause.downcast_ref::<esm_audit::Error>() {
             return if audit.is_usage_error() {
                 USAGE

@@ -5,6 +5,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod admin;
+mod authz_config;
 mod cli;
 mod commands;
 mod config;

@@ -13,6 +13,17 @@ use crate::error::{Error, Result};
 pub const MAX_FILES: usize = 1000;
 pub const MAX_FILE_LEN: u64 = 4 << 20;
 
+/// Bounds every evaluation in this process: over budget, evaluation fails and the request
+/// is denied. Process-wide because regorus reads it when a compiled policy starts an engine.
+pub fn set_decision_budget(budget: std::time::Duration) {
+    regorus::utils::limits::set_fallback_execution_timer_config(Some(
+        regorus::utils::limits::ExecutionTimerConfig {
+            limit: budget,
+            check_interval: std::num::NonZeroU32::MIN.saturating_add(31),
+        },
+    ));
+}
+
 /// One file of a policy set, as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceFile {

@@ -58,12 +58,11 @@ fn header<'a>(req: &'a CheckRequest, name: &str) -> &'a str {
 /// path, or `connect` for the network filter), outcome, and why.
 pub fn decision_event(req: &CheckRequest, c: &Checked, set: &PolicySet, dry_run: bool) -> Event {
     let attrs = req.attributes.as_ref();
-    let peer_name = |p: Option<
-        &envoy_types::pb::envoy::service::auth::v3::attribute_context::Peer,
-    >| {
-        p.map(|p| {
-            if p.principal.is_empty() {
-                match p.address.as_ref().and_then(|a| a.address.as_ref()) {
+    let peer_name =
+        |p: Option<&envoy_types::pb::envoy::service::auth::v3::attribute_context::Peer>| {
+            p.map(|p| {
+                if p.principal.is_empty() {
+                    match p.address.as_ref().and_then(|a| a.address.as_ref()) {
                     Some(
                         envoy_types::pb::envoy::config::core::v3::address::Address::SocketAddress(
                             s,
@@ -71,12 +70,12 @@ pub fn decision_event(req: &CheckRequest, c: &Checked, set: &PolicySet, dry_run:
                     ) => s.address.clone(),
                     _ => String::new(),
                 }
-            } else {
-                p.principal.clone()
-            }
-        })
-        .unwrap_or_default()
-    };
+                } else {
+                    p.principal.clone()
+                }
+            })
+            .unwrap_or_default()
+        };
     let http = attrs
         .and_then(|a| a.request.as_ref())
         .and_then(|r| r.http.as_ref());

@@ -53,6 +53,7 @@ pub fn run(args: InitArgs, env: &BTreeMap<String, String>) -> anyhow::Result<()>
             &cfg.rotation_policy(),
             now,
         )?;
+        write_default_policies(&cfg.authz.policy_dir, &td)?;
         // The audit log starts with its trust domain's birth; its key is made now too.
         let event = esm_ca::evidence::ca_initialized(&state, &crate::evidence::cli_actor(), now);
         crate::evidence::record_now(&cfg, vec![event])?;
@@ -126,4 +127,31 @@ fn pkcs8_pem(text: &str) -> anyhow::Result<(String, Vec<u8>)> {
         .unwrap_or(text.len());
     let (label, der) = esm_ca::pem::decode(&text[start..end])?;
     Ok((label, der))
+}
+
+/// The repo's default zero-trust policy set, with its example identities moved into this
+/// trust domain so its own tests keep passing.
+const DEFAULT_POLICIES: [(&str, &str); 3] = [
+    (
+        "zero_trust.rego",
+        include_str!("../../policies/default/zero_trust.rego"),
+    ),
+    (
+        "zero_trust_test.rego",
+        include_str!("../../policies/default/zero_trust_test.rego"),
+    ),
+    (
+        "data.json",
+        include_str!("../../policies/default/data.json"),
+    ),
+];
+
+fn write_default_policies(dir: &Path, td: &TrustDomain) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (name, text) in DEFAULT_POLICIES {
+        let text = text.replace("spiffe://example.org/", &format!("spiffe://{td}/"));
+        let path = dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }

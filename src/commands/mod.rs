@@ -4,6 +4,7 @@ mod audit;
 mod ca;
 mod cert;
 mod init;
+mod policy;
 mod serve;
 
 use std::collections::BTreeMap;
@@ -38,6 +39,7 @@ pub fn run(cli: Cli, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
             }
             CaCommand::Show { config } => ca::show(&load(&config, env)?, env),
         },
+        Command::Policy { command } => policy::run(command),
         Command::Audit { command } => audit::run(&load(audit_config_args(&command), env)?, command),
     }
 }

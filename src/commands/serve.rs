@@ -1,13 +1,18 @@
-//! `esm serve`: wires the audit writer, the CA rotator and the admin endpoints, and stops them on SIGTERM or
-//! Ctrl-C.
+//! `esm serve`: wires the audit writer, the CA rotator, the ext_authz server with its policy
+//! reload, and the admin endpoints, and stops them on SIGTERM or Ctrl-C.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Context;
+use esm_authz::check::CheckOptions;
+use esm_authz::input::InputOptions;
+use esm_authz::service::{AuthzService, Metrics as AuthzMetrics};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::evidence::Evidence;
 
 pub fn run(cfg: Config, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -17,19 +22,21 @@ pub fn run(cfg: Config, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
     rt.block_on(serve(cfg, env))
 }
 
+async fn bind(what: &str, addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| crate::exit::usage(format!("{what} {addr}: {e}")))
+}
+
 async fn serve(cfg: Config, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
     let store = Arc::new(super::ca_store(&cfg, env));
     // Fail at start, not at the first request: the state must read and the key must load.
     let state = store.load()?;
     store.signing_ca(&state)?;
-    let evidence = crate::evidence::Evidence::start(&cfg).await?;
-    let audit_metrics = evidence.sink.metrics().clone();
+    let admin_listener = bind("admin.listen", cfg.admin_listen).await?;
+    let evidence = Evidence::start(&cfg).await?;
     let (ca_tx, ca_rx) = watch::channel(Arc::new(state));
     let (stop_tx, stop_rx) = watch::channel(false);
-
-    let listener = tokio::net::TcpListener::bind(cfg.admin_listen)
-        .await
-        .map_err(|e| crate::exit::usage(format!("admin.listen {}: {e}", cfg.admin_listen)))?;
     tracing::info!(admin.listen = %cfg.admin_listen, trust_domain = %cfg.trust_domain, "esm serving");
 
     let rotator = tokio::spawn(esm_ca::rotator::run(
@@ -39,9 +46,12 @@ async fn serve(cfg: Config, env: &BTreeMap<String, String>) -> anyhow::Result<()
         Some(evidence.sink.clone()),
         stop_rx.clone(),
     ));
+    let authz_metrics = Arc::new(AuthzMetrics::default());
+    let authz = start_authz(&cfg, &evidence, authz_metrics.clone(), &stop_rx).await?;
+    let router = crate::admin::router(ca_rx, evidence.sink.metrics().clone(), authz_metrics);
     let mut admin_stop = stop_rx.clone();
     let admin = tokio::spawn(async move {
-        axum::serve(listener, crate::admin::router(ca_rx, audit_metrics))
+        axum::serve(admin_listener, router)
             .with_graceful_shutdown(async move {
                 let _ = admin_stop.changed().await;
             })
@@ -53,9 +63,55 @@ async fn serve(cfg: Config, env: &BTreeMap<String, String>) -> anyhow::Result<()
     let _ = stop_tx.send(true);
     let _ = rotator.await;
     admin.await?.context("admin server")?;
+    for task in authz {
+        task.await?;
+    }
     // Last: everything above may still have queued events; this drains them and signs a
     // final checkpoint so the tail of the log is covered.
     evidence.shutdown().await
+}
+
+/// Loads and tests the policy set (a broken one stops `serve` from starting), then runs the
+/// ext_authz server and the policy reload until `stop`.
+async fn start_authz(
+    cfg: &Config,
+    evidence: &Evidence,
+    metrics: Arc<AuthzMetrics>,
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let a = &cfg.authz;
+    let Some(addr) = a.listen else {
+        return Ok(Vec::new());
+    };
+    esm_authz::policy_set::set_decision_budget(a.decision_budget);
+    let set = esm_authz::reload::validate(&a.policy_dir, &a.rule)
+        .map_err(|e| crate::exit::usage(format!("authz.policy_dir: {e}")))?;
+    tracing::info!(policy.hash = %set.hash, policy.rule = %set.rule, "policy loaded");
+    let listener = bind("authz.listen", addr).await?;
+    let (policy_tx, policy_rx) = watch::channel(Arc::new(set));
+    let reload = tokio::spawn(esm_authz::reload::run(
+        a.policy_dir.clone(),
+        a.rule.clone(),
+        policy_tx,
+        Some(evidence.sink.clone()),
+        stop.clone(),
+    ));
+    let opts = CheckOptions {
+        input: InputOptions { xfcc: a.xfcc },
+        dry_run: a.dry_run,
+        deny_status: a.deny_status,
+    };
+    let service = AuthzService::new(policy_rx, opts, Some(evidence.sink.clone()), metrics);
+    let mut stop = stop.clone();
+    let server = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.changed().await;
+        };
+        if let Err(e) = esm_authz::service::serve(listener, service, shutdown).await {
+            tracing::error!(error = %e, "ext_authz server failed");
+        }
+    });
+    Ok(vec![reload, server])
 }
 
 async fn shutdown_signal() {

