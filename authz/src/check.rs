@@ -5,7 +5,6 @@
 use envoy_types::ext_authz::v3::pb::CheckRequest;
 
 use crate::decision::{from_result, Decision};
-use crate::error::Error;
 use crate::input::{build, InputOptions};
 use crate::policy_set::PolicySet;
 
@@ -83,15 +82,15 @@ pub fn check(set: &PolicySet, req: &CheckRequest, opts: &CheckOptions) -> Checke
         Ok(v) => v,
         Err(e) => return fail(Failure::Evaluation, e.to_string(), opts),
     };
+    if result == regorus::Value::Undefined {
+        return fail(
+            Failure::Undefined,
+            format!("{} is undefined", set.rule),
+            opts,
+        );
+    }
     let mut decision = match from_result(&result) {
         Ok(d) => d,
-        Err(Error::Result(r)) if r == "undefined" => {
-            return fail(
-                Failure::Undefined,
-                format!("{} is undefined", set.rule),
-                opts,
-            )
-        }
         Err(e) => return fail(Failure::Result, e.to_string(), opts),
     };
     let policy_allowed = decision.allowed;

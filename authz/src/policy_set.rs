@@ -240,6 +240,19 @@ impl PolicySet {
     }
 }
 
+/// A rule every set with tests has — its first `test_*` rule — so a set that lacks the
+/// decision rule (a library, an example package) still compiles for `esm policy test`.
+pub fn test_entrypoint(files: &[SourceFile]) -> Option<String> {
+    files
+        .iter()
+        .filter(|f| f.path.ends_with(".rego"))
+        .find_map(|f| {
+            let pkg = package_of(&f.text)?;
+            let name = test_rules(&f.text).into_iter().next()?;
+            Some(format!("data.{pkg}.{name}"))
+        })
+}
+
 fn package_of(text: &str) -> Option<String> {
     text.lines().find_map(|l| {
         let rest = l.trim().strip_prefix("package ")?;

@@ -11,13 +11,17 @@ use esm_audit::{kind, Event, Outcome};
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
-use crate::policy_set::{read_dir, PolicySet};
+use crate::policy_set::{read_dir, PolicySet, SourceFile};
 
 pub const POLL: Duration = Duration::from_secs(1);
 
-/// Loads, compiles and tests the set in `dir`: what `esm policy check` and every reload run.
+/// Loads, compiles and tests the set in `dir`: what `esm policy check` and `serve` run.
 pub fn validate(dir: &std::path::Path, rule: &str) -> Result<PolicySet> {
-    let files = read_dir(dir)?;
+    validate_files(dir, read_dir(dir)?, rule)
+}
+
+/// Compiles and tests files already read from `dir`.
+fn validate_files(dir: &std::path::Path, files: Vec<SourceFile>, rule: &str) -> Result<PolicySet> {
     let set = PolicySet::compile(files.clone(), rule)?;
     let failed: Vec<String> = set
         .run_tests(&files)
@@ -72,24 +76,27 @@ pub async fn run(
             _ = tokio::time::sleep(POLL) => {}
             _ = stop.changed() => return,
         }
-        let (d, r) = (dir.clone(), rule.clone());
         let current = tx.borrow().hash.clone();
-        let Ok(files) = tokio::task::spawn_blocking(move || read_dir(&d).map(|f| (f, r))).await
+        let (d, r, c) = (dir.clone(), rule.clone(), current.clone());
+        // The directory is read once per poll; an unchanged set is not compiled again.
+        let Ok(polled) = tokio::task::spawn_blocking(move || -> Result<Option<PolicySet>> {
+            let files = read_dir(&d)?;
+            if PolicySet::hash_of(&files) == c {
+                return Ok(None);
+            }
+            validate_files(&d, files, &r).map(Some)
+        })
+        .await
         else {
             continue;
         };
-        // Cheap check first: nothing changed, nothing to compile.
-        let unchanged = match &files {
-            Ok((f, r)) => PolicySet::hash_of(f) == current && *r == tx.borrow().rule,
-            Err(_) => false,
-        };
-        if unchanged {
-            refused = None;
-            continue;
-        }
-        let (d, r) = (dir.clone(), rule.clone());
-        let Ok(result) = tokio::task::spawn_blocking(move || validate(&d, &r)).await else {
-            continue;
+        let result = match polled {
+            Ok(None) => {
+                refused = None;
+                continue;
+            }
+            Ok(Some(set)) => Ok(set),
+            Err(e) => Err(e),
         };
         let key = match &result {
             Ok(set) => set.hash.clone(),

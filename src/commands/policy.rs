@@ -31,7 +31,8 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
 fn test(dir: &Path, verbose: bool) -> anyhow::Result<()> {
     let files = read_dir(dir)?;
     // Tests may target any package, so compile for a rule that always exists.
-    let rule = first_rule(&files).unwrap_or_else(|| "data.envoy.authz.allow".into());
+    let rule = esm_authz::policy_set::test_entrypoint(&files)
+        .unwrap_or_else(|| "data.envoy.authz.allow".into());
     let set = PolicySet::compile(files.clone(), &rule)?;
     let results = set.run_tests(&files);
     let failed = results.iter().filter(|r| !r.passed).count();
@@ -57,30 +58,6 @@ fn test(dir: &Path, verbose: bool) -> anyhow::Result<()> {
         anyhow::bail!("{failed} of {} tests failed", results.len());
     }
     Ok(())
-}
-
-/// The first test rule's path, so a set without the default decision rule still compiles.
-fn first_rule(files: &[esm_authz::policy_set::SourceFile]) -> Option<String> {
-    files
-        .iter()
-        .filter(|f| f.path.ends_with(".rego"))
-        .find_map(|f| {
-            let pkg = f
-                .text
-                .lines()
-                .find_map(|l| l.trim().strip_prefix("package "))?
-                .split_whitespace()
-                .next()?
-                .to_owned();
-            let name = f.text.lines().find_map(|l| {
-                let n: String = l
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
-                n.starts_with("test_").then_some(n)
-            })?;
-            Some(format!("data.{pkg}.{name}"))
-        })
 }
 
 fn eval(dir: &Path, input: &Path, rule: &str) -> anyhow::Result<()> {
