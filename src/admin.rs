@@ -59,10 +59,7 @@ pub fn readiness(state: &CaState, now: OffsetDateTime) -> (StatusCode, String) {
 pub fn metrics(state: &CaState, now: OffsetDateTime) -> String {
     let mut m = String::new();
     let mut gauge = |name: &str, help: &str, samples: &[(&str, f64)]| {
-        let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} gauge");
-        for (labels, v) in samples {
-            let _ = writeln!(m, "{name}{labels} {v}");
-        }
+        family(&mut m, name, "gauge", help, samples)
     };
     let version = format!("{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"));
     gauge("esm_build_info", "esm build.", &[(&version, 1.0)]);
@@ -103,10 +100,19 @@ pub fn metrics(state: &CaState, now: OffsetDateTime) -> String {
     m
 }
 
+/// One Prometheus metric family in the text format: HELP, TYPE and its samples.
+fn family(m: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, f64)]) {
+    let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, v) in samples {
+        let _ = writeln!(m, "{name}{labels} {v}");
+    }
+}
+
 /// The audit writer's counters: a growing `dropped` or `failed_batches` is lost evidence.
 pub fn audit_metrics(m: &mut String, a: &AuditMetrics) {
     use std::sync::atomic::Ordering::Relaxed;
-    let counters = [
+    let counter = |v: &std::sync::atomic::AtomicU64| [("", v.load(Relaxed) as f64)];
+    for (name, help, v) in [
         (
             "esm_audit_events_appended_total",
             "Audit events committed.",
@@ -132,48 +138,46 @@ pub fn audit_metrics(m: &mut String, a: &AuditMetrics) {
             "Signed checkpoints written.",
             &a.checkpoints,
         ),
-    ];
-    for (name, help, v) in counters {
-        let _ = writeln!(
-            m,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-            v.load(Relaxed)
-        );
+    ] {
+        family(m, name, "counter", help, &counter(v));
     }
-    let _ = writeln!(
+    family(
         m,
-        "# HELP esm_audit_last_seq Sequence number of the newest committed audit event.\n# TYPE esm_audit_last_seq gauge\nesm_audit_last_seq {}",
-        a.last_seq.load(Relaxed)
+        "esm_audit_last_seq",
+        "gauge",
+        "Sequence number of the newest committed audit event.",
+        &counter(&a.last_seq),
     );
 }
 
 /// ext_authz decisions by result; `failed_closed` counts denials the policy did not make.
 pub fn authz_metrics(m: &mut String, a: &esm_authz::service::Metrics) {
     use std::sync::atomic::Ordering::Relaxed;
-    let _ = writeln!(
+    let n = |v: &std::sync::atomic::AtomicU64| v.load(Relaxed) as f64;
+    family(
         m,
-        "# HELP esm_authz_decisions_total ext_authz decisions.\n# TYPE esm_authz_decisions_total counter"
+        "esm_authz_decisions_total",
+        "counter",
+        "ext_authz decisions.",
+        &[
+            ("{result=\"allow\"}", n(&a.allowed)),
+            ("{result=\"deny\"}", n(&a.denied)),
+            ("{result=\"fail_closed\"}", n(&a.failed_closed)),
+            ("{result=\"audit_refused\"}", n(&a.audit_refused)),
+        ],
     );
-    for (result, v) in [
-        ("allow", &a.allowed),
-        ("deny", &a.denied),
-        ("fail_closed", &a.failed_closed),
-        ("audit_refused", &a.audit_refused),
-    ] {
-        let _ = writeln!(
-            m,
-            "esm_authz_decisions_total{{result=\"{result}\"}} {}",
-            v.load(Relaxed)
-        );
-    }
-    let _ = writeln!(
+    family(
         m,
-        "# HELP esm_authz_dry_run_would_deny_total Dry-run requests the policy would have denied.\n# TYPE esm_authz_dry_run_would_deny_total counter\nesm_authz_dry_run_would_deny_total {}",
-        a.dry_run_would_deny.load(Relaxed)
+        "esm_authz_dry_run_would_deny_total",
+        "counter",
+        "Dry-run requests the policy would have denied.",
+        &[("", n(&a.dry_run_would_deny))],
     );
-    let _ = writeln!(
+    family(
         m,
-        "# HELP esm_authz_decision_seconds_total Time spent building inputs and evaluating.\n# TYPE esm_authz_decision_seconds_total counter\nesm_authz_decision_seconds_total {}",
-        a.eval_nanos.load(Relaxed) as f64 / 1e9
+        "esm_authz_decision_seconds_total",
+        "counter",
+        "Time spent building inputs and evaluating.",
+        &[("", n(&a.eval_nanos) / 1e9)],
     );
 }

@@ -172,29 +172,13 @@ async fn retain(cfg: &Config, db: &Db, before: &str) -> anyhow::Result<()> {
 fn public_key(cfg: &Config, arg: &PublicKeyArg) -> anyhow::Result<PublicKey> {
     match &arg.public_key {
         Some(path) => {
-            let text = read_bounded(path, 4096)?;
+            let text = super::read_text("", path, 4096)?;
             Ok(PublicKey::from_text(&text)
                 .map_err(|e| usage(format!("{}: {e}", path.display())))?)
         }
         None => Ok(load_public(&cfg.audit_dir())
             .context("the audit log has no key yet (nothing was ever recorded?)")?),
     }
-}
-
-fn read_bounded(path: &Path, max: u64) -> anyhow::Result<String> {
-    use std::io::Read;
-    let f = std::fs::File::open(path).map_err(|e| usage(format!("{}: {e}", path.display())))?;
-    let mut buf = Vec::new();
-    f.take(max + 1)
-        .read_to_end(&mut buf)
-        .with_context(|| format!("reading {}", path.display()))?;
-    if buf.len() as u64 > max {
-        return Err(usage(format!(
-            "{}: larger than {max} bytes",
-            path.display()
-        )));
-    }
-    String::from_utf8(buf).map_err(|_| usage(format!("{}: not UTF-8 text", path.display())))
 }
 
 fn verify_export(cfg: &Config, path: &Path, key: &PublicKeyArg) -> anyhow::Result<()> {
@@ -215,7 +199,7 @@ fn verify_export(cfg: &Config, path: &Path, key: &PublicKeyArg) -> anyhow::Resul
 
 fn verify_proof(cfg: &Config, file: &Path, key: &PublicKeyArg) -> anyhow::Result<()> {
     let key = public_key(cfg, key)?;
-    let text = read_bounded(file, MAX_PROOF_LEN)?;
+    let text = super::read_text("", file, MAX_PROOF_LEN)?;
     if let Ok(p) = serde_json::from_str::<InclusionProof>(&text) {
         p.verify(&key)?;
         println!(

@@ -1,7 +1,7 @@
 //! `esm cert issue`.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
@@ -25,7 +25,10 @@ pub fn issue(cfg: &Config, env: &BTreeMap<String, String>, args: IssueArgs) -> a
     let actor = crate::evidence::cli_actor();
     let key = match &args.csr {
         None => LeafKey::Generate,
-        Some(path) => match esm_ca::csr::validate(&read_bounded(path)?, &id) {
+        Some(path) => match esm_ca::csr::validate(
+            &super::read_at_most("--csr ", path, MAX_CSR_LEN as u64)?,
+            &id,
+        ) {
             Ok(csr) => LeafKey::Csr(csr),
             Err(e) => {
                 // A refused CSR is evidence too; the refusal is what the caller sees either way.
@@ -83,18 +86,6 @@ pub fn issue(cfg: &Config, env: &BTreeMap<String, String>, args: IssueArgs) -> a
         seq.first().copied().unwrap_or_default()
     );
     Ok(())
-}
-
-/// Reads at most one byte more than a CSR may have, so a huge file is refused without
-/// reading it all.
-fn read_bounded(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let f =
-        std::fs::File::open(path).map_err(|e| usage(format!("--csr {}: {e}", path.display())))?;
-    let mut buf = Vec::new();
-    f.take(MAX_CSR_LEN as u64 + 1)
-        .read_to_end(&mut buf)
-        .with_context(|| format!("reading {}", path.display()))?;
-    Ok(buf)
 }
 
 /// Writes next to the target and renames over it, so a reader never sees half a file.

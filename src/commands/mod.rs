@@ -98,3 +98,29 @@ fn bundle_show(
         .write_all(text.as_bytes())
         .context("writing to stdout")
 }
+
+/// Reads at most one byte more than `max` of `path`, so a caller can refuse a huge file
+/// without reading it all. `label` (e.g. `"--csr "`) starts the message of a file that does
+/// not open.
+pub fn read_at_most(label: &str, path: &std::path::Path, max: u64) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let f =
+        std::fs::File::open(path).map_err(|e| usage(format!("{label}{}: {e}", path.display())))?;
+    let mut buf = Vec::new();
+    f.take(max + 1)
+        .read_to_end(&mut buf)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(buf)
+}
+
+/// A UTF-8 text file of at most `max` bytes; anything else is the caller's error.
+pub fn read_text(label: &str, path: &std::path::Path, max: u64) -> anyhow::Result<String> {
+    let buf = read_at_most(label, path, max)?;
+    if buf.len() as u64 > max {
+        return Err(usage(format!(
+            "{label}{}: larger than {max} bytes",
+            path.display()
+        )));
+    }
+    String::from_utf8(buf).map_err(|_| usage(format!("{label}{}: not UTF-8 text", path.display())))
+}

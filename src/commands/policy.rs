@@ -61,20 +61,8 @@ fn test(dir: &Path, verbose: bool) -> anyhow::Result<()> {
 }
 
 fn eval(dir: &Path, input: &Path, rule: &str) -> anyhow::Result<()> {
-    use std::io::Read;
     let set = PolicySet::load(dir, rule)?;
-    let f = std::fs::File::open(input)
-        .map_err(|e| usage(format!("--input {}: {e}", input.display())))?;
-    let mut text = String::new();
-    f.take(MAX_INPUT + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| usage(format!("--input {}: {e}", input.display())))?;
-    if text.len() as u64 > MAX_INPUT {
-        return Err(usage(format!(
-            "--input {}: larger than {MAX_INPUT} bytes",
-            input.display()
-        )));
-    }
+    let text = super::read_text("--input ", input, MAX_INPUT)?;
     let value = regorus::Value::from_json_str(&text)
         .map_err(|e| usage(format!("--input {}: not JSON: {e}", input.display())))?;
     let result = set.eval(value)?;
