@@ -1,20 +1,29 @@
-//! The `[authz]` section of esm.toml: where ext_authz listens, which policy set it serves,
+//! The `[authz]` section of esm.toml: where ext_authz listens, which policy sets it serves,
 //! and how it fails.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail};
+use esm_authz::jwt_builtins::JwtKeys;
+use esm_authz::source::{PolicySource, SetSpec};
 use serde::Deserialize;
 
 pub const DEFAULT_TOML: &str = r#"
 [authz]
-# Envoy's ext_authz gRPC cluster points here (HTTP/2). Empty: ext_authz is off.
+# Envoy's ext_authz gRPC cluster points here (HTTP/2). Empty: no TCP listener.
 listen = "127.0.0.1:9191"
-# The policy set: .rego files and data.json/data.yaml (relative to this directory).
-# Re-read every second; a change that does not compile or fails its own Rego tests is
-# refused and the old policy keeps serving.
+# Also serve on a Unix socket (relative to this directory, mode 0660), e.g. "authz.sock".
+listen_unix = ""
+# The policy set: .rego files and data.json/data.yaml (relative to this directory), or an
+# OPA bundle (a path ending in .tar.gz). Re-read every second; a change that does not
+# compile or fails its own Rego tests is refused and the old policy keeps serving.
 policy_dir = "policies"
+# A PEM public key or JWKS file: when set, a bundle must carry a signature from it.
+bundle_key = ""
+# A JWKS (or PEM) file for io.jwt.* when a policy passes no key (esm's http.send is off).
+jwks = ""
 # The decision rule, as OPA-Envoy's default path envoy/authz/allow.
 rule = "data.envoy.authz.allow"
 # Allow everything, and only log and count what the policy would have denied.
@@ -25,13 +34,22 @@ deny_status = 403
 decision_budget = "100ms"
 # Read the caller's SPIFFE ID from x-forwarded-client-cert when the peer principal has none.
 xfcc = false
+
+# More policy sets, each picked by an Envoy route with the context extension
+# policy_set = "<name>"; each takes policy_dir, bundle_key, jwks, rule and dry_run.
+# [authz.sets.canary]
+# policy_dir = "policies-next"
+# dry_run = true
 "#;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawAuthz {
     listen: String,
+    listen_unix: String,
     policy_dir: String,
+    bundle_key: String,
+    jwks: String,
     rule: String,
     #[serde(deserialize_with = "bool_or_string")]
     dry_run: bool,
@@ -40,18 +58,47 @@ pub struct RawAuthz {
     decision_budget: String,
     #[serde(deserialize_with = "bool_or_string")]
     xfcc: bool,
+    sets: BTreeMap<String, RawSet>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSet {
+    policy_dir: String,
+    bundle_key: String,
+    jwks: String,
+    rule: String,
+    #[serde(deserialize_with = "bool_or_string")]
+    dry_run: bool,
+}
+
+impl Default for RawSet {
+    fn default() -> Self {
+        Self {
+            policy_dir: "policies".into(),
+            bundle_key: String::new(),
+            jwks: String::new(),
+            rule: "data.envoy.authz.allow".into(),
+            dry_run: false,
+        }
+    }
 }
 
 impl Default for RawAuthz {
     fn default() -> Self {
+        let set = RawSet::default();
         Self {
             listen: "127.0.0.1:9191".into(),
-            policy_dir: "policies".into(),
-            rule: "data.envoy.authz.allow".into(),
-            dry_run: false,
+            listen_unix: String::new(),
+            policy_dir: set.policy_dir,
+            bundle_key: set.bundle_key,
+            jwks: set.jwks,
+            rule: set.rule,
+            dry_run: set.dry_run,
             deny_status: 403,
             decision_budget: "100ms".into(),
             xfcc: false,
+            sets: BTreeMap::new(),
         }
     }
 }
@@ -78,12 +125,71 @@ fn bool_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Err
 #[derive(Debug, Clone)]
 pub struct AuthzConfig {
     pub listen: Option<SocketAddr>,
-    pub policy_dir: PathBuf,
-    pub rule: String,
-    pub dry_run: bool,
+    pub listen_unix: Option<PathBuf>,
+    /// Never empty: the first is the default set (named `default`).
+    pub sets: Vec<SetSpec>,
     pub deny_status: u16,
     pub decision_budget: std::time::Duration,
     pub xfcc: bool,
+}
+
+/// Key files are small; anything larger is a wrong path.
+const MAX_KEY_FILE: u64 = 1 << 20;
+
+fn key_file(what: &str, name: &str, data_dir: &Path) -> anyhow::Result<Option<String>> {
+    if name.is_empty() {
+        return Ok(None);
+    }
+    let path = data_dir.join(name);
+    let text = crate::commands::read_text(&format!("{what} "), &path, MAX_KEY_FILE)?;
+    Ok(Some(text))
+}
+
+fn parse_set(name: &str, raw: RawSet, data_dir: &Path) -> anyhow::Result<SetSpec> {
+    let key = |k: &str| {
+        format!(
+            "authz{}.{k}",
+            if name == "default" {
+                String::new()
+            } else {
+                format!(".sets.{name}")
+            }
+        )
+    };
+    if !(raw.rule.starts_with("data.") && raw.rule.len() > 5) {
+        bail!(
+            "{} = {:?}: expected a rule path like data.envoy.authz.allow",
+            key("rule"),
+            raw.rule
+        );
+    }
+    if raw.policy_dir.is_empty() {
+        bail!("{} is empty", key("policy_dir"));
+    }
+    let bundle_keys = key_file(&key("bundle_key"), &raw.bundle_key, data_dir)?
+        .map(|t| esm_authz::jwt::parse_keys(&t))
+        .transpose()
+        .map_err(|e| anyhow!("{}: {e}", key("bundle_key")))?;
+    let source = PolicySource::from_path(data_dir.join(&raw.policy_dir), bundle_keys);
+    if matches!(source, PolicySource::Dir(_)) && !raw.bundle_key.is_empty() {
+        bail!(
+            "{} is set but {} is not a .tar.gz bundle",
+            key("bundle_key"),
+            key("policy_dir")
+        );
+    }
+    let jwt_keys = key_file(&key("jwks"), &raw.jwks, data_dir)?
+        .map(|t| JwtKeys::from_text(&t))
+        .transpose()
+        .map_err(|e| anyhow!("{}: {e}", key("jwks")))?
+        .unwrap_or_default();
+    Ok(SetSpec {
+        name: name.to_owned(),
+        source,
+        rule: raw.rule,
+        dry_run: raw.dry_run,
+        jwt_keys,
+    })
 }
 
 pub fn parse(raw: RawAuthz, data_dir: &Path) -> anyhow::Result<AuthzConfig> {
@@ -96,21 +202,29 @@ pub fn parse(raw: RawAuthz, data_dir: &Path) -> anyhow::Result<AuthzConfig> {
                 .map_err(|e| anyhow!("authz.listen = {:?}: {e}", raw.listen))?,
         )
     };
-    if !(raw.rule.starts_with("data.") && raw.rule.len() > 5) {
-        bail!(
-            "authz.rule = {:?}: expected a rule path like data.envoy.authz.allow",
-            raw.rule
-        );
-    }
+    let listen_unix = (!raw.listen_unix.is_empty()).then(|| data_dir.join(&raw.listen_unix));
     if !(400..=599).contains(&raw.deny_status) {
         bail!("authz.deny_status = {}: expected 400..599", raw.deny_status);
     }
     let budget = crate::config::duration("authz.decision_budget", &raw.decision_budget)?;
-    Ok(AuthzConfig {
-        listen,
-        policy_dir: data_dir.join(&raw.policy_dir),
+    let default_set = RawSet {
+        policy_dir: raw.policy_dir,
+        bundle_key: raw.bundle_key,
+        jwks: raw.jwks,
         rule: raw.rule,
         dry_run: raw.dry_run,
+    };
+    let mut sets = vec![parse_set("default", default_set, data_dir)?];
+    for (name, set) in raw.sets {
+        if name == "default" || name.is_empty() {
+            bail!("authz.sets.{name:?}: the name is reserved");
+        }
+        sets.push(parse_set(&name, set, data_dir)?);
+    }
+    Ok(AuthzConfig {
+        listen,
+        listen_unix,
+        sets,
         deny_status: raw.deny_status as u16,
         decision_budget: std::time::Duration::try_from(budget)
             .map_err(|_| anyhow!("authz.decision_budget is out of range"))?,

@@ -269,13 +269,15 @@ pub enum ExportFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
-    /// Parse and compile a policy directory for the decision rule; run its Rego tests.
+    /// Parse and compile a policy directory or OPA bundle (.tar.gz) for the decision rule;
+    /// run its Rego tests.
     Check {
         dir: PathBuf,
         #[arg(long, default_value = "data.envoy.authz.allow")]
         rule: String,
     },
-    /// Run every test_* rule of a policy directory and report pass/fail, like `opa test`.
+    /// Run every test_* rule of a policy directory or bundle and report pass/fail, like
+    /// `opa test`.
     Test {
         dir: PathBuf,
         /// Print passing tests too.

@@ -105,3 +105,41 @@ fn durations_take_the_documented_forms() {
     assert!(duration("x", "0s").is_err());
     assert!(duration("x", "-1h").is_err());
 }
+
+#[test]
+fn authz_policy_sets_each_carry_their_own_dry_run_and_source() {
+    let text = default_toml(&td(), KeyAlgorithm::EcP256, "file")
+        + "\n[authz.sets.canary]\npolicy_dir = \"next.tar.gz\"\ndry_run = true\n";
+    let c = Config::parse(
+        &text,
+        "/d".into(),
+        &env(&[("ESM_AUTHZ_LISTEN_UNIX", "authz.sock")]),
+    )
+    .unwrap();
+    let sets = &c.authz.sets;
+    assert_eq!(sets.len(), 2);
+    assert_eq!((sets[0].name.as_str(), sets[0].dry_run), ("default", false));
+    assert_eq!((sets[1].name.as_str(), sets[1].dry_run), ("canary", true));
+    assert!(matches!(
+        &sets[1].source,
+        esm_authz::source::PolicySource::Bundle { keys: None, .. }
+    ));
+    assert_eq!(c.authz.listen_unix, Some(PathBuf::from("/d/authz.sock")));
+}
+
+#[test]
+fn authz_set_mistakes_are_refused() {
+    let base = default_toml(&td(), KeyAlgorithm::EcP256, "file");
+    for (extra, want) in [
+        ("[authz.sets.x]\ncolour = 1\n", "colour"),
+        ("[authz.sets.x]\nrule = \"allow\"\n", "authz.sets.x.rule"),
+        ("[authz.sets.x]\nbundle_key = \"k.pem\"\n", "k.pem"),
+        ("[authz.sets.default]\n", "reserved"),
+    ] {
+        let e = format!(
+            "{:#}",
+            Config::parse(&format!("{base}\n{extra}"), "/d".into(), &env(&[])).unwrap_err()
+        );
+        assert!(e.contains(want), "{extra}: {e}");
+    }
+}

@@ -61,7 +61,8 @@ pub struct Checked {
     pub failure: Option<(Failure, String)>,
 }
 
-fn fail(kind: Failure, reason: String, opts: &CheckOptions) -> Checked {
+/// A denial (allowed in dry-run) the policy did not make.
+pub fn refuse(kind: Failure, reason: String, opts: &CheckOptions) -> Checked {
     Checked {
         decision: Decision {
             allowed: opts.dry_run,
@@ -76,14 +77,14 @@ fn fail(kind: Failure, reason: String, opts: &CheckOptions) -> Checked {
 pub fn check(set: &PolicySet, req: &CheckRequest, opts: &CheckOptions) -> Checked {
     let input = match build(req, opts.input) {
         Ok(i) => i,
-        Err(e) => return fail(Failure::Input, e.to_string(), opts),
+        Err(e) => return refuse(Failure::Input, e.to_string(), opts),
     };
     let result = match set.eval(input) {
         Ok(v) => v,
-        Err(e) => return fail(Failure::Evaluation, e.to_string(), opts),
+        Err(e) => return refuse(Failure::Evaluation, e.to_string(), opts),
     };
     if result == regorus::Value::Undefined {
-        return fail(
+        return refuse(
             Failure::Undefined,
             format!("{} is undefined", set.rule),
             opts,
@@ -91,7 +92,7 @@ pub fn check(set: &PolicySet, req: &CheckRequest, opts: &CheckOptions) -> Checke
     }
     let mut decision = match from_result(&result) {
         Ok(d) => d,
-        Err(e) => return fail(Failure::Result, e.to_string(), opts),
+        Err(e) => return refuse(Failure::Result, e.to_string(), opts),
     };
     let policy_allowed = decision.allowed;
     if !decision.allowed && decision.http_status.is_none() {

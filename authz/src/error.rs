@@ -17,6 +17,15 @@ pub enum Error {
     /// The policy's result is not a boolean or a decision object OPA-Envoy would accept.
     #[error("policy result: {0}")]
     Result(String),
+    /// A JSON Web Token or a key to verify one cannot be used (malformed, unsupported
+    /// algorithm): the token's sender's or the key's provider's fault; a policy that relies
+    /// on it denies.
+    #[error("jwt: {0}")]
+    Jwt(String),
+    /// A policy bundle cannot be opened, is outside its limits, or its signature does not
+    /// verify: the bundle publisher's fault. The old policy keeps serving.
+    #[error("bundle {path}: {reason}")]
+    Bundle { path: String, reason: String },
     /// The configuration is wrong (addresses, rule path, budgets).
     #[error("authz configuration: {0}")]
     Config(String),

@@ -6,14 +6,19 @@
 //! function in the middle; [`service`] is the thin gRPC layer around it; [`reload`] swaps
 //! policy sets atomically when the policy directory changes.
 
+pub mod bundle;
 pub mod check;
 pub mod decision;
 pub mod error;
 pub mod input;
+pub mod jwt;
+pub mod jwt_builtins;
+mod jwt_pem;
 pub mod parsed;
 pub mod policy_set;
 pub mod reload;
 pub mod response;
 pub mod service;
+pub mod source;
 
 pub use error::{Error, Result};

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use regorus::{CompiledPolicy, Engine, Value};
 
 use crate::error::{Error, Result};
+use crate::jwt_builtins::JwtKeys;
 
 /// Bounds on what a policy directory may hold, against a runaway or hostile directory.
 pub const MAX_FILES: usize = 1000;
@@ -136,9 +137,10 @@ fn nest(path: &str, v: Value) -> Value {
     v
 }
 
-fn engine_for(files: &[SourceFile], v0: bool) -> Result<Engine> {
+fn engine_for(files: &[SourceFile], v0: bool, keys: &JwtKeys) -> Result<Engine> {
     let mut engine = Engine::new();
     engine.set_rego_v0(v0);
+    crate::jwt_builtins::register(&mut engine, keys)?;
     for f in files {
         if f.path.ends_with(".rego") {
             engine
@@ -166,12 +168,17 @@ impl PolicySet {
     /// Parses and compiles `files` for `rule`. Rego v1 is tried first, then v0 (the syntax
     /// most OPA-Envoy policies were written in); the v1 error is reported if both fail.
     pub fn compile(files: Vec<SourceFile>, rule: &str) -> Result<Self> {
+        Self::compile_with(files, rule, &JwtKeys::default())
+    }
+
+    /// As [`Self::compile`], with the JWKS the `io.jwt.*` builtins fall back to.
+    pub fn compile_with(files: Vec<SourceFile>, rule: &str, keys: &JwtKeys) -> Result<Self> {
         if !files.iter().any(|f| f.path.ends_with(".rego")) {
             return Err(Error::policy(".", "no .rego files"));
         }
-        let mut engine = match engine_for(&files, false) {
+        let mut engine = match engine_for(&files, false, keys) {
             Ok(e) => e,
-            Err(v1) => engine_for(&files, true).map_err(|_| v1)?,
+            Err(v1) => engine_for(&files, true, keys).map_err(|_| v1)?,
         };
         let entry: regorus::Rc<str> = rule.into();
         let compiled = engine
@@ -253,7 +260,7 @@ pub fn test_entrypoint(files: &[SourceFile]) -> Option<String> {
         })
 }
 
-fn package_of(text: &str) -> Option<String> {
+pub(crate) fn package_of(text: &str) -> Option<String> {
     text.lines().find_map(|l| {
         let rest = l.trim().strip_prefix("package ")?;
         Some(rest.split_whitespace().next()?.to_owned())

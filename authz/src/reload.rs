@@ -1,8 +1,7 @@
-//! Hot reload: the policy directory is re-read every second; a changed set is compiled and
+//! Hot reload: the policy directory or bundle is re-read every second; a changed set is compiled and
 //! its own Rego tests run; only a set that passes replaces the serving one (atomically, on a
 //! `watch` channel). A refused set is logged and audited once, and the old one keeps serving.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,18 +10,19 @@ use esm_audit::{kind, Event, Outcome};
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
-use crate::policy_set::{read_dir, PolicySet, SourceFile};
+use crate::policy_set::{PolicySet, SourceFile};
+use crate::source::SetSpec;
 
 pub const POLL: Duration = Duration::from_secs(1);
 
-/// Loads, compiles and tests the set in `dir`: what `esm policy check` and `serve` run.
-pub fn validate(dir: &std::path::Path, rule: &str) -> Result<PolicySet> {
-    validate_files(dir, read_dir(dir)?, rule)
+/// Loads, compiles and tests a set: what `esm policy check` and `serve` run.
+pub fn validate(spec: &SetSpec) -> Result<PolicySet> {
+    validate_files(spec, spec.source.read()?)
 }
 
-/// Compiles and tests files already read from `dir`.
-fn validate_files(dir: &std::path::Path, files: Vec<SourceFile>, rule: &str) -> Result<PolicySet> {
-    let set = PolicySet::compile(files.clone(), rule)?;
+/// Compiles and tests files already read from the spec's source.
+fn validate_files(spec: &SetSpec, files: Vec<SourceFile>) -> Result<PolicySet> {
+    let set = PolicySet::compile_with(files.clone(), &spec.rule, &spec.jwt_keys)?;
     let failed: Vec<String> = set
         .run_tests(&files)
         .into_iter()
@@ -31,7 +31,7 @@ fn validate_files(dir: &std::path::Path, files: Vec<SourceFile>, rule: &str) -> 
         .collect();
     if !failed.is_empty() {
         return Err(Error::policy(
-            dir.display().to_string(),
+            spec.source.path().display().to_string(),
             format!("Rego tests fail: {}", failed.join(", ")),
         ));
     }
@@ -40,7 +40,7 @@ fn validate_files(dir: &std::path::Path, files: Vec<SourceFile>, rule: &str) -> 
 
 /// The audit record of a policy change: accepted (success) or refused (failure).
 pub fn policy_event(
-    dir: &str,
+    spec: &SetSpec,
     result: std::result::Result<&PolicySet, &Error>,
     previous: &str,
 ) -> Event {
@@ -50,7 +50,7 @@ pub fn policy_event(
     };
     let mut e = Event::new(kind::POLICY_CHANGED, outcome);
     e.actor = "esm:policy-reload".into();
-    e.subject = dir.to_owned();
+    e.subject = spec.source.path().display().to_string();
     e.action = if outcome == Outcome::Success {
         "reload"
     } else {
@@ -58,14 +58,17 @@ pub fn policy_event(
     }
     .into();
     e.reason = reason;
-    e.details = serde_json::json!({ "policy.hash": hash, "previous.hash": previous });
+    e.details = serde_json::json!({
+        "policy.hash": hash,
+        "previous.hash": previous,
+        "policy.set": spec.name,
+    });
     e
 }
 
-/// Watches `dir` until `stop` fires, sending each accepted set on `tx`.
+/// Watches the spec's source until `stop` fires, sending each accepted set on `tx`.
 pub async fn run(
-    dir: PathBuf,
-    rule: String,
+    spec: Arc<SetSpec>,
     tx: watch::Sender<Arc<PolicySet>>,
     audit: Option<AuditSink>,
     mut stop: watch::Receiver<bool>,
@@ -77,14 +80,14 @@ pub async fn run(
             _ = stop.changed() => return,
         }
         let current = tx.borrow().hash.clone();
-        let (d, r, c) = (dir.clone(), rule.clone(), current.clone());
-        // The directory is read once per poll; an unchanged set is not compiled again.
+        let (s, c) = (spec.clone(), current.clone());
+        // The source is read once per poll; an unchanged set is not compiled again.
         let Ok(polled) = tokio::task::spawn_blocking(move || -> Result<Option<PolicySet>> {
-            let files = read_dir(&d)?;
+            let files = s.source.read()?;
             if PolicySet::hash_of(&files) == c {
                 return Ok(None);
             }
-            validate_files(&d, files, &r).map(Some)
+            validate_files(&s, files).map(Some)
         })
         .await
         else {
@@ -105,15 +108,15 @@ pub async fn run(
         if result.is_err() && refused.as_deref() == Some(key.as_str()) {
             continue;
         }
-        let event = policy_event(&dir.display().to_string(), result.as_ref(), &current);
+        let event = policy_event(&spec, result.as_ref(), &current);
         match result {
             Ok(set) => {
-                tracing::info!(policy.hash = %set.hash, previous.hash = %current, "policy reloaded");
+                tracing::info!(policy.set = %spec.name, policy.hash = %set.hash, previous.hash = %current, "policy reloaded");
                 tx.send_replace(Arc::new(set));
                 refused = None;
             }
             Err(e) => {
-                tracing::error!(error = %e, policy.hash = %current, "new policy refused; the old one keeps serving");
+                tracing::error!(policy.set = %spec.name, error = %e, policy.hash = %current, "new policy refused; the old one keeps serving");
                 refused = Some(key);
             }
         }

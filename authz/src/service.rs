@@ -16,7 +16,7 @@ use esm_audit::{kind, Event, Outcome};
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
-use crate::check::{check, CheckOptions, Checked};
+use crate::check::{check, CheckOptions, Checked, Failure};
 use crate::policy_set::PolicySet;
 
 /// Envoy sends at most the configured body (`max_request_bytes`); this bounds what a hostile
@@ -37,9 +37,21 @@ pub struct Metrics {
     pub eval_nanos: AtomicU64,
 }
 
+/// One policy set as the service sees it: the current compiled set and its dry-run switch.
+#[derive(Clone)]
+pub struct ServedSet {
+    pub name: String,
+    pub dry_run: bool,
+    pub policies: watch::Receiver<Arc<PolicySet>>,
+}
+
+/// The `context_extensions` key an Envoy route sets to pick a policy set
+/// (`typed_per_filter_config` → `check_settings.context_extensions`).
+pub const SET_KEY: &str = "policy_set";
+
 #[derive(Clone)]
 pub struct AuthzService {
-    policies: watch::Receiver<Arc<PolicySet>>,
+    sets: Arc<Vec<ServedSet>>,
     opts: CheckOptions,
     audit: Option<AuditSink>,
     metrics: Arc<Metrics>,
@@ -56,7 +68,13 @@ fn header<'a>(req: &'a CheckRequest, name: &str) -> &'a str {
 
 /// The audit record of one decision: who (source SPIFFE ID or address), what (method and
 /// path, or `connect` for the network filter), outcome, and why.
-pub fn decision_event(req: &CheckRequest, c: &Checked, set: &PolicySet, dry_run: bool) -> Event {
+pub fn decision_event(
+    req: &CheckRequest,
+    c: &Checked,
+    set_name: &str,
+    set: Option<&PolicySet>,
+    dry_run: bool,
+) -> Event {
     let attrs = req.attributes.as_ref();
     let peer_name =
         |p: Option<&envoy_types::pb::envoy::service::auth::v3::attribute_context::Peer>| {
@@ -95,8 +113,9 @@ pub fn decision_event(req: &CheckRequest, c: &Checked, set: &PolicySet, dry_run:
         e.reason = "dry-run: the policy would deny".into();
     }
     e.details = serde_json::json!({
-        "policy.hash": set.hash,
-        "policy.rule": set.rule,
+        "policy.set": set_name,
+        "policy.hash": set.map(|s| s.hash.as_str()),
+        "policy.rule": set.map(|s| s.rule.as_str()),
         "path": http.map(|h| h.path.split('?').next().unwrap_or_default().to_owned()),
         "status": (!c.decision.allowed).then_some(c.decision.http_status),
         "dry_run": dry_run,
@@ -106,14 +125,15 @@ pub fn decision_event(req: &CheckRequest, c: &Checked, set: &PolicySet, dry_run:
 }
 
 impl AuthzService {
+    /// `sets` must not be empty; the first serves requests that name no set.
     pub fn new(
-        policies: watch::Receiver<Arc<PolicySet>>,
+        sets: Vec<ServedSet>,
         opts: CheckOptions,
         audit: Option<AuditSink>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
-            policies,
+            sets: Arc::new(sets),
             opts,
             audit,
             metrics,
@@ -122,14 +142,35 @@ impl AuthzService {
 
     /// Decides `req` and records it; pure apart from the counters and the audit queue.
     pub fn decide(&self, req: &CheckRequest) -> CheckResponse {
-        let set = self.policies.borrow().clone();
+        let wanted = req
+            .attributes
+            .as_ref()
+            .and_then(|a| a.context_extensions.get(SET_KEY));
+        let served = match wanted {
+            None => self.sets.first(),
+            Some(name) => self.sets.iter().find(|s| &s.name == name),
+        };
+        let mut opts = self.opts;
+        opts.dry_run = served.is_some_and(|s| s.dry_run);
+        let set = served.map(|s| s.policies.borrow().clone());
+        let set_name =
+            served.map_or_else(|| wanted.cloned().unwrap_or_default(), |s| s.name.clone());
         let started = Instant::now();
-        let mut c = check(&set, req, &self.opts);
+        let mut c = match &set {
+            Some(set) => check(set, req, &opts),
+            // A route that names a set esm does not serve is a configuration error: deny.
+            None => crate::check::refuse(
+                Failure::Input,
+                format!("no policy set named {set_name:?}"),
+                &opts,
+            ),
+        };
         self.metrics
             .eval_nanos
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let hash = set.as_ref().map_or("", |s| s.hash.as_str());
         if let Some(sink) = &self.audit {
-            let event = decision_event(req, &c, &set, self.opts.dry_run);
+            let event = decision_event(req, &c, &set_name, set.as_deref(), opts.dry_run);
             if let Err(e) = sink.try_append(event) {
                 if matches!(e, esm_audit::Error::QueueFull) && sink.fails_closed() {
                     // Evidence cannot be kept: deny rather than let an unrecorded request in.
@@ -149,13 +190,15 @@ impl AuthzService {
             (None, true) => m.allowed.fetch_add(1, Ordering::Relaxed),
             (None, false) => m.denied.fetch_add(1, Ordering::Relaxed),
         };
-        if self.opts.dry_run && !c.policy_allowed {
+        if opts.dry_run && !c.policy_allowed {
             m.dry_run_would_deny.fetch_add(1, Ordering::Relaxed);
         }
         if let Some((f, reason)) = &c.failure {
-            tracing::warn!(decision = "deny", failure = f.as_str(), reason = %reason, policy.hash = %set.hash, "authz failed closed");
+            tracing::warn!(decision = "deny", failure = f.as_str(), reason = %reason, policy.set = %set_name, policy.hash = %hash, "authz failed closed");
+        } else if opts.dry_run && !c.policy_allowed {
+            tracing::info!(decision = "allow", policy.decision = "deny", policy.set = %set_name, policy.hash = %hash, "dry-run: the policy would deny");
         } else {
-            tracing::debug!(decision = if c.decision.allowed { "allow" } else { "deny" }, policy.hash = %set.hash, "authz decision");
+            tracing::debug!(decision = if c.decision.allowed { "allow" } else { "deny" }, policy.set = %set_name, policy.hash = %hash, "authz decision");
         }
         let id = header(req, "x-request-id");
         crate::response::check_response(&c.decision, id)
@@ -172,23 +215,46 @@ impl Authorization for AuthzService {
     }
 }
 
+/// Check (with its size limit) and grpc.health.v1, ready to serve.
+async fn router(service: AuthzService) -> tonic::transport::server::Router {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<AuthorizationServer<AuthzService>>()
+        .await;
+    tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(AuthorizationServer::new(service).max_decoding_message_size(MAX_MESSAGE))
+}
+
 /// Serves Check and grpc.health.v1 on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     service: AuthzService,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_serving::<AuthorizationServer<AuthzService>>()
-        .await;
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(authz.listen = ?addr, "ext_authz serving");
-    tonic::transport::Server::builder()
-        .add_service(health)
-        .add_service(AuthorizationServer::new(service).max_decoding_message_size(MAX_MESSAGE))
+    router(service)
+        .await
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await
+}
+
+/// As [`serve`], on a Unix socket (Envoy's `pipe` address): no TCP port on the box, and
+/// the socket's file permissions say who may ask.
+pub async fn serve_unix(
+    listener: tokio::net::UnixListener,
+    service: AuthzService,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    tracing::info!(authz.listen_unix = ?listener.local_addr().ok(), "ext_authz serving");
+    router(service)
+        .await
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::UnixListenerStream::new(listener),
             shutdown,
         )
         .await

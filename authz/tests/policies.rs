@@ -6,6 +6,7 @@ use std::path::Path;
 
 use esm_authz::policy_set::{read_dir, PolicySet};
 use esm_authz::reload::validate;
+use esm_authz::source::{PolicySource, SetSpec};
 
 const RULE: &str = "data.envoy.authz.allow";
 
@@ -50,6 +51,12 @@ fn a_set_whose_tests_fail_is_refused() {
         "package envoy.authz\nimport rego.v1\ndefault allow := false\ntest_wrong if allow\n",
     )
     .unwrap();
-    let e = validate(d.path(), RULE).unwrap_err().to_string();
+    let e = validate(&SetSpec::new(
+        "default",
+        PolicySource::Dir(d.path().into()),
+        RULE,
+    ))
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("test_wrong"), "{e}");
 }

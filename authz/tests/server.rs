@@ -11,7 +11,7 @@ use envoy_types::pb::envoy::service::auth::v3::authorization_client::Authorizati
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use esm_authz::check::CheckOptions;
 use esm_authz::policy_set::{PolicySet, SourceFile};
-use esm_authz::service::{serve, AuthzService, Metrics};
+use esm_authz::service::{serve, serve_unix, AuthzService, Metrics, ServedSet};
 use tokio::sync::watch;
 
 const POLICY: &str = r#"package envoy.authz
@@ -20,19 +20,43 @@ default allow := false
 allow if input.attributes.request.http.method == "GET"
 "#;
 
-async fn start() -> (String, watch::Sender<bool>, Arc<Metrics>) {
+/// A served set compiled from one policy text; the sender is leaked so it never closes.
+fn served(name: &str, policy: &str, dry_run: bool) -> ServedSet {
     let set = PolicySet::compile(
         vec![SourceFile {
             path: "p.rego".into(),
-            text: POLICY.into(),
+            text: policy.into(),
         }],
         "data.envoy.authz.allow",
     )
     .unwrap();
-    let (_tx, rx) = watch::channel(Arc::new(set));
-    std::mem::forget(_tx);
+    let (tx, rx) = watch::channel(Arc::new(set));
+    std::mem::forget(tx);
+    ServedSet {
+        name: name.into(),
+        dry_run,
+        policies: rx,
+    }
+}
+
+const DENY_ALL: &str = "package envoy.authz\nimport rego.v1\ndefault allow := false\n";
+
+fn service(metrics: &Arc<Metrics>) -> AuthzService {
+    AuthzService::new(
+        vec![
+            served("default", POLICY, false),
+            served("canary", DENY_ALL, true),
+            served("strict", DENY_ALL, false),
+        ],
+        CheckOptions::default(),
+        None,
+        metrics.clone(),
+    )
+}
+
+async fn start() -> (String, watch::Sender<bool>, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::default());
-    let svc = AuthzService::new(rx, CheckOptions::default(), None, metrics.clone());
+    let svc = service(&metrics);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop_tx, mut stop_rx) = watch::channel(false);
@@ -152,4 +176,91 @@ async fn hostile_requests_get_bounded_decisions_and_server_keeps_serving() {
             >= 2
     );
     stop.send(true).unwrap();
+}
+
+fn in_set(set: &str) -> CheckRequest {
+    let mut r = get(vec![], String::new());
+    let a = r.attributes.as_mut().unwrap();
+    a.context_extensions.insert("policy_set".into(), set.into());
+    a.request.as_mut().unwrap().http.as_mut().unwrap().method = "POST".into();
+    r
+}
+
+#[test]
+fn each_policy_set_has_its_own_dry_run_and_an_unknown_set_denies() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let metrics = Arc::new(Metrics::default());
+    let svc = service(&metrics);
+    // The canary set denies everything but is in dry-run: allowed, and counted.
+    assert!(allowed(&svc.decide(&in_set("canary"))));
+    assert_eq!(metrics.dry_run_would_deny.load(Relaxed), 1);
+    // The same policy, enforcing.
+    let strict = svc.decide(&in_set("strict"));
+    assert_eq!(strict.status.as_ref().unwrap().code, 7);
+    // No set named: the first (default) set, which denies POST and is not in dry-run.
+    let mut post = get(vec![], String::new());
+    post.attributes
+        .as_mut()
+        .unwrap()
+        .request
+        .as_mut()
+        .unwrap()
+        .http
+        .as_mut()
+        .unwrap()
+        .method = "POST".into();
+    assert!(!allowed(&svc.decide(&post)));
+    // A set that does not exist fails closed.
+    assert!(!allowed(&svc.decide(&in_set("nope"))));
+    assert_eq!(metrics.failed_closed.load(Relaxed), 1);
+    assert_eq!(metrics.dry_run_would_deny.load(Relaxed), 1);
+}
+
+#[tokio::test]
+async fn serves_check_and_health_on_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("authz.sock");
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let server = tokio::spawn(serve_unix(listener, service(&metrics), async move {
+        let _ = stop_rx.changed().await;
+    }));
+    let p = path.clone();
+    let channel = tonic::transport::Endpoint::from_static("http://unix")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let p = p.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(p).await?,
+                ))
+            }
+        }))
+        .await
+        .unwrap();
+    let mut c = AuthorizationClient::new(channel.clone());
+    let r = tokio::time::timeout(Duration::from_secs(10), c.check(get(vec![], String::new())))
+        .await
+        .unwrap()
+        .unwrap()
+        .into_inner();
+    assert!(allowed(&r));
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let h = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        h.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    stop_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }

@@ -53,7 +53,11 @@ pub fn run(args: InitArgs, env: &BTreeMap<String, String>) -> anyhow::Result<()>
             &cfg.rotation_policy(),
             now,
         )?;
-        write_default_policies(&cfg.authz.policy_dir, &td)?;
+        if let Some(esm_authz::source::PolicySource::Dir(dir)) =
+            cfg.authz.sets.first().map(|s| &s.source)
+        {
+            write_default_policies(dir, &td)?;
+        }
         // The audit log starts with its trust domain's birth; its key is made now too.
         let event = esm_ca::evidence::ca_initialized(&state, &crate::evidence::cli_actor(), now);
         crate::evidence::record_now(&cfg, vec![event])?;

@@ -3,7 +3,8 @@
 use std::path::Path;
 
 use anyhow::Context;
-use esm_authz::policy_set::{read_dir, PolicySet};
+use esm_authz::policy_set::PolicySet;
+use esm_authz::source::{PolicySource, SetSpec};
 
 use crate::cli::PolicyCommand;
 use crate::exit::usage;
@@ -14,7 +15,8 @@ const MAX_INPUT: u64 = 16 << 20;
 pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
     match command {
         PolicyCommand::Check { dir, rule } => {
-            let set = esm_authz::reload::validate(&dir, &rule)?;
+            let spec = SetSpec::new("default", PolicySource::from_path(dir, None), &rule);
+            let set = esm_authz::reload::validate(&spec)?;
             println!(
                 "ok: {} files, rule {}, hash {}",
                 set.files.len(),
@@ -29,7 +31,7 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
 }
 
 fn test(dir: &Path, verbose: bool) -> anyhow::Result<()> {
-    let files = read_dir(dir)?;
+    let files = PolicySource::from_path(dir.to_path_buf(), None).read()?;
     // Tests may target any package, so compile for a rule that always exists.
     let rule = esm_authz::policy_set::test_entrypoint(&files)
         .unwrap_or_else(|| "data.envoy.authz.allow".into());
@@ -61,7 +63,8 @@ fn test(dir: &Path, verbose: bool) -> anyhow::Result<()> {
 }
 
 fn eval(dir: &Path, input: &Path, rule: &str) -> anyhow::Result<()> {
-    let set = PolicySet::load(dir, rule)?;
+    let files = PolicySource::from_path(dir.to_path_buf(), None).read()?;
+    let set = PolicySet::compile(files, rule)?;
     let text = super::read_text("--input ", input, MAX_INPUT)?;
     let value = regorus::Value::from_json_str(&text)
         .map_err(|e| usage(format!("--input {}: not JSON: {e}", input.display())))?;

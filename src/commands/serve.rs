@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use esm_authz::check::CheckOptions;
 use esm_authz::input::InputOptions;
-use esm_authz::service::{AuthzService, Metrics as AuthzMetrics};
+use esm_authz::service::{AuthzService, Metrics as AuthzMetrics, ServedSet};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -71,8 +71,8 @@ async fn serve(cfg: Config, env: &BTreeMap<String, String>) -> anyhow::Result<()
     evidence.shutdown().await
 }
 
-/// Loads and tests the policy set (a broken one stops `serve` from starting), then runs the
-/// ext_authz server and the policy reload until `stop`.
+/// Loads and tests every policy set (a broken one stops `serve` from starting), then runs
+/// the ext_authz server (TCP and/or Unix socket) and each set's reload until `stop`.
 async fn start_authz(
     cfg: &Config,
     evidence: &Evidence,
@@ -80,38 +80,90 @@ async fn start_authz(
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let a = &cfg.authz;
-    let Some(addr) = a.listen else {
+    if a.listen.is_none() && a.listen_unix.is_none() {
         return Ok(Vec::new());
-    };
+    }
     esm_authz::policy_set::set_decision_budget(a.decision_budget);
-    let set = esm_authz::reload::validate(&a.policy_dir, &a.rule)
-        .map_err(|e| crate::exit::usage(format!("authz.policy_dir: {e}")))?;
-    tracing::info!(policy.hash = %set.hash, policy.rule = %set.rule, "policy loaded");
-    let listener = bind("authz.listen", addr).await?;
-    let (policy_tx, policy_rx) = watch::channel(Arc::new(set));
-    let reload = tokio::spawn(esm_authz::reload::run(
-        a.policy_dir.clone(),
-        a.rule.clone(),
-        policy_tx,
-        Some(evidence.sink.clone()),
-        stop.clone(),
-    ));
+    let mut tasks = Vec::new();
+    let mut served = Vec::new();
+    for spec in &a.sets {
+        let set = esm_authz::reload::validate(spec)
+            .map_err(|e| crate::exit::usage(format!("policy set {}: {e}", spec.name)))?;
+        tracing::info!(policy.set = %spec.name, policy.hash = %set.hash, policy.rule = %set.rule, dry_run = spec.dry_run, "policy loaded");
+        let (policy_tx, policy_rx) = watch::channel(Arc::new(set));
+        tasks.push(tokio::spawn(esm_authz::reload::run(
+            Arc::new(spec.clone()),
+            policy_tx,
+            Some(evidence.sink.clone()),
+            stop.clone(),
+        )));
+        served.push(ServedSet {
+            name: spec.name.clone(),
+            dry_run: spec.dry_run,
+            policies: policy_rx,
+        });
+    }
     let opts = CheckOptions {
         input: InputOptions { xfcc: a.xfcc },
-        dry_run: a.dry_run,
+        dry_run: false,
         deny_status: a.deny_status,
     };
-    let service = AuthzService::new(policy_rx, opts, Some(evidence.sink.clone()), metrics);
-    let mut stop = stop.clone();
-    let server = tokio::spawn(async move {
-        let shutdown = async move {
+    let service = AuthzService::new(served, opts, Some(evidence.sink.clone()), metrics);
+    let until_stop = |stop: &watch::Receiver<bool>| {
+        let mut stop = stop.clone();
+        async move {
             let _ = stop.changed().await;
-        };
-        if let Err(e) = esm_authz::service::serve(listener, service, shutdown).await {
-            tracing::error!(error = %e, "ext_authz server failed");
         }
-    });
-    Ok(vec![reload, server])
+    };
+    if let Some(addr) = a.listen {
+        let listener = bind("authz.listen", addr).await?;
+        let (svc, shutdown) = (service.clone(), until_stop(stop));
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = esm_authz::service::serve(listener, svc, shutdown).await {
+                tracing::error!(error = %e, "ext_authz server failed");
+            }
+        }));
+    }
+    if let Some(path) = &a.listen_unix {
+        let listener = bind_unix("authz.listen_unix", path, 0o660)?;
+        let shutdown = until_stop(stop);
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = esm_authz::service::serve_unix(listener, service, shutdown).await {
+                tracing::error!(error = %e, "ext_authz server failed");
+            }
+        }));
+    }
+    Ok(tasks)
+}
+
+/// Binds a Unix socket at `path` with `mode`, replacing a stale socket left by a process
+/// that died; a path that exists and is not a socket is a configuration error.
+fn bind_unix(
+    what: &str,
+    path: &std::path::Path,
+    mode: u32,
+) -> anyhow::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(crate::exit::usage(format!(
+                "{what} {}: exists and is not a socket",
+                path.display()
+            )));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(crate::exit::usage(format!(
+                "{what} {}: another process is serving on it",
+                path.display()
+            )));
+        }
+        std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
+    }
+    let listener = tokio::net::UnixListener::bind(path)
+        .map_err(|e| crate::exit::usage(format!("{what} {}: {e}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting the mode of {}", path.display()))?;
+    Ok(listener)
 }
 
 async fn shutdown_signal() {

@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import signal
 import subprocess
 
 import pytest
@@ -44,3 +45,51 @@ def make_ca(tmp_path, algorithm="ec-p256", trust_domain="example.org"):
 @pytest.fixture
 def ca(tmp_path, esm_bin):
     return make_ca(tmp_path)
+
+
+@pytest.fixture
+def stack(tmp_path, esm_bin):
+    """Starts esm serve (and Envoys) on free loopback ports; stops all of them.
+
+    `esm(data, env, unix=None)`: with `unix` (a socket path relative to the data dir),
+    ext_authz listens only there and the returned port is None."""
+    from envoy_harness import Envoy, free_port, start_upstream, wait_port, wait_path
+
+    started = []
+
+    def esm(data, env=None, unix=None):
+        authz = None if unix else free_port()
+        admin = free_port()
+        full = {k: v for k, v in os.environ.items() if not k.startswith("ESM_")}
+        full.update(env or {})
+        full["ESM_ADMIN_LISTEN"] = f"127.0.0.1:{admin}"
+        full["ESM_AUTHZ_LISTEN"] = f"127.0.0.1:{authz}" if authz else ""
+        if unix:
+            full["ESM_AUTHZ_LISTEN_UNIX"] = unix
+        log = open(tmp_path / f"esm-{admin}.log", "w")
+        p = subprocess.Popen([str(ESM), "serve", "--dir", str(data)], env=full, stdout=log, stderr=log)
+        started.append(p)
+        if unix:
+            wait_path(pathlib.Path(data) / unix, p)
+        else:
+            wait_port(authz)
+        return p, authz, admin
+
+    def envoy(config):
+        e = Envoy(tmp_path, config)
+        started.append(e)
+        return e
+
+    upstream, up_port = start_upstream()
+    yield esm, envoy, up_port
+    upstream.shutdown()
+    for p in reversed(started):
+        if isinstance(p, Envoy):
+            p.stop()
+        elif p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=10)

@@ -25,6 +25,37 @@ def free_port():
         return s.getsockname()[1]
 
 
+def wait_path(path, proc, deadline=30):
+    """Waits until `path` exists (a Unix socket a process creates) or `proc` exits."""
+    end = time.time() + deadline
+    while time.time() < end:
+        assert proc.poll() is None, f"exited {proc.returncode} before creating {path}"
+        if os.path.exists(path):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{path} never appeared")
+
+
+def request(port, method, path, headers=None, body=None, tls=None):
+    """One HTTP(S) request to Envoy on loopback: (status, lower-cased headers, body)."""
+    import http.client
+    import ssl
+
+    if tls:
+        ctx = ssl.create_default_context(cafile=str(tls["ca"]))
+        ctx.check_hostname = False
+        ctx.load_cert_chain(str(tls["cert"]), str(tls["key"]))
+        c = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=ctx)
+    else:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        c.request(method, path, body=body, headers=headers or {})
+        r = c.getresponse()
+        return r.status, dict((k.lower(), v) for k, v in r.getheaders()), r.read().decode()
+    finally:
+        c.close()
+
+
 def wait_port(port, deadline=30):
     end = time.time() + deadline
     while time.time() < end:
@@ -103,10 +134,25 @@ def ext_authz_http_filter(authz_port, with_body):
     return f
 
 
+def route(prefix, policy_set=None):
+    """A route to the upstream; with `policy_set`, ext_authz sends that context extension."""
+    r = {"match": {"prefix": prefix}, "route": {"cluster": "upstream"}}
+    if policy_set:
+        r["typed_per_filter_config"] = {"envoy.filters.http.ext_authz": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+            "check_settings": {"context_extensions": {"policy_set": policy_set}}}}
+    return r
+
+
 def bootstrap(admin_port, authz_port, upstream_port, http_port=None, tls=None, tcp=None,
-              with_body=True):
+              with_body=True, authz_pipe=None, routes=None, forward_xfcc=False):
     """tls: (cert_chain, key, ca) files for a listener requiring client certificates.
-    tcp: list of (listen_port, echo_port) network-filter listeners."""
+    tcp: list of (listen_port, echo_port) network-filter listeners.
+    authz_pipe: reach esm on this Unix socket instead of authz_port.
+    routes: the HTTP listener's routes (default: everything to the upstream).
+    forward_xfcc: keep the client's x-forwarded-client-cert (a front proxy terminated mTLS)."""
+    authz_address = ({"pipe": {"path": str(authz_pipe)}} if authz_pipe else
+                     {"socket_address": {"address": "127.0.0.1", "port_value": authz_port}})
     clusters = [
         {
             "name": "esm_authz",
@@ -119,7 +165,7 @@ def bootstrap(admin_port, authz_port, upstream_port, http_port=None, tls=None, t
                 }
             },
             "load_assignment": {"cluster_name": "esm_authz", "endpoints": [{"lb_endpoints": [
-                {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": authz_port}}}}]}]},
+                {"endpoint": {"address": authz_address}}]}]},
         },
         {
             "name": "upstream",
@@ -136,8 +182,9 @@ def bootstrap(admin_port, authz_port, upstream_port, http_port=None, tls=None, t
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                 "stat_prefix": "ingress",
-                "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
-                    {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}]}]},
+                "forward_client_cert_details": "ALWAYS_FORWARD_ONLY" if forward_xfcc else "SANITIZE",
+                "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"],
+                                                    "routes": routes or [route("/")]}]},
                 "http_filters": [
                     ext_authz_http_filter(authz_port, with_body),
                     {"name": "envoy.filters.http.router", "typed_config": {

@@ -2,80 +2,21 @@
 zero-trust policy over mTLS with esm-issued SVIDs, the RBAC example's structured decisions,
 the network filter, hot reload under load, and failing closed."""
 
-import http.client
 import json
-import os
 import shutil
 import signal
 import socket
-import ssl
-import subprocess
 import threading
 import time
 import urllib.request
 
-import pytest
 
-from conftest import ESM, ROOT, run
-from envoy_harness import (Envoy, bootstrap, free_port, start_tcp_echo, start_upstream,
-                           wait_port)
+from conftest import ROOT, run
+from envoy_harness import bootstrap, free_port, request, start_tcp_echo
 
 TD = "example.org"
 API = f"spiffe://{TD}/ns/prod/sa/api"
 WEB = f"spiffe://{TD}/ns/prod/sa/web"
-
-
-@pytest.fixture
-def stack(tmp_path, esm_bin):
-    """Starts esm serve (and Envoys) on free loopback ports; stops all of them."""
-    started = []
-
-    def esm(data, env=None):
-        authz = free_port()
-        admin = free_port()
-        full = {k: v for k, v in os.environ.items() if not k.startswith("ESM_")}
-        full.update(env or {})
-        full.update({"ESM_ADMIN_LISTEN": f"127.0.0.1:{admin}", "ESM_AUTHZ_LISTEN": f"127.0.0.1:{authz}"})
-        log = open(tmp_path / f"esm-{authz}.log", "w")
-        p = subprocess.Popen([str(ESM), "serve", "--dir", str(data)], env=full, stdout=log, stderr=log)
-        started.append(p)
-        wait_port(authz)
-        return p, authz, admin
-
-    def envoy(config):
-        e = Envoy(tmp_path, config)
-        started.append(e)
-        return e
-
-    upstream, up_port = start_upstream()
-    yield esm, envoy, up_port
-    upstream.shutdown()
-    for p in reversed(started):
-        if isinstance(p, Envoy):
-            p.stop()
-        elif p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=10)
-
-
-def request(port, method, path, headers=None, body=None, tls=None):
-    if tls:
-        ctx = ssl.create_default_context(cafile=str(tls["ca"]))
-        ctx.check_hostname = False
-        ctx.load_cert_chain(str(tls["cert"]), str(tls["key"]))
-        c = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=ctx)
-    else:
-        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        c.request(method, path, body=body, headers=headers or {})
-        r = c.getresponse()
-        return r.status, dict((k.lower(), v) for k, v in r.getheaders()), r.read().decode()
-    finally:
-        c.close()
 
 
 def issue(data, spiffe_id, out):

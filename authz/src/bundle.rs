@@ -1,0 +1,321 @@
+//! OPA bundles: a `.tar.gz` of `.rego` files, `data.json` / `data.yaml` files, an optional
+//! `.manifest` (revision, roots) and an optional `.signatures.json`, as `opa build` writes
+//! them. With a verification key configured, a bundle is only accepted when its signature
+//! verifies and lists every file with its hash, so a bundle server or a disk that is not
+//! trusted cannot change the policy.
+//!
+//! Reading is bounded (compressed and uncompressed size, entry count, file size); links,
+//! absolute paths and `..` are refused rather than skipped.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+
+use serde_json::Value as Json;
+
+use crate::error::{Error, Result};
+use crate::jwt::{self, NamedKey};
+use crate::policy_set::{SourceFile, MAX_FILES, MAX_FILE_LEN};
+
+/// A bundle archive larger than this is refused before it is opened.
+pub const MAX_BUNDLE_LEN: u64 = 64 << 20;
+/// Uncompressed, all entries together: a gzip bomb stops here.
+pub const MAX_UNPACKED: u64 = 64 << 20;
+const MAX_ENTRIES: usize = 4 * MAX_FILES;
+
+/// What `.manifest` says about the bundle.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Manifest {
+    pub revision: String,
+    /// Data paths (`a/b`) the bundle owns; empty means all of `data`.
+    pub roots: Vec<String>,
+}
+
+/// The files of a bundle, in the same form a policy directory is read into.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bundle {
+    pub files: Vec<SourceFile>,
+    pub manifest: Manifest,
+    /// Whether a signature was checked (false when no key is configured).
+    pub verified: bool,
+}
+
+fn bad(path: &Path, reason: impl std::fmt::Display) -> Error {
+    Error::Bundle {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// `/a/./b.rego` → `a/b.rego`; `..`, empty names and NUL are refused.
+fn clean_name(raw: &str) -> Option<String> {
+    let mut parts = Vec::new();
+    for p in raw.split('/') {
+        match p {
+            "" | "." => {}
+            ".." => return None,
+            p if p.contains('\0') || p.contains('\\') => return None,
+            p => parts.push(p),
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("/"))
+}
+
+/// Reads and, when `key` is given, verifies the bundle at `path`.
+pub fn read(path: &Path, key: Option<&[NamedKey]>) -> Result<Bundle> {
+    let meta = std::fs::metadata(path).map_err(Error::io(path))?;
+    if meta.len() > MAX_BUNDLE_LEN {
+        return Err(bad(path, format!("larger than {MAX_BUNDLE_LEN} bytes")));
+    }
+    let file = std::fs::File::open(path).map_err(Error::io(path))?;
+    let gz = flate2::read::GzDecoder::new(file).take(MAX_UNPACKED + 1);
+    let mut archive = tar::Archive::new(gz);
+    let mut raw: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut total = 0u64;
+    let entries = archive.entries().map_err(|e| bad(path, e))?;
+    for (i, entry) in entries.enumerate() {
+        if i >= MAX_ENTRIES {
+            return Err(bad(path, format!("more than {MAX_ENTRIES} entries")));
+        }
+        let mut entry = entry.map_err(|e| bad(path, format!("not a tar.gz: {e}")))?;
+        let kind = entry.header().entry_type();
+        let name_bytes = entry.path_bytes().into_owned();
+        let name = String::from_utf8_lossy(&name_bytes).into_owned();
+        if kind.is_dir() {
+            continue;
+        }
+        if !kind.is_file() {
+            return Err(bad(path, format!("{name}: only regular files are allowed")));
+        }
+        let clean = clean_name(&name).ok_or_else(|| bad(path, format!("{name}: unsafe path")))?;
+        let size = entry.size();
+        if size > MAX_FILE_LEN {
+            return Err(bad(
+                path,
+                format!("{clean}: larger than {MAX_FILE_LEN} bytes"),
+            ));
+        }
+        total += size;
+        if total > MAX_UNPACKED {
+            return Err(bad(
+                path,
+                format!("unpacks to more than {MAX_UNPACKED} bytes"),
+            ));
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
+        entry
+            .read_to_end(&mut bytes)
+            .map_err(|e| bad(path, format!("{clean}: {e}")))?;
+        if raw.insert(clean.clone(), bytes).is_some() {
+            return Err(bad(path, format!("{clean} appears twice")));
+        }
+    }
+    let verified = match key {
+        Some(keys) => {
+            verify_signatures(path, &raw, keys)?;
+            true
+        }
+        None => false,
+    };
+    let manifest = match raw.get(".manifest") {
+        Some(m) => parse_manifest(m).map_err(|e| bad(path, format!(".manifest: {e}")))?,
+        None => Manifest::default(),
+    };
+    let mut files = Vec::new();
+    for (name, bytes) in raw {
+        let base = name.rsplit('/').next().unwrap_or(&name);
+        let wanted =
+            base.ends_with(".rego") || matches!(base, "data.json" | "data.yaml" | "data.yml");
+        if !wanted {
+            continue;
+        }
+        if files.len() >= MAX_FILES {
+            return Err(bad(path, format!("more than {MAX_FILES} policy files")));
+        }
+        let text = String::from_utf8(bytes).map_err(|_| bad(path, format!("{name}: not UTF-8")))?;
+        if !under_roots(&name, &text, &manifest.roots) {
+            return Err(bad(path, format!("{name} is outside the manifest's roots")));
+        }
+        files.push(SourceFile { path: name, text });
+    }
+    Ok(Bundle {
+        files,
+        manifest,
+        verified,
+    })
+}
+
+fn parse_manifest(bytes: &[u8]) -> std::result::Result<Manifest, String> {
+    let v: Json = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let revision = match v.get("revision") {
+        None => String::new(),
+        Some(Json::String(s)) => s.clone(),
+        Some(_) => return Err("revision is not a string".into()),
+    };
+    let roots = match v.get("roots") {
+        None => Vec::new(),
+        Some(Json::Array(a)) => a
+            .iter()
+            .map(|r| r.as_str().map(|s| s.trim_matches('/').to_owned()))
+            .collect::<Option<Vec<_>>>()
+            .ok_or("roots must be strings")?,
+        Some(_) => return Err("roots is not an array".into()),
+    };
+    Ok(Manifest { revision, roots })
+}
+
+/// The data path a file writes to: a data file's folder, a policy's package.
+fn data_path(name: &str, text: &str) -> String {
+    if name.ends_with(".rego") {
+        return crate::policy_set::package_of(text)
+            .map(|p| p.replace('.', "/"))
+            .unwrap_or_default();
+    }
+    name.rsplit_once('/')
+        .map(|(d, _)| d.to_owned())
+        .unwrap_or_default()
+}
+
+fn under_roots(name: &str, text: &str, roots: &[String]) -> bool {
+    if roots.is_empty() || roots.iter().any(String::is_empty) {
+        return true;
+    }
+    let p = data_path(name, text);
+    roots
+        .iter()
+        .any(|r| p == *r || p.starts_with(&format!("{r}/")))
+}
+
+/// The hash OPA signs for a file: JSON files over their canonical form (keys sorted, no
+/// whitespace), everything else over its bytes. The raw bytes of a JSON file are also
+/// accepted, since both bind the same content.
+fn file_hashes(name: &str, bytes: &[u8], alg: &'static ring::digest::Algorithm) -> Vec<String> {
+    let digest = |b: &[u8]| hex::encode(ring::digest::digest(alg, b).as_ref());
+    let mut out = vec![digest(bytes)];
+    if name.ends_with(".json") || name == ".manifest" {
+        if let Ok(v) = serde_json::from_slice::<Json>(bytes) {
+            let mut canon = String::new();
+            canonical_json(&v, &mut canon);
+            out.push(digest(canon.as_bytes()));
+        }
+    }
+    out
+}
+
+/// Keys sorted, no whitespace, and `<`, `>`, `&` escaped as Go's encoder does.
+pub(crate) fn canonical_json(v: &Json, out: &mut String) {
+    match v {
+        Json::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical_json(&Json::String(k.clone()), out);
+                out.push(':');
+                canonical_json(&m[k], out);
+            }
+            out.push('}');
+        }
+        Json::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical_json(x, out);
+            }
+            out.push(']');
+        }
+        Json::String(s) => {
+            let enc = Json::String(s.clone()).to_string();
+            out.push_str(
+                &enc.replace('<', "\\u003c")
+                    .replace('>', "\\u003e")
+                    .replace('&', "\\u0026"),
+            );
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+fn verify_signatures(
+    path: &Path,
+    raw: &BTreeMap<String, Vec<u8>>,
+    keys: &[NamedKey],
+) -> Result<()> {
+    let sigs = raw.get(".signatures.json").ok_or_else(|| {
+        bad(
+            path,
+            "not signed (.signatures.json missing) and a key is configured",
+        )
+    })?;
+    let doc: Json =
+        serde_json::from_slice(sigs).map_err(|e| bad(path, format!(".signatures.json: {e}")))?;
+    let tokens = doc
+        .get("signatures")
+        .and_then(Json::as_array)
+        .filter(|a| a.len() == 1)
+        .ok_or_else(|| bad(path, ".signatures.json: expected exactly one signature"))?;
+    let token = tokens[0]
+        .as_str()
+        .ok_or_else(|| bad(path, ".signatures.json: signature is not a string"))?;
+    let t = jwt::decode(token).map_err(|e| bad(path, format!("signature: {e}")))?;
+    let alg = t.alg().to_owned();
+    if !jwt::verify_any(&t, &alg, keys).map_err(|e| bad(path, format!("signature: {e}")))? {
+        return Err(bad(
+            path,
+            "signature does not verify with the configured key",
+        ));
+    }
+    let listed = t
+        .payload
+        .get("files")
+        .and_then(Json::as_array)
+        .ok_or_else(|| bad(path, "signature: no files list"))?;
+    let mut seen = std::collections::BTreeSet::new();
+    for f in listed {
+        let name = f
+            .get("name")
+            .and_then(Json::as_str)
+            .and_then(clean_name)
+            .ok_or_else(|| bad(path, "signature: a file without a valid name"))?;
+        let want = f.get("hash").and_then(Json::as_str).unwrap_or_default();
+        let alg = match f
+            .get("algorithm")
+            .and_then(Json::as_str)
+            .unwrap_or("SHA-256")
+        {
+            "SHA-256" => &ring::digest::SHA256,
+            "SHA-384" => &ring::digest::SHA384,
+            "SHA-512" => &ring::digest::SHA512,
+            other => return Err(bad(path, format!("signature: unsupported hash {other}"))),
+        };
+        let bytes = raw
+            .get(&name)
+            .ok_or_else(|| bad(path, format!("signed file {name} is missing")))?;
+        if !file_hashes(&name, bytes, alg).iter().any(|h| h == want) {
+            return Err(bad(
+                path,
+                format!("{name}: hash does not match the signature"),
+            ));
+        }
+        seen.insert(name);
+    }
+    if let Some(extra) = raw
+        .keys()
+        .find(|n| n.as_str() != ".signatures.json" && !seen.contains(*n))
+    {
+        return Err(bad(
+            path,
+            format!("{extra} is not covered by the signature"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "bundle_tests.rs"]
+mod tests;

@@ -1,0 +1,269 @@
+//! JSON Web Tokens for policies: decoding, and signature verification against a PEM
+//! certificate, a PEM public key, a JWKS document or an HMAC secret. regorus has no
+//! `io.jwt.*` builtins, and OPA-Envoy policies commonly check bearer tokens (Entra ID and
+//! other OIDC issuers publish JWKS), so esm supplies them ([`crate::jwt_builtins`]). Also used
+//! to verify signed OPA bundles ([`crate::bundle`]).
+//!
+//! Everything here is pure: a token and a key in, a verdict out.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
+use serde_json::Value as Json;
+
+use crate::error::{Error, Result};
+
+/// A token longer than this is not decoded: real ones are a few KiB.
+pub const MAX_TOKEN_LEN: usize = 64 << 10;
+/// A key document (PEM or JWKS) longer than this is refused.
+pub const MAX_KEY_LEN: usize = 1 << 20;
+
+/// A decoded, not yet verified token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Token<'a> {
+    pub header: Json,
+    pub payload: Json,
+    pub signature: Vec<u8>,
+    /// `header.payload` as sent: the bytes the signature covers.
+    pub signed: &'a str,
+}
+
+impl Token<'_> {
+    pub fn alg(&self) -> &str {
+        self.header.get("alg").and_then(Json::as_str).unwrap_or("")
+    }
+
+    pub fn kid(&self) -> Option<&str> {
+        self.header.get("kid").and_then(Json::as_str)
+    }
+}
+
+fn bad(reason: impl std::fmt::Display) -> Error {
+    Error::Jwt(reason.to_string())
+}
+
+fn b64(part: &str, what: &str) -> Result<Vec<u8>> {
+    URL_SAFE_NO_PAD
+        .decode(part.trim_end_matches('='))
+        .map_err(|e| bad(format!("{what}: {e}")))
+}
+
+fn json_object(bytes: &[u8], what: &str) -> Result<Json> {
+    let v: Json = serde_json::from_slice(bytes).map_err(|e| bad(format!("{what}: {e}")))?;
+    if !v.is_object() {
+        return Err(bad(format!("{what}: not a JSON object")));
+    }
+    Ok(v)
+}
+
+/// Splits and decodes a compact JWS. Encrypted tokens (five parts) are refused.
+pub fn decode(token: &str) -> Result<Token<'_>> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(bad(format!("token longer than {MAX_TOKEN_LEN} bytes")));
+    }
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad("expected three dot-separated parts"));
+    };
+    Ok(Token {
+        header: json_object(&b64(h, "header")?, "header")?,
+        payload: json_object(&b64(p, "payload")?, "payload")?,
+        signature: b64(s, "signature")?,
+        signed: &token[..h.len() + 1 + p.len()],
+    })
+}
+
+/// A key a token can be verified with.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Key {
+    /// RSA as modulus and exponent (big-endian), from a JWK or a PEM.
+    Rsa { n: Vec<u8>, e: Vec<u8> },
+    /// An uncompressed EC point; its length says the curve (65: P-256, 97: P-384).
+    Ec(Vec<u8>),
+    /// An HMAC secret.
+    Hmac(Vec<u8>),
+}
+
+/// Key material is never printed, only its kind.
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Rsa { .. } => "Key::Rsa",
+            Self::Ec(_) => "Key::Ec",
+            Self::Hmac(_) => "Key::Hmac",
+        })
+    }
+}
+
+/// A key with the optional `kid` / `alg` its JWK named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedKey {
+    pub kid: Option<String>,
+    pub alg: Option<String>,
+    pub key: Key,
+}
+
+/// Reads a PEM certificate, a PEM public key (SPKI or PKCS#1 RSA), a JWKS (`{"keys": […]}`)
+/// or a single JWK: every form OPA's `io.jwt.verify_*` accept as their second argument.
+pub fn parse_keys(text: &str) -> Result<Vec<NamedKey>> {
+    if text.len() > MAX_KEY_LEN {
+        return Err(bad(format!("key longer than {MAX_KEY_LEN} bytes")));
+    }
+    let t = text.trim_start();
+    if t.starts_with('{') {
+        let v: Json = serde_json::from_str(t).map_err(|e| bad(format!("JWKS: {e}")))?;
+        return match v.get("keys") {
+            Some(Json::Array(keys)) => keys.iter().map(jwk).collect(),
+            Some(_) => Err(bad("JWKS: keys is not an array")),
+            None => Ok(vec![jwk(&v)?]),
+        };
+    }
+    crate::jwt_pem::parse(t)
+}
+
+fn jwk_b64(k: &Json, field: &str) -> Result<Vec<u8>> {
+    let s = k
+        .get(field)
+        .and_then(Json::as_str)
+        .ok_or_else(|| bad(format!("JWK: no {field}")))?;
+    b64(s, &format!("JWK {field}"))
+}
+
+fn jwk(k: &Json) -> Result<NamedKey> {
+    let text = |f: &str| k.get(f).and_then(Json::as_str).map(str::to_owned);
+    let key = match text("kty").as_deref() {
+        Some("RSA") => Key::Rsa {
+            n: jwk_b64(k, "n")?,
+            e: jwk_b64(k, "e")?,
+        },
+        Some("EC") => {
+            let (x, y) = (jwk_b64(k, "x")?, jwk_b64(k, "y")?);
+            let len = match text("crv").as_deref() {
+                Some("P-256") => 32,
+                Some("P-384") => 48,
+                other => return Err(bad(format!("JWK: unsupported curve {other:?}"))),
+            };
+            if x.len() != len || y.len() != len {
+                return Err(bad("JWK: coordinate length does not match the curve"));
+            }
+            let mut point = Vec::with_capacity(1 + 2 * len);
+            point.push(4);
+            point.extend_from_slice(&x);
+            point.extend_from_slice(&y);
+            Key::Ec(point)
+        }
+        Some("oct") => Key::Hmac(jwk_b64(k, "k")?),
+        other => return Err(bad(format!("JWK: unsupported kty {other:?}"))),
+    };
+    Ok(NamedKey {
+        kid: text("kid"),
+        alg: text("alg"),
+        key,
+    })
+}
+
+/// True when `key` made `token`'s signature with `alg`. A key of the wrong kind for `alg`
+/// does not verify; an algorithm esm does not know (or `none`) is an error.
+pub fn verify_with(token: &Token<'_>, alg: &str, key: &Key) -> Result<bool> {
+    use signature as s;
+    let msg = token.signed.as_bytes();
+    let sig = &token.signature;
+    let rsa: Option<&'static s::RsaParameters> = match alg {
+        "RS256" => Some(&s::RSA_PKCS1_2048_8192_SHA256),
+        "RS384" => Some(&s::RSA_PKCS1_2048_8192_SHA384),
+        "RS512" => Some(&s::RSA_PKCS1_2048_8192_SHA512),
+        "PS256" => Some(&s::RSA_PSS_2048_8192_SHA256),
+        "PS384" => Some(&s::RSA_PSS_2048_8192_SHA384),
+        "PS512" => Some(&s::RSA_PSS_2048_8192_SHA512),
+        _ => None,
+    };
+    if let Some(params) = rsa {
+        let Key::Rsa { n, e } = key else {
+            return Ok(false);
+        };
+        return Ok(RsaPublicKeyComponents { n, e }
+            .verify(params, msg, sig)
+            .is_ok());
+    }
+    let ec: Option<(&'static s::EcdsaVerificationAlgorithm, usize)> = match alg {
+        "ES256" => Some((&s::ECDSA_P256_SHA256_FIXED, 65)),
+        "ES384" => Some((&s::ECDSA_P384_SHA384_FIXED, 97)),
+        _ => None,
+    };
+    if let Some((algorithm, len)) = ec {
+        let Key::Ec(point) = key else {
+            return Ok(false);
+        };
+        return Ok(point.len() == len
+            && UnparsedPublicKey::new(algorithm, point)
+                .verify(msg, sig)
+                .is_ok());
+    }
+    let hmac = match alg {
+        "HS256" => ring::hmac::HMAC_SHA256,
+        "HS384" => ring::hmac::HMAC_SHA384,
+        "HS512" => ring::hmac::HMAC_SHA512,
+        other => return Err(bad(format!("unsupported alg {other:?}"))),
+    };
+    let Key::Hmac(secret) = key else {
+        return Ok(false);
+    };
+    Ok(ring::hmac::verify(&ring::hmac::Key::new(hmac, secret), msg, sig).is_ok())
+}
+
+/// True when any of `keys` (those whose `kid` and `alg` do not rule them out) verifies.
+pub fn verify_any(token: &Token<'_>, alg: &str, keys: &[NamedKey]) -> Result<bool> {
+    for k in keys {
+        let kid_ok = match (token.kid(), &k.kid) {
+            (Some(want), Some(have)) => want == have,
+            _ => true,
+        };
+        let alg_ok = k.alg.as_deref().is_none_or(|a| a == alg);
+        if kid_ok && alg_ok && verify_with(token, alg, &k.key)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The registered claims `io.jwt.decode_verify` checks besides the signature.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Claims {
+    pub iss: Option<String>,
+    pub aud: Option<String>,
+    /// Nanoseconds since the Unix epoch, as OPA's `time` constraint.
+    pub now_ns: i128,
+}
+
+/// `exp`, `nbf`, `iss` and `aud` the way OPA checks them: a token with an audience is only
+/// valid when the caller names one of its audiences.
+pub fn claims_hold(payload: &Json, c: &Claims) -> bool {
+    let secs = |f: &str| payload.get(f).and_then(Json::as_f64);
+    let now = c.now_ns as f64 / 1e9;
+    if secs("exp").is_some_and(|exp| now >= exp) || secs("nbf").is_some_and(|nbf| now < nbf) {
+        return false;
+    }
+    if payload.get("exp").is_some_and(|v| !v.is_number())
+        || payload.get("nbf").is_some_and(|v| !v.is_number())
+    {
+        return false;
+    }
+    if let Some(iss) = &c.iss {
+        if payload.get("iss").and_then(Json::as_str) != Some(iss.as_str()) {
+            return false;
+        }
+    }
+    match (payload.get("aud"), &c.aud) {
+        (None, None) => true,
+        (None, Some(_)) | (Some(_), None) => false,
+        (Some(Json::String(a)), Some(want)) => a == want,
+        (Some(Json::Array(a)), Some(want)) => a.iter().any(|x| x.as_str() == Some(want)),
+        (Some(_), Some(_)) => false,
+    }
+}
+
+#[cfg(test)]
+#[path = "jwt_tests.rs"]
+pub(crate) mod tests;
