@@ -71,6 +71,47 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Registration entries (SPIFFE ID + selectors), through the running server's admin
+    /// socket.
+    Entry {
+        #[command(subcommand)]
+        command: EntryCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EntryCommand {
+    /// Grant a SPIFFE ID to workloads with all of the given selectors.
+    Create {
+        #[arg(long)]
+        spiffe_id: String,
+        /// unix:uid:N, unix:gid:N, unix:path:/abs/exe or spiffe:ID; repeat for more.
+        #[arg(long = "selector", required = true)]
+        selectors: Vec<String>,
+        /// SVID lifetime, e.g. 10m (default: the CA's svid_default_ttl).
+        #[arg(long)]
+        ttl: Option<String>,
+        #[arg(long = "dns-name")]
+        dns_names: Vec<String>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Every entry, as JSON lines.
+    List {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// One entry, as JSON.
+    Show {
+        id: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    Delete {
+        id: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -62,6 +62,7 @@ checkpoint_interval = "60s"
 node = ""
 "#
     ) + crate::authz_config::DEFAULT_TOML
+        + crate::agent_config::DEFAULT_TOML
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,6 +77,8 @@ struct RawConfig {
     audit: RawAudit,
     #[serde(default)]
     authz: crate::authz_config::RawAuthz,
+    #[serde(default)]
+    agent: crate::agent_config::RawAgent,
 }
 
 #[derive(Debug, Deserialize)]
@@ -202,6 +205,7 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     pub audit: AuditConfig,
     pub authz: crate::authz_config::AuthzConfig,
+    pub agent: crate::agent_config::AgentConfig,
 }
 
 impl Config {
@@ -290,9 +294,11 @@ impl Config {
         }
         let audit = audit_config(raw.audit, &data_dir)?;
         let authz = crate::authz_config::parse(raw.authz, &data_dir)?;
+        let agent = crate::agent_config::parse(raw.agent, &data_dir)?;
         Ok(Self {
             audit,
             authz,
+            agent,
             data_dir,
             trust_domain: TrustDomain::parse(&raw.trust_domain)
                 .map_err(|e| anyhow!("trust_domain = {:?}: {e}", raw.trust_domain))?,
@@ -362,7 +368,7 @@ pub fn duration(what: &str, s: &str) -> anyhow::Result<time::Duration> {
     Ok(d)
 }
 
-const SECTIONS: [&str; 4] = ["ca", "admin", "audit", "authz"];
+const SECTIONS: [&str; 5] = ["ca", "admin", "audit", "authz", "agent"];
 
 /// `ESM_TRUST_DOMAIN` → `trust_domain`; `ESM_CA_SVID_MAX_TTL` → `[ca] svid_max_ttl`.
 fn apply_env(table: &mut toml::Table, env: &BTreeMap<String, String>) -> anyhow::Result<()> {

@@ -5,6 +5,8 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod admin;
+mod admin_api;
+mod agent_config;
 mod authz_config;
 mod cli;
 mod commands;

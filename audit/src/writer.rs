@@ -35,6 +35,10 @@ pub struct WriterOptions {
     pub on_full: OnFull,
     pub checkpoint_every: u64,
     pub checkpoint_interval: Duration,
+    /// After the first event of a small batch arrives, wait this long for more before
+    /// committing: under a steady stream of decisions this turns thousands of small
+    /// transactions (and fsyncs) per second into a few hundred larger ones.
+    pub linger: Duration,
     /// This node's id, for events whose producer left `node` empty.
     pub node: String,
 }
@@ -47,6 +51,7 @@ impl Default for WriterOptions {
             on_full: OnFull::Block,
             checkpoint_every: 10_000,
             checkpoint_interval: Duration::from_secs(60),
+            linger: Duration::from_millis(2),
             node: String::new(),
         }
     }
@@ -289,6 +294,15 @@ impl Writer {
                 n = self.rx.recv_many(&mut buf, self.opts.max_batch) => {
                     if n == 0 {
                         break;
+                    }
+                    if buf.len() < self.opts.max_batch / 8 && !self.opts.linger.is_zero() {
+                        tokio::time::sleep(self.opts.linger).await;
+                        while buf.len() < self.opts.max_batch {
+                            match self.rx.try_recv() {
+                                Ok(job) => buf.push(job),
+                                Err(_) => break,
+                            }
+                        }
                     }
                     let jobs = std::mem::take(&mut buf);
                     self.commit(jobs, false).await;

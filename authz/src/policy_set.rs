@@ -140,7 +140,11 @@ fn nest(path: &str, v: Value) -> Value {
 fn engine_for(files: &[SourceFile], v0: bool, keys: &JwtKeys) -> Result<Engine> {
     let mut engine = Engine::new();
     engine.set_rego_v0(v0);
-    crate::jwt_builtins::register(&mut engine, keys)?;
+    // regorus copies every extension into each evaluation, so a set that never calls
+    // io.jwt.* does not pay for them.
+    if files.iter().any(|f| f.text.contains("io.jwt.")) {
+        crate::jwt_builtins::register(&mut engine, keys)?;
+    }
     for f in files {
         if f.path.ends_with(".rego") {
             engine

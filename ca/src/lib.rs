@@ -4,6 +4,7 @@
 //! ([`authority`]) and their rotation ([`rotation`], [`store`]), X509-SVID issuance
 //! ([`issuer`], [`csr`]) and trust bundles ([`bundle`]).
 
+pub mod agent;
 pub mod authority;
 pub mod bundle;
 pub mod csr;

@@ -1,8 +1,10 @@
 //! One module per subcommand; each loads what it needs and calls into the crates.
 
+mod agent;
 mod audit;
 mod ca;
 mod cert;
+mod entry;
 mod init;
 mod policy;
 mod serve;
@@ -41,6 +43,7 @@ pub fn run(cli: Cli, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
         },
         Command::Policy { command } => policy::run(command),
         Command::Audit { command } => audit::run(&load(audit_config_args(&command), env)?, command),
+        Command::Entry { command } => entry::run(command, env),
     }
 }
 

@@ -48,6 +48,16 @@ async fn serve(cfg: Config, env: &BTreeMap<String, String>) -> anyhow::Result<()
     ));
     let authz_metrics = Arc::new(AuthzMetrics::default());
     let authz = start_authz(&cfg, &evidence, authz_metrics.clone(), &stop_rx).await?;
+    let agent_metrics = Arc::new(esm_ca::agent::context::AgentMetrics::default());
+    let agent = super::agent::start(
+        &cfg,
+        store.clone(),
+        ca_rx.clone(),
+        &evidence,
+        agent_metrics.clone(),
+        &stop_rx,
+    )
+    .await?;
     let router = crate::admin::router(ca_rx, evidence.sink.metrics().clone(), authz_metrics);
     let mut admin_stop = stop_rx.clone();
     let admin = tokio::spawn(async move {
@@ -63,7 +73,7 @@ async fn serve(cfg: Config, env: &BTreeMap<String, String>) -> anyhow::Result<()
     let _ = stop_tx.send(true);
     let _ = rotator.await;
     admin.await?.context("admin server")?;
-    for task in authz {
+    for task in authz.into_iter().chain(agent) {
         task.await?;
     }
     // Last: everything above may still have queued events; this drains them and signs a
@@ -138,7 +148,7 @@ async fn start_authz(
 
 /// Binds a Unix socket at `path` with `mode`, replacing a stale socket left by a process
 /// that died; a path that exists and is not a socket is a configuration error.
-fn bind_unix(
+pub(super) fn bind_unix(
     what: &str,
     path: &std::path::Path,
     mode: u32,

@@ -75,8 +75,8 @@ def stack(tmp_path, esm_bin):
             wait_port(authz)
         return p, authz, admin
 
-    def envoy(config):
-        e = Envoy(tmp_path, config)
+    def envoy(config, **kw):
+        e = Envoy(tmp_path, config, **kw)
         started.append(e)
         return e
 

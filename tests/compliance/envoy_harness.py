@@ -230,15 +230,22 @@ def bootstrap(admin_port, authz_port, upstream_port, http_port=None, tls=None, t
 
 
 class Envoy:
-    def __init__(self, tmp, config):
+    """exe: another path to the Envoy binary (a link), so attestation sees another
+    unix:path; node: --service-node/--service-cluster, which SDS-fed listeners need;
+    wait_ready: False for an Envoy whose listeners are expected never to become ready."""
+
+    def __init__(self, tmp, config, exe=None, node=None, wait_ready=True):
         self.admin_port = config["admin"]["address"]["socket_address"]["port_value"]
         path = tmp / f"envoy-{self.admin_port}.json"
         path.write_text(json.dumps(config))
         self.log = open(tmp / f"envoy-{self.admin_port}.log", "w")
-        self.proc = subprocess.Popen(
-            [str(envoy_bin()), "-c", str(path), "--concurrency", "1", "--base-id", str(self.admin_port),
-             "--log-level", "warn"],
-            stdout=self.log, stderr=subprocess.STDOUT)
+        args = [str(exe or envoy_bin()), "-c", str(path), "--concurrency", "1", "--base-id",
+                str(self.admin_port), "--log-level", "warn"]
+        if node:
+            args += ["--service-node", node, "--service-cluster", node]
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        if not wait_ready:
+            return
         end = time.time() + 30
         while time.time() < end:
             assert self.proc.poll() is None, (tmp / f"envoy-{self.admin_port}.log").read_text()
@@ -250,6 +257,10 @@ class Envoy:
                 pass
             time.sleep(0.1)
         raise AssertionError("envoy did not become ready")
+
+    def admin(self, path):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=5) as r:
+            return r.read().decode()
 
     def stop(self):
         if self.proc.poll() is None:

@@ -1,0 +1,161 @@
+"""Envoy-through ext_authz benchmark: the same Envoy (1.40, --concurrency 1, TLS listener
+answering with direct_response) and the same wrk load, three ways in one run:
+
+  (i)   no ext_authz filter                                 (the floor)
+  (ii)  ext_authz → a no-op server that always says OK      (the baseline)
+  (iii) ext_authz → esm serve, default zero-trust policy, decisions audited to SQLite
+
+The caller's SPIFFE ID reaches the policy in x-forwarded-client-cert ([authz] xfcc), the
+destination's from Envoy's own esm-issued certificate; the policy grants the request, so
+every request is a full evaluation that allows. Prints a Markdown table and the ratios.
+
+Run: bench/ext_authz.sh (builds release binaries, installs wrk and Envoy if missing)."""
+
+import json
+import os
+import pathlib
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "compliance"))
+from envoy_harness import envoy_bin, free_port, wait_port  # noqa: E402
+
+ESM = ROOT / "target" / "release" / "esm"
+NOOP = ROOT / "target" / "release" / "examples" / "noop_authz"
+TD = "example.org"
+API = f"spiffe://{TD}/ns/prod/sa/api"
+WEB = f"spiffe://{TD}/ns/prod/sa/web"
+DURATION = os.environ.get("BENCH_DURATION", "10s")
+CONNECTIONS = os.environ.get("BENCH_CONNECTIONS", "16")
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+
+
+def envoy_config(admin, port, authz_port, cert):
+    filters = []
+    if authz_port:
+        filters.append({"name": "envoy.filters.http.ext_authz", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+            "transport_api_version": "V3", "failure_mode_allow": False,
+            "grpc_service": {"envoy_grpc": {"cluster_name": "authz"}, "timeout": "2s"}}})
+    filters.append({"name": "envoy.filters.http.router", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})
+    hcm = {"name": "envoy.filters.network.http_connection_manager", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "bench", "forward_client_cert_details": "ALWAYS_FORWARD_ONLY",
+        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+            {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}]}]},
+        "http_filters": filters}}
+    tls = {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+        "common_tls_context": {"tls_certificates": [{"certificate_chain": {"filename": str(cert / "svid.pem")},
+                                                     "private_key": {"filename": str(cert / "svid.key")}}]}}}
+    clusters = []
+    if authz_port:
+        clusters.append({"name": "authz", "type": "STATIC", "connect_timeout": "1s",
+                         "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                             "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                             "explicit_http_config": {"http2_protocol_options": {}}}},
+                         "load_assignment": {"cluster_name": "authz", "endpoints": [{"lb_endpoints": [{"endpoint": {
+                             "address": {"socket_address": {"address": "127.0.0.1", "port_value": authz_port}}}}]}]}})
+    return {"admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+            "static_resources": {"clusters": clusters, "listeners": [{
+                "name": "bench", "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                "filter_chains": [{"filters": [hcm], "transport_socket": tls}]}]}}
+
+
+def stop(p):
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=10)
+
+
+def parse_wrk(out):
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+    def pct(p):
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        v, unit = float(m.group(1)), m.group(2)
+        return v * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "p50": pct(50), "p99": pct(99), "non2xx": int(non2xx.group(1)) if non2xx else 0}
+
+
+def measure(tmp, name, authz_port, cert):
+    admin, port = free_port(), free_port()
+    cfg = tmp / f"envoy-{name}.json"
+    cfg.write_text(json.dumps(envoy_config(admin, port, authz_port, cert)))
+    log = open(tmp / f"envoy-{name}.log", "w")
+    envoy = subprocess.Popen([str(envoy_bin()), "-c", str(cfg), "--concurrency", "1", "--base-id", str(admin),
+                              "--log-level", "error"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_port(port)
+        url = f"https://127.0.0.1:{port}/items/7"
+        xfcc = f"x-forwarded-client-cert: By={API};URI={WEB}"
+        subprocess.run(["wrk", "-t1", "-c4", "-d2s", "-H", xfcc, url], capture_output=True, timeout=60)  # warm up
+        out = subprocess.run(["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION}", "--latency", "-H", xfcc, url],
+                             capture_output=True, text=True, timeout=300).stdout
+        return parse_wrk(out)
+    finally:
+        stop(envoy)
+        log.close()
+
+
+def main():
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="esm-bench-"))
+    procs = []
+    try:
+        data = tmp / "d"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ESM_")}
+        subprocess.run([str(ESM), "init", "--trust-domain", TD, "--dir", str(data)], env=env, check=True,
+                       capture_output=True)
+        subprocess.run([str(ESM), "cert", "issue", "--spiffe-id", API, "--ttl", "1h", "--out", str(tmp / "api"),
+                        "--dir", str(data)], env=env, check=True, capture_output=True)
+        esm_port, admin, noop_port = free_port(), free_port(), free_port()
+        env.update({"ESM_AUTHZ_LISTEN": f"127.0.0.1:{esm_port}", "ESM_ADMIN_LISTEN": f"127.0.0.1:{admin}",
+                    "ESM_AUTHZ_XFCC": "true", "ESM_LOG": "warn"})
+        procs.append(subprocess.Popen([str(ESM), "serve", "--dir", str(data)], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=open(tmp / "esm.log", "w")))
+        procs.append(subprocess.Popen([str(NOOP), f"127.0.0.1:{noop_port}"], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL))
+        wait_port(esm_port)
+        wait_port(noop_port)
+        runs = {"(i) direct_response": [], "(ii) no-op ext_authz": [], "(iii) esm ext_authz": []}
+        ports = dict(zip(runs, [None, noop_port, esm_port]))
+        # Interleaved rounds, so drift on a shared machine hits every configuration alike.
+        for _ in range(ROUNDS):
+            for name in runs:
+                runs[name].append(measure(tmp, name.split()[0].strip("()"), ports[name], tmp / "api"))
+        med = {}
+        print(f"wrk -t1 -c{CONNECTIONS} -d{DURATION}, Envoy --concurrency 1, TLS, median of {ROUNDS} rounds\n")
+        print("| configuration | requests/s | p50 ms | p99 ms | non-2xx |")
+        print("|---|---|---|---|---|")
+        for name, rs in runs.items():
+            pick = sorted(rs, key=lambda r: r["rps"])[len(rs) // 2]
+            med[name] = pick
+            print(f"| {name} | {pick['rps']:.0f} | {pick['p50']:.3f} | {pick['p99']:.3f} | "
+                  f"{sum(r['non2xx'] for r in rs)} |")
+        base, esm = med["(ii) no-op ext_authz"], med["(iii) esm ext_authz"]
+        print(f"\n(iii)/(ii) throughput {esm['rps'] / base['rps']:.3f}, "
+              f"p99 {esm['p99'] / base['p99']:.3f}x, p50 {esm['p50'] / base['p50']:.3f}x")
+        audited = subprocess.run([str(ESM), "audit", "verify", "--dir", str(data)], capture_output=True,
+                                 text=True, env={k: v for k, v in os.environ.items() if not k.startswith("ESM_")})
+        print(f"audit verify after the run: exit {audited.returncode}")
+    finally:
+        for p in procs:
+            stop(p)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+//! What every agent stream shares: the signing CA and bundle (swapped on rotation), the
+//! registration entries (swapped on every change), the issuance policy and the audit sink.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use esm_audit::writer::AuditSink;
+use tokio::sync::watch;
+
+use super::entry::{matching, Entry, Selector};
+use crate::issuer::{IssuancePolicy, SigningCa};
+use crate::spiffe_id::TrustDomain;
+
+/// The CA as the agent uses it: rebuilt from the CA state whenever it changes.
+pub struct CaMaterial {
+    pub trust_domain: TrustDomain,
+    pub signing: SigningCa,
+    pub bundle_pem: String,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct AgentMetrics {
+    pub open_streams: AtomicU64,
+    pub responses: AtomicU64,
+    pub nacks: AtomicU64,
+    pub refused: AtomicU64,
+    pub svids_issued: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct AgentContext {
+    pub ca: watch::Receiver<Arc<CaMaterial>>,
+    pub entries: watch::Receiver<Arc<Vec<Entry>>>,
+    pub policy: IssuancePolicy,
+    pub audit: Option<AuditSink>,
+    pub metrics: Arc<AgentMetrics>,
+}
+
+/// Who is on the other end of a stream, as attested.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub selectors: BTreeSet<Selector>,
+    /// How the audit log names the caller, e.g. `unix:uid:1000:pid:42`.
+    pub actor: String,
+}
+
+impl Caller {
+    /// The caller's entries in the current set.
+    pub fn entries(&self, all: &[Entry]) -> Vec<Entry> {
+        matching(all, &self.selectors)
+            .into_iter()
+            .cloned()
+            .collect()
+    }
+}

@@ -1,0 +1,156 @@
+//! Registration entries: which SPIFFE ID a workload gets, decided by selectors. An entry
+//! matches a caller when every one of its selectors is among the caller's (SPIRE's
+//! "subset" match), so adding a selector to an entry only ever narrows it.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::spiffe_id::SpiffeId;
+
+/// At most this many selectors per entry, DNS names per entry, bytes per selector.
+pub const MAX_SELECTORS: usize = 32;
+pub const MAX_DNS_NAMES: usize = 32;
+pub const MAX_SELECTOR_LEN: usize = 512;
+
+/// `type:value`, e.g. `unix:uid:1000`, `unix:path:/usr/bin/envoy`, `spiffe:spiffe://td/x`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Selector(String);
+
+impl Selector {
+    /// Parses a selector. Known types are checked strictly; a typo would otherwise make an
+    /// entry that silently never matches.
+    pub fn parse(s: &str) -> Result<Self> {
+        let bad = |why: &str| Error::Refused(format!("selector {s:?}: {why}"));
+        if s.len() > MAX_SELECTOR_LEN {
+            return Err(bad("too long"));
+        }
+        if s.chars().any(char::is_control) {
+            return Err(bad("contains control characters"));
+        }
+        let (kind, value) = s
+            .split_once(':')
+            .ok_or_else(|| bad("expected type:value"))?;
+        match kind {
+            "unix" => {
+                let (k, v) = value
+                    .split_once(':')
+                    .ok_or_else(|| bad("expected unix:uid:N, unix:gid:N or unix:path:/abs"))?;
+                match k {
+                    "uid" | "gid" => {
+                        v.parse::<u32>().map_err(|_| bad("not a number"))?;
+                    }
+                    "path" if v.starts_with('/') => {}
+                    "path" => return Err(bad("path must be absolute")),
+                    _ => return Err(bad("unix selectors are uid, gid and path")),
+                }
+            }
+            "spiffe" => {
+                SpiffeId::parse(value)?;
+            }
+            _ => return Err(bad("unknown type (unix, spiffe)")),
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Selector {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        Self::parse(&s)
+    }
+}
+
+impl From<Selector> for String {
+    fn from(s: Selector) -> Self {
+        s.0
+    }
+}
+
+impl std::fmt::Display for Selector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One registration entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Random, assigned when the entry is created.
+    pub id: String,
+    pub spiffe_id: SpiffeId,
+    pub selectors: BTreeSet<Selector>,
+    /// SVID lifetime in seconds; `None` takes the CA's default.
+    pub ttl_secs: Option<u64>,
+    pub dns_names: Vec<String>,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// What `esm entry create` sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewEntry {
+    pub spiffe_id: SpiffeId,
+    pub selectors: BTreeSet<Selector>,
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+    #[serde(default)]
+    pub dns_names: Vec<String>,
+}
+
+impl NewEntry {
+    /// Checks the bounds an entry must keep.
+    pub fn check(&self) -> Result<()> {
+        if self.selectors.is_empty() {
+            return Err(Error::Refused(
+                "an entry needs at least one selector".into(),
+            ));
+        }
+        if self.selectors.len() > MAX_SELECTORS {
+            return Err(Error::Refused(format!(
+                "more than {MAX_SELECTORS} selectors"
+            )));
+        }
+        if self.dns_names.len() > MAX_DNS_NAMES {
+            return Err(Error::Refused(format!(
+                "more than {MAX_DNS_NAMES} DNS names"
+            )));
+        }
+        for d in &self.dns_names {
+            let ok = !d.is_empty()
+                && d.len() <= 253
+                && d.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '*')
+                });
+            if !ok {
+                return Err(Error::Refused(format!("{d:?} is not a DNS name")));
+            }
+        }
+        if self.ttl_secs == Some(0) {
+            return Err(Error::Refused("ttl must be positive".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The entries whose selectors are all among `caller`'s.
+pub fn matching<'a>(entries: &'a [Entry], caller: &BTreeSet<Selector>) -> Vec<&'a Entry> {
+    entries
+        .iter()
+        .filter(|e| e.selectors.is_subset(caller))
+        .collect()
+}
+
+#[cfg(test)]
+#[path = "entry_tests.rs"]
+mod tests;

@@ -1,0 +1,12 @@
+//! The node agent inside `esm serve`: registration entries and their store, workload
+//! attestation on the agent socket, and the SDS server that hands workloads their SVIDs and
+//! the trust bundle and pushes every rotation.
+
+pub mod attestation;
+pub mod context;
+pub mod entry;
+pub mod entry_store;
+pub mod sds;
+pub mod secrets;
+pub mod server;
+pub mod svid_set;

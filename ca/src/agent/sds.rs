@@ -1,0 +1,417 @@
+//! Envoy's Secret Discovery Service on the agent socket: StreamSecrets (state of the world),
+//! DeltaSecrets and FetchSecrets. The caller is identified by the kernel (peer credentials),
+//! its registration entries say what it may have, and every stream is pushed a new secret
+//! when an SVID reaches half its life, when the CA rotates, or when entries change.
+//!
+//! xDS rules kept here: a response carries a fresh nonce; a request echoing an older nonce
+//! is stale and ignored; an ACK or NACK with unchanged names sends nothing (a NACK is
+//! logged with Envoy's error_detail and never answered with the same secret again).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Resource,
+};
+use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryService;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::context::{AgentContext, Caller};
+use super::secrets::{self, resolve, Refusal, Want, SECRET_TYPE};
+use super::svid_set::SvidSet;
+
+/// Responses queued per stream; a client that stops reading holds at most this many.
+const QUEUE: usize = 4;
+
+/// One rendered resource: its name, its version and the encoded secret.
+pub struct Rendered {
+    pub name: String,
+    pub version: String,
+    pub secret: envoy_types::pb::google::protobuf::Any,
+}
+
+fn short_hash(parts: &[&[u8]]) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for p in parts {
+        ctx.update(&(p.len() as u64).to_be_bytes());
+        ctx.update(p);
+    }
+    hex_prefix(ctx.finish().as_ref())
+}
+
+fn hex_prefix(b: &[u8]) -> String {
+    crate::issuer::hex(&b[..8])
+}
+
+/// Resolves `names` for `caller`, issues what is missing or due, and renders the secrets.
+pub fn render(
+    ctx: &AgentContext,
+    caller: &Caller,
+    names: &[String],
+    svids: &mut SvidSet,
+) -> Result<Vec<Rendered>, Refusal> {
+    let ca = ctx.ca.borrow().clone();
+    let entries = caller.entries(&ctx.entries.borrow());
+    let refs: Vec<_> = entries.iter().collect();
+    let wanted = resolve(names, &refs, &ca.trust_domain)?;
+    let ids: Vec<_> = wanted
+        .iter()
+        .filter_map(|(_, w)| match w {
+            Want::Svid(id) => Some(id.clone()),
+            Want::Bundle => None,
+        })
+        .collect();
+    let now = time::OffsetDateTime::now_utc();
+    let issued = svids
+        .ensure(&ids, &entries, &ca, ctx, now)
+        .map_err(|e| Refusal::NotEntitled(format!("issuance failed: {e}")))?;
+    for svid in issued {
+        ctx.metrics.svids_issued.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(spiffe.id = %svid.spiffe_id, serial = %svid.serial_hex, caller = %caller.actor, "SVID issued over SDS");
+        if let Some(sink) = &ctx.audit {
+            let e = crate::evidence::svid_issued(&svid, &caller.actor, "sds", now);
+            if let Err(err) = sink.try_append(e) {
+                tracing::warn!(error = %err, "SVID issuance not recorded");
+            }
+        }
+    }
+    let bundle_version = short_hash(&[ca.bundle_pem.as_bytes()]);
+    let mut out = Vec::with_capacity(wanted.len());
+    for (name, want) in wanted {
+        let (version, secret) = match want {
+            Want::Bundle => (
+                bundle_version.clone(),
+                secrets::bundle_secret(&name, &ca.bundle_pem),
+            ),
+            Want::Svid(id) => {
+                let svid = svids
+                    .get(&id)
+                    .ok_or_else(|| Refusal::NotEntitled(format!("no SVID for {id}")))?;
+                (svid.serial_hex.clone(), secrets::tls_secret(&name, svid))
+            }
+        };
+        out.push(Rendered {
+            secret: secrets::to_any(&secret),
+            name,
+            version,
+        });
+    }
+    Ok(out)
+}
+
+/// The version of a whole response: changes when any resource does.
+pub fn version_of(rendered: &[Rendered]) -> String {
+    let parts: Vec<&[u8]> = rendered
+        .iter()
+        .flat_map(|r| [r.name.as_bytes(), r.version.as_bytes()])
+        .collect();
+    short_hash(&parts)
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[derive(Clone)]
+pub struct SdsService {
+    ctx: AgentContext,
+}
+
+impl SdsService {
+    pub fn new(ctx: AgentContext) -> Self {
+        Self { ctx }
+    }
+}
+
+fn refuse(ctx: &AgentContext, caller: &Caller, r: &Refusal) -> Status {
+    ctx.metrics.refused.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(caller = %caller.actor, reason = ?r, "SDS request refused");
+    r.status()
+}
+
+/// Sleeps until the next SVID refresh, or forever when none is held.
+async fn until_refresh(svids: &SvidSet) {
+    match svids.next_refresh() {
+        Some(at) => {
+            let left = at - time::OffsetDateTime::now_utc();
+            let d = std::time::Duration::try_from(left).unwrap_or_default();
+            tokio::time::sleep(d).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// What woke a stream.
+enum Wake<R> {
+    Request(R),
+    Closed,
+    Changed,
+}
+
+/// One SotW stream until the client goes away or is refused.
+async fn sotw(
+    ctx: AgentContext,
+    caller: Caller,
+    mut inbound: Streaming<DiscoveryRequest>,
+    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+) {
+    let (mut ca, mut entries) = (ctx.ca.clone(), ctx.entries.clone());
+    let mut names: Option<Vec<String>> = None;
+    let mut svids = SvidSet::default();
+    let (mut nonce, mut last_nonce, mut last_version) = (0u64, String::new(), String::new());
+    loop {
+        let wake = tokio::select! {
+            m = inbound.next() => match m {
+                Some(Ok(req)) => Wake::Request(req),
+                Some(Err(e)) => {
+                    tracing::debug!(caller = %caller.actor, error = %e, "SDS stream failed");
+                    Wake::Closed
+                }
+                None => Wake::Closed,
+            },
+            _ = until_refresh(&svids) => Wake::Changed,
+            r = ca.changed() => if r.is_ok() { Wake::Changed } else { Wake::Closed },
+            r = entries.changed() => if r.is_ok() { Wake::Changed } else { Wake::Closed },
+        };
+        ca.borrow_and_update();
+        entries.borrow_and_update();
+        let asked = match wake {
+            Wake::Closed => return,
+            Wake::Changed => false,
+            Wake::Request(req) => {
+                if !req.type_url.is_empty() && req.type_url != SECRET_TYPE {
+                    let _ = tx
+                        .send(Err(Status::invalid_argument(format!(
+                            "this stream serves {SECRET_TYPE}"
+                        ))))
+                        .await;
+                    return;
+                }
+                let same = names.as_ref() == Some(&req.resource_names);
+                if !req.response_nonce.is_empty() {
+                    if req.response_nonce != last_nonce {
+                        continue; // stale: an answer to an older response
+                    }
+                    if let Some(err) = &req.error_detail {
+                        ctx.metrics.nacks.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(caller = %caller.actor, version = %req.version_info, error_detail = %err.message, "Envoy rejected an SDS response (NACK)");
+                    }
+                    if same {
+                        continue;
+                    }
+                }
+                names = Some(req.resource_names);
+                true
+            }
+        };
+        let Some(wanted) = &names else { continue };
+        let rendered = match render(&ctx, &caller, wanted, &mut svids) {
+            Ok(r) => r,
+            Err(r) => {
+                let _ = tx.send(Err(refuse(&ctx, &caller, &r))).await;
+                return;
+            }
+        };
+        let version = version_of(&rendered);
+        if !asked && version == last_version {
+            continue;
+        }
+        nonce += 1;
+        last_nonce = nonce.to_string();
+        last_version = version.clone();
+        let resp = DiscoveryResponse {
+            version_info: version,
+            resources: rendered.into_iter().map(|r| r.secret).collect(),
+            type_url: SECRET_TYPE.into(),
+            nonce: last_nonce.clone(),
+            ..Default::default()
+        };
+        ctx.metrics.responses.fetch_add(1, Ordering::Relaxed);
+        if tx.send(Ok(resp)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// One delta stream: only changed resources are sent, removed ones are named.
+async fn delta(
+    ctx: AgentContext,
+    caller: Caller,
+    mut inbound: Streaming<DeltaDiscoveryRequest>,
+    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+) {
+    let (mut ca, mut entries) = (ctx.ca.clone(), ctx.entries.clone());
+    let mut subscribed: Option<BTreeSet<String>> = None;
+    let mut sent: BTreeMap<String, String> = BTreeMap::new();
+    let mut svids = SvidSet::default();
+    let mut nonce = 0u64;
+    loop {
+        let wake = tokio::select! {
+            m = inbound.next() => match m {
+                Some(Ok(req)) => Wake::Request(req),
+                _ => Wake::Closed,
+            },
+            _ = until_refresh(&svids) => Wake::Changed,
+            r = ca.changed() => if r.is_ok() { Wake::Changed } else { Wake::Closed },
+            r = entries.changed() => if r.is_ok() { Wake::Changed } else { Wake::Closed },
+        };
+        ca.borrow_and_update();
+        entries.borrow_and_update();
+        match wake {
+            Wake::Closed => return,
+            Wake::Changed => {}
+            Wake::Request(req) => {
+                if !req.type_url.is_empty() && req.type_url != SECRET_TYPE {
+                    let _ = tx
+                        .send(Err(Status::invalid_argument(format!(
+                            "this stream serves {SECRET_TYPE}"
+                        ))))
+                        .await;
+                    return;
+                }
+                if let Some(err) = &req.error_detail {
+                    ctx.metrics.nacks.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(caller = %caller.actor, error_detail = %err.message, "Envoy rejected a delta SDS response (NACK)");
+                }
+                let subs = subscribed.get_or_insert_with(|| {
+                    sent.extend(req.initial_resource_versions.clone());
+                    BTreeSet::new()
+                });
+                subs.extend(req.resource_names_subscribe);
+                for n in &req.resource_names_unsubscribe {
+                    subs.remove(n);
+                    sent.remove(n);
+                }
+            }
+        }
+        let Some(subs) = &subscribed else { continue };
+        let names: Vec<String> = subs.iter().cloned().collect();
+        let rendered = match render(&ctx, &caller, &names, &mut svids) {
+            Ok(r) => r,
+            Err(r) => {
+                let _ = tx.send(Err(refuse(&ctx, &caller, &r))).await;
+                return;
+            }
+        };
+        let system_version_info = version_of(&rendered);
+        let now: BTreeSet<&str> = rendered.iter().map(|r| r.name.as_str()).collect();
+        let removed: Vec<String> = sent
+            .keys()
+            .filter(|k| !now.contains(k.as_str()))
+            .cloned()
+            .collect();
+        let changed: Vec<Rendered> = rendered
+            .into_iter()
+            .filter(|r| sent.get(&r.name) != Some(&r.version))
+            .collect();
+        if changed.is_empty() && removed.is_empty() {
+            continue;
+        }
+        for n in &removed {
+            sent.remove(n);
+        }
+        let resources = changed
+            .into_iter()
+            .map(|r| {
+                sent.insert(r.name.clone(), r.version.clone());
+                Resource {
+                    name: r.name,
+                    version: r.version,
+                    resource: Some(r.secret),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        nonce += 1;
+        let resp = DeltaDiscoveryResponse {
+            system_version_info,
+            resources,
+            removed_resources: removed,
+            type_url: SECRET_TYPE.into(),
+            nonce: nonce.to_string(),
+            ..Default::default()
+        };
+        ctx.metrics.responses.fetch_add(1, Ordering::Relaxed);
+        if tx.send(Ok(resp)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Counts a stream while it lives.
+struct OpenStream(Arc<super::context::AgentMetrics>);
+
+impl OpenStream {
+    fn new(m: &Arc<super::context::AgentMetrics>) -> Self {
+        m.open_streams.fetch_add(1, Ordering::Relaxed);
+        Self(m.clone())
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.open_streams.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[tonic::async_trait]
+impl SecretDiscoveryService for SdsService {
+    type StreamSecretsStream = BoxStream<DiscoveryResponse>;
+    type DeltaSecretsStream = BoxStream<DeltaDiscoveryResponse>;
+
+    async fn stream_secrets(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamSecretsStream>, Status> {
+        let caller = super::server::caller_of(&request)?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let ctx = self.ctx.clone();
+        let open = OpenStream::new(&ctx.metrics);
+        tokio::spawn(async move {
+            let _open = open;
+            sotw(ctx, caller, request.into_inner(), tx).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn delta_secrets(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaSecretsStream>, Status> {
+        let caller = super::server::caller_of(&request)?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let ctx = self.ctx.clone();
+        let open = OpenStream::new(&ctx.metrics);
+        tokio::spawn(async move {
+            let _open = open;
+            delta(ctx, caller, request.into_inner(), tx).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn fetch_secrets(
+        &self,
+        request: Request<DiscoveryRequest>,
+    ) -> Result<Response<DiscoveryResponse>, Status> {
+        let caller = super::server::caller_of(&request)?;
+        let req = request.into_inner();
+        if !req.type_url.is_empty() && req.type_url != SECRET_TYPE {
+            return Err(Status::invalid_argument(format!(
+                "FetchSecrets serves {SECRET_TYPE}"
+            )));
+        }
+        let mut svids = SvidSet::default();
+        let rendered = render(&self.ctx, &caller, &req.resource_names, &mut svids)
+            .map_err(|r| refuse(&self.ctx, &caller, &r))?;
+        Ok(Response::new(DiscoveryResponse {
+            version_info: version_of(&rendered),
+            resources: rendered.into_iter().map(|r| r.secret).collect(),
+            type_url: SECRET_TYPE.into(),
+            nonce: "0".into(),
+            ..Default::default()
+        }))
+    }
+}

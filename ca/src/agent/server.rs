@@ -1,0 +1,48 @@
+//! The agent socket: SDS (and, beside it, the SPIFFE Workload API) over gRPC on a Unix
+//! socket. Every caller is attested from its peer credentials before anything is served.
+
+use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryServiceServer;
+use tonic::transport::server::UdsConnectInfo;
+use tonic::{Request, Status};
+
+use super::attestation::attest;
+use super::context::{AgentContext, Caller};
+use super::sds::SdsService;
+
+/// Largest request accepted: SDS requests are names and a node; 10,000 names fit easily,
+/// a flood does not.
+pub const MAX_MESSAGE: usize = 4 << 20;
+
+/// The attested caller of a request on the agent socket.
+pub fn caller_of<T>(req: &Request<T>) -> Result<Caller, Status> {
+    let cred = req
+        .extensions()
+        .get::<UdsConnectInfo>()
+        .and_then(|i| i.peer_cred)
+        .ok_or_else(|| Status::unauthenticated("caller cannot be attested: no peer credentials"))?;
+    let selectors = attest(&cred);
+    let actor = match cred.pid() {
+        Some(pid) => format!("unix:uid:{}:pid:{pid}", cred.uid()),
+        None => format!("unix:uid:{}", cred.uid()),
+    };
+    Ok(Caller { selectors, actor })
+}
+
+/// Serves SDS on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::UnixListener,
+    ctx: AgentContext,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    tracing::info!(agent.socket = ?listener.local_addr().ok(), "SDS serving");
+    tonic::transport::Server::builder()
+        .add_service(
+            SecretDiscoveryServiceServer::new(SdsService::new(ctx.clone()))
+                .max_decoding_message_size(MAX_MESSAGE),
+        )
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            shutdown,
+        )
+        .await
+}

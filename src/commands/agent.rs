@@ -1,0 +1,107 @@
+//! The agent part of `esm serve`: the registration entries (store and admin socket) and
+//! the SDS server on the agent socket, fed by the CA state the rotator publishes.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use esm_ca::agent::context::{AgentContext, AgentMetrics, CaMaterial};
+use esm_ca::agent::entry_store::EntryStore;
+use esm_ca::state::CaState;
+use esm_ca::store::CaStore;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::evidence::Evidence;
+
+fn material(store: &CaStore, state: &CaState) -> esm_ca::Result<CaMaterial> {
+    let bundle = store.bundle(state, time::OffsetDateTime::now_utc())?;
+    Ok(CaMaterial {
+        trust_domain: bundle.trust_domain.clone(),
+        signing: store.signing_ca(state)?,
+        bundle_pem: bundle.to_pem(),
+    })
+}
+
+fn until(stop: &watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let mut stop = stop.clone();
+    async move {
+        let _ = stop.changed().await;
+    }
+}
+
+/// Starts the admin socket and, when configured, the agent socket.
+pub async fn start(
+    cfg: &Config,
+    store: Arc<CaStore>,
+    mut ca_rx: watch::Receiver<Arc<CaState>>,
+    evidence: &Evidence,
+    metrics: Arc<AgentMetrics>,
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let entries_store = EntryStore::open(&cfg.audit.url)
+        .await
+        .context("opening the registration entries")?;
+    let all = entries_store.list().await?;
+    tracing::info!(entries = all.len(), "registration entries loaded");
+    let (entries_tx, entries_rx) = watch::channel(Arc::new(all));
+    let mut tasks = Vec::new();
+
+    let admin = super::serve::bind_unix("agent.admin_socket", &cfg.agent.admin_socket, 0o600)?;
+    let state = Arc::new(crate::admin_api::AdminState {
+        store: entries_store,
+        entries: entries_tx,
+        audit: evidence.sink.clone(),
+    });
+    let shutdown = until(stop);
+    tasks.push(tokio::spawn(async move {
+        let served = axum::serve(admin, crate::admin_api::router(state.clone()))
+            .with_graceful_shutdown(shutdown)
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "admin socket failed");
+        }
+        state.store.close().await;
+    }));
+
+    let Some(path) = &cfg.agent.socket else {
+        return Ok(tasks);
+    };
+    let first = material(&store, &ca_rx.borrow_and_update())?;
+    let (ca_tx, ca_material) = watch::channel(Arc::new(first));
+    // Each CA state the rotator publishes becomes new signing material and bundle, which
+    // every open stream picks up (and pushes) at once.
+    let mut stop_ca = stop.clone();
+    tasks.push(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                r = ca_rx.changed() => if r.is_err() { return },
+                _ = stop_ca.changed() => return,
+            }
+            let state = ca_rx.borrow_and_update().clone();
+            match material(&store, &state) {
+                Ok(m) => {
+                    ca_tx.send_replace(Arc::new(m));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "new CA state unusable; SDS keeps the old one")
+                }
+            }
+        }
+    }));
+    let ctx = AgentContext {
+        ca: ca_material,
+        entries: entries_rx,
+        policy: cfg.issuance_policy(),
+        audit: Some(evidence.sink.clone()),
+        metrics,
+    };
+    let listener = super::serve::bind_unix("agent.socket", path, 0o666)?;
+    let shutdown = until(stop);
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = esm_ca::agent::server::serve(listener, ctx, shutdown).await {
+            tracing::error!(error = %e, "agent socket failed");
+        }
+    }));
+    Ok(tasks)
+}
