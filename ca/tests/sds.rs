@@ -1,0 +1,346 @@
+//! The SDS server on a real Unix socket, with tonic clients: entitlement, ACK/NACK, pushes on
+//! SVID refresh and CA change, delta and fetch, and hostile streams.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{secret, Secret};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DiscoveryRequest, DiscoveryResponse,
+};
+use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
+use envoy_types::pb::google::rpc::Status as RpcStatus;
+use esm_ca::agent::context::{AgentContext, AgentMetrics, CaMaterial};
+use esm_ca::agent::entry::{Entry, Selector};
+use esm_ca::agent::secrets::SECRET_TYPE;
+use esm_ca::key_backend::file::FileKeyStore;
+use esm_ca::key_backend::KeyAlgorithm;
+use esm_ca::rotation::RotationPolicy;
+use esm_ca::store::{CaStore, InitOptions};
+use esm_ca::{SpiffeId, TrustDomain};
+use prost::Message;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+const WEB: &str = "spiffe://example.org/web";
+const DB: &str = "spiffe://example.org/db";
+
+struct Agent {
+    _dir: tempfile::TempDir,
+    channel: Channel,
+    sock: std::path::PathBuf,
+    ca_tx: watch::Sender<Arc<CaMaterial>>,
+    store: CaStore,
+    metrics: Arc<AgentMetrics>,
+    _stop: watch::Sender<bool>,
+}
+
+fn entry(spiffe: &str, sels: &[String], ttl: Option<u64>) -> Entry {
+    Entry {
+        id: spiffe.into(),
+        spiffe_id: SpiffeId::parse(spiffe).unwrap(),
+        selectors: sels.iter().map(|s| Selector::parse(s).unwrap()).collect(),
+        ttl_secs: ttl,
+        dns_names: vec![],
+        created_at: String::new(),
+    }
+}
+
+fn material(store: &CaStore) -> CaMaterial {
+    let state = store.load().unwrap();
+    let bundle = store
+        .bundle(&state, time::OffsetDateTime::now_utc())
+        .unwrap();
+    CaMaterial {
+        trust_domain: bundle.trust_domain.clone(),
+        signing: store.signing_ca(&state).unwrap(),
+        bundle_pem: bundle.to_pem(),
+    }
+}
+
+async fn connect(sock: &std::path::Path) -> Channel {
+    let p = sock.to_path_buf();
+    tonic::transport::Endpoint::from_static("http://agent")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let p = p.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(p).await?,
+                ))
+            }
+        }))
+        .await
+        .unwrap()
+}
+
+/// An agent whose entries grant this process WEB (TTL `ttl`), and DB only to another binary.
+async fn agent(ttl: u64) -> Agent {
+    let dir = tempfile::tempdir().unwrap();
+    let store = CaStore::new(
+        dir.path().join("ca"),
+        Arc::new(FileKeyStore::new(dir.path().join("ca/keys"), None)),
+    );
+    store
+        .init(
+            InitOptions {
+                trust_domain: TrustDomain::parse("example.org").unwrap(),
+                algorithm: KeyAlgorithm::EcP256,
+                upstream: None,
+            },
+            &RotationPolicy::default(),
+            time::OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+    let uid = format!("unix:uid:{}", nix_uid());
+    let entries = vec![
+        entry(WEB, &[uid.clone()], Some(ttl)),
+        entry(DB, &[uid, "unix:path:/nonexistent/db".into()], None),
+    ];
+    let (ca_tx, ca_rx) = watch::channel(Arc::new(material(&store)));
+    let (_entries_tx, entries_rx) = watch::channel(Arc::new(entries));
+    std::mem::forget(_entries_tx);
+    let metrics = Arc::new(AgentMetrics::default());
+    let ctx = AgentContext {
+        ca: ca_rx,
+        entries: entries_rx,
+        policy: Default::default(),
+        audit: None,
+        metrics: metrics.clone(),
+    };
+    let sock = dir.path().join("agent.sock");
+    let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+    let (stop, mut stop_rx) = watch::channel(false);
+    tokio::spawn(esm_ca::agent::server::serve(listener, ctx, async move {
+        let _ = stop_rx.changed().await;
+    }));
+    Agent {
+        channel: connect(&sock).await,
+        sock,
+        _dir: dir,
+        ca_tx,
+        store,
+        metrics,
+        _stop: stop,
+    }
+}
+
+fn nix_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").unwrap().uid()
+}
+
+fn req(names: &[&str]) -> DiscoveryRequest {
+    DiscoveryRequest {
+        resource_names: names.iter().map(|s| s.to_string()).collect(),
+        type_url: SECRET_TYPE.into(),
+        ..Default::default()
+    }
+}
+
+fn secrets(r: &DiscoveryResponse) -> Vec<Secret> {
+    r.resources
+        .iter()
+        .map(|a| Secret::decode(a.value.as_slice()).unwrap())
+        .collect()
+}
+
+type Stream = (
+    mpsc::Sender<DiscoveryRequest>,
+    tonic::Streaming<DiscoveryResponse>,
+);
+
+async fn open(a: &Agent, first: DiscoveryRequest) -> Stream {
+    let (tx, rx) = mpsc::channel(16);
+    tx.send(first).await.unwrap();
+    let mut c = SecretDiscoveryServiceClient::new(a.channel.clone());
+    let inbound = c
+        .stream_secrets(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    (tx, inbound)
+}
+
+async fn next(
+    s: &mut tonic::Streaming<DiscoveryResponse>,
+    within: Duration,
+) -> Option<DiscoveryResponse> {
+    tokio::time::timeout(within, s.next())
+        .await
+        .ok()
+        .flatten()
+        .map(|r| r.unwrap())
+}
+
+#[tokio::test]
+async fn sotw_serves_svid_and_bundle_and_stays_quiet_on_ack_and_nack() {
+    let a = agent(3600).await;
+    let (tx, mut rx) = open(&a, req(&["default", "ROOTCA"])).await;
+    let r = next(&mut rx, Duration::from_secs(10)).await.unwrap();
+    let s = secrets(&r);
+    assert_eq!(s.len(), 2);
+    let Some(secret::Type::TlsCertificate(tls)) = &s[0].r#type else {
+        panic!("not a TLS certificate")
+    };
+    assert!(tls.private_key.is_some());
+    assert!(matches!(
+        s[1].r#type,
+        Some(secret::Type::ValidationContext(_))
+    ));
+    // ACK: nothing comes back.
+    let mut ack = req(&["default", "ROOTCA"]);
+    ack.version_info = r.version_info.clone();
+    ack.response_nonce = r.nonce.clone();
+    tx.send(ack.clone()).await.unwrap();
+    assert!(next(&mut rx, Duration::from_millis(500)).await.is_none());
+    // NACK: logged and counted, not answered with the same secret again.
+    let mut nack = ack.clone();
+    nack.error_detail = Some(RpcStatus {
+        code: 3,
+        message: "bad cert".into(),
+        ..Default::default()
+    });
+    tx.send(nack).await.unwrap();
+    assert!(next(&mut rx, Duration::from_millis(500)).await.is_none());
+    assert_eq!(a.metrics.nacks.load(Relaxed), 1);
+    // A stale nonce is ignored even with new names.
+    let mut stale = req(&["ROOTCA"]);
+    stale.response_nonce = "0".into();
+    tx.send(stale).await.unwrap();
+    assert!(next(&mut rx, Duration::from_millis(300)).await.is_none());
+    // New names with the current nonce: answered.
+    let mut change = req(&["ROOTCA"]);
+    change.response_nonce = r.nonce.clone();
+    tx.send(change).await.unwrap();
+    let r2 = next(&mut rx, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(secrets(&r2).len(), 1);
+    assert_ne!(r2.nonce, r.nonce);
+}
+
+#[tokio::test]
+async fn svid_refresh_and_ca_change_are_pushed() {
+    let a = agent(4).await;
+    let (_tx, mut rx) = open(&a, req(&["default", "ROOTCA"])).await;
+    let first = next(&mut rx, Duration::from_secs(10)).await.unwrap();
+    // Half of 4 s: a new SVID arrives without being asked for.
+    let pushed = next(&mut rx, Duration::from_secs(5)).await.unwrap();
+    assert_ne!(pushed.version_info, first.version_info);
+    // A CA rotation (new material) reaches the stream within a second.
+    let mut m = material(&a.store);
+    m.bundle_pem.push_str("# changed\n");
+    let started = std::time::Instant::now();
+    a.ca_tx.send_replace(Arc::new(m));
+    let after = next(&mut rx, Duration::from_secs(1)).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(1));
+    let roots = secrets(&after)
+        .into_iter()
+        .find(|s| s.name == "ROOTCA")
+        .unwrap();
+    let Some(secret::Type::ValidationContext(v)) = roots.r#type else {
+        panic!()
+    };
+    let pem = match v.trusted_ca.unwrap().specifier.unwrap() {
+        envoy_types::pb::envoy::config::core::v3::data_source::Specifier::InlineBytes(b) => b,
+        _ => panic!(),
+    };
+    assert!(String::from_utf8(pem).unwrap().ends_with("# changed\n"));
+}
+
+#[tokio::test]
+async fn refuses_what_the_caller_is_not_entitled_to_and_malformed_requests() {
+    let a = agent(3600).await;
+    for (names, code) in [
+        (vec![DB.to_string()], tonic::Code::PermissionDenied),
+        (
+            vec!["spiffe://example.org/other".into()],
+            tonic::Code::PermissionDenied,
+        ),
+        (
+            (0..10_000).map(|i| format!("n{i}")).collect(),
+            tonic::Code::InvalidArgument,
+        ),
+    ] {
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let (_tx, mut rx) = open(&a, req(&names)).await;
+        let err = tokio::time::timeout(Duration::from_secs(5), rx.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.code(), code, "{:.60?}", names);
+    }
+    let mut wrong = req(&["default"]);
+    wrong.type_url = "type.googleapis.com/envoy.config.cluster.v3.Cluster".into();
+    let (_tx, mut rx) = open(&a, wrong).await;
+    let err = rx.next().await.unwrap().unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(a.metrics.refused.load(Relaxed) >= 3);
+}
+
+#[tokio::test]
+async fn garbage_and_a_client_that_never_reads_do_not_stop_other_streams() {
+    use tokio::io::AsyncWriteExt;
+    let a = agent(2).await;
+    let mut raw = tokio::net::UnixStream::connect(&a.sock).await.unwrap();
+    raw.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x04\xff\xff\xff\xff\xff\xff garbage")
+        .await
+        .unwrap();
+    drop(raw);
+    // A stream that never reads or ACKs while its SVID refreshes every second.
+    let (_idle_tx, _idle_rx) = open(&a, req(&["default"])).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut c = SecretDiscoveryServiceClient::new(connect(&a.sock).await);
+    let r = c
+        .fetch_secrets(req(&["ROOTCA"]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(secrets(&r).len(), 1);
+    assert!(a.metrics.open_streams.load(Relaxed) >= 1);
+}
+
+#[tokio::test]
+async fn delta_sends_only_changes_and_removals() {
+    let a = agent(3600).await;
+    let (tx, rx) = mpsc::channel(8);
+    tx.send(DeltaDiscoveryRequest {
+        type_url: SECRET_TYPE.into(),
+        resource_names_subscribe: vec!["ROOTCA".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut c = SecretDiscoveryServiceClient::new(a.channel.clone());
+    let mut s = c
+        .delta_secrets(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let r = s.next().await.unwrap().unwrap();
+    assert_eq!(r.resources.len(), 1);
+    assert_eq!(r.resources[0].name, "ROOTCA");
+    tx.send(DeltaDiscoveryRequest {
+        resource_names_subscribe: vec![WEB.into()],
+        response_nonce: r.nonce.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let r = s.next().await.unwrap().unwrap();
+    let names: Vec<_> = r.resources.iter().map(|x| x.name.as_str()).collect();
+    assert_eq!(names, [WEB], "only the new resource");
+    tx.send(DeltaDiscoveryRequest {
+        resource_names_unsubscribe: vec!["ROOTCA".into()],
+        response_nonce: r.nonce.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(tokio::time::timeout(Duration::from_millis(500), s.next())
+        .await
+        .is_err());
+}
