@@ -97,7 +97,7 @@ async fn agent(ttl: u64) -> Agent {
         .unwrap();
     let uid = format!("unix:uid:{}", nix_uid());
     let entries = vec![
-        entry(WEB, &[uid.clone()], Some(ttl)),
+        entry(WEB, std::slice::from_ref(&uid), Some(ttl)),
         entry(DB, &[uid, "unix:path:/nonexistent/db".into()], None),
     ];
     let (ca_tx, ca_rx) = watch::channel(Arc::new(material(&store)));
