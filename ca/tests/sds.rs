@@ -59,6 +59,7 @@ fn material(store: &CaStore) -> CaMaterial {
         trust_domain: bundle.trust_domain.clone(),
         signing: store.signing_ca(&state).unwrap(),
         bundle_pem: bundle.to_pem(),
+        bundle_der: bundle.roots_der.clone(),
     }
 }
 

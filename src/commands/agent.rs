@@ -20,6 +20,7 @@ fn material(store: &CaStore, state: &CaState) -> esm_ca::Result<CaMaterial> {
         trust_domain: bundle.trust_domain.clone(),
         signing: store.signing_ca(state)?,
         bundle_pem: bundle.to_pem(),
+        bundle_der: bundle.roots_der.clone(),
     })
 }
 

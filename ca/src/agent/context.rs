@@ -17,6 +17,8 @@ pub struct CaMaterial {
     pub trust_domain: TrustDomain,
     pub signing: SigningCa,
     pub bundle_pem: String,
+    /// The same roots, DER: what the Workload API sends.
+    pub bundle_der: Vec<Vec<u8>>,
 }
 
 /// Counters for `/metrics`.

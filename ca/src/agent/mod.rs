@@ -10,3 +10,4 @@ pub mod sds;
 pub mod secrets;
 pub mod server;
 pub mod svid_set;
+pub mod workload_api;

@@ -48,6 +48,34 @@ fn hex_prefix(b: &[u8]) -> String {
     crate::issuer::hex(&b[..8])
 }
 
+/// Issues what `svids` lacks of `ids` (or holds past its refresh time), and records each
+/// issuance: the SDS and Workload API paths share it.
+pub fn ensure_svids(
+    ctx: &AgentContext,
+    caller: &Caller,
+    ids: &[crate::SpiffeId],
+    entries: &[super::entry::Entry],
+    ca: &super::context::CaMaterial,
+    svids: &mut SvidSet,
+    via: &str,
+) -> Result<(), Refusal> {
+    let now = time::OffsetDateTime::now_utc();
+    let issued = svids
+        .ensure(ids, entries, ca, ctx, now)
+        .map_err(|e| Refusal::NotEntitled(format!("issuance failed: {e}")))?;
+    for svid in issued {
+        ctx.metrics.svids_issued.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(spiffe.id = %svid.spiffe_id, serial = %svid.serial_hex, caller = %caller.actor, via, "SVID issued");
+        if let Some(sink) = &ctx.audit {
+            let e = crate::evidence::svid_issued(&svid, &caller.actor, via, now);
+            if let Err(err) = sink.try_append(e) {
+                tracing::warn!(error = %err, "SVID issuance not recorded");
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Resolves `names` for `caller`, issues what is missing or due, and renders the secrets.
 pub fn render(
     ctx: &AgentContext,
@@ -66,20 +94,7 @@ pub fn render(
             Want::Bundle => None,
         })
         .collect();
-    let now = time::OffsetDateTime::now_utc();
-    let issued = svids
-        .ensure(&ids, &entries, &ca, ctx, now)
-        .map_err(|e| Refusal::NotEntitled(format!("issuance failed: {e}")))?;
-    for svid in issued {
-        ctx.metrics.svids_issued.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(spiffe.id = %svid.spiffe_id, serial = %svid.serial_hex, caller = %caller.actor, "SVID issued over SDS");
-        if let Some(sink) = &ctx.audit {
-            let e = crate::evidence::svid_issued(&svid, &caller.actor, "sds", now);
-            if let Err(err) = sink.try_append(e) {
-                tracing::warn!(error = %err, "SVID issuance not recorded");
-            }
-        }
-    }
+    ensure_svids(ctx, caller, &ids, &entries, &ca, svids, "sds")?;
     let bundle_version = short_hash(&[ca.bundle_pem.as_bytes()]);
     let mut out = Vec::with_capacity(wanted.len());
     for (name, want) in wanted {
@@ -133,7 +148,7 @@ fn refuse(ctx: &AgentContext, caller: &Caller, r: &Refusal) -> Status {
 }
 
 /// Sleeps until the next SVID refresh, or forever when none is held.
-async fn until_refresh(svids: &SvidSet) {
+pub(crate) async fn until_refresh(svids: &SvidSet) {
     match svids.next_refresh() {
         Some(at) => {
             let left = at - time::OffsetDateTime::now_utc();

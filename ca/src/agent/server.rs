@@ -1,4 +1,4 @@
-//! The agent socket: SDS (and, beside it, the SPIFFE Workload API) over gRPC on a Unix
+//! The agent socket: SDS and, beside it, the SPIFFE Workload API, over gRPC on a Unix
 //! socket. Every caller is attested from its peer credentials before anything is served.
 
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryServiceServer;
@@ -8,6 +8,8 @@ use tonic::{Request, Status};
 use super::attestation::attest;
 use super::context::{AgentContext, Caller};
 use super::sds::SdsService;
+use super::workload_api::WorkloadApi;
+use esm_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 
 /// Largest request accepted: SDS requests are names and a node; 10,000 names fit easily,
 /// a flood does not.
@@ -28,7 +30,7 @@ pub fn caller_of<T>(req: &Request<T>) -> Result<Caller, Status> {
     Ok(Caller { selectors, actor })
 }
 
-/// Serves SDS on `listener` until `shutdown` resolves.
+/// Serves SDS and the Workload API on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::UnixListener,
     ctx: AgentContext,
@@ -38,6 +40,10 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .add_service(
             SecretDiscoveryServiceServer::new(SdsService::new(ctx.clone()))
+                .max_decoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(
+            SpiffeWorkloadApiServer::new(WorkloadApi::new(ctx))
                 .max_decoding_message_size(MAX_MESSAGE),
         )
         .serve_with_incoming_shutdown(
