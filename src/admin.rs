@@ -16,6 +16,7 @@ pub fn router(
     ca: watch::Receiver<Arc<CaState>>,
     audit: Arc<AuditMetrics>,
     authz: Arc<esm_authz::service::Metrics>,
+    agent: Arc<esm_ca::agent::context::AgentMetrics>,
 ) -> Router {
     let ready = ca.clone();
     Router::new()
@@ -31,11 +32,12 @@ pub fn router(
             "/metrics",
             get(move || {
                 let state = ca.borrow().clone();
-                let (audit, authz) = (audit.clone(), authz.clone());
+                let (audit, authz, agent) = (audit.clone(), authz.clone(), agent.clone());
                 async move {
                     let mut m = metrics(&state, OffsetDateTime::now_utc());
                     audit_metrics(&mut m, &audit);
                     authz_metrics(&mut m, &authz);
+                    agent_metrics(&mut m, &agent);
                     m
                 }
             }),
@@ -179,5 +181,36 @@ pub fn authz_metrics(m: &mut String, a: &esm_authz::service::Metrics) {
         "counter",
         "Time spent building inputs and evaluating.",
         &[("", n(&a.eval_nanos) / 1e9)],
+    );
+}
+
+/// The agent socket: open SDS / Workload API streams, what they were sent and refused.
+pub fn agent_metrics(m: &mut String, a: &esm_ca::agent::context::AgentMetrics) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let n = |v: &std::sync::atomic::AtomicU64| v.load(Relaxed) as f64;
+    family(
+        m,
+        "esm_agent_open_streams",
+        "gauge",
+        "Open SDS streams.",
+        &[("", n(&a.open_streams))],
+    );
+    family(
+        m,
+        "esm_agent_svids_issued_total",
+        "counter",
+        "SVIDs issued over SDS and the Workload API.",
+        &[("", n(&a.svids_issued))],
+    );
+    family(
+        m,
+        "esm_agent_responses_total",
+        "counter",
+        "SDS responses by outcome.",
+        &[
+            ("{result=\"sent\"}", n(&a.responses)),
+            ("{result=\"nack\"}", n(&a.nacks)),
+            ("{result=\"refused\"}", n(&a.refused)),
+        ],
     );
 }

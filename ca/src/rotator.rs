@@ -13,8 +13,9 @@ use crate::state::CaState;
 use crate::store::CaStore;
 
 /// How often the loop re-reads the state even when nothing is due, to pick up changes made
-/// by another process (`esm ca rotate`) on the same data dir.
-pub const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// by another process (`esm ca rotate`) on the same data dir: SDS streams get a bundle
+/// changed that way within about this long. Reading the small state file is cheap.
+pub const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// After a failed rotation, the wait before the next try.
 const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);

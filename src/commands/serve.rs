@@ -58,7 +58,12 @@ async fn serve(cfg: Config, env: &BTreeMap<String, String>) -> anyhow::Result<()
         &stop_rx,
     )
     .await?;
-    let router = crate::admin::router(ca_rx, evidence.sink.metrics().clone(), authz_metrics);
+    let router = crate::admin::router(
+        ca_rx,
+        evidence.sink.metrics().clone(),
+        authz_metrics,
+        agent_metrics,
+    );
     let mut admin_stop = stop_rx.clone();
     let admin = tokio::spawn(async move {
         axum::serve(admin_listener, router)
