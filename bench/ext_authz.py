@@ -16,7 +16,6 @@ import os
 import pathlib
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "compliance"))
-from envoy_harness import envoy_bin, free_port, wait_port  # noqa: E402
+from envoy_harness import envoy_bin, free_port, stop_process, wait_port  # noqa: E402
 
 ESM = ROOT / "target" / "release" / "esm"
 NOOP = ROOT / "target" / "release" / "examples" / "noop_authz"
@@ -69,16 +68,6 @@ def envoy_config(admin, port, authz_port, cert):
                 "filter_chains": [{"filters": [hcm], "transport_socket": tls}]}]}}
 
 
-def stop(p):
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(timeout=10)
-
-
 def parse_wrk(out):
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
@@ -107,7 +96,7 @@ def measure(tmp, name, authz_port, cert):
                              capture_output=True, text=True, timeout=300).stdout
         return parse_wrk(out)
     finally:
-        stop(envoy)
+        stop_process(envoy)
         log.close()
 
 
@@ -153,7 +142,7 @@ def main():
         print(f"audit verify after the run: exit {audited.returncode}")
     finally:
         for p in procs:
-            stop(p)
+            stop_process(p)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -50,18 +50,7 @@ fn free_port() -> u16 {
 }
 
 async fn connect(sock: &Path) -> tonic::transport::Channel {
-    let p = sock.to_path_buf();
-    tonic::transport::Endpoint::from_static("http://agent")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let p = p.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(p).await?,
-                ))
-            }
-        }))
-        .await
-        .unwrap()
+    esm_ca::agent::server::connect(sock).await.unwrap()
 }
 
 fn main() {

@@ -63,19 +63,8 @@ fn material(store: &CaStore) -> CaMaterial {
     }
 }
 
-async fn connect(sock: &std::path::Path) -> Channel {
-    let p = sock.to_path_buf();
-    tonic::transport::Endpoint::from_static("http://agent")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let p = p.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(p).await?,
-                ))
-            }
-        }))
-        .await
-        .unwrap()
+async fn connect(sock: &std::path::Path) -> tonic::transport::Channel {
+    esm_ca::agent::server::connect(sock).await.unwrap()
 }
 
 /// An agent whose entries grant this process WEB (TTL `ttl`), and DB only to another binary.

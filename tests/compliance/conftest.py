@@ -2,7 +2,6 @@
 
 import os
 import pathlib
-import signal
 import subprocess
 
 import pytest
@@ -53,7 +52,7 @@ def stack(tmp_path, esm_bin):
 
     `esm(data, env, unix=None)`: with `unix` (a socket path relative to the data dir),
     ext_authz listens only there and the returned port is None."""
-    from envoy_harness import Envoy, free_port, start_upstream, wait_port, wait_path
+    from envoy_harness import Envoy, free_port, start_upstream, stop_process, wait_path, wait_port
 
     started = []
 
@@ -86,10 +85,5 @@ def stack(tmp_path, esm_bin):
     for p in reversed(started):
         if isinstance(p, Envoy):
             p.stop()
-        elif p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=10)
+        else:
+            stop_process(p)

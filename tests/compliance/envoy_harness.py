@@ -5,6 +5,7 @@ import http.server
 import json
 import os
 import pathlib
+import signal
 import socket
 import socketserver
 import subprocess
@@ -23,6 +24,17 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def stop_process(p):
+    """SIGTERM, then SIGKILL after 10 s: every process a test or bench starts ends here."""
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=10)
 
 
 def wait_path(path, proc, deadline=30):

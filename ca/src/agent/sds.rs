@@ -372,6 +372,33 @@ impl Drop for OpenStream {
     }
 }
 
+impl SdsService {
+    /// Attests the caller, then runs `body` for the stream on its own task, counted while
+    /// it lives; responses go through a short queue.
+    fn spawn<Req, Resp, F, Fut>(
+        &self,
+        request: Request<Streaming<Req>>,
+        body: F,
+    ) -> Result<Response<BoxStream<Resp>>, Status>
+    where
+        Req: Send + 'static,
+        Resp: Send + 'static,
+        F: FnOnce(AgentContext, Caller, Streaming<Req>, mpsc::Sender<Result<Resp, Status>>) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let caller = super::server::caller_of(&request)?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let ctx = self.ctx.clone();
+        let open = OpenStream::new(&ctx.metrics);
+        let run = body(ctx, caller, request.into_inner(), tx);
+        tokio::spawn(async move {
+            let _open = open;
+            run.await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
 #[tonic::async_trait]
 impl SecretDiscoveryService for SdsService {
     type StreamSecretsStream = BoxStream<DiscoveryResponse>;
@@ -381,30 +408,14 @@ impl SecretDiscoveryService for SdsService {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamSecretsStream>, Status> {
-        let caller = super::server::caller_of(&request)?;
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let ctx = self.ctx.clone();
-        let open = OpenStream::new(&ctx.metrics);
-        tokio::spawn(async move {
-            let _open = open;
-            sotw(ctx, caller, request.into_inner(), tx).await;
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        self.spawn(request, sotw)
     }
 
     async fn delta_secrets(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaSecretsStream>, Status> {
-        let caller = super::server::caller_of(&request)?;
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let ctx = self.ctx.clone();
-        let open = OpenStream::new(&ctx.metrics);
-        tokio::spawn(async move {
-            let _open = open;
-            delta(ctx, caller, request.into_inner(), tx).await;
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        self.spawn(request, delta)
     }
 
     async fn fetch_secrets(

@@ -52,3 +52,21 @@ pub async fn serve(
         )
         .await
 }
+
+/// A gRPC channel to the agent socket at `path`: what in-process clients (tests, the SDS
+/// benchmark) use; Envoy and SPIFFE libraries bring their own.
+pub async fn connect(
+    path: &std::path::Path,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let path = path.to_path_buf();
+    tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(path).await?,
+                ))
+            }
+        }))
+        .await
+}
