@@ -6,6 +6,7 @@ pub mod attestation;
 pub mod context;
 pub mod entry;
 pub mod entry_store;
+pub mod render;
 pub mod sds;
 pub mod secrets;
 pub mod server;

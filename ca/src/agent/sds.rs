@@ -22,111 +22,12 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::context::{AgentContext, Caller};
-use super::secrets::{self, resolve, Refusal, Want, SECRET_TYPE};
+use super::render::{render, version_of, Rendered};
+use super::secrets::{Refusal, SECRET_TYPE};
 use super::svid_set::SvidSet;
 
 /// Responses queued per stream; a client that stops reading holds at most this many.
 const QUEUE: usize = 4;
-
-/// One rendered resource: its name, its version and the encoded secret.
-pub struct Rendered {
-    pub name: String,
-    pub version: String,
-    pub secret: envoy_types::pb::google::protobuf::Any,
-}
-
-fn short_hash(parts: &[&[u8]]) -> String {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    for p in parts {
-        ctx.update(&(p.len() as u64).to_be_bytes());
-        ctx.update(p);
-    }
-    hex_prefix(ctx.finish().as_ref())
-}
-
-fn hex_prefix(b: &[u8]) -> String {
-    crate::issuer::hex(&b[..8])
-}
-
-/// Issues what `svids` lacks of `ids` (or holds past its refresh time), and records each
-/// issuance: the SDS and Workload API paths share it.
-pub fn ensure_svids(
-    ctx: &AgentContext,
-    caller: &Caller,
-    ids: &[crate::SpiffeId],
-    entries: &[super::entry::Entry],
-    ca: &super::context::CaMaterial,
-    svids: &mut SvidSet,
-    via: &str,
-) -> Result<(), Refusal> {
-    let now = time::OffsetDateTime::now_utc();
-    let issued = svids
-        .ensure(ids, entries, ca, ctx, now)
-        .map_err(|e| Refusal::NotEntitled(format!("issuance failed: {e}")))?;
-    for svid in issued {
-        ctx.metrics.svids_issued.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(spiffe.id = %svid.spiffe_id, serial = %svid.serial_hex, caller = %caller.actor, via, "SVID issued");
-        if let Some(sink) = &ctx.audit {
-            let e = crate::evidence::svid_issued(&svid, &caller.actor, via, now);
-            if let Err(err) = sink.try_append(e) {
-                tracing::warn!(error = %err, "SVID issuance not recorded");
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Resolves `names` for `caller`, issues what is missing or due, and renders the secrets.
-pub fn render(
-    ctx: &AgentContext,
-    caller: &Caller,
-    names: &[String],
-    svids: &mut SvidSet,
-) -> Result<Vec<Rendered>, Refusal> {
-    let ca = ctx.ca.borrow().clone();
-    let entries = caller.entries(&ctx.entries.borrow());
-    let refs: Vec<_> = entries.iter().collect();
-    let wanted = resolve(names, &refs, &ca.trust_domain)?;
-    let ids: Vec<_> = wanted
-        .iter()
-        .filter_map(|(_, w)| match w {
-            Want::Svid(id) => Some(id.clone()),
-            Want::Bundle => None,
-        })
-        .collect();
-    ensure_svids(ctx, caller, &ids, &entries, &ca, svids, "sds")?;
-    let bundle_version = short_hash(&[ca.bundle_pem.as_bytes()]);
-    let mut out = Vec::with_capacity(wanted.len());
-    for (name, want) in wanted {
-        let (version, secret) = match want {
-            Want::Bundle => (
-                bundle_version.clone(),
-                secrets::bundle_secret(&name, &ca.bundle_pem),
-            ),
-            Want::Svid(id) => {
-                let svid = svids
-                    .get(&id)
-                    .ok_or_else(|| Refusal::NotEntitled(format!("no SVID for {id}")))?;
-                (svid.serial_hex.clone(), secrets::tls_secret(&name, svid))
-            }
-        };
-        out.push(Rendered {
-            secret: secrets::to_any(&secret),
-            name,
-            version,
-        });
-    }
-    Ok(out)
-}
-
-/// The version of a whole response: changes when any resource does.
-pub fn version_of(rendered: &[Rendered]) -> String {
-    let parts: Vec<&[u8]> = rendered
-        .iter()
-        .flat_map(|r| [r.name.as_bytes(), r.version.as_bytes()])
-        .collect();
-    short_hash(&parts)
-}
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -166,6 +67,43 @@ enum Wake<R> {
     Changed,
 }
 
+/// Waits for the next request, an SVID refresh, a CA change or an entries change, and marks
+/// the changes seen.
+async fn wait<R>(
+    caller: &Caller,
+    inbound: &mut Streaming<R>,
+    svids: &SvidSet,
+    ca: &mut tokio::sync::watch::Receiver<Arc<super::context::CaMaterial>>,
+    entries: &mut tokio::sync::watch::Receiver<Arc<Vec<super::entry::Entry>>>,
+) -> Wake<R> {
+    let wake = tokio::select! {
+        m = inbound.next() => match m {
+            Some(Ok(req)) => Wake::Request(req),
+            Some(Err(e)) => {
+                tracing::debug!(caller = %caller.actor, error = %e, "SDS stream failed");
+                Wake::Closed
+            }
+            None => Wake::Closed,
+        },
+        _ = until_refresh(svids) => Wake::Changed,
+        r = ca.changed() => if r.is_ok() { Wake::Changed } else { Wake::Closed },
+        r = entries.changed() => if r.is_ok() { Wake::Changed } else { Wake::Closed },
+    };
+    ca.borrow_and_update();
+    entries.borrow_and_update();
+    wake
+}
+
+/// Refuses a request for another resource type; true when it was one.
+async fn wrong_type<T>(type_url: &str, tx: &mpsc::Sender<Result<T, Status>>) -> bool {
+    if type_url.is_empty() || type_url == SECRET_TYPE {
+        return false;
+    }
+    let msg = format!("this stream serves {SECRET_TYPE}");
+    let _ = tx.send(Err(Status::invalid_argument(msg))).await;
+    true
+}
+
 /// One SotW stream until the client goes away or is refused.
 async fn sotw(
     ctx: AgentContext,
@@ -178,31 +116,12 @@ async fn sotw(
     let mut svids = SvidSet::default();
     let (mut nonce, mut last_nonce, mut last_version) = (0u64, String::new(), String::new());
     loop {
-        let wake = tokio::select! {
-            m = inbound.next() => match m {
-                Some(Ok(req)) => Wake::Request(req),
-                Some(Err(e)) => {
-                    tracing::debug!(caller = %caller.actor, error = %e, "SDS stream failed");
-                    Wake::Closed
-                }
-                None => Wake::Closed,
-            },
-            _ = until_refresh(&svids) => Wake::Changed,
-            r = ca.changed() => if r.is_ok() { Wake::Changed } else { Wake::Closed },
-            r = entries.changed() => if r.is_ok() { Wake::Changed } else { Wake::Closed },
-        };
-        ca.borrow_and_update();
-        entries.borrow_and_update();
+        let wake = wait(&caller, &mut inbound, &svids, &mut ca, &mut entries).await;
         let asked = match wake {
             Wake::Closed => return,
             Wake::Changed => false,
             Wake::Request(req) => {
-                if !req.type_url.is_empty() && req.type_url != SECRET_TYPE {
-                    let _ = tx
-                        .send(Err(Status::invalid_argument(format!(
-                            "this stream serves {SECRET_TYPE}"
-                        ))))
-                        .await;
+                if wrong_type(&req.type_url, &tx).await {
                     return;
                 }
                 let same = names.as_ref() == Some(&req.resource_names);
@@ -264,27 +183,12 @@ async fn delta(
     let mut svids = SvidSet::default();
     let mut nonce = 0u64;
     loop {
-        let wake = tokio::select! {
-            m = inbound.next() => match m {
-                Some(Ok(req)) => Wake::Request(req),
-                _ => Wake::Closed,
-            },
-            _ = until_refresh(&svids) => Wake::Changed,
-            r = ca.changed() => if r.is_ok() { Wake::Changed } else { Wake::Closed },
-            r = entries.changed() => if r.is_ok() { Wake::Changed } else { Wake::Closed },
-        };
-        ca.borrow_and_update();
-        entries.borrow_and_update();
+        let wake = wait(&caller, &mut inbound, &svids, &mut ca, &mut entries).await;
         match wake {
             Wake::Closed => return,
             Wake::Changed => {}
             Wake::Request(req) => {
-                if !req.type_url.is_empty() && req.type_url != SECRET_TYPE {
-                    let _ = tx
-                        .send(Err(Status::invalid_argument(format!(
-                            "this stream serves {SECRET_TYPE}"
-                        ))))
-                        .await;
+                if wrong_type(&req.type_url, &tx).await {
                     return;
                 }
                 if let Some(err) = &req.error_detail {

@@ -15,7 +15,8 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::context::{AgentContext, CaMaterial, Caller};
-use super::sds::{ensure_svids, until_refresh};
+use super::render::ensure_svids;
+use super::sds::until_refresh;
 use super::secrets::Refusal;
 use super::svid_set::SvidSet;
 
