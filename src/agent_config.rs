@@ -11,6 +11,11 @@ pub const DEFAULT_TOML: &str = r#"
 # local process may connect (mode 0666); its peer credentials decide what it gets, through
 # the registration entries (`esm entry create`). Empty: off.
 socket = "agent.sock"
+# Also serve SDS and the Workload API over mutual TLS on this TCP address, e.g.
+# "0.0.0.0:9192", for Envoys on other hosts. Callers present an X509-SVID of this trust
+# domain; entries grant them with the selector spiffe:<their SPIFFE ID>. esm's own
+# certificate there is spiffe://<trust domain>/esm/agent. Empty: off.
+listen = ""
 # The admin API that `esm entry` uses: a Unix socket only this user can open (mode 0600).
 admin_socket = "admin.sock"
 "#;
@@ -19,6 +24,7 @@ admin_socket = "admin.sock"
 #[serde(deny_unknown_fields, default)]
 pub struct RawAgent {
     socket: String,
+    listen: String,
     admin_socket: String,
 }
 
@@ -26,6 +32,7 @@ impl Default for RawAgent {
     fn default() -> Self {
         Self {
             socket: "agent.sock".into(),
+            listen: String::new(),
             admin_socket: "admin.sock".into(),
         }
     }
@@ -34,6 +41,7 @@ impl Default for RawAgent {
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     pub socket: Option<PathBuf>,
+    pub listen: Option<std::net::SocketAddr>,
     pub admin_socket: PathBuf,
 }
 
@@ -41,8 +49,18 @@ pub fn parse(raw: RawAgent, data_dir: &Path) -> anyhow::Result<AgentConfig> {
     if raw.admin_socket.is_empty() {
         anyhow::bail!("agent.admin_socket is empty");
     }
+    let listen = if raw.listen.is_empty() {
+        None
+    } else {
+        Some(
+            raw.listen
+                .parse()
+                .map_err(|e| anyhow::anyhow!("agent.listen = {:?}: {e}", raw.listen))?,
+        )
+    };
     Ok(AgentConfig {
         socket: (!raw.socket.is_empty()).then(|| data_dir.join(&raw.socket)),
+        listen,
         admin_socket: data_dir.join(&raw.admin_socket),
     })
 }

@@ -65,9 +65,9 @@ pub async fn start(
         state.store.close().await;
     }));
 
-    let Some(path) = &cfg.agent.socket else {
+    if cfg.agent.socket.is_none() && cfg.agent.listen.is_none() {
         return Ok(tasks);
-    };
+    }
     let first = material(&store, &ca_rx.borrow_and_update())?;
     let (ca_tx, ca_material) = watch::channel(Arc::new(first));
     // Each CA state the rotator publishes becomes new signing material and bundle, which
@@ -97,12 +97,23 @@ pub async fn start(
         audit: Some(evidence.sink.clone()),
         metrics,
     };
-    let listener = super::serve::bind_unix("agent.socket", path, 0o666)?;
-    let shutdown = until(stop);
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = esm_ca::agent::server::serve(listener, ctx, shutdown).await {
-            tracing::error!(error = %e, "agent socket failed");
-        }
-    }));
+    if let Some(path) = &cfg.agent.socket {
+        let listener = super::serve::bind_unix("agent.socket", path, 0o666)?;
+        let (ctx, shutdown) = (ctx.clone(), until(stop));
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = esm_ca::agent::server::serve(listener, ctx, shutdown).await {
+                tracing::error!(error = %e, "agent socket failed");
+            }
+        }));
+    }
+    if let Some(addr) = cfg.agent.listen {
+        let listener = super::serve::bind("agent.listen", addr).await?;
+        let shutdown = until(stop);
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = esm_ca::agent::server::serve_tcp(listener, ctx, shutdown).await {
+                tracing::error!(error = %e, "agent TCP listener failed");
+            }
+        }));
+    }
     Ok(tasks)
 }

@@ -22,7 +22,10 @@ pub fn run(cfg: Config, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
     rt.block_on(serve(cfg, env))
 }
 
-async fn bind(what: &str, addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+pub(super) async fn bind(
+    what: &str,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| crate::exit::usage(format!("{what} {addr}: {e}")))

@@ -6,8 +6,12 @@ rotate under a steady request loop with zero failures."""
 import json
 import os
 import shutil
+import socket
+import ssl
 import threading
 import time
+
+import pytest
 
 from conftest import run
 from envoy_harness import envoy_bin, free_port, request, wait_port
@@ -157,3 +161,59 @@ def test_two_envoys_get_certificates_over_sds_and_talk_mtls(tmp_path, stack):
     assert {e["subject"] for e in issued} >= {SERVER, CLIENT}
     assert all(e["details"]["via"] == "sds" for e in issued)
     assert len([e for e in issued if e["subject"] == CLIENT]) >= 2
+
+
+REMOTE = f"spiffe://{TD}/ns/edge/sa/remote-envoy"
+AGENT = f"spiffe://{TD}/esm/agent"
+
+
+def test_envoy_on_another_host_gets_its_certificate_over_mtls_tcp(tmp_path, stack):
+    """An Envoy that cannot reach the agent socket uses the TCP listener: it presents a
+    bootstrap SVID (from `esm cert issue`), checks esm's own SPIFFE ID, and is granted by
+    an entry with the selector spiffe:<its ID>."""
+    esm, envoy, up = stack
+    data = tmp_path / "d"
+    run("init", "--trust-domain", TD, "--dir", data)
+    boot = tmp_path / "boot"
+    run("cert", "issue", "--spiffe-id", REMOTE, "--out", boot, "--dir", data)
+    agent_port = free_port()
+    esm(data, {"ESM_AGENT_LISTEN": f"127.0.0.1:{agent_port}", "ESM_AGENT_SOCKET": ""})
+    wait_port(agent_port)
+    assert not (data / "agent.sock").exists()
+    run("entry", "create", "--spiffe-id", SERVER, "--selector", f"spiffe:{REMOTE}", "--dir", data)
+    cluster = {"name": "esm_sds", "type": "STATIC", "connect_timeout": "1s",
+               "typed_extension_protocol_options": sds_cluster("unused")["typed_extension_protocol_options"],
+               "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
+                   "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                   "common_tls_context": {
+                       "alpn_protocols": ["h2"],
+                       "tls_certificates": [{"certificate_chain": {"filename": str(boot / "svid.pem")},
+                                             "private_key": {"filename": str(boot / "svid.key")}}],
+                       "validation_context": {
+                           "trusted_ca": {"filename": str(boot / "bundle.pem")},
+                           "match_typed_subject_alt_names": [{"san_type": "URI", "matcher": {"exact": AGENT}}]}}}},
+               "load_assignment": {"cluster_name": "esm_sds", "endpoints": [{"lb_endpoints": [
+                   {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": agent_port}}}}]}]}}
+    port = free_port()
+    cfg = server_envoy(free_port(), port, up, "unused")
+    cfg["static_resources"]["clusters"][0] = cluster
+    server = envoy(cfg, node="remote")
+    certs = json.loads(server.admin("/certs"))["certificates"]
+    sans = [s["uri"] for c in certs for cc in c.get("cert_chain", []) for s in cc.get("subject_alt_names", [])
+            if "uri" in s]
+    assert SERVER in sans
+    # A client with an esm SVID the server Envoy accepts (SAN CLIENT) gets through.
+    client = tmp_path / "client"
+    run("cert", "issue", "--spiffe-id", CLIENT, "--out", client, "--dir", data)
+    status, _, _ = request(port, "GET", "/", tls={"cert": client / "svid.pem", "key": client / "svid.key",
+                                                  "ca": client / "bundle.pem"})
+    assert status == 200
+    # Without a client certificate the agent's TLS listener refuses the connection.
+    ctx = ssl.create_default_context(cafile=str(boot / "bundle.pem"))
+    ctx.check_hostname = False
+    with pytest.raises(OSError):
+        with socket.create_connection(("127.0.0.1", agent_port), timeout=5) as raw:
+            with ctx.wrap_socket(raw) as t:
+                t.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+                if not t.recv(1):
+                    raise OSError("closed")

@@ -11,4 +11,5 @@ pub mod sds;
 pub mod secrets;
 pub mod server;
 pub mod svid_set;
+pub mod tcp;
 pub mod workload_api;

@@ -7,7 +7,9 @@ use tonic::{Request, Status};
 
 use super::attestation::attest;
 use super::context::{AgentContext, Caller};
+use super::entry::Selector;
 use super::sds::SdsService;
+use super::tcp::PeerSpiffeId;
 use super::workload_api::WorkloadApi;
 use esm_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 
@@ -15,8 +17,20 @@ use esm_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 /// a flood does not.
 pub const MAX_MESSAGE: usize = 4 << 20;
 
-/// The attested caller of a request on the agent socket.
+/// The attested caller of a request: on the Unix socket from its peer credentials, on the
+/// TCP listener from its client certificate's SPIFFE ID.
 pub fn caller_of<T>(req: &Request<T>) -> Result<Caller, Status> {
+    if let Some(PeerSpiffeId(id)) = req.extensions().get::<PeerSpiffeId>() {
+        let id = id.as_ref().ok_or_else(|| {
+            Status::unauthenticated("client certificate does not carry exactly one SPIFFE ID")
+        })?;
+        let selector = Selector::parse(&format!("spiffe:{id}"))
+            .map_err(|e| Status::unauthenticated(e.to_string()))?;
+        return Ok(Caller {
+            selectors: [selector].into(),
+            actor: format!("spiffe:{id}"),
+        });
+    }
     let cred = req
         .extensions()
         .get::<UdsConnectInfo>()
@@ -30,13 +44,7 @@ pub fn caller_of<T>(req: &Request<T>) -> Result<Caller, Status> {
     Ok(Caller { selectors, actor })
 }
 
-/// Serves SDS and the Workload API on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: tokio::net::UnixListener,
-    ctx: AgentContext,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), tonic::transport::Error> {
-    tracing::info!(agent.socket = ?listener.local_addr().ok(), "SDS serving");
+fn router(ctx: AgentContext) -> tonic::transport::server::Router {
     tonic::transport::Server::builder()
         .add_service(
             SecretDiscoveryServiceServer::new(SdsService::new(ctx.clone()))
@@ -46,11 +54,38 @@ pub async fn serve(
             SpiffeWorkloadApiServer::new(WorkloadApi::new(ctx))
                 .max_decoding_message_size(MAX_MESSAGE),
         )
+}
+
+/// Serves SDS and the Workload API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::UnixListener,
+    ctx: AgentContext,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    tracing::info!(agent.socket = ?listener.local_addr().ok(), "SDS serving");
+    router(ctx)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::UnixListenerStream::new(listener),
             shutdown,
         )
         .await
+}
+
+/// Serves the same over mutual TLS on a TCP `listener` (see [`super::tcp`]).
+pub async fn serve_tcp(
+    listener: tokio::net::TcpListener,
+    ctx: AgentContext,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), crate::Error> {
+    let creds = super::tcp::Credentials::new(&ctx)?;
+    tracing::info!(agent.listen = ?listener.local_addr().ok(), "SDS serving over mTLS");
+    let renew = tokio::spawn(creds.clone().run(ctx.clone()));
+    let incoming = super::tcp::incoming(listener, creds);
+    let served = router(ctx)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    renew.abort();
+    served.map_err(|e| crate::Error::Config(format!("agent TCP listener: {e}")))
 }
 
 /// A gRPC channel to the agent socket at `path`: what in-process clients (tests, the SDS
