@@ -4,6 +4,7 @@ answering with direct_response) and the same wrk load, three ways in one run:
   (i)   no ext_authz filter                                 (the floor)
   (ii)  ext_authz → a no-op server that always says OK      (the baseline)
   (iii) ext_authz → esm serve, default zero-trust policy, decisions audited to SQLite
+  (iv)  the same esm with decision_log = "off": what auditing every decision costs
 
 The caller's SPIFFE ID reaches the policy in x-forwarded-client-cert ([authz] xfcc), the
 destination's from Envoy's own esm-issued certificate; the policy grants the request, so
@@ -112,15 +113,25 @@ def main():
                         "--dir", str(data)], env=env, check=True, capture_output=True)
         esm_port, admin, noop_port = free_port(), free_port(), free_port()
         env.update({"ESM_AUTHZ_LISTEN": f"127.0.0.1:{esm_port}", "ESM_ADMIN_LISTEN": f"127.0.0.1:{admin}",
-                    "ESM_AUTHZ_XFCC": "true", "ESM_LOG": "warn"})
+                    "ESM_AUTHZ_XFCC": "true", "ESM_LOG": "warn", "ESM_AGENT_SOCKET": ""})
         procs.append(subprocess.Popen([str(ESM), "serve", "--dir", str(data)], env=env,
                                       stdout=subprocess.DEVNULL, stderr=open(tmp / "esm.log", "w")))
+        # A second esm on a copy of the data dir, recording no decisions.
+        quiet = tmp / "q"
+        shutil.copytree(data, quiet)
+        quiet_port = free_port()
+        qenv = dict(env, ESM_AUTHZ_LISTEN=f"127.0.0.1:{quiet_port}", ESM_ADMIN_LISTEN=f"127.0.0.1:{free_port()}",
+                    ESM_AUTHZ_DECISION_LOG="off")
+        procs.append(subprocess.Popen([str(ESM), "serve", "--dir", str(quiet)], env=qenv,
+                                      stdout=subprocess.DEVNULL, stderr=open(tmp / "esm-quiet.log", "w")))
+        wait_port(quiet_port)
         procs.append(subprocess.Popen([str(NOOP), f"127.0.0.1:{noop_port}"], stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL))
         wait_port(esm_port)
         wait_port(noop_port)
-        runs = {"(i) direct_response": [], "(ii) no-op ext_authz": [], "(iii) esm ext_authz": []}
-        ports = dict(zip(runs, [None, noop_port, esm_port]))
+        runs = {"(i) direct_response": [], "(ii) no-op ext_authz": [], "(iii) esm ext_authz": [],
+                "(iv) esm, decisions not audited": []}
+        ports = dict(zip(runs, [None, noop_port, esm_port, quiet_port]))
         # Interleaved rounds, so drift on a shared machine hits every configuration alike.
         for _ in range(ROUNDS):
             for name in runs:
@@ -135,8 +146,11 @@ def main():
             print(f"| {name} | {pick['rps']:.0f} | {pick['p50']:.3f} | {pick['p99']:.3f} | "
                   f"{sum(r['non2xx'] for r in rs)} |")
         base, esm = med["(ii) no-op ext_authz"], med["(iii) esm ext_authz"]
+        quiet_run = med["(iv) esm, decisions not audited"]
         print(f"\n(iii)/(ii) throughput {esm['rps'] / base['rps']:.3f}, "
               f"p99 {esm['p99'] / base['p99']:.3f}x, p50 {esm['p50'] / base['p50']:.3f}x")
+        print(f"(iv)/(ii) throughput {quiet_run['rps'] / base['rps']:.3f}, "
+              f"p99 {quiet_run['p99'] / base['p99']:.3f}x, p50 {quiet_run['p50'] / base['p50']:.3f}x")
         audited = subprocess.run([str(ESM), "audit", "verify", "--dir", str(data)], capture_output=True,
                                  text=True, env={k: v for k, v in os.environ.items() if not k.startswith("ESM_")})
         print(f"audit verify after the run: exit {audited.returncode}")

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail};
 use esm_authz::jwt_builtins::JwtKeys;
+use esm_authz::service::DecisionLog;
 use esm_authz::source::{PolicySource, SetSpec};
 use serde::Deserialize;
 
@@ -34,6 +35,9 @@ deny_status = 403
 decision_budget = "100ms"
 # Read the caller's SPIFFE ID from x-forwarded-client-cert when the peer principal has none.
 xfcc = false
+# Which decisions are audited: "all", "denied" (denials, fail-closed and dry-run would-be
+# denials) or "off".
+decision_log = "all"
 
 # More policy sets, each picked by an Envoy route with the context extension
 # policy_set = "<name>"; each takes policy_dir, bundle_key, jwks, rule and dry_run.
@@ -58,6 +62,7 @@ pub struct RawAuthz {
     decision_budget: String,
     #[serde(deserialize_with = "bool_or_string")]
     xfcc: bool,
+    decision_log: String,
     sets: BTreeMap<String, RawSet>,
 }
 
@@ -98,6 +103,7 @@ impl Default for RawAuthz {
             deny_status: 403,
             decision_budget: "100ms".into(),
             xfcc: false,
+            decision_log: "all".into(),
             sets: BTreeMap::new(),
         }
     }
@@ -131,6 +137,7 @@ pub struct AuthzConfig {
     pub deny_status: u16,
     pub decision_budget: std::time::Duration,
     pub xfcc: bool,
+    pub decision_log: DecisionLog,
 }
 
 /// Key files are small; anything larger is a wrong path.
@@ -221,7 +228,14 @@ pub fn parse(raw: RawAuthz, data_dir: &Path) -> anyhow::Result<AuthzConfig> {
         }
         sets.push(parse_set(&name, set, data_dir)?);
     }
+    let decision_log = match raw.decision_log.as_str() {
+        "all" => DecisionLog::All,
+        "denied" => DecisionLog::Denied,
+        "off" => DecisionLog::Off,
+        other => bail!("authz.decision_log = {other:?}: expected all, denied or off"),
+    };
     Ok(AuthzConfig {
+        decision_log,
         listen,
         listen_unix,
         sets,

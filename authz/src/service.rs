@@ -37,6 +37,31 @@ pub struct Metrics {
     pub eval_nanos: AtomicU64,
 }
 
+/// Which decisions go to the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DecisionLog {
+    /// Every decision: the evidence that each request was checked.
+    #[default]
+    All,
+    /// Denials, fail-closed denials and dry-run would-be denials only: less volume at sites
+    /// where allowed traffic is proven by other means.
+    Denied,
+    /// None (policy changes and SVIDs are still recorded).
+    Off,
+}
+
+impl DecisionLog {
+    pub fn records(self, c: &Checked, dry_run: bool) -> bool {
+        match self {
+            Self::All => true,
+            Self::Denied => {
+                !c.decision.allowed || c.failure.is_some() || (dry_run && !c.policy_allowed)
+            }
+            Self::Off => false,
+        }
+    }
+}
+
 /// One policy set as the service sees it: the current compiled set and its dry-run switch.
 #[derive(Clone)]
 pub struct ServedSet {
@@ -54,6 +79,7 @@ pub struct AuthzService {
     sets: Arc<Vec<ServedSet>>,
     opts: CheckOptions,
     audit: Option<AuditSink>,
+    log: DecisionLog,
     metrics: Arc<Metrics>,
 }
 
@@ -136,8 +162,15 @@ impl AuthzService {
             sets: Arc::new(sets),
             opts,
             audit,
+            log: DecisionLog::All,
             metrics,
         }
+    }
+
+    /// Which decisions are recorded (all by default).
+    pub fn with_decision_log(mut self, log: DecisionLog) -> Self {
+        self.log = log;
+        self
     }
 
     /// Decides `req` and records it; pure apart from the counters and the audit queue.
@@ -169,7 +202,11 @@ impl AuthzService {
             .eval_nanos
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         let hash = set.as_ref().map_or("", |s| s.hash.as_str());
-        if let Some(sink) = &self.audit {
+        if let Some(sink) = self
+            .audit
+            .as_ref()
+            .filter(|_| self.log.records(&c, opts.dry_run))
+        {
             let event = decision_event(req, &c, &set_name, set.as_deref(), opts.dry_run);
             if let Err(e) = sink.try_append(event) {
                 if matches!(e, esm_audit::Error::QueueFull) && sink.fails_closed() {

@@ -264,3 +264,28 @@ async fn serves_check_and_health_on_a_unix_socket() {
         .unwrap()
         .unwrap();
 }
+
+#[test]
+fn decision_log_modes_choose_what_is_recorded() {
+    use esm_authz::check::{Checked, Failure};
+    use esm_authz::decision::Decision;
+    use esm_authz::service::DecisionLog;
+    let c = |allowed: bool, policy_allowed: bool, failure: Option<Failure>| Checked {
+        decision: Decision {
+            allowed,
+            ..Default::default()
+        },
+        policy_allowed,
+        failure: failure.map(|f| (f, String::new())),
+    };
+    let allow = c(true, true, None);
+    let deny = c(false, false, None);
+    let failed = c(false, false, Some(Failure::Evaluation));
+    let would_deny = c(true, false, None);
+    assert!(DecisionLog::All.records(&allow, false));
+    assert!(!DecisionLog::Denied.records(&allow, false));
+    assert!(DecisionLog::Denied.records(&deny, false));
+    assert!(DecisionLog::Denied.records(&failed, false));
+    assert!(DecisionLog::Denied.records(&would_deny, true));
+    assert!(!DecisionLog::Off.records(&deny, false));
+}

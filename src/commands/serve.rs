@@ -126,7 +126,8 @@ async fn start_authz(
         dry_run: false,
         deny_status: a.deny_status,
     };
-    let service = AuthzService::new(served, opts, Some(evidence.sink.clone()), metrics);
+    let service = AuthzService::new(served, opts, Some(evidence.sink.clone()), metrics)
+        .with_decision_log(a.decision_log);
     let until_stop = |stop: &watch::Receiver<bool>| {
         let mut stop = stop.clone();
         async move {
