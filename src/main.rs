@@ -4,6 +4,12 @@
 // The CLI's output is its interface; the libraries keep the print lints.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+/// Policy evaluation allocates many small, short-lived values per request; with glibc's
+/// malloc, allocation was ~30% of a decision. mimalloc cuts the in-process decision time by
+/// ~17% (`cargo bench -p esm-authz --bench decision`, same run).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod admin;
 mod admin_api;
 mod agent_config;
