@@ -49,15 +49,7 @@ pub fn parse(raw: RawAgent, data_dir: &Path) -> anyhow::Result<AgentConfig> {
     if raw.admin_socket.is_empty() {
         anyhow::bail!("agent.admin_socket is empty");
     }
-    let listen = if raw.listen.is_empty() {
-        None
-    } else {
-        Some(
-            raw.listen
-                .parse()
-                .map_err(|e| anyhow::anyhow!("agent.listen = {:?}: {e}", raw.listen))?,
-        )
-    };
+    let listen = crate::config::optional_addr("agent.listen", &raw.listen)?;
     Ok(AgentConfig {
         socket: (!raw.socket.is_empty()).then(|| data_dir.join(&raw.socket)),
         listen,

@@ -200,15 +200,7 @@ fn parse_set(name: &str, raw: RawSet, data_dir: &Path) -> anyhow::Result<SetSpec
 }
 
 pub fn parse(raw: RawAuthz, data_dir: &Path) -> anyhow::Result<AuthzConfig> {
-    let listen = if raw.listen.is_empty() {
-        None
-    } else {
-        Some(
-            raw.listen
-                .parse()
-                .map_err(|e| anyhow!("authz.listen = {:?}: {e}", raw.listen))?,
-        )
-    };
+    let listen = crate::config::optional_addr("authz.listen", &raw.listen)?;
     let listen_unix = (!raw.listen_unix.is_empty()).then(|| data_dir.join(&raw.listen_unix));
     if !(400..=599).contains(&raw.deny_status) {
         bail!("authz.deny_status = {}: expected 400..599", raw.deny_status);

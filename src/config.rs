@@ -368,6 +368,16 @@ pub fn duration(what: &str, s: &str) -> anyhow::Result<time::Duration> {
     Ok(d)
 }
 
+/// A listen address where empty means "off".
+pub fn optional_addr(what: &str, s: &str) -> anyhow::Result<Option<SocketAddr>> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .map_err(|e| anyhow!("{what} = {s:?}: {e}"))
+}
+
 const SECTIONS: [&str; 5] = ["ca", "admin", "audit", "authz", "agent"];
 
 /// `ESM_TRUST_DOMAIN` → `trust_domain`; `ESM_CA_SVID_MAX_TTL` → `[ca] svid_max_ttl`.
