@@ -3,7 +3,9 @@
 //! Reports the server's RSS per stream, and how long after the rotation the first and the
 //! last stream received the new bundle (the fan-out is last − first).
 //!
-//! `cargo bench --bench sds_streams` (N from ESM_BENCH_STREAMS, default 1000).
+//! `cargo bench --bench sds_streams` (N from ESM_BENCH_STREAMS, default 1000; streams per
+//! connection from ESM_BENCH_PER_CONNECTION, default 2: an Envoy keeps its SDS streams on
+//! one connection, so 1,000 streams are about 500 Envoys).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::path::Path;
@@ -18,7 +20,6 @@ use tokio_stream::StreamExt;
 
 const ESM: &str = env!("CARGO_BIN_EXE_esm");
 const TYPE: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
-const STREAMS_PER_CONNECTION: usize = 50;
 
 fn esm(dir: &Path, args: &[&str]) {
     let out = Command::new(ESM)
@@ -58,6 +59,10 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
+    let per_connection: usize = std::env::var("ESM_BENCH_PER_CONNECTION")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     esm(d, &["init", "--trust-domain", "example.org"]);
@@ -100,10 +105,10 @@ fn main() {
         let (seen_tx, mut seen_rx) = mpsc::unbounded_channel::<(usize, String, Instant)>();
         let mut keep = Vec::new();
         let t = Instant::now();
-        for c in 0..n.div_ceil(STREAMS_PER_CONNECTION) {
+        for c in 0..n.div_ceil(per_connection) {
             let channel = connect(&sock).await;
-            for s in 0..STREAMS_PER_CONNECTION.min(n - c * STREAMS_PER_CONNECTION) {
-                let id = c * STREAMS_PER_CONNECTION + s;
+            for s in 0..per_connection.min(n - c * per_connection) {
+                let id = c * per_connection + s;
                 let (tx, rx) = mpsc::channel::<DiscoveryRequest>(4);
                 tx.send(DiscoveryRequest {
                     resource_names: vec!["default".into(), "ROOTCA".into()],
@@ -156,7 +161,7 @@ fn main() {
         }
         let first_at = got.values().min().unwrap().duration_since(rotated_at);
         let last_at = got.values().max().unwrap().duration_since(rotated_at);
-        println!("streams: {n} on {} connections; opened and all first responses (an SVID each) in {:.0} ms", n.div_ceil(STREAMS_PER_CONNECTION), setup.as_secs_f64() * 1e3);
+        println!("streams: {n} on {} connections; opened and all first responses (an SVID each) in {:.0} ms", n.div_ceil(per_connection), setup.as_secs_f64() * 1e3);
         println!("server RSS: {before} KiB idle, {after} KiB with {n} streams: {:.1} KiB per stream", (after.saturating_sub(before)) as f64 / n as f64);
         println!("root rotation (CLI took {:.0} ms): first stream updated after {:.0} ms, last after {:.0} ms; fan-out {:.0} ms",
             cli_done.as_secs_f64() * 1e3, first_at.as_secs_f64() * 1e3, last_at.as_secs_f64() * 1e3, (last_at - first_at).as_secs_f64() * 1e3);

@@ -3,7 +3,6 @@
 
 import os
 
-import grpc
 import pytest
 from spiffe import WorkloadApiClient
 
@@ -13,23 +12,9 @@ TD = "example.org"
 WEB = f"spiffe://{TD}/ns/prod/sa/web"
 
 
-@pytest.fixture
-def localhost_authority(monkeypatch):
-    """gRPC C-core (Python, also Java and C++) sends the %-encoded socket path as the HTTP/2
-    :authority on Unix sockets, which the h2 crate under tonic rejects as malformed
-    (hyperium/h2#487, unmerged). go-spiffe sends "localhost". Until esm can accept such
-    requests, Python clients set the authority the way go-spiffe does; this fixture does
-    that for py-spiffe, which builds its channel itself."""
-    real = grpc.insecure_channel
-
-    def channel(target, options=None, *a, **kw):
-        opts = list(options or []) + [("grpc.default_authority", "localhost")]
-        return real(target, opts, *a, **kw)
-
-    monkeypatch.setattr(grpc, "insecure_channel", channel)
-
-
-def test_py_spiffe_fetches_svid_and_bundle(tmp_path, stack, localhost_authority):
+def test_py_spiffe_fetches_svid_and_bundle(tmp_path, stack):
+    """Unmodified py-spiffe: gRPC C-core sends the %-encoded socket path as :authority, which
+    esm's agent socket repairs (ca/src/agent/h2_authority.rs)."""
     esm, _, _ = stack
     data = tmp_path / "d"
     run("init", "--trust-domain", TD, "--dir", data)

@@ -64,10 +64,7 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     tracing::info!(agent.socket = ?listener.local_addr().ok(), "SDS serving");
     router(ctx)
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::UnixListenerStream::new(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(super::unix::incoming(listener), shutdown)
         .await
 }
 

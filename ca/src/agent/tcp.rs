@@ -293,6 +293,7 @@ pub fn incoming(
                     Ok(c) => c,
                     Err(e) => {
                         tracing::warn!(error = %e, "agent TCP accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                         continue;
                     }
                 },
