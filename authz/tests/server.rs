@@ -84,6 +84,18 @@ fn get(headers: Vec<(String, String)>, body: String) -> CheckRequest {
     }
 }
 
+fn http_of(r: &mut CheckRequest) -> &mut HttpRequest {
+    r.attributes
+        .as_mut()
+        .unwrap()
+        .request
+        .as_mut()
+        .unwrap()
+        .http
+        .as_mut()
+        .unwrap()
+}
+
 fn allowed(r: &envoy_types::pb::envoy::service::auth::v3::CheckResponse) -> bool {
     r.status.as_ref().unwrap().code == 0
 }
@@ -134,16 +146,7 @@ async fn hostile_requests_get_bounded_decisions_and_server_keeps_serving() {
 
     // Raw, non-UTF-8 header bytes (Envoy's encode_raw_headers): decided.
     let mut raw = get(vec![], String::new());
-    raw.attributes
-        .as_mut()
-        .unwrap()
-        .request
-        .as_mut()
-        .unwrap()
-        .http
-        .as_mut()
-        .unwrap()
-        .header_map = Some(HeaderMap {
+    http_of(&mut raw).header_map = Some(HeaderMap {
         headers: vec![HeaderValue {
             key: "x-bin".into(),
             raw_value: vec![0xff, 0xfe, 0x00],
@@ -182,7 +185,7 @@ fn in_set(set: &str) -> CheckRequest {
     let mut r = get(vec![], String::new());
     let a = r.attributes.as_mut().unwrap();
     a.context_extensions.insert("policy_set".into(), set.into());
-    a.request.as_mut().unwrap().http.as_mut().unwrap().method = "POST".into();
+    http_of(&mut r).method = "POST".into();
     r
 }
 
@@ -199,16 +202,7 @@ fn each_policy_set_has_its_own_dry_run_and_an_unknown_set_denies() {
     assert_eq!(strict.status.as_ref().unwrap().code, 7);
     // No set named: the first (default) set, which denies POST and is not in dry-run.
     let mut post = get(vec![], String::new());
-    post.attributes
-        .as_mut()
-        .unwrap()
-        .request
-        .as_mut()
-        .unwrap()
-        .http
-        .as_mut()
-        .unwrap()
-        .method = "POST".into();
+    http_of(&mut post).method = "POST".into();
     assert!(!allowed(&svc.decide(&post)));
     // A set that does not exist fails closed.
     assert!(!allowed(&svc.decide(&in_set("nope"))));
