@@ -29,6 +29,32 @@ pub struct Filter {
     pub kind: Option<String>,
 }
 
+/// `SELECT … WHERE seq > after` with the filter's conditions, ordered, one page long: the
+/// same query on both backends (`push_bind` writes each dialect's placeholders).
+fn page_query<'a, DB>(after: u64, f: &Filter) -> sqlx::QueryBuilder<'a, DB>
+where
+    DB: sqlx::Database,
+    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    let mut qb = sqlx::QueryBuilder::new(format!("SELECT {COLUMNS} FROM events WHERE seq > "));
+    qb.push_bind(after.max(f.from_seq.unwrap_or(0).saturating_sub(1)) as i64);
+    if let Some(to) = f.to_seq {
+        qb.push(" AND seq <= ").push_bind(to as i64);
+    }
+    if let Some(t) = f.from_time_ns {
+        qb.push(" AND time_ns >= ").push_bind(t);
+    }
+    if let Some(t) = f.to_time_ns {
+        qb.push(" AND time_ns < ").push_bind(t);
+    }
+    if let Some(k) = &f.kind {
+        qb.push(" AND kind = ").push_bind(k.clone());
+    }
+    qb.push(" ORDER BY seq LIMIT ").push_bind(PAGE);
+    qb
+}
+
 #[derive(Clone)]
 pub enum Db {
     Sqlite(sqlx::SqlitePool),

@@ -4,9 +4,9 @@
 use std::str::FromStr;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{Connection, PgPool, Postgres, QueryBuilder, Row, Transaction};
+use sqlx::{Connection, PgPool, Postgres, Row, Transaction};
 
-use super::{checkpoint_from, hash32, Filter, StoredCheckpoint, COLUMNS, PAGE};
+use super::{checkpoint_from, hash32, Filter, StoredCheckpoint, COLUMNS};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::event::Record;
@@ -185,23 +185,10 @@ pub async fn insert_checkpoint(
 }
 
 pub async fn page(pool: &PgPool, after: u64, f: &Filter) -> Result<Vec<Record>> {
-    let mut qb: QueryBuilder<'_, Postgres> =
-        QueryBuilder::new(format!("SELECT {COLUMNS} FROM events WHERE seq > "));
-    qb.push_bind(after.max(f.from_seq.unwrap_or(0).saturating_sub(1)) as i64);
-    if let Some(to) = f.to_seq {
-        qb.push(" AND seq <= ").push_bind(to as i64);
-    }
-    if let Some(t) = f.from_time_ns {
-        qb.push(" AND time_ns >= ").push_bind(t);
-    }
-    if let Some(t) = f.to_time_ns {
-        qb.push(" AND time_ns < ").push_bind(t);
-    }
-    if let Some(k) = &f.kind {
-        qb.push(" AND kind = ").push_bind(k.clone());
-    }
-    qb.push(" ORDER BY seq LIMIT ").push_bind(PAGE);
-    let rows = qb.build().fetch_all(pool).await?;
+    let rows = super::page_query::<Postgres>(after, f)
+        .build()
+        .fetch_all(pool)
+        .await?;
     rows.iter().map(record).collect()
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
-use super::{checkpoint_from, hash32, text, Filter, StoredCheckpoint, COLUMNS, PAGE};
+use super::{checkpoint_from, hash32, text, Filter, StoredCheckpoint, COLUMNS};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::event::Record;
@@ -171,23 +171,10 @@ pub async fn insert_checkpoint(
 }
 
 pub async fn page(pool: &SqlitePool, after: u64, f: &Filter) -> Result<Vec<Record>> {
-    let mut qb: QueryBuilder<'_, Sqlite> =
-        QueryBuilder::new(format!("SELECT {COLUMNS} FROM events WHERE seq > "));
-    qb.push_bind(after.max(f.from_seq.unwrap_or(0).saturating_sub(1)) as i64);
-    if let Some(to) = f.to_seq {
-        qb.push(" AND seq <= ").push_bind(to as i64);
-    }
-    if let Some(t) = f.from_time_ns {
-        qb.push(" AND time_ns >= ").push_bind(t);
-    }
-    if let Some(t) = f.to_time_ns {
-        qb.push(" AND time_ns < ").push_bind(t);
-    }
-    if let Some(k) = &f.kind {
-        qb.push(" AND kind = ").push_bind(k.clone());
-    }
-    qb.push(" ORDER BY seq LIMIT ").push_bind(PAGE);
-    let rows = qb.build().fetch_all(pool).await?;
+    let rows = super::page_query::<Sqlite>(after, f)
+        .build()
+        .fetch_all(pool)
+        .await?;
     rows.iter().map(record).collect()
 }
 
