@@ -186,8 +186,7 @@ impl AuthzService {
         let mut opts = self.opts;
         opts.dry_run = served.is_some_and(|s| s.dry_run);
         let set = served.map(|s| s.policies.borrow().clone());
-        let set_name =
-            served.map_or_else(|| wanted.cloned().unwrap_or_default(), |s| s.name.clone());
+        let set_name: &str = served.map_or_else(|| wanted.map_or("", String::as_str), |s| &s.name);
         let started = Instant::now();
         let mut c = match &set {
             Some(set) => check(set, req, &opts),
@@ -207,7 +206,7 @@ impl AuthzService {
             .as_ref()
             .filter(|_| self.log.records(&c, opts.dry_run))
         {
-            let event = decision_event(req, &c, &set_name, set.as_deref(), opts.dry_run);
+            let event = decision_event(req, &c, set_name, set.as_deref(), opts.dry_run);
             if let Err(e) = sink.try_append(event) {
                 if matches!(e, esm_audit::Error::QueueFull) && sink.fails_closed() {
                     // Evidence cannot be kept: deny rather than let an unrecorded request in.
