@@ -151,6 +151,17 @@ pub fn matching<'a>(entries: &'a [Entry], caller: &BTreeSet<Selector>) -> Vec<&'
         .collect()
 }
 
+/// The SPIFFE IDs `entries` grant, each once, in entry order: two entries may grant the same
+/// ID with different selectors, and a workload must get that SVID once.
+pub fn granted_ids<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Vec<SpiffeId> {
+    let mut seen = BTreeSet::new();
+    entries
+        .into_iter()
+        .filter(|e| seen.insert(&e.spiffe_id))
+        .map(|e| e.spiffe_id.clone())
+        .collect()
+}
+
 #[cfg(test)]
 #[path = "entry_tests.rs"]
 mod tests;

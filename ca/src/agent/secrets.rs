@@ -9,7 +9,7 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 
-use super::entry::Entry;
+use super::entry::{granted_ids, Entry};
 use crate::issuer::IssuedSvid;
 use crate::spiffe_id::{SpiffeId, TrustDomain};
 
@@ -66,11 +66,10 @@ pub fn resolve(
         )));
     }
     if names.is_empty() {
-        let mut out: Vec<_> = entries
-            .iter()
-            .map(|e| (e.spiffe_id.to_string(), Want::Svid(e.spiffe_id.clone())))
+        let mut out: Vec<_> = granted_ids(entries.iter().copied())
+            .into_iter()
+            .map(|id| (id.to_string(), Want::Svid(id)))
             .collect();
-        out.dedup_by(|a, b| a.0 == b.0);
         out.push((ROOTCA.into(), Want::Bundle));
         return Ok(out);
     }

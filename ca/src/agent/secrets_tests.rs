@@ -89,3 +89,11 @@ fn bundle_secret_is_a_validation_context_with_inline_roots() {
         Some(secret::Type::ValidationContext(_))
     ));
 }
+
+#[test]
+fn everything_lists_an_id_granted_by_two_entries_once() {
+    let (web, db, web_again) = (entry(WEB), entry(DB), entry(WEB));
+    let all = resolve(&[], &[&web, &db, &web_again], &td()).unwrap();
+    let names: Vec<_> = all.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, [WEB, DB, "ROOTCA"]);
+}

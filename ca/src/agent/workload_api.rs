@@ -52,8 +52,7 @@ fn svid_response(
             "no registration entry matches this workload".into(),
         ));
     }
-    let mut ids: Vec<_> = entries.iter().map(|e| e.spiffe_id.clone()).collect();
-    ids.dedup();
+    let ids = super::entry::granted_ids(&entries);
     ensure_svids(ctx, caller, &ids, &entries, &ca, svids, "workload-api")?;
     let roots: Vec<&[u8]> = ca.bundle_der.iter().map(Vec::as_slice).collect();
     let bundle = concat(&roots);
