@@ -95,10 +95,17 @@ impl Rewriter {
             }
             let (kind, flags) = (h[3], h[4]);
             let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
-            let payload = self.buf[at + 9..at + 9 + len].to_vec();
+            // Only header frames are copied out of the buffer; everything else is relayed as is.
+            let payload = || self.buf[at + 9..at + 9 + len].to_vec();
             match kind {
-                HEADERS => self.headers(flags, stream, &payload, out)?,
-                CONTINUATION => self.continuation(flags, stream, &payload, out)?,
+                HEADERS => {
+                    let p = payload();
+                    self.headers(flags, stream, &p, out)?
+                }
+                CONTINUATION => {
+                    let p = payload();
+                    self.continuation(flags, stream, &p, out)?
+                }
                 _ if self.pending.is_some() => {
                     return Err(Malformed("frame interleaved with a header block".into()))
                 }
@@ -119,6 +126,9 @@ impl Rewriter {
     ) -> Result<(), Malformed> {
         if self.pending.is_some() {
             return Err(Malformed("HEADERS inside a header block".into()));
+        }
+        if p.len() > MAX_BLOCK {
+            return Err(Malformed("header block too large".into()));
         }
         let bad = || Malformed("HEADERS frame too short".into());
         let mut p = p;
