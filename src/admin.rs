@@ -182,6 +182,13 @@ pub fn authz_metrics(m: &mut String, a: &esm_authz::service::Metrics) {
         "Time spent building inputs and evaluating.",
         &[("", n(&a.eval_nanos) / 1e9)],
     );
+    family(
+        m,
+        "esm_authz_memoized_total",
+        "counter",
+        "Decisions answered from the decision memo instead of a fresh evaluation.",
+        &[("", n(&a.memoized))],
+    );
 }
 
 /// The agent socket: open SDS / Workload API streams, what they were sent and refused.

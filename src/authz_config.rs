@@ -38,6 +38,11 @@ xfcc = false
 # Which decisions are audited: "all", "denied" (denials, fail-closed and dry-run would-be
 # denials) or "off".
 decision_log = "all"
+# Decisions memoized per policy set, keyed by exactly the input fields the policy reads
+# (found from its source): requests that agree on them share one evaluation. Sets that use
+# the clock, randomness or the network (time.now_ns, io.jwt.*, http.send, ...) or read the
+# whole input are never memoized. 0 evaluates every request.
+decision_memo = 4096
 
 # More policy sets, each picked by an Envoy route with the context extension
 # policy_set = "<name>"; each takes policy_dir, bundle_key, jwks, rule and dry_run.
@@ -63,6 +68,8 @@ pub struct RawAuthz {
     #[serde(deserialize_with = "bool_or_string")]
     xfcc: bool,
     decision_log: String,
+    #[serde(deserialize_with = "crate::config::int_or_string")]
+    decision_memo: u64,
     sets: BTreeMap<String, RawSet>,
 }
 
@@ -104,6 +111,7 @@ impl Default for RawAuthz {
             decision_budget: "100ms".into(),
             xfcc: false,
             decision_log: "all".into(),
+            decision_memo: esm_authz::decision_memo::DEFAULT_CAPACITY as u64,
             sets: BTreeMap::new(),
         }
     }
@@ -139,6 +147,10 @@ pub struct AuthzConfig {
     pub xfcc: bool,
     pub decision_log: DecisionLog,
 }
+
+/// A memo entry holds at most a 2 KiB key and a result: a million is a few GiB, far past
+/// what an edge box should spend on it.
+const MAX_MEMO: u64 = 1_000_000;
 
 /// Key files are small; anything larger is a wrong path.
 const MAX_KEY_FILE: u64 = 1 << 20;
@@ -196,6 +208,7 @@ fn parse_set(name: &str, raw: RawSet, data_dir: &Path) -> anyhow::Result<SetSpec
         rule: raw.rule,
         dry_run: raw.dry_run,
         jwt_keys,
+        memo_capacity: esm_authz::decision_memo::DEFAULT_CAPACITY,
     })
 }
 
@@ -219,6 +232,15 @@ pub fn parse(raw: RawAuthz, data_dir: &Path) -> anyhow::Result<AuthzConfig> {
             bail!("authz.sets.{name:?}: the name is reserved");
         }
         sets.push(parse_set(&name, set, data_dir)?);
+    }
+    if raw.decision_memo > MAX_MEMO {
+        bail!(
+            "authz.decision_memo = {}: expected 0..={MAX_MEMO}",
+            raw.decision_memo
+        );
+    }
+    for set in &mut sets {
+        set.memo_capacity = raw.decision_memo as usize;
     }
     let decision_log = match raw.decision_log.as_str() {
         "all" => DecisionLog::All,

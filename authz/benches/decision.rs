@@ -1,5 +1,6 @@
 //! In-process decision time for the default zero-trust policy: CheckRequest → input →
-//! evaluation → Envoy response, next to building the input alone (the floor) in the same run.
+//! evaluation → Envoy response, answered by the decision memo, missing it, and with no memo
+//! at all, next to building the input alone in the same run.
 //!
 //! `cargo bench -p esm-authz --bench decision`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -17,7 +18,7 @@ use envoy_types::pb::envoy::config::core::v3::{
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use esm_authz::check::{check, CheckOptions};
-use esm_authz::input::{build, InputOptions};
+use esm_authz::input::{build, build_projected, InputOptions};
 use esm_authz::policy_set::PolicySet;
 
 fn peer(principal: &str, port: u32) -> Peer {
@@ -66,12 +67,41 @@ fn bench(c: &mut Criterion) {
     };
     let opts = CheckOptions::default();
     assert!(check(&set, &req, &opts).decision.allowed);
+    let fresh = PolicySet::load(&dir, "data.envoy.authz.allow")
+        .unwrap()
+        .with_memo_capacity(0);
     let mut g = c.benchmark_group("authz_decision");
     g.bench_function("input_build_only", |b| {
         b.iter(|| build(&req, InputOptions::default()).unwrap())
     });
+    // Only what the default policy reads (identities, method, path).
+    g.bench_function("input_build_projected", |b| {
+        b.iter(|| build_projected(&req, InputOptions::default(), set.projection()).unwrap())
+    });
+    // The same workloads and route every time: the memo answers.
     g.bench_function("default_policy_check", |b| {
         b.iter(|| check(&set, &req, &opts))
+    });
+    // A new path every time: the memo misses, evaluates and stores (the worst case).
+    let mut unique = req.clone();
+    let mut n = 0u64;
+    g.bench_function("default_policy_check_memo_miss", |b| {
+        b.iter(|| {
+            n += 1;
+            if let Some(h) = unique
+                .attributes
+                .as_mut()
+                .and_then(|a| a.request.as_mut())
+                .and_then(|r| r.http.as_mut())
+            {
+                h.path = format!("/items/{n}");
+            }
+            check(&set, &unique, &opts)
+        })
+    });
+    // No memo at all: the interpreter on every request.
+    g.bench_function("default_policy_check_no_memo", |b| {
+        b.iter(|| check(&fresh, &req, &opts))
     });
     g.finish();
 }

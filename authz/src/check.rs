@@ -5,7 +5,7 @@
 use envoy_types::ext_authz::v3::pb::CheckRequest;
 
 use crate::decision::{from_result, Decision};
-use crate::input::{build, InputOptions};
+use crate::input::{build_projected, InputOptions};
 use crate::policy_set::PolicySet;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +59,8 @@ pub struct Checked {
     pub policy_allowed: bool,
     /// Set when the request was denied because the policy could not decide.
     pub failure: Option<(Failure, String)>,
+    /// The result came from the set's decision memo, not a fresh evaluation.
+    pub memoized: bool,
 }
 
 /// A denial (allowed in dry-run) the policy did not make.
@@ -71,15 +73,16 @@ pub fn refuse(kind: Failure, reason: String, opts: &CheckOptions) -> Checked {
         },
         policy_allowed: false,
         failure: Some((kind, reason)),
+        memoized: false,
     }
 }
 
 pub fn check(set: &PolicySet, req: &CheckRequest, opts: &CheckOptions) -> Checked {
-    let input = match build(req, opts.input) {
+    let input = match build_projected(req, opts.input, set.projection()) {
         Ok(i) => i,
         Err(e) => return refuse(Failure::Input, e.to_string(), opts),
     };
-    let result = match set.eval(input) {
+    let (result, memoized) = match set.decide(input) {
         Ok(v) => v,
         Err(e) => return refuse(Failure::Evaluation, e.to_string(), opts),
     };
@@ -108,6 +111,7 @@ pub fn check(set: &PolicySet, req: &CheckRequest, opts: &CheckOptions) -> Checke
         decision,
         policy_allowed,
         failure: None,
+        memoized,
     }
 }
 

@@ -9,13 +9,16 @@
 pub mod bundle;
 pub mod check;
 pub mod decision;
+pub mod decision_memo;
 pub mod error;
 pub mod input;
+pub mod input_reads;
 pub mod jwt;
 pub mod jwt_builtins;
 mod jwt_pem;
 pub mod parsed;
 pub mod policy_set;
+pub mod projection;
 pub mod reload;
 pub mod response;
 pub mod service;

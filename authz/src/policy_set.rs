@@ -7,8 +7,11 @@ use std::path::{Path, PathBuf};
 
 use regorus::{CompiledPolicy, Engine, Value};
 
+use crate::decision_memo::{self, DecisionMemo};
 use crate::error::{Error, Result};
+use crate::input_reads::{self, InputReads};
 use crate::jwt_builtins::JwtKeys;
+use crate::projection::Projection;
 
 /// Bounds on what a policy directory may hold, against a runaway or hostile directory.
 pub const MAX_FILES: usize = 1000;
@@ -47,8 +50,13 @@ pub struct PolicySet {
     /// SHA-256 over every file's path and content: what the audit log names.
     pub hash: String,
     pub files: Vec<String>,
+    /// What the set's policies can read of the input, and whether they are deterministic.
+    pub reads: InputReads,
+    /// The same, as the tree the input builder walks.
+    projection: Projection,
     engine: Engine,
     compiled: CompiledPolicy,
+    memo: Option<DecisionMemo>,
 }
 
 impl std::fmt::Debug for PolicySet {
@@ -57,6 +65,8 @@ impl std::fmt::Debug for PolicySet {
             .field("rule", &self.rule)
             .field("hash", &self.hash)
             .field("files", &self.files)
+            .field("reads", &self.reads)
+            .field("memo", &self.memo)
             .finish()
     }
 }
@@ -188,13 +198,33 @@ impl PolicySet {
         let compiled = engine
             .compile_with_entrypoint(&entry)
             .map_err(|e| Error::policy(rule, e))?;
+        let reads = input_reads::analyze(&files);
         Ok(Self {
             rule: rule.to_owned(),
             hash: hash_files(&files),
             files: files.iter().map(|f| f.path.clone()).collect(),
+            memo: DecisionMemo::new(&reads, decision_memo::DEFAULT_CAPACITY),
+            projection: Projection::of(&reads),
+            reads,
             engine,
             compiled,
         })
+    }
+
+    /// Memoizes up to `capacity` results (0: none). See [`crate::decision_memo`].
+    pub fn with_memo_capacity(mut self, capacity: usize) -> Self {
+        self.memo = DecisionMemo::new(&self.reads, capacity);
+        self
+    }
+
+    /// The part of the input its policies can read: all a request needs built.
+    pub fn projection(&self) -> &Projection {
+        &self.projection
+    }
+
+    /// Whether results are memoized (the set is deterministic and reads part of the input).
+    pub fn memoized(&self) -> bool {
+        self.memo.is_some()
     }
 
     /// The hash a set of these files would have.
@@ -208,9 +238,27 @@ impl PolicySet {
 
     /// Evaluates the decision rule for `input`.
     pub fn eval(&self, input: Value) -> Result<Value> {
-        self.compiled
+        self.decide(input).map(|(v, _)| v)
+    }
+
+    /// Evaluates the decision rule for `input`, or takes the memoized result of an input
+    /// that agrees on everything the set reads; says which. Errors (a timeout among them)
+    /// are never memoized.
+    pub fn decide(&self, input: Value) -> Result<(Value, bool)> {
+        let memo = self.memo.as_ref().and_then(|m| Some((m, m.key(&input)?)));
+        if let Some((m, key)) = &memo {
+            if let Some(v) = m.get(key) {
+                return Ok((v, true));
+            }
+        }
+        let v = self
+            .compiled
             .eval_with_input(input)
-            .map_err(|e| Error::Evaluation(e.to_string()))
+            .map_err(|e| Error::Evaluation(e.to_string()))?;
+        if let Some((m, key)) = memo {
+            m.put(key, v.clone());
+        }
+        Ok((v, false))
     }
 
     /// Evaluates any rule (for `esm policy eval --rule`).

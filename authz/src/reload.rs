@@ -22,7 +22,8 @@ pub fn validate(spec: &SetSpec) -> Result<PolicySet> {
 
 /// Compiles and tests files already read from the spec's source.
 fn validate_files(spec: &SetSpec, files: Vec<SourceFile>) -> Result<PolicySet> {
-    let set = PolicySet::compile_with(files.clone(), &spec.rule, &spec.jwt_keys)?;
+    let set = PolicySet::compile_with(files.clone(), &spec.rule, &spec.jwt_keys)?
+        .with_memo_capacity(spec.memo_capacity);
     let failed: Vec<String> = set
         .run_tests(&files)
         .into_iter()

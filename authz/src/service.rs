@@ -35,6 +35,8 @@ pub struct Metrics {
     /// Denied because the audit queue was full and the store fails closed.
     pub audit_refused: AtomicU64,
     pub eval_nanos: AtomicU64,
+    /// Decisions answered from a set's decision memo.
+    pub memoized: AtomicU64,
 }
 
 /// Which decisions go to the audit log.
@@ -226,6 +228,9 @@ impl AuthzService {
             (None, true) => m.allowed.fetch_add(1, Ordering::Relaxed),
             (None, false) => m.denied.fetch_add(1, Ordering::Relaxed),
         };
+        if c.memoized {
+            m.memoized.fetch_add(1, Ordering::Relaxed);
+        }
         if opts.dry_run && !c.policy_allowed {
             m.dry_run_would_deny.fetch_add(1, Ordering::Relaxed);
         }

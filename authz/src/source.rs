@@ -55,6 +55,8 @@ pub struct SetSpec {
     /// Allow everything in this set; the policy's own decision is only logged and counted.
     pub dry_run: bool,
     pub jwt_keys: JwtKeys,
+    /// Entries of the set's decision memo (0: every request is evaluated).
+    pub memo_capacity: usize,
 }
 
 impl SetSpec {
@@ -66,6 +68,7 @@ impl SetSpec {
             rule: rule.to_owned(),
             dry_run: false,
             jwt_keys: JwtKeys::default(),
+            memo_capacity: crate::decision_memo::DEFAULT_CAPACITY,
         }
     }
 }

@@ -271,6 +271,7 @@ fn decision_log_modes_choose_what_is_recorded() {
         },
         policy_allowed,
         failure: failure.map(|f| (f, String::new())),
+        memoized: false,
     };
     let allow = c(true, true, None);
     let deny = c(false, false, None);

@@ -23,10 +23,28 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
                 set.rule,
                 set.hash
             );
+            println!("{}", memo_summary(&set));
             Ok(())
         }
         PolicyCommand::Test { dir, verbose } => test(&dir, verbose),
         PolicyCommand::Eval { dir, input, rule } => eval(&dir, &input, &rule),
+    }
+}
+
+/// What the decision memo will key on, so an author sees what their policy reads.
+fn memo_summary(set: &PolicySet) -> String {
+    let paths: Vec<String> = set
+        .reads
+        .paths
+        .iter()
+        .map(|p| format!("input.{}", p.join(".")))
+        .collect();
+    if set.memoized() {
+        format!("memoized on: {}", paths.join(", "))
+    } else if !set.reads.deterministic {
+        "not memoized: uses the clock, randomness or the network".into()
+    } else {
+        "not memoized: reads the whole input".into()
     }
 }
 
