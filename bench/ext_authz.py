@@ -81,7 +81,15 @@ def parse_wrk(out):
     return {"rps": rps, "p50": pct(50), "p99": pct(99), "non2xx": int(non2xx.group(1)) if non2xx else 0}
 
 
-def measure(tmp, name, authz_port, cert):
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far (Linux /proc)."""
+    if pid is None:
+        return 0.0
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(tmp, name, authz_port, cert, server_pid):
     admin, port = free_port(), free_port()
     cfg = tmp / f"envoy-{name}.json"
     cfg.write_text(json.dumps(envoy_config(admin, port, authz_port, cert)))
@@ -93,9 +101,15 @@ def measure(tmp, name, authz_port, cert):
         url = f"https://127.0.0.1:{port}/items/7"
         xfcc = f"x-forwarded-client-cert: By={API};URI={WEB}"
         subprocess.run(["wrk", "-t1", "-c4", "-d2s", "-H", xfcc, url], capture_output=True, timeout=60)  # warm up
+        cpu = cpu_seconds(server_pid)
         out = subprocess.run(["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION}", "--latency", "-H", xfcc, url],
                              capture_output=True, text=True, timeout=300).stdout
-        return parse_wrk(out)
+        cpu = cpu_seconds(server_pid) - cpu
+        r = parse_wrk(out)
+        total = int(re.search(r"(\d+) requests in", out).group(1))
+        # The ext_authz server's own CPU per request: what it takes from Envoy and wrk.
+        r["cpu_us"] = cpu * 1e6 / total if server_pid else 0.0
+        return r
     finally:
         stop_process(envoy)
         log.close()
@@ -125,26 +139,30 @@ def main():
         procs.append(subprocess.Popen([str(ESM), "serve", "--dir", str(quiet)], env=qenv,
                                       stdout=subprocess.DEVNULL, stderr=open(tmp / "esm-quiet.log", "w")))
         wait_port(quiet_port)
-        procs.append(subprocess.Popen([str(NOOP), f"127.0.0.1:{noop_port}"], stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL))
+        noop = subprocess.Popen([str(NOOP), f"127.0.0.1:{noop_port}"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        procs.append(noop)
         wait_port(esm_port)
         wait_port(noop_port)
         runs = {"(i) direct_response": [], "(ii) no-op ext_authz": [], "(iii) esm ext_authz": [],
                 "(iv) esm, decisions not audited": []}
         ports = dict(zip(runs, [None, noop_port, esm_port, quiet_port]))
+        pids = dict(zip(runs, [None, noop.pid, procs[0].pid, procs[1].pid]))
         # Interleaved rounds, so drift on a shared machine hits every configuration alike.
         for _ in range(ROUNDS):
             for name in runs:
-                runs[name].append(measure(tmp, name.split()[0].strip("()"), ports[name], tmp / "api"))
+                runs[name].append(measure(tmp, name.split()[0].strip("()"), ports[name], tmp / "api",
+                                          pids[name]))
         med = {}
         print(f"wrk -t1 -c{CONNECTIONS} -d{DURATION}, Envoy --concurrency 1, TLS, median of {ROUNDS} rounds\n")
-        print("| configuration | requests/s | p50 ms | p99 ms | non-2xx |")
-        print("|---|---|---|---|---|")
+        print("| configuration | requests/s | p50 ms | p99 ms | server CPU µs/request | non-2xx |")
+        print("|---|---|---|---|---|---|")
         for name, rs in runs.items():
             pick = sorted(rs, key=lambda r: r["rps"])[len(rs) // 2]
             med[name] = pick
+            cpu = sorted(r["cpu_us"] for r in rs)[len(rs) // 2]
             print(f"| {name} | {pick['rps']:.0f} | {pick['p50']:.3f} | {pick['p99']:.3f} | "
-                  f"{sum(r['non2xx'] for r in rs)} |")
+                  f"{cpu:.1f} | {sum(r['non2xx'] for r in rs)} |")
         base, esm = med["(ii) no-op ext_authz"], med["(iii) esm ext_authz"]
         quiet_run = med["(iv) esm, decisions not audited"]
         print(f"\n(iii)/(ii) throughput {esm['rps'] / base['rps']:.3f}, "

@@ -80,8 +80,14 @@ async fn baseline(b: &Backend) -> Duration {
             r
         })
         .collect();
+    let mut chunks = Vec::new();
+    let mut rest = records;
+    while !rest.is_empty() {
+        let tail = rest.split_off(rest.len().min(8192));
+        chunks.push(std::mem::replace(&mut rest, tail));
+    }
     let t = Instant::now();
-    for chunk in records.chunks(8192) {
+    for chunk in chunks {
         let mut tx = db.begin_write().await.unwrap();
         tx.insert(chunk).await.unwrap();
         tx.commit().await.unwrap();

@@ -159,27 +159,34 @@ pub fn prepare(e: Event, redact: &dyn Fn(&str) -> String) -> Result<Prepared> {
     Ok(Prepared {
         time_ns,
         kind: e.kind,
-        actor: truncate(&e.actor),
-        subject: truncate(&e.subject),
-        action: truncate(&e.action),
+        actor: truncate_owned(e.actor),
+        subject: truncate_owned(e.subject),
+        action: truncate_owned(e.action),
         outcome: e.outcome.as_str().to_owned(),
-        reason: truncate(&e.reason),
-        correlation_id: truncate(&e.correlation_id),
-        node: truncate(&e.node),
+        reason: truncate_owned(e.reason),
+        correlation_id: truncate_owned(e.correlation_id),
+        node: truncate_owned(e.node),
         details,
     })
 }
 
 /// Cuts a field to [`MAX_FIELD_LEN`] bytes at a character boundary, marking the cut.
+/// Takes the string as it is when it fits (the common case: no copy).
 fn truncate(s: &str) -> String {
+    truncate_owned(s.to_owned())
+}
+
+fn truncate_owned(mut s: String) -> String {
     if s.len() <= MAX_FIELD_LEN {
-        return s.to_owned();
+        return s;
     }
     let mut end = MAX_FIELD_LEN - 3;
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}...", &s[..end])
+    s.truncate(end);
+    s.push_str("...");
+    s
 }
 
 fn oversized_details(v: &Value) -> String {

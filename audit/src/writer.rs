@@ -35,9 +35,11 @@ pub struct WriterOptions {
     pub on_full: OnFull,
     pub checkpoint_every: u64,
     pub checkpoint_interval: Duration,
-    /// After the first event of a small batch arrives, wait this long for more before
+    /// After the first event of a small batch arrives, wait up to this long for more before
     /// committing: under a steady stream of decisions this turns thousands of small
-    /// transactions (and fsyncs) per second into a few hundred larger ones.
+    /// transactions (and fsyncs) per second into a few dozen larger ones. Only events
+    /// nobody waits for linger ([`AuditSink::try_append`], the request path's decisions):
+    /// an [`AuditSink::append`]ed event is committed at once, with whatever has queued.
     pub linger: Duration,
     /// This node's id, for events whose producer left `node` empty.
     pub node: String,
@@ -51,7 +53,7 @@ impl Default for WriterOptions {
             on_full: OnFull::Block,
             checkpoint_every: 10_000,
             checkpoint_interval: Duration::from_secs(60),
-            linger: Duration::from_millis(2),
+            linger: Duration::from_millis(20),
             node: String::new(),
         }
     }
@@ -73,6 +75,10 @@ struct Job {
     ack: oneshot::Sender<Result<u64>>,
 }
 
+/// Wakes a lingering writer when an event someone waits for is queued.
+#[derive(Default)]
+struct Urgent(tokio::sync::Notify);
+
 /// Resolves once the event is committed, with its sequence number.
 pub struct Receipt(oneshot::Receiver<Result<u64>>);
 
@@ -91,6 +97,7 @@ pub struct AuditSink {
     redactor: Arc<Redactor>,
     node: Arc<str>,
     metrics: Arc<Metrics>,
+    urgent: Arc<Urgent>,
 }
 
 impl AuditSink {
@@ -121,6 +128,7 @@ impl AuditSink {
                 Err(mpsc::error::TrySendError::Closed(_)) => return Err(Error::Closed),
             },
         }
+        self.urgent.0.notify_one();
         Ok(receipt)
     }
 
@@ -197,6 +205,7 @@ pub async fn start(
     let metrics = Arc::new(Metrics::default());
     metrics.last_seq.store(chain.seq, Ordering::Relaxed);
     let (jobs_tx, jobs_rx) = mpsc::channel(opts.queue_capacity.max(1));
+    let urgent = Arc::new(Urgent::default());
     let pending_gap = Arc::new(AtomicU64::new(0));
     let sink = AuditSink {
         tx: jobs_tx,
@@ -205,6 +214,7 @@ pub async fn start(
         redactor: Arc::new(redactor),
         node: opts.node.clone().into(),
         metrics: metrics.clone(),
+        urgent: urgent.clone(),
     };
     let (stop_tx, stop_rx) = oneshot::channel();
     let writer = Writer {
@@ -215,6 +225,7 @@ pub async fn start(
         rx: jobs_rx,
         pending_gap,
         metrics,
+        urgent,
     };
     let task = tokio::spawn(writer.run(stop_rx));
     Ok((
@@ -282,9 +293,30 @@ struct Writer {
     rx: mpsc::Receiver<Job>,
     pending_gap: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
+    urgent: Arc<Urgent>,
 }
 
 impl Writer {
+    /// Lets a small batch of events nobody waits for grow for up to `linger`, without waking
+    /// per event: the writer sleeps and then takes what queued. An awaited event ends the
+    /// wait at once (its `notify_one` leaves a permit if it was queued before the wait began;
+    /// a permit left over from an earlier batch costs one early commit, nothing else).
+    async fn linger(&mut self, buf: &mut Vec<Job>) {
+        if self.opts.linger.is_zero() || buf.len() >= self.opts.max_batch / 8 {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(self.opts.linger) => {}
+            _ = self.urgent.0.notified() => {}
+        }
+        while buf.len() < self.opts.max_batch {
+            match self.rx.try_recv() {
+                Ok(job) => buf.push(job),
+                Err(_) => break,
+            }
+        }
+    }
+
     async fn run(mut self, mut stop: oneshot::Receiver<()>) -> Result<()> {
         let mut buf = Vec::with_capacity(self.opts.max_batch);
         loop {
@@ -295,15 +327,7 @@ impl Writer {
                     if n == 0 {
                         break;
                     }
-                    if buf.len() < self.opts.max_batch / 8 && !self.opts.linger.is_zero() {
-                        tokio::time::sleep(self.opts.linger).await;
-                        while buf.len() < self.opts.max_batch {
-                            match self.rx.try_recv() {
-                                Ok(job) => buf.push(job),
-                                Err(_) => break,
-                            }
-                        }
-                    }
+                    self.linger(&mut buf).await;
                     let jobs = std::mem::take(&mut buf);
                     self.commit(jobs, false).await;
                 }
@@ -333,22 +357,26 @@ impl Writer {
     /// Commits `jobs` (and a gap record, and a checkpoint when due) in one transaction.
     async fn commit(&mut self, jobs: Vec<Job>, force_checkpoint: bool) {
         let gap = self.pending_gap.swap(0, Ordering::Relaxed);
-        let events: Vec<&Prepared> = jobs.iter().map(|j| &j.event).collect();
-        match self.write(gap, &events, force_checkpoint).await {
+        let (events, acks): (Vec<Prepared>, Vec<_>) =
+            jobs.into_iter().map(|j| (j.event, j.ack)).unzip();
+        match self.write(gap, events, force_checkpoint).await {
             Ok(first_seq) => {
                 let offset = first_seq + u64::from(gap > 0);
-                for (i, job) in jobs.into_iter().enumerate() {
-                    let _ = job.ack.send(Ok(offset + i as u64));
+                for (i, ack) in acks.into_iter().enumerate() {
+                    let _ = ack.send(Ok(offset + i as u64));
                 }
                 self.metrics.batches.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
-                tracing::error!(error = %e, events = jobs.len(), "audit batch failed; not acknowledged");
+                tracing::error!(error = %e, events = acks.len(), "audit batch failed; not acknowledged");
                 self.metrics.failed_batches.fetch_add(1, Ordering::Relaxed);
-                self.pending_gap.fetch_add(gap, Ordering::Relaxed);
+                // What is not in the log is counted into the next gap record, so the loss
+                // itself is evidence even where nobody waited for the events.
+                self.pending_gap
+                    .fetch_add(gap + acks.len() as u64, Ordering::Relaxed);
                 let msg = e.to_string();
-                for job in jobs {
-                    let _ = job.ack.send(Err(Error::Database(msg.clone())));
+                for ack in acks {
+                    let _ = ack.send(Err(Error::Database(msg.clone())));
                 }
             }
         }
@@ -357,7 +385,7 @@ impl Writer {
     async fn write(
         &mut self,
         gap: u64,
-        events: &[&Prepared],
+        events: Vec<Prepared>,
         force_checkpoint: bool,
     ) -> Result<u64> {
         let mut tx = self.db.begin_write().await?;
@@ -391,7 +419,7 @@ impl Writer {
             push(prepare(e, &|v| v.to_owned())?, &mut records);
         }
         for p in events {
-            push((*p).clone(), &mut records);
+            push(p, &mut records);
         }
         let first = self.chain.seq + 1;
         let since = self.chain.since_checkpoint + records.len() as u64;
@@ -399,8 +427,9 @@ impl Writer {
             && (force_checkpoint
                 || since >= self.opts.checkpoint_every
                 || self.chain.last_checkpoint.elapsed() >= self.opts.checkpoint_interval);
+        let appended = records.len() as u64;
         if !records.is_empty() {
-            tx.insert(&records).await?;
+            tx.insert(records).await?;
         }
         if checkpoint {
             let now = OffsetDateTime::now_utc().unix_timestamp_nanos() as i64;
@@ -418,9 +447,7 @@ impl Writer {
         } else {
             self.chain.since_checkpoint = since;
         }
-        self.metrics
-            .appended
-            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        self.metrics.appended.fetch_add(appended, Ordering::Relaxed);
         self.metrics.last_seq.store(seq, Ordering::Relaxed);
         Ok(first)
     }

@@ -169,10 +169,10 @@ impl WriteTx {
         }
     }
 
-    pub async fn insert(&mut self, records: &[Record]) -> Result<()> {
+    pub async fn insert(&mut self, records: Vec<Record>) -> Result<()> {
         match self {
             Self::Sqlite(t) => sqlite::insert(t, records).await,
-            Self::Postgres(t) => postgres::insert(t, records).await,
+            Self::Postgres(t) => postgres::insert(t, &records).await,
         }
     }
 

@@ -1,0 +1,159 @@
+//! How the writer groups events into transactions: events nobody waits for linger so that
+//! a stream of decisions costs a few commits a second, an awaited event never waits out the
+//! linger, every batch size lands intact, and a batch the database refuses is counted in
+//! the next gap record instead of vanishing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{event, writer, Backend};
+use esm_audit::checkpoint::SigningKey;
+use esm_audit::verify::verify;
+use esm_audit::writer::WriterOptions;
+
+fn lingering(linger: Duration) -> WriterOptions {
+    WriterOptions {
+        linger,
+        node: "node-1".into(),
+        ..Default::default()
+    }
+}
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite { $( #[tokio::test] async fn $name() { super::$name(super::Backend::sqlite()).await } )* }
+        mod postgres { $( #[tokio::test] async fn $name() { super::$name(super::Backend::postgres()).await } )* }
+    };
+}
+
+both_backends!(
+    an_awaited_event_does_not_wait_out_the_linger,
+    unawaited_events_commit_together_after_the_linger,
+    batches_of_every_size_land_in_order_and_verify,
+);
+
+async fn an_awaited_event_does_not_wait_out_the_linger(b: Backend) {
+    let (sink, handle) = writer(
+        b.open().await,
+        SigningKey::ephemeral().unwrap(),
+        lingering(Duration::from_secs(60)),
+    )
+    .await;
+    let lazy = sink.try_append(event(0)).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let t = Instant::now();
+    let seq = tokio::time::timeout(Duration::from_secs(10), sink.record(event(1)))
+        .await
+        .expect("the awaited event waited for the linger")
+        .unwrap();
+    assert!(t.elapsed() < Duration::from_secs(10));
+    // The lingering event went with it, first.
+    assert_eq!(lazy.committed().await.unwrap(), 1);
+    assert_eq!(seq, 2);
+    handle.shutdown().await.unwrap();
+}
+
+async fn unawaited_events_commit_together_after_the_linger(b: Backend) {
+    let (sink, handle) = writer(
+        b.open().await,
+        SigningKey::ephemeral().unwrap(),
+        lingering(Duration::from_millis(300)),
+    )
+    .await;
+    let t = Instant::now();
+    let receipts: Vec<_> = (0..50)
+        .map(|i| sink.try_append(event(i)).unwrap())
+        .collect();
+    for (i, r) in receipts.into_iter().enumerate() {
+        assert_eq!(r.committed().await.unwrap(), i as u64 + 1);
+    }
+    assert!(
+        t.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        sink.metrics()
+            .batches
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "50 queued events are one transaction"
+    );
+    handle.shutdown().await.unwrap();
+}
+
+async fn batches_of_every_size_land_in_order_and_verify(b: Backend) {
+    let key = SigningKey::ephemeral().unwrap();
+    let public = key.public();
+    let (sink, handle) = writer(b.open().await, key, lingering(Duration::ZERO)).await;
+    // Sizes that cut into every INSERT size and their remainders.
+    let mut next = 0u64;
+    for size in [1u64, 3, 4, 17, 64, 255, 256, 257, 700] {
+        let receipts: Vec<_> = (next..next + size)
+            .map(|i| sink.try_append(event(i)).unwrap())
+            .collect();
+        for (i, r) in receipts.into_iter().enumerate() {
+            assert_eq!(r.committed().await.unwrap(), next + i as u64 + 1);
+        }
+        next += size;
+    }
+    handle.shutdown().await.unwrap();
+    let db = b.open().await;
+    let mut seen = 0;
+    loop {
+        let page = db.page(seen, &Default::default()).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        for r in &page {
+            seen += 1;
+            assert_eq!(r.seq, seen);
+            assert_eq!(r.correlation_id, format!("req-{}", seen - 1));
+        }
+    }
+    assert_eq!(seen, next);
+    verify(&db, &public, None).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_batch_the_database_refuses_is_counted_in_the_next_gap() {
+    let b = Backend::sqlite();
+    let (sink, handle) = writer(
+        b.open().await,
+        SigningKey::ephemeral().unwrap(),
+        lingering(Duration::ZERO),
+    )
+    .await;
+    sink.record(event(0)).await.unwrap();
+    b.tamper("ALTER TABLE events RENAME TO events_away").await;
+    let lost: Vec<_> = (1..6).map(|i| sink.try_append(event(i)).unwrap()).collect();
+    for r in lost {
+        assert!(r.committed().await.is_err());
+    }
+    b.tamper("ALTER TABLE events_away RENAME TO events").await;
+    sink.record(event(9)).await.unwrap();
+    handle.shutdown().await.unwrap();
+    let gaps = b
+        .open()
+        .await
+        .page(
+            0,
+            &esm_audit::store::Filter {
+                kind: Some("audit.gap".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let counted: u64 = gaps
+        .iter()
+        .map(|g| {
+            serde_json::from_str::<serde_json::Value>(&g.details).unwrap()["dropped"]
+                .as_u64()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(counted, 5);
+}
