@@ -5,6 +5,8 @@ answering with direct_response) and the same wrk load, three ways in one run:
   (ii)  ext_authz → a no-op server that always says OK      (the baseline)
   (iii) ext_authz → esm serve, default zero-trust policy, decisions audited to SQLite
   (iv)  the same esm with decision_log = "off": what auditing every decision costs
+  (v)   (iii) with a new path on every request, so esm's decision memo never answers and
+        every request is evaluated, against (ii′), the no-op under that same load
 
 The caller's SPIFFE ID reaches the policy in x-forwarded-client-cert ([authz] xfcc), the
 destination's from Envoy's own esm-issued certificate; the policy grants the request, so
@@ -89,7 +91,17 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(tmp, name, authz_port, cert, server_pid):
+# A new path per request (wrk keeps the -H headers).
+NEW_PATH_LUA = """
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("GET", "/items/" .. n)
+end
+"""
+
+
+def measure(tmp, name, authz_port, cert, server_pid, new_paths=False):
     admin, port = free_port(), free_port()
     cfg = tmp / f"envoy-{name}.json"
     cfg.write_text(json.dumps(envoy_config(admin, port, authz_port, cert)))
@@ -101,9 +113,14 @@ def measure(tmp, name, authz_port, cert, server_pid):
         url = f"https://127.0.0.1:{port}/items/7"
         xfcc = f"x-forwarded-client-cert: By={API};URI={WEB}"
         subprocess.run(["wrk", "-t1", "-c4", "-d2s", "-H", xfcc, url], capture_output=True, timeout=60)  # warm up
+        script = []
+        if new_paths:
+            lua = tmp / "new_path.lua"
+            lua.write_text(NEW_PATH_LUA)
+            script = ["-s", str(lua)]
         cpu = cpu_seconds(server_pid)
-        out = subprocess.run(["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION}", "--latency", "-H", xfcc, url],
-                             capture_output=True, text=True, timeout=300).stdout
+        out = subprocess.run(["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION}", "--latency", "-H", xfcc,
+                              *script, url], capture_output=True, text=True, timeout=300).stdout
         cpu = cpu_seconds(server_pid) - cpu
         r = parse_wrk(out)
         total = int(re.search(r"(\d+) requests in", out).group(1))
@@ -144,15 +161,20 @@ def main():
         procs.append(noop)
         wait_port(esm_port)
         wait_port(noop_port)
-        runs = {"(i) direct_response": [], "(ii) no-op ext_authz": [], "(iii) esm ext_authz": [],
-                "(iv) esm, decisions not audited": []}
-        ports = dict(zip(runs, [None, noop_port, esm_port, quiet_port]))
-        pids = dict(zip(runs, [None, noop.pid, procs[0].pid, procs[1].pid]))
+        # name → (Envoy's ext_authz port, server pid, new path per request)
+        configs = {
+            "(i) direct_response": (None, None, False),
+            "(ii) no-op ext_authz": (noop_port, noop.pid, False),
+            "(iii) esm ext_authz": (esm_port, procs[0].pid, False),
+            "(iv) esm, decisions not audited": (quiet_port, procs[1].pid, False),
+            "(ii′) no-op, new path per request": (noop_port, noop.pid, True),
+            "(v) esm, new path per request (memo misses)": (esm_port, procs[0].pid, True),
+        }
+        runs = {name: [] for name in configs}
         # Interleaved rounds, so drift on a shared machine hits every configuration alike.
         for _ in range(ROUNDS):
-            for name in runs:
-                runs[name].append(measure(tmp, name.split()[0].strip("()"), ports[name], tmp / "api",
-                                          pids[name]))
+            for i, (name, (port, pid, new_paths)) in enumerate(configs.items()):
+                runs[name].append(measure(tmp, str(i), port, tmp / "api", pid, new_paths))
         med = {}
         print(f"wrk -t1 -c{CONNECTIONS} -d{DURATION}, Envoy --concurrency 1, TLS, median of {ROUNDS} rounds\n")
         print("| configuration | requests/s | p50 ms | p99 ms | server CPU µs/request | non-2xx |")
@@ -169,6 +191,9 @@ def main():
               f"p99 {esm['p99'] / base['p99']:.3f}x, p50 {esm['p50'] / base['p50']:.3f}x")
         print(f"(iv)/(ii) throughput {quiet_run['rps'] / base['rps']:.3f}, "
               f"p99 {quiet_run['p99'] / base['p99']:.3f}x, p50 {quiet_run['p50'] / base['p50']:.3f}x")
+        miss, miss_base = med["(v) esm, new path per request (memo misses)"], med["(ii′) no-op, new path per request"]
+        print(f"(v)/(ii′) throughput {miss['rps'] / miss_base['rps']:.3f}, "
+              f"p99 {miss['p99'] / miss_base['p99']:.3f}x, p50 {miss['p50'] / miss_base['p50']:.3f}x")
         audited = subprocess.run([str(ESM), "audit", "verify", "--dir", str(data)], capture_output=True,
                                  text=True, env={k: v for k, v in os.environ.items() if not k.startswith("ESM_")})
         print(f"audit verify after the run: exit {audited.returncode}")

@@ -146,3 +146,42 @@ fn the_default_policy_reads_identities_method_and_path_only() {
     );
     assert!(r.deterministic);
 }
+
+#[test]
+fn text_after_a_nul_byte_is_neither_compiled_nor_hidden_from_the_analysis() {
+    let text = "package envoy.authz\nimport rego.v1\ndefault allow := false\nallow if input.a\n\u{0}allow if input.b\n";
+    let files = vec![SourceFile {
+        path: "p.rego".into(),
+        text: text.into(),
+    }];
+    let r = analyze(&files);
+    match crate::policy_set::PolicySet::compile(files, "data.envoy.authz.allow") {
+        // If regorus compiled the rule after the NUL, the analysis must have seen it.
+        Ok(set) => {
+            let input = regorus::Value::from_json_str(r#"{"a": false, "b": true}"#).unwrap();
+            let allowed = set.eval(input).unwrap() == regorus::Value::from(true);
+            let saw_b = r.paths.iter().any(|p| p == &["b".to_string()]);
+            assert!(!allowed || saw_b || r.reads_everything(), "{r:?}");
+        }
+        Err(_) => {}
+    }
+}
+
+#[test]
+fn deeply_nested_and_long_policies_are_analysed_without_overflow() {
+    let deep = format!(
+        "package p\nallow if {}input.a{} == 1",
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
+    let r = reads(&deep);
+    assert!(r.paths.iter().any(|p| p == &["a".to_string()]) || r.reads_everything());
+    // Past regorus' own file limits the lexer refuses: then everything is assumed read.
+    let long = format!("package p\n{}", "x := input.a.b.c\n".repeat(100_000));
+    let r = reads(&long);
+    let abc = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+    assert!(
+        r.paths == vec![abc] || (r.reads_everything() && !r.deterministic),
+        "{r:?}"
+    );
+}
