@@ -238,7 +238,7 @@ fn redact_sensitive(v: &mut Value, redact: &dyn Fn(&str) -> String, depth: usize
     match v {
         Value::Object(map) => {
             for (k, val) in map.iter_mut() {
-                if SENSITIVE_KEYS.contains(&k.to_ascii_lowercase().as_str()) {
+                if SENSITIVE_KEYS.iter().any(|s| k.eq_ignore_ascii_case(s)) {
                     let clear = match &*val {
                         Value::String(s) => s.clone(),
                         other => other.to_string(),
@@ -271,7 +271,7 @@ pub fn canonical_json(v: &Value, out: &mut String, depth: usize, max: usize) -> 
                 if i > 0 {
                     out.push(',');
                 }
-                out.push_str(&Value::String(k.clone()).to_string());
+                push_json_str(out, k);
                 out.push(':');
                 if !canonical_json(&map[k], out, depth + 1, max) {
                     return false;
@@ -291,9 +291,26 @@ pub fn canonical_json(v: &Value, out: &mut String, depth: usize, max: usize) -> 
             }
             out.push(']');
         }
-        scalar => out.push_str(&scalar.to_string()),
+        Value::String(text) => push_json_str(out, text),
+        scalar => {
+            use std::fmt::Write;
+            // Numbers, booleans and null: serde_json's own text, written in place.
+            let _ = write!(out, "{scalar}");
+        }
     }
     out.len() <= max
+}
+
+/// Appends `s` as a JSON string exactly as serde_json writes it. Most keys and values need
+/// no escaping and are copied as they are; the others go through serde_json.
+fn push_json_str(out: &mut String, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&Value::from(s).to_string());
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,28 @@ fn canonical_json_sorts_keys_at_every_depth() {
 }
 
 #[test]
+fn canonical_json_writes_strings_and_numbers_as_serde_json_does() {
+    // Stored details must not depend on which path wrote a string: escaped or copied.
+    let strings = [
+        "plain",
+        "quote \" and \\ backslash",
+        "\u{0}\u{1}\u{8}\u{c}\n\r\t\u{1f}",
+        "\u{7f} DEL, é, 日本, 🦀",
+        "",
+    ];
+    for s in strings {
+        for v in [
+            json!({ s: s }),
+            json!([s, 1, -2, 1.5, u64::MAX, i64::MIN, 1e300, true, null]),
+        ] {
+            let mut out = String::new();
+            assert!(canonical_json(&v, &mut out, 0, 1000));
+            assert_eq!(out, serde_json::to_string(&v).unwrap(), "{s:?}");
+        }
+    }
+}
+
+#[test]
 fn refuses_kinds_that_are_not_dotted_lowercase() {
     for bad in [
         "",

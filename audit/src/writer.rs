@@ -227,7 +227,15 @@ pub async fn start(
         metrics,
         urgent,
     };
-    let task = tokio::spawn(writer.run(stop_rx));
+    // The writer gets a thread and a runtime of its own: hashing and binding a batch of
+    // a few hundred decisions then never holds up a worker that answers Envoy.
+    let task = tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Bug(format!("audit writer runtime: {e}")))?
+            .block_on(writer.run(stop_rx))
+    });
     Ok((
         sink,
         WriterHandle {
@@ -284,6 +292,9 @@ async fn load_chain(tx: &mut WriteTx) -> Result<Chain> {
         last_checkpoint: Instant::now(),
     })
 }
+
+/// Events hashed into the chain between two yields to the runtime.
+const LINK_CHUNK: usize = 32;
 
 struct Writer {
     db: Db,
@@ -418,8 +429,13 @@ impl Writer {
             e.details = serde_json::json!({ "dropped": gap });
             push(prepare(e, &|v| v.to_owned())?, &mut records);
         }
-        for p in events {
+        for (i, p) in events.into_iter().enumerate() {
             push(p, &mut records);
+            if i % LINK_CHUNK == LINK_CHUNK - 1 {
+                // Hashing a large batch is a burst of CPU on a runtime worker that also
+                // answers Envoy: let queued requests through between chunks.
+                tokio::task::yield_now().await;
+            }
         }
         let first = self.chain.seq + 1;
         let since = self.chain.since_checkpoint + records.len() as u64;
