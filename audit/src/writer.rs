@@ -293,9 +293,6 @@ async fn load_chain(tx: &mut WriteTx) -> Result<Chain> {
     })
 }
 
-/// Events hashed into the chain between two yields to the runtime.
-const LINK_CHUNK: usize = 32;
-
 struct Writer {
     db: Db,
     key: SigningKey,
@@ -429,13 +426,8 @@ impl Writer {
             e.details = serde_json::json!({ "dropped": gap });
             push(prepare(e, &|v| v.to_owned())?, &mut records);
         }
-        for (i, p) in events.into_iter().enumerate() {
+        for p in events {
             push(p, &mut records);
-            if i % LINK_CHUNK == LINK_CHUNK - 1 {
-                // Hashing a large batch is a burst of CPU on a runtime worker that also
-                // answers Envoy: let queued requests through between chunks.
-                tokio::task::yield_now().await;
-            }
         }
         let first = self.chain.seq + 1;
         let since = self.chain.since_checkpoint + records.len() as u64;

@@ -135,25 +135,6 @@ async fn a_batch_the_database_refuses_is_counted_in_the_next_gap() {
     b.tamper("ALTER TABLE events_away RENAME TO events").await;
     sink.record(event(9)).await.unwrap();
     handle.shutdown().await.unwrap();
-    let gaps = b
-        .open()
-        .await
-        .page(
-            0,
-            &esm_audit::store::Filter {
-                kind: Some("audit.gap".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    let counted: u64 = gaps
-        .iter()
-        .map(|g| {
-            serde_json::from_str::<serde_json::Value>(&g.details).unwrap()["dropped"]
-                .as_u64()
-                .unwrap()
-        })
-        .sum();
+    let counted = common::dropped_in_gaps(&b.open().await).await;
     assert_eq!(counted, 5);
 }

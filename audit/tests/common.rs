@@ -145,3 +145,21 @@ pub async fn append_n(sink: &AuditSink, from: u64, n: u64) -> Vec<u64> {
     }
     seqs
 }
+
+/// How many events the `audit.gap` records in `db` say were lost, in all.
+pub async fn dropped_in_gaps(db: &Db) -> u64 {
+    let filter = esm_audit::store::Filter {
+        kind: Some(kind::AUDIT_GAP.into()),
+        ..Default::default()
+    };
+    db.page(0, &filter)
+        .await
+        .unwrap()
+        .iter()
+        .map(|g| {
+            serde_json::from_str::<serde_json::Value>(&g.details).unwrap()["dropped"]
+                .as_u64()
+                .unwrap()
+        })
+        .sum()
+}

@@ -281,24 +281,7 @@ async fn drop_mode_writes_a_counted_gap(b: Backend) {
     handle.shutdown().await.unwrap();
     assert!(dropped > 0);
     let db = b.open().await;
-    let gaps = db
-        .page(
-            0,
-            &esm_audit::store::Filter {
-                kind: Some("audit.gap".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    let counted: u64 = gaps
-        .iter()
-        .map(|g| {
-            serde_json::from_str::<serde_json::Value>(&g.details).unwrap()["dropped"]
-                .as_u64()
-                .unwrap()
-        })
-        .sum();
+    let counted = common::dropped_in_gaps(&db).await;
     assert_eq!(counted, dropped);
     verify(&db, &public, None).await.unwrap();
 }

@@ -25,3 +25,7 @@ pub mod service;
 pub mod source;
 
 pub use error::{Error, Result};
+
+#[cfg(test)]
+#[path = "memo_agrees_tests.rs"]
+mod memo_agrees_tests;

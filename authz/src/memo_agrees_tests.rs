@@ -3,17 +3,14 @@
 //! features such policies use decide a stream of thousands of generated requests both ways —
 //! projected input and memo, whole input and fresh evaluation — and must agree on every one
 //! (the same value, or both an error), while the memo really answers many of them.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 
-use envoy_types::pb::envoy::config::core::v3::{
-    address, socket_address::PortSpecifier, Address, SocketAddress,
-};
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
+use crate::input::tests_support::peer_at;
+use crate::input::{build, build_projected, InputOptions};
+use crate::policy_set::{read_dir, PolicySet, SourceFile};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
-use esm_authz::input::{build, build_projected, InputOptions};
-use esm_authz::policy_set::{read_dir, PolicySet, SourceFile};
 
 const RULE: &str = "data.envoy.authz.allow";
 
@@ -27,20 +24,6 @@ impl Lcg {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         xs[((self.0 >> 33) as usize) % xs.len()].clone()
-    }
-}
-
-fn peer(ip: &str, port: u32, principal: &str) -> Peer {
-    Peer {
-        address: Some(Address {
-            address: Some(address::Address::SocketAddress(SocketAddress {
-                address: ip.into(),
-                port_specifier: Some(PortSpecifier::PortValue(port)),
-                ..Default::default()
-            })),
-        }),
-        principal: principal.into(),
-        ..Default::default()
     }
 }
 
@@ -86,8 +69,8 @@ fn requests(files: &[SourceFile], n: usize) -> Vec<CheckRequest> {
     let mut g = Lcg(7);
     (0..n)
         .map(|_| {
-            let src = peer(g.pick(&ips), 51000, &g.pick(&ids));
-            let dst = peer("10.0.0.2", g.pick(&ports), &g.pick(&ids));
+            let src = peer_at(g.pick(&ips), 51000, &g.pick(&ids));
+            let dst = peer_at("10.0.0.2", g.pick(&ports), &g.pick(&ids));
             let http = g.pick(&[true, true, true, false]).then(|| {
                 let (ctype, body) = g.pick(&bodies);
                 let mut headers: std::collections::HashMap<String, String> = [
