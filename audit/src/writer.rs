@@ -369,11 +369,13 @@ impl Writer {
             jobs.into_iter().map(|j| (j.event, j.ack)).unzip();
         match self.write(gap, events, force_checkpoint).await {
             Ok(first_seq) => {
+                // Counted before anyone hears of the commit: the writer runs on its own
+                // thread, and a producer that was acknowledged must see the batch counted.
+                self.metrics.batches.fetch_add(1, Ordering::Relaxed);
                 let offset = first_seq + u64::from(gap > 0);
                 for (i, ack) in acks.into_iter().enumerate() {
                     let _ = ack.send(Ok(offset + i as u64));
                 }
-                self.metrics.batches.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
                 tracing::error!(error = %e, events = acks.len(), "audit batch failed; not acknowledged");
