@@ -170,12 +170,12 @@ pub fn prepare(e: Event, redact: &dyn Fn(&str) -> String) -> Result<Prepared> {
     })
 }
 
-/// Cuts a field to [`MAX_FIELD_LEN`] bytes at a character boundary, marking the cut.
-/// Takes the string as it is when it fits (the common case: no copy).
 fn truncate(s: &str) -> String {
     truncate_owned(s.to_owned())
 }
 
+/// Cuts a field to [`MAX_FIELD_LEN`] bytes at a character boundary, marking the cut.
+/// Takes the string as it is when it fits (the common case: no copy).
 fn truncate_owned(mut s: String) -> String {
     if s.len() <= MAX_FIELD_LEN {
         return s;

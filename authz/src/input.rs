@@ -329,10 +329,6 @@ fn attributes(attrs: &AttributeContext, headers: Option<&Headers<'_>>, need: &Pr
     a.done()
 }
 
-fn spiffe_id_value(id: Option<&str>) -> impl FnOnce(&Projection) -> Value + '_ {
-    move |_| id.map_or(Value::Undefined, Value::from)
-}
-
 /// Builds the whole input document for `req`.
 pub fn build(req: &CheckRequest, opts: InputOptions) -> Result<Value> {
     build_projected(req, opts, Projection::everything())
@@ -390,21 +386,26 @@ pub fn build_projected(req: &CheckRequest, opts: InputOptions, need: &Projection
 
     let source_principal = principal_of(attrs.source.as_ref());
     input.put("source_principal", text(source_principal));
-    let mut source_id = spiffe_id_of(source_principal);
-    if source_id.is_none() && opts.xfcc {
-        source_id = header("x-forwarded-client-cert")
-            .and_then(xfcc_uri)
-            .and_then(spiffe_id_of);
-    }
+    // The SPIFFE IDs are parsed (and XFCC read) only for a policy that reads them.
     input.set("source", |need| {
         let mut src = Obj::new(need);
-        src.put("spiffe_id", spiffe_id_value(source_id));
+        src.put("spiffe_id", |_| {
+            let mut id = spiffe_id_of(source_principal);
+            if id.is_none() && opts.xfcc {
+                id = header("x-forwarded-client-cert")
+                    .and_then(xfcc_uri)
+                    .and_then(spiffe_id_of);
+            }
+            id.map_or(Value::Undefined, Value::from)
+        });
         src.done()
     });
-    let dest_id = spiffe_id_of(principal_of(attrs.destination.as_ref()));
     input.set("destination", |need| {
         let mut dst = Obj::new(need);
-        dst.put("spiffe_id", spiffe_id_value(dest_id));
+        dst.put("spiffe_id", |_| {
+            spiffe_id_of(principal_of(attrs.destination.as_ref()))
+                .map_or(Value::Undefined, Value::from)
+        });
         dst.done()
     });
     Ok(input.done())

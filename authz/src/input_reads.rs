@@ -106,26 +106,40 @@ fn steps(toks: &[Token], mut at: usize) -> (Vec<String>, usize) {
     }
 }
 
+/// An `import` statement: what it imports from (`input`, `data`, `rego`, …), the constant
+/// steps after that, the name it binds (`as c`, else the last step), and where it ends.
+struct Import<'t> {
+    root: Option<&'t str>,
+    path: Vec<String>,
+    name: Option<String>,
+    next: usize,
+}
+
+/// The import statement whose `import` keyword is `toks[at]`.
+fn import_at(toks: &[Token], at: usize) -> Import<'_> {
+    let (path, next) = steps(toks, at + 2);
+    let (name, next) = if ident(toks.get(next)) == Some("as") {
+        (ident(toks.get(next + 1)).map(str::to_owned), next + 2)
+    } else {
+        (path.last().cloned(), next)
+    };
+    Import {
+        root: ident(toks.get(at + 1)),
+        path,
+        name,
+        next,
+    }
+}
+
 /// `import input.a.b` (alias `b`) and `import input.a.b as c`: name → path.
 fn aliases(toks: &[Token]) -> Vec<(String, Vec<String>)> {
-    let mut out = Vec::new();
-    for (i, t) in toks.iter().enumerate() {
-        if !(matches!(t.0, TokenKind::Ident) && t.1.text() == "import")
-            || ident(toks.get(i + 1)) != Some("input")
-        {
-            continue;
-        }
-        let (path, next) = steps(toks, i + 2);
-        let name = if ident(toks.get(next)) == Some("as") {
-            ident(toks.get(next + 1)).map(str::to_owned)
-        } else {
-            path.last().cloned()
-        };
-        if let Some(name) = name {
-            out.push((name, path));
-        }
-    }
-    out
+    toks.iter()
+        .enumerate()
+        .filter(|(_, t)| matches!(t.0, TokenKind::Ident) && t.1.text() == "import")
+        .map(|(i, _)| import_at(toks, i))
+        .filter(|imp| imp.root == Some("input"))
+        .filter_map(|imp| Some((imp.name?, imp.path)))
+        .collect()
 }
 
 /// Analyses every `.rego` file of a set.
@@ -146,13 +160,7 @@ pub fn analyze(files: &[SourceFile]) -> InputReads {
             };
             if name == "import" {
                 // The import names a path; its reads are where the alias is used.
-                let (_, next) = steps(&toks, at + 2);
-                i = next
-                    + if ident(toks.get(next)) == Some("as") {
-                        2
-                    } else {
-                        0
-                    };
+                i = import_at(&toks, at).next;
                 continue;
             }
             if NONDETERMINISTIC.iter().any(|(ns, n)| {
