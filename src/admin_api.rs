@@ -67,7 +67,8 @@ fn entry_event(kind: &str, action: &str, actor: String, e: &Entry) -> Event {
         "selectors": e.selectors,
         "ttl_secs": e.ttl_secs,
         "dns_names": e.dns_names,
-    });
+    })
+    .into();
     ev
 }
 

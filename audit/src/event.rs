@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
+pub use crate::details::{Details, FlatObject};
 use crate::error::{Error, Result};
 
 /// The kinds esm itself writes. Kinds are open: any dotted lowercase name is accepted.
@@ -77,7 +78,7 @@ pub struct Event {
     pub correlation_id: String,
     /// Where: the site/node id.
     pub node: String,
-    pub details: Value,
+    pub details: Details,
 }
 
 impl Event {
@@ -93,7 +94,7 @@ impl Event {
             reason: String::new(),
             correlation_id: String::new(),
             node: String::new(),
-            details: Value::Null,
+            details: Details::default(),
         }
     }
 }
@@ -148,13 +149,12 @@ pub fn prepare(e: Event, redact: &dyn Fn(&str) -> String) -> Result<Prepared> {
     }
     let time_ns = i64::try_from(e.time.unix_timestamp_nanos())
         .map_err(|_| Error::InvalidEvent("time is out of range".into()))?;
-    let mut details = e.details;
-    redact_sensitive(&mut details, redact, 0);
-    let mut canonical = String::new();
-    let details = if canonical_json(&details, &mut canonical, 0, MAX_DETAILS_LEN) {
-        canonical
-    } else {
-        oversized_details(&details)
+    let details = match e.details {
+        Details::Flat(o) => match o.canonical() {
+            Some(text) if text.len() <= MAX_DETAILS_LEN => text,
+            _ => general_details(o.to_value(), redact),
+        },
+        Details::Json(v) => general_details(v, redact),
     };
     Ok(Prepared {
         time_ns,
@@ -168,6 +168,17 @@ pub fn prepare(e: Event, redact: &dyn Fn(&str) -> String) -> Result<Prepared> {
         node: truncate_owned(e.node),
         details,
     })
+}
+
+/// Redacts, then writes canonical JSON, or the size and hash of details too large to keep.
+fn general_details(mut details: Value, redact: &dyn Fn(&str) -> String) -> String {
+    redact_sensitive(&mut details, redact, 0);
+    let mut canonical = String::new();
+    if canonical_json(&details, &mut canonical, 0, MAX_DETAILS_LEN) {
+        canonical
+    } else {
+        oversized_details(&details)
+    }
 }
 
 fn truncate(s: &str) -> String {
@@ -220,7 +231,7 @@ fn depth_exceeds(v: &Value, max: usize) -> bool {
 }
 
 /// Detail keys whose values are never stored in clear.
-const SENSITIVE_KEYS: [&str; 8] = [
+pub(crate) const SENSITIVE_KEYS: [&str; 8] = [
     "authorization",
     "cookie",
     "set-cookie",
@@ -303,7 +314,7 @@ pub fn canonical_json(v: &Value, out: &mut String, depth: usize, max: usize) -> 
 
 /// Appends `s` as a JSON string exactly as serde_json writes it. Most keys and values need
 /// no escaping and are copied as they are; the others go through serde_json.
-fn push_json_str(out: &mut String, s: &str) {
+pub(crate) fn push_json_str(out: &mut String, s: &str) {
     if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
         out.push('"');
         out.push_str(s);

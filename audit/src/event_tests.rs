@@ -56,7 +56,7 @@ fn refuses_kinds_that_are_not_dotted_lowercase() {
 #[test]
 fn huge_details_are_replaced_by_their_size_and_hash() {
     let mut e = Event::new(kind::AUTHZ_DECISION, Outcome::Deny);
-    e.details = json!({"body": "x".repeat(100_000)});
+    e.details = json!({"body": "x".repeat(100_000)}).into();
     let p = prepare(e, &no_redact).unwrap();
     assert!(p.details.len() < 200, "{}", p.details);
     let v: Value = serde_json::from_str(&p.details).unwrap();
@@ -71,7 +71,7 @@ fn deeply_nested_details_are_bounded() {
         v = json!([v]);
     }
     let mut e = Event::new(kind::AUTHZ_DECISION, Outcome::Deny);
-    e.details = v;
+    e.details = v.into();
     let p = prepare(e, &no_redact).unwrap();
     assert!(p.details.contains("nested too deep"), "{}", p.details);
 }
@@ -88,7 +88,8 @@ fn long_fields_are_cut_at_a_char_boundary() {
 #[test]
 fn sensitive_detail_values_are_never_stored_in_clear() {
     let mut e = Event::new(kind::AUTHZ_DECISION, Outcome::Allow);
-    e.details = json!({"headers": {"Authorization": "Bearer abc", "x-ok": "fine"}, "token": 42});
+    e.details =
+        json!({"headers": {"Authorization": "Bearer abc", "x-ok": "fine"}, "token": 42}).into();
     let p = prepare(e, &no_redact).unwrap();
     assert!(!p.details.contains("Bearer abc"), "{}", p.details);
     assert!(p.details.contains("R(10)"));

@@ -6,6 +6,7 @@
 //! [`verify`] recomputes everything and names the first bad sequence number.
 
 pub mod checkpoint;
+pub mod details;
 pub mod error;
 pub mod event;
 pub mod export;
@@ -18,4 +19,4 @@ pub mod verify;
 pub mod writer;
 
 pub use error::{Error, Result, Tampered};
-pub use event::{kind, Event, Outcome};
+pub use event::{kind, Details, Event, FlatObject, Outcome};

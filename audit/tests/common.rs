@@ -123,7 +123,7 @@ pub fn event(i: u64) -> Event {
     e.subject = "spiffe://example.org/server".into();
     e.action = "check".into();
     e.correlation_id = format!("req-{i}");
-    e.details = serde_json::json!({"path": format!("/items/{i}"), "method": "GET"});
+    e.details = serde_json::json!({"path": format!("/items/{i}"), "method": "GET"}).into();
     e
 }
 

@@ -355,7 +355,7 @@ async fn huge_details_are_bounded_in_the_store() {
     let b = Backend::sqlite();
     let (sink, handle) = writer(b.open().await, SigningKey::ephemeral().unwrap(), opts(10)).await;
     let mut e = event(1);
-    e.details = serde_json::json!({"body": "x".repeat(5 << 20)});
+    e.details = serde_json::json!({"body": "x".repeat(5 << 20)}).into();
     let seq = sink.record(e).await.unwrap();
     handle.shutdown().await.unwrap();
     let rows = b

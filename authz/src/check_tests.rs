@@ -91,3 +91,43 @@ fn configured_deny_status_applies_when_policy_sets_none() {
     let c = check(&s, &http_request("POST", "/", &[], ""), &opts);
     assert_eq!(c.decision.http_status, Some(401));
 }
+
+#[test]
+fn decision_event_details_are_the_documented_object() {
+    // The flat writer must store exactly what reports and `esm audit export` have read
+    // since the first release: the same keys, `status` only on denials, null when unset.
+    let s = set(BY_METHOD);
+    let opts = CheckOptions::default();
+    for (method, dry_run) in [("GET", false), ("POST", false), ("POST", true)] {
+        let req = http_request(method, "/items/7?x=1", &[], "");
+        let c = check(&s, &req, &CheckOptions { dry_run, ..opts });
+        let e = crate::service::decision_event(&req, &c, "default", Some(&s), dry_run);
+        let want = serde_json::json!({
+            "policy.set": "default",
+            "policy.hash": s.hash,
+            "policy.rule": s.rule,
+            "path": "/items/7",
+            "status": (!c.decision.allowed).then_some(c.decision.http_status),
+            "dry_run": dry_run,
+            "policy_allowed": c.policy_allowed,
+        });
+        assert_eq!(e.details.to_value(), want, "{method} dry_run={dry_run}");
+        let stored = esm_audit::event::prepare(e, &|v| v.to_owned()).unwrap();
+        let mut canonical = String::new();
+        assert!(esm_audit::event::canonical_json(
+            &want,
+            &mut canonical,
+            0,
+            1 << 20
+        ));
+        assert_eq!(stored.details, canonical);
+    }
+    let refused = crate::check::refuse(Failure::Input, "bad".into(), &opts);
+    let req = http_request("GET", "/", &[], "");
+    let e = crate::service::decision_event(&req, &refused, "missing", None, false);
+    assert_eq!(
+        e.details.to_value(),
+        serde_json::json!({"policy.set": "missing", "policy.hash": null, "policy.rule": null,
+            "path": "/", "status": 403, "dry_run": false, "policy_allowed": false})
+    );
+}

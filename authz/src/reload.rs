@@ -63,7 +63,8 @@ pub fn policy_event(
         "policy.hash": hash,
         "previous.hash": previous,
         "policy.set": spec.name,
-    });
+    })
+    .into();
     e
 }
 

@@ -140,15 +140,25 @@ pub fn decision_event(
     } else if dry_run && !c.policy_allowed {
         e.reason = "dry-run: the policy would deny".into();
     }
-    e.details = serde_json::json!({
-        "policy.set": set_name,
-        "policy.hash": set.map(|s| s.hash.as_str()),
-        "policy.rule": set.map(|s| s.rule.as_str()),
-        "path": http.map(|h| h.path.split('?').next().unwrap_or_default().to_owned()),
-        "status": (!c.decision.allowed).then_some(c.decision.http_status),
-        "dry_run": dry_run,
-        "policy_allowed": c.policy_allowed,
-    });
+    // Keys in byte order: the stored text is written here once, not built and re-sorted.
+    e.details = esm_audit::FlatObject::new()
+        .bool("dry_run", dry_run)
+        .opt_str(
+            "path",
+            http.map(|h| h.path.split('?').next().unwrap_or_default()),
+        )
+        .opt_str("policy.hash", set.map(|s| s.hash.as_str()))
+        .opt_str("policy.rule", set.map(|s| s.rule.as_str()))
+        .str("policy.set", set_name)
+        .bool("policy_allowed", c.policy_allowed)
+        .opt_u64(
+            "status",
+            (!c.decision.allowed)
+                .then_some(c.decision.http_status)
+                .flatten()
+                .map(u64::from),
+        )
+        .into();
     e
 }
 
@@ -278,7 +288,9 @@ pub async fn serve(
     router(service)
         .await
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            // Without TCP_NODELAY a small Check response can wait for the ACK of the one
+            // before it (Nagle): tonic sets it only on listeners it binds itself.
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
         )
         .await

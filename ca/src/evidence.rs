@@ -29,7 +29,8 @@ pub fn svid_issued(svid: &IssuedSvid, actor: &str, via: &str, now: OffsetDateTim
         "cert_sha256": sha256_hex(&svid.cert_der),
         "key_source": if svid.private_key.is_some() { "generated" } else { "csr" },
         "via": via,
-    });
+    })
+    .into();
     e
 }
 
@@ -76,7 +77,8 @@ pub fn ca_rotated(step: Step, state: &CaState, actor: &str, now: OffsetDateTime)
     e.details = json!({
         "bundle_sequence": state.bundle_sequence,
         "authorities": state.authorities.iter().map(authority_json).collect::<Vec<_>>(),
-    });
+    })
+    .into();
     e
 }
 
@@ -100,7 +102,8 @@ pub fn ca_initialized(state: &CaState, actor: &str, now: OffsetDateTime) -> Even
     e.details = json!({
         "bundle_sequence": state.bundle_sequence,
         "authorities": state.authorities.iter().map(authority_json).collect::<Vec<_>>(),
-    });
+    })
+    .into();
     e
 }
 

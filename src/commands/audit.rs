@@ -164,7 +164,8 @@ async fn retain(cfg: &Config, db: &Db, before: &str) -> anyhow::Result<()> {
     e.actor = cli_actor();
     e.action = "retain".into();
     e.subject = format!("events 1..{up_to}");
-    e.details = serde_json::json!({ "up_to_seq": up_to, "removed": removed, "before": before });
+    e.details =
+        serde_json::json!({ "up_to_seq": up_to, "removed": removed, "before": before }).into();
     record(cfg, vec![e]).await?;
     Ok(())
 }

@@ -299,6 +299,10 @@ pub fn incoming(
                 },
                 _ = tx.closed() => return,
             };
+            // SDS pushes are small frames: Nagle would hold one back for the peer's ACK.
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(peer = %peer, error = %e, "agent TCP_NODELAY not set");
+            }
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
                 let timeout = std::time::Duration::from_secs(10);
