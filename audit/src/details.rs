@@ -49,7 +49,8 @@ impl Details {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct FlatObject {
     text: String,
-    last_key: Option<String>,
+    /// Keys are names in the producer's code, so they are `'static` and never copied.
+    last_key: Option<&'static str>,
     /// A key out of order, or one whose value is redacted: store via the general path.
     needs_general_path: bool,
 }
@@ -65,8 +66,8 @@ impl FlatObject {
         }
     }
 
-    fn key(&mut self, k: &str) {
-        let in_order = self.last_key.as_deref().is_none_or(|last| last < k);
+    fn key(&mut self, k: &'static str) {
+        let in_order = self.last_key.is_none_or(|last| last < k);
         if !in_order || SENSITIVE_KEYS.iter().any(|s| k.eq_ignore_ascii_case(s)) {
             self.needs_general_path = true;
         }
@@ -75,50 +76,44 @@ impl FlatObject {
         }
         push_json_str(&mut self.text, k);
         self.text.push(':');
-        match &mut self.last_key {
-            Some(last) => {
-                last.clear();
-                last.push_str(k);
-            }
-            None => self.last_key = Some(k.to_owned()),
-        }
+        self.last_key = Some(k);
     }
 
-    pub fn str(mut self, k: &str, v: &str) -> Self {
+    pub fn str(mut self, k: &'static str, v: &str) -> Self {
         self.key(k);
         push_json_str(&mut self.text, v);
         self
     }
 
     /// `null` when `v` is `None`, as `json!` writes an `Option`.
-    pub fn opt_str(self, k: &str, v: Option<&str>) -> Self {
+    pub fn opt_str(self, k: &'static str, v: Option<&str>) -> Self {
         match v {
             Some(v) => self.str(k, v),
             None => self.null(k),
         }
     }
 
-    pub fn bool(mut self, k: &str, v: bool) -> Self {
+    pub fn bool(mut self, k: &'static str, v: bool) -> Self {
         self.key(k);
         self.text.push_str(if v { "true" } else { "false" });
         self
     }
 
-    pub fn u64(mut self, k: &str, v: u64) -> Self {
+    pub fn u64(mut self, k: &'static str, v: u64) -> Self {
         use std::fmt::Write;
         self.key(k);
         let _ = write!(self.text, "{v}");
         self
     }
 
-    pub fn opt_u64(self, k: &str, v: Option<u64>) -> Self {
+    pub fn opt_u64(self, k: &'static str, v: Option<u64>) -> Self {
         match v {
             Some(v) => self.u64(k, v),
             None => self.null(k),
         }
     }
 
-    pub fn null(mut self, k: &str) -> Self {
+    pub fn null(mut self, k: &'static str) -> Self {
         self.key(k);
         self.text.push_str("null");
         self

@@ -5,6 +5,7 @@
 //! in batches to SQLite or PostgreSQL ([`store`]), where triggers refuse UPDATE and DELETE;
 //! [`verify`] recomputes everything and names the first bad sequence number.
 
+pub mod background;
 pub mod checkpoint;
 pub mod details;
 pub mod error;

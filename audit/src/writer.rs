@@ -43,6 +43,9 @@ pub struct WriterOptions {
     pub linger: Duration,
     /// This node's id, for events whose producer left `node` empty.
     pub node: String,
+    /// The writer thread's nice value (0: the same priority as the request path); see
+    /// [`crate::background`].
+    pub nice: i32,
 }
 
 impl Default for WriterOptions {
@@ -55,6 +58,7 @@ impl Default for WriterOptions {
             checkpoint_interval: Duration::from_secs(60),
             linger: Duration::from_millis(20),
             node: String::new(),
+            nice: 10,
         }
     }
 }
@@ -237,11 +241,18 @@ pub async fn start(
     std::thread::Builder::new()
         .name(WRITER_THREAD.into())
         .spawn(move || {
+            crate::background::lower_current_thread(writer.opts.nice);
             let ran = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(|e| Error::Bug(format!("audit writer runtime: {e}")))
-                .and_then(|rt| rt.block_on(writer.run(stop_rx)));
+                .and_then(|rt| {
+                    rt.block_on(async move {
+                        let mut writer = writer;
+                        writer.db = writer.db.for_writer().await?;
+                        writer.run(stop_rx).await
+                    })
+                });
             let _ = done_tx.send(ran);
         })
         .map_err(|e| Error::Bug(format!("audit writer thread: {e}")))?;

@@ -82,6 +82,16 @@ impl Db {
         }
     }
 
+    /// The store for the writer thread: on SQLite a connection of its own, opened from the
+    /// calling thread so that the connection's worker thread inherits its priority
+    /// ([`crate::background`]); on PostgreSQL the same pool (the work is the server's).
+    pub async fn for_writer(&self) -> Result<Self> {
+        Ok(match self {
+            Self::Sqlite(p) => Self::Sqlite(sqlite::dedicated(p).await?),
+            Self::Postgres(p) => Self::Postgres(p.clone()),
+        })
+    }
+
     pub async fn begin_write(&self) -> Result<WriteTx> {
         Ok(match self {
             Self::Sqlite(p) => WriteTx::Sqlite(sqlite::begin_write(p).await?),

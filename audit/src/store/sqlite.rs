@@ -43,6 +43,17 @@ pub async fn open(path: &str) -> Result<SqlitePool> {
     Ok(pool)
 }
 
+/// One more connection to the database `pool` opened (already created and migrated),
+/// established now, on the calling thread.
+pub async fn dedicated(pool: &SqlitePool) -> Result<SqlitePool> {
+    let opts = (*pool.connect_options()).clone();
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await
+        .map_err(|e| Error::Database(format!("audit writer connection: {e}")))
+}
+
 pub async fn begin_write(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>> {
     Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
 }
