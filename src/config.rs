@@ -58,6 +58,8 @@ queue_capacity = 65536
 # A signed Merkle checkpoint after this many events or this much time, whichever first.
 checkpoint_every = 10000
 checkpoint_interval = "60s"
+# The audit writer's nice value (0-19): above 0 it yields the CPU to the request path.
+writer_nice = 10
 # This node's id in every event (empty: the host name).
 node = ""
 "#
@@ -92,6 +94,8 @@ struct RawAudit {
     #[serde(deserialize_with = "int_or_string")]
     checkpoint_every: u64,
     checkpoint_interval: String,
+    #[serde(deserialize_with = "int_or_string")]
+    writer_nice: u64,
     node: String,
 }
 
@@ -104,6 +108,7 @@ impl Default for RawAudit {
             queue_capacity: 65_536,
             checkpoint_every: 10_000,
             checkpoint_interval: "60s".into(),
+            writer_nice: 10,
             node: String::new(),
         }
     }
@@ -194,6 +199,7 @@ pub struct AuditConfig {
     pub queue_capacity: usize,
     pub checkpoint_every: u64,
     pub checkpoint_interval: std::time::Duration,
+    pub writer_nice: i32,
     pub node: String,
 }
 
@@ -338,6 +344,10 @@ fn audit_config(raw: RawAudit, data_dir: &Path) -> anyhow::Result<AuditConfig> {
         bail!("audit.checkpoint_every must be at least 1");
     }
     let interval = duration("audit.checkpoint_interval", &raw.checkpoint_interval)?;
+    let writer_nice = match i32::try_from(raw.writer_nice) {
+        Ok(n @ 0..=19) => n,
+        _ => bail!("audit.writer_nice must be between 0 and 19"),
+    };
     let node = if raw.node.is_empty() {
         std::fs::read_to_string("/etc/hostname")
             .map(|h| h.trim().to_owned())
@@ -353,6 +363,7 @@ fn audit_config(raw: RawAudit, data_dir: &Path) -> anyhow::Result<AuditConfig> {
         checkpoint_every: raw.checkpoint_every,
         checkpoint_interval: std::time::Duration::try_from(interval)
             .map_err(|_| anyhow!("audit.checkpoint_interval is out of range"))?,
+        writer_nice,
         node,
     })
 }

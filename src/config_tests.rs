@@ -24,6 +24,7 @@ fn the_file_init_writes_parses_to_the_documented_defaults() {
     assert_eq!(c.audit.url, "sqlite:///d/audit.db");
     assert_eq!(c.audit.on_full, esm_audit::writer::OnFull::Block);
     assert_eq!(c.audit.checkpoint_every, 10_000);
+    assert_eq!(c.audit.writer_nice, 10);
 }
 
 #[test]
@@ -36,9 +37,11 @@ fn audit_numbers_and_urls_come_from_file_or_environment() {
             ("ESM_AUDIT_QUEUE_CAPACITY", "128"),
             ("ESM_AUDIT_URL", "postgres://u@127.0.0.1/test"),
             ("ESM_AUDIT_QUEUE_FULL", "drop"),
+            ("ESM_AUDIT_WRITER_NICE", "0"),
         ]),
     )
     .unwrap();
+    assert_eq!(c.audit.writer_nice, 0);
     assert_eq!(c.audit.queue_capacity, 128);
     assert_eq!(c.audit.url, "postgres://u@127.0.0.1/test");
     assert_eq!(c.audit.on_full, esm_audit::writer::OnFull::Drop);
@@ -47,6 +50,8 @@ fn audit_numbers_and_urls_come_from_file_or_environment() {
         ("ESM_AUDIT_URL", "mysql://x"),
         ("ESM_AUDIT_QUEUE_FULL", "sometimes"),
         ("ESM_AUDIT_CHECKPOINT_EVERY", "0"),
+        ("ESM_AUDIT_WRITER_NICE", "20"),
+        ("ESM_AUDIT_WRITER_NICE", "-5"),
     ] {
         let err = Config::parse(&text, "/d".into(), &env(&[(var, value)])).unwrap_err();
         assert!(format!("{err:#}").contains("audit"), "{var}: {err:#}");

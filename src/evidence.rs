@@ -48,6 +48,7 @@ impl Evidence {
             on_full: cfg.audit.on_full,
             checkpoint_every: cfg.audit.checkpoint_every,
             checkpoint_interval: cfg.audit.checkpoint_interval,
+            nice: cfg.audit.writer_nice,
             node: cfg.audit.node.clone(),
             ..WriterOptions::default()
         };
