@@ -238,6 +238,7 @@ pub async fn start(
     // a few hundred decisions then never holds up a worker that answers Envoy. The thread
     // is named so that `top -H` and `perf` show what the evidence costs.
     let (done_tx, done) = oneshot::channel();
+    let (ready_tx, ready) = oneshot::channel();
     std::thread::Builder::new()
         .name(WRITER_THREAD.into())
         .spawn(move || {
@@ -249,13 +250,27 @@ pub async fn start(
                 .and_then(|rt| {
                     rt.block_on(async move {
                         let mut writer = writer;
-                        writer.db = writer.db.for_writer().await?;
+                        match writer.db.for_writer().await {
+                            Ok(db) => {
+                                writer.db = db;
+                                let _ = ready_tx.send(Ok(()));
+                            }
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(e));
+                                return Ok(());
+                            }
+                        }
                         writer.run(stop_rx).await
                     })
                 });
             let _ = done_tx.send(ran);
         })
         .map_err(|e| Error::Bug(format!("audit writer thread: {e}")))?;
+    // A writer that cannot reach its store is refused here, not discovered by the first
+    // producer whose event goes nowhere.
+    ready
+        .await
+        .map_err(|_| Error::Bug("audit writer thread ended before it started".into()))??;
     Ok((
         sink,
         WriterHandle {
