@@ -21,15 +21,3 @@ pub fn lower_current_thread(nice: i32) {
         }
     }
 }
-
-/// The calling thread's nice value, for tests.
-pub fn current_thread_nice() -> Option<i32> {
-    #[cfg(target_os = "linux")]
-    {
-        rustix::process::getpriority_process(Some(rustix::thread::gettid())).ok()
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        None
-    }
-}

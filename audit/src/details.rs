@@ -46,13 +46,20 @@ impl Details {
 /// same object. Keys must come in strictly increasing byte order; one that does not is
 /// kept aside and the object is then stored through the general path, so a producer's
 /// mistake costs time, never a wrong record.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FlatObject {
     text: String,
     /// Keys are names in the producer's code, so they are `'static` and never copied.
     last_key: Option<&'static str>,
     /// A key out of order, or one whose value is redacted: store via the general path.
     needs_general_path: bool,
+}
+
+impl Default for FlatObject {
+    /// The empty object: `{` written, as [`FlatObject::new`] starts.
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl FlatObject {
@@ -119,22 +126,22 @@ impl FlatObject {
         self
     }
 
-    /// The object as written, or `None` when it must go through the general path.
-    pub(crate) fn canonical(&self) -> Option<String> {
-        (!self.needs_general_path).then(|| {
-            let mut t = String::with_capacity(self.text.len() + 1);
-            t.push_str(&self.text);
-            t.push('}');
-            t
-        })
+    /// The finished text, and whether it is the stored form as it stands (false: a key was
+    /// out of order or sensitive, and the text must go through the general path).
+    pub(crate) fn into_text(mut self) -> (String, bool) {
+        self.text.push('}');
+        (self.text, !self.needs_general_path)
     }
 
     pub fn to_value(&self) -> Value {
-        let mut t = self.text.clone();
-        t.push('}');
-        // The text is JSON by construction; a parse failure would be a bug in this module.
-        serde_json::from_str(&t).unwrap_or(Value::Null)
+        parse(&self.clone().into_text().0)
     }
+}
+
+/// A finished [`FlatObject`]'s text as a value. The text is JSON by construction; a parse
+/// failure would be a bug in this module.
+pub(crate) fn parse(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or(Value::Null)
 }
 
 #[cfg(test)]
@@ -164,27 +171,28 @@ mod tests {
             "dry_run": false, "path": "/a \"quoted\" \\ path\n日本", "policy.hash": null,
             "policy.set": "default", "policy_allowed": true, "status": 403, "z": u64::MAX,
         });
-        assert_eq!(o.canonical().unwrap(), general(&v));
         assert_eq!(o.to_value(), v);
+        assert_eq!(o.into_text(), (general(&v), true));
     }
 
     #[test]
     fn empty_flat_object_is_an_empty_json_object() {
-        assert_eq!(FlatObject::new().canonical().unwrap(), "{}");
+        assert_eq!(FlatObject::new().into_text(), ("{}".to_owned(), true));
+        assert_eq!(FlatObject::default(), FlatObject::new());
     }
 
     #[test]
     fn flat_object_with_keys_out_of_order_takes_the_general_path() {
         let o = FlatObject::new().str("b", "1").str("a", "2");
-        assert_eq!(o.canonical(), None);
         assert_eq!(general(&o.to_value()), r#"{"a":"2","b":"1"}"#);
+        assert!(!o.into_text().1);
         let dup = FlatObject::new().str("a", "1").str("a", "2");
-        assert_eq!(dup.canonical(), None);
+        assert!(!dup.into_text().1);
     }
 
     #[test]
     fn flat_object_with_a_sensitive_key_takes_the_general_path() {
         let o = FlatObject::new().str("Authorization", "Bearer x");
-        assert_eq!(o.canonical(), None);
+        assert!(!o.into_text().1);
     }
 }

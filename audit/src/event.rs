@@ -150,9 +150,9 @@ pub fn prepare(e: Event, redact: &dyn Fn(&str) -> String) -> Result<Prepared> {
     let time_ns = i64::try_from(e.time.unix_timestamp_nanos())
         .map_err(|_| Error::InvalidEvent("time is out of range".into()))?;
     let details = match e.details {
-        Details::Flat(o) => match o.canonical() {
-            Some(text) if text.len() <= MAX_DETAILS_LEN => text,
-            _ => general_details(o.to_value(), redact),
+        Details::Flat(o) => match o.into_text() {
+            (text, true) if text.len() <= MAX_DETAILS_LEN => text,
+            (text, _) => general_details(crate::details::parse(&text), redact),
         },
         Details::Json(v) => general_details(v, redact),
     };

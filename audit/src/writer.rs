@@ -247,22 +247,7 @@ pub async fn start(
                 .enable_all()
                 .build()
                 .map_err(|e| Error::Bug(format!("audit writer runtime: {e}")))
-                .and_then(|rt| {
-                    rt.block_on(async move {
-                        let mut writer = writer;
-                        match writer.db.for_writer().await {
-                            Ok(db) => {
-                                writer.db = db;
-                                let _ = ready_tx.send(Ok(()));
-                            }
-                            Err(e) => {
-                                let _ = ready_tx.send(Err(e));
-                                return Ok(());
-                            }
-                        }
-                        writer.run(stop_rx).await
-                    })
-                });
+                .and_then(|rt| rt.block_on(writer.on_own_thread(stop_rx, ready_tx)));
             let _ = done_tx.send(ran);
         })
         .map_err(|e| Error::Bug(format!("audit writer thread: {e}")))?;
@@ -340,6 +325,25 @@ struct Writer {
 }
 
 impl Writer {
+    /// The writer thread's life: its own connection first (so the connection's worker
+    /// inherits the thread's priority), reported through `ready`, then [`Writer::run`].
+    async fn on_own_thread(
+        mut self,
+        stop: oneshot::Receiver<()>,
+        ready: oneshot::Sender<Result<()>>,
+    ) -> Result<()> {
+        match self.db.for_writer().await {
+            Ok(db) => self.db = db,
+            Err(e) => {
+                // `start` returns the error; there is nothing to run.
+                let _ = ready.send(Err(e));
+                return Ok(());
+            }
+        }
+        let _ = ready.send(Ok(()));
+        self.run(stop).await
+    }
+
     /// Lets a small batch of events nobody waits for grow for up to `linger`, without waking
     /// per event: the writer sleeps and then takes what queued. An awaited event ends the
     /// wait at once (its `notify_one` leaves a permit if it was queued before the wait began;

@@ -4,6 +4,7 @@
 //! the next gap record instead of vanishing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
 mod common;
 
 use std::time::{Duration, Instant};
@@ -19,13 +20,6 @@ fn lingering(linger: Duration) -> WriterOptions {
         node: "node-1".into(),
         ..Default::default()
     }
-}
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite { $( #[tokio::test] async fn $name() { super::$name(super::Backend::sqlite()).await } )* }
-        mod postgres { $( #[tokio::test] async fn $name() { super::$name(super::Backend::postgres()).await } )* }
-    };
 }
 
 both_backends!(

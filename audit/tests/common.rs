@@ -1,13 +1,22 @@
 //! Stores to test against: a SQLite file in a temp dir, and a fresh schema in the machine's
 //! PostgreSQL (`ESM_TEST_POSTGRES_URL`, default postgres://postgres@127.0.0.1:5432/test).
 //! PostgreSQL being unreachable fails the tests; nothing is skipped.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, unused_macros, clippy::unwrap_used, clippy::expect_used)]
 
 use esm_audit::checkpoint::SigningKey;
 use esm_audit::redact::Redactor;
 use esm_audit::store::Db;
 use esm_audit::writer::{start, AuditSink, WriterHandle, WriterOptions};
 use esm_audit::{kind, Event, Outcome};
+
+/// Runs each named `async fn(Backend)` as a test on SQLite and on PostgreSQL (the test file
+/// imports `Backend`).
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite { $( #[tokio::test] async fn $name() { super::$name(super::Backend::sqlite()).await } )* }
+        mod postgres { $( #[tokio::test] async fn $name() { super::$name(super::Backend::postgres()).await } )* }
+    };
+}
 
 pub fn pg_url() -> String {
     std::env::var("ESM_TEST_POSTGRES_URL")

@@ -9,17 +9,20 @@ use common::{event, writer, Backend};
 use esm_audit::checkpoint::SigningKey;
 use esm_audit::writer::{WriterOptions, WRITER_THREAD};
 
+/// (name, nice) of a thread from its `/proc/…/stat`.
+fn name_and_nice(stat_path: &std::path::Path) -> Option<(String, i64)> {
+    let stat = std::fs::read_to_string(stat_path).ok()?;
+    let (name, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+    // After the name: state is field 3; nice is field 19.
+    let nice = rest.split(' ').nth(16)?.parse().ok()?;
+    Some((name.to_owned(), nice))
+}
+
 /// (name, nice) of every thread of this process.
 fn threads() -> Vec<(String, i64)> {
     std::fs::read_dir("/proc/self/task")
         .unwrap()
-        .filter_map(|t| {
-            let stat = std::fs::read_to_string(t.ok()?.path().join("stat")).ok()?;
-            let (name, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
-            // After the name: state is field 3; nice is field 19.
-            let nice = rest.split(' ').nth(16)?.parse().ok()?;
-            Some((name.to_owned(), nice))
-        })
+        .filter_map(|t| name_and_nice(&t.ok()?.path().join("stat")))
         .collect()
 }
 
@@ -46,6 +49,7 @@ async fn writer_and_its_sqlite_connection_run_at_the_configured_nice_value() {
         .map(|(_, nice)| *nice)
         .collect();
     assert!(sqlite.contains(&7) && sqlite.contains(&0), "{all:?}");
-    assert_eq!(esm_audit::background::current_thread_nice(), Some(0));
+    let this = name_and_nice("/proc/thread-self/stat".as_ref()).unwrap();
+    assert_eq!(this.1, 0, "the producer's thread keeps its priority");
     handle.shutdown().await.unwrap();
 }

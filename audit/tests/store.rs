@@ -2,6 +2,7 @@
 //! append-only enforcement by the database, and verification catching every kind of edit.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
 mod common;
 
 use common::{append_n, event, writer, Backend};
@@ -35,13 +36,6 @@ async fn expect_tampered(b: &Backend, key: &esm_audit::checkpoint::PublicKey, se
         Err(Error::Tampered(t)) => assert_eq!(t.seq, seq, "{t}"),
         other => panic!("expected tampering at {seq}, got {other:?}"),
     }
-}
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite { $( #[tokio::test] async fn $name() { super::$name(super::Backend::sqlite()).await } )* }
-        mod postgres { $( #[tokio::test] async fn $name() { super::$name(super::Backend::postgres()).await } )* }
-    };
 }
 
 both_backends!(
