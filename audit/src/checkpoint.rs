@@ -37,14 +37,11 @@ impl Checkpoint {
     }
 
     pub fn verify(&self, key: &PublicKey) -> bool {
-        self.key_id == key.id
-            && UnparsedPublicKey::new(&ED25519, &key.bytes)
-                .verify(
-                    Self::signed_text(self.tree_size, &self.root, &self.last_hash, self.time_ns)
-                        .as_bytes(),
-                    &self.signature,
-                )
-                .is_ok()
+        key.verifies(
+            &self.key_id,
+            Self::signed_text(self.tree_size, &self.root, &self.last_hash, self.time_ns).as_bytes(),
+            &self.signature,
+        )
     }
 }
 
@@ -81,6 +78,14 @@ impl PublicKey {
 
     pub fn to_text(&self) -> String {
         format!("{}\n", STANDARD.encode(&self.bytes))
+    }
+
+    /// Whether `signature` over `message` was made by this key, named `key_id`.
+    pub(crate) fn verifies(&self, key_id: &str, message: &[u8], signature: &[u8]) -> bool {
+        key_id == self.id
+            && UnparsedPublicKey::new(&ED25519, &self.bytes)
+                .verify(message, signature)
+                .is_ok()
     }
 }
 
@@ -132,6 +137,17 @@ impl SigningKey {
         }
     }
 
+    /// The key's id (a hash of its public half), recorded next to each signature.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Signs any statement of the log's (checkpoints, retention statements); each kind of
+    /// statement starts with its own first line, so one cannot pass for another.
+    pub(crate) fn sign_bytes(&self, message: &[u8]) -> Vec<u8> {
+        self.pair.sign(message).as_ref().to_vec()
+    }
+
     pub fn sign(&self, tree_size: u64, root: Hash, last_hash: Hash, time_ns: i64) -> Checkpoint {
         let text = Checkpoint::signed_text(tree_size, &root, &last_hash, time_ns);
         Checkpoint {
@@ -140,7 +156,7 @@ impl SigningKey {
             last_hash,
             time_ns,
             key_id: self.id.clone(),
-            signature: self.pair.sign(text.as_bytes()).as_ref().to_vec(),
+            signature: self.sign_bytes(text.as_bytes()),
         }
     }
 }

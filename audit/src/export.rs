@@ -2,7 +2,9 @@
 //! third party can verify a full export offline with only the audit public key.
 //!
 //! A full export (no filter) also carries the retention anchor first (`{"anchor": …}`) and
-//! each checkpoint right after the event it covers (`{"checkpoint": …}`).
+//! each checkpoint right after the event it covers (`{"checkpoint": …}`). An export that
+//! starts at an anchor verifies only if its events hold the signed retention statement that
+//! removed exactly the events before it.
 
 use std::io::{BufRead, Write};
 
@@ -107,15 +109,16 @@ pub async fn export(db: &Db, filter: &Filter, out: &mut dyn Write) -> Result<u64
     };
     let mut after = 0;
     if full {
-        if let Some(anchor) = db.anchor().await? {
+        if let Some(first) = db.first_seq().await?.filter(|f| *f > 1) {
+            let anchor = first - 1;
             let a = checkpoints
                 .iter()
                 .find(|c| c.checkpoint.tree_size == anchor)
                 .ok_or_else(|| {
-                    Error::Tampered(Tampered {
-                        seq: anchor,
-                        reason: "retention anchor has no checkpoint".into(),
-                    })
+                    Error::Tampered(crate::retention::gap(
+                        first,
+                        Some("and no checkpoint covers them"),
+                    ))
                 })?;
             let line = Meta::Anchor(AnchorLine {
                 checkpoint: a.checkpoint.clone(),
@@ -181,7 +184,7 @@ pub fn verify_export(input: &mut dyn BufRead, key: &PublicKey) -> Result<Report>
                         checkpoint: a.checkpoint,
                         frontier,
                     };
-                    walker = Some(Walker::new(key, Some(&start), [])?);
+                    walker = Some(Walker::after_retention(key, &start, [])?);
                 }
                 Meta::Anchor(_) => return Err(parse_err(line_no, "anchor after events")),
                 Meta::Checkpoint(cp) => {

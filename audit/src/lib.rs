@@ -3,7 +3,8 @@
 //! Events ([`event`]) are chained by hash ([`hash_chain`]) and covered by signed RFC 6962
 //! Merkle checkpoints ([`merkle`], [`checkpoint`]); a single writer ([`writer`]) commits them
 //! in batches to SQLite or PostgreSQL ([`store`]), where triggers refuse UPDATE and DELETE;
-//! [`verify`] recomputes everything and names the first bad sequence number.
+//! [`verify`] recomputes everything and names the first bad sequence number. Removing old
+//! events ([`retention`]) is itself a signed event in the log.
 
 pub mod background;
 pub mod checkpoint;
@@ -15,6 +16,7 @@ pub mod hash_chain;
 pub mod merkle;
 pub mod prove;
 pub mod redact;
+pub mod retention;
 pub mod store;
 pub mod verify;
 pub mod writer;

@@ -70,9 +70,10 @@ impl ConsistencyProof {
 
 /// Every event hash from 1 to `size`; needs the log from its start.
 async fn leaves(db: &Db, size: u64) -> Result<Vec<Hash>> {
-    if let Some(anchor) = db.anchor().await? {
+    if let Some(first) = db.first_seq().await?.filter(|f| *f > 1) {
         return Err(Error::Config(format!(
-            "events up to {anchor} were removed by retention; proofs need the log from its start"
+            "events up to {} were removed by retention; proofs need the log from its start",
+            first - 1
         )));
     }
     let mut out = Vec::with_capacity(size as usize);

@@ -1,12 +1,15 @@
 //! Verification: recompute every hash, every link, the Merkle root at every checkpoint and
 //! every checkpoint signature, and name the first sequence number where anything is off.
+//! A log that no longer starts at 1 verifies only from a signed retention statement that
+//! covers exactly the missing events ([`crate::retention`]).
 //! The walk itself is a pure state machine ([`Walker`]) fed from the store or an export.
 
 use crate::checkpoint::{Checkpoint, PublicKey};
 use crate::error::{Error, Result, Tampered};
-use crate::event::Record;
+use crate::event::{kind, Record};
 use crate::hash_chain::{recompute, GENESIS};
 use crate::merkle::{Frontier, Hash};
+use crate::retention;
 use crate::store::{Db, Filter, StoredCheckpoint, PAGE};
 
 /// What a successful verification covered.
@@ -18,6 +21,8 @@ pub struct Report {
     pub checkpoints: u64,
     /// Events up to here were removed by retention; the anchor checkpoint vouches for them.
     pub anchor: Option<u64>,
+    /// The sequence number of the signed retention statement that removed them.
+    pub retention: Option<u64>,
 }
 
 fn bad(seq: u64, reason: impl Into<String>) -> Tampered {
@@ -35,6 +40,9 @@ pub struct Walker<'k> {
     frontier: Frontier,
     /// Checkpoints not yet reached, ascending.
     pending: std::collections::VecDeque<Checkpoint>,
+    /// When the walk starts after removed events: the checkpoint it starts from, which a
+    /// signed retention statement in the walked events must name.
+    retained: Option<Checkpoint>,
     report: Report,
 }
 
@@ -76,13 +84,26 @@ impl<'k> Walker<'k> {
                 .into_iter()
                 .filter(|c| c.tree_size > seq)
                 .collect(),
+            retained: None,
             report: Report {
                 first_seq: seq + 1,
                 last_seq: seq,
-                anchor: start.map(|s| s.checkpoint.tree_size),
                 ..Report::default()
             },
         })
+    }
+
+    /// Starts at `anchor`, the checkpoint over events that retention removed: the walk only
+    /// succeeds if it meets the signed statement that removed exactly those.
+    pub fn after_retention(
+        key: &'k PublicKey,
+        anchor: &StoredCheckpoint,
+        checkpoints: impl IntoIterator<Item = Checkpoint>,
+    ) -> Result<Self, Tampered> {
+        let mut w = Self::new(key, Some(anchor), checkpoints)?;
+        w.retained = Some(anchor.checkpoint.clone());
+        w.report.anchor = Some(anchor.checkpoint.tree_size);
+        Ok(w)
     }
 
     pub fn push(&mut self, r: &Record) -> Result<(), Tampered> {
@@ -104,6 +125,14 @@ impl<'k> Walker<'k> {
                 r.seq,
                 "event contents do not match its hash (modified)",
             ));
+        }
+        if r.kind == kind::AUDIT_RETENTION {
+            // Every retention record must be a statement the key holder signed; the one
+            // naming the walk's starting checkpoint accounts for the events before it.
+            let st = retention::check_record(r, self.key)?;
+            if self.retained.as_ref().is_some_and(|a| st.covers(a)) {
+                self.report.retention.get_or_insert(r.seq);
+            }
         }
         self.frontier.push(&r.hash);
         self.seq = r.seq;
@@ -147,7 +176,8 @@ impl<'k> Walker<'k> {
         Ok(())
     }
 
-    /// Ends the walk: a checkpoint beyond the last event means events were removed.
+    /// Ends the walk: a checkpoint beyond the last event means events were removed, and so
+    /// does a start after retention that no signed statement accounted for.
     pub fn finish(self) -> Result<Report, Tampered> {
         if let Some(cp) = self.pending.front() {
             return Err(bad(
@@ -159,26 +189,35 @@ impl<'k> Walker<'k> {
                 ),
             ));
         }
+        if let Some(a) = &self.retained {
+            if self.report.retention.is_none() {
+                return Err(retention::gap(a.tree_size + 1, None));
+            }
+        }
         Ok(self.report)
     }
 }
 
-/// Verifies the stored log, from the start (or the retention anchor), or from the last
-/// checkpoint before `from`.
+/// Verifies the stored log from its start or, when it no longer starts at 1, from the
+/// checkpoint a signed retention statement continues from; or from the last checkpoint
+/// before `from`. The `retention_anchor` rows are not consulted: they are unsigned.
 pub async fn verify(db: &Db, key: &PublicKey, from: Option<u64>) -> Result<Report> {
     let all = db.checkpoints().await?;
-    let anchor = db.anchor().await?;
-    let floor = anchor.unwrap_or(0);
+    let retained = match (db.first_seq().await?, all.last()) {
+        (Some(first), _) if first > 1 => Some(retention::covering(db, key, first, &all).await?),
+        (Some(_), _) | (None, None) => None,
+        // Checkpoints but no events: retention always leaves its statement behind.
+        (None, Some(last)) => {
+            return Err(retention::gap(last.checkpoint.tree_size + 1, None).into());
+        }
+    };
+    let floor = retained.as_ref().map_or(0, |(st, _)| st.anchor.tree_size);
     let wanted = from.unwrap_or(0).saturating_sub(1).max(floor);
-    let start = all
+    let resume = all
         .iter()
-        .rfind(|c| c.checkpoint.tree_size <= wanted && c.checkpoint.tree_size >= floor)
-        .filter(|c| c.checkpoint.tree_size > 0);
-    if anchor.is_some() && start.map(|s| s.checkpoint.tree_size) != anchor && wanted == floor {
-        return Err(bad(floor, "retention anchor has no checkpoint").into());
-    }
+        .rfind(|c| c.checkpoint.tree_size <= wanted && c.checkpoint.tree_size > floor);
     // Checkpoints before the start cannot be recomputed, but their signatures still can.
-    let start_size = start.map_or(0, |s| s.checkpoint.tree_size);
+    let start_size = resume.map_or(floor, |s| s.checkpoint.tree_size);
     for c in all.iter().filter(|c| c.checkpoint.tree_size < start_size) {
         if !c.checkpoint.verify(key) {
             return Err(bad(
@@ -188,7 +227,17 @@ pub async fn verify(db: &Db, key: &PublicKey, from: Option<u64>) -> Result<Repor
             .into());
         }
     }
-    let mut walker = Walker::new(key, start, all.iter().map(|c| c.checkpoint.clone()))?;
+    let later = all.iter().map(|c| c.checkpoint.clone());
+    let mut walker = match (resume, &retained) {
+        (Some(c), _) => Walker::new(key, Some(c), later)?,
+        (None, Some((st, seq))) => {
+            let anchor = st
+                .start()
+                .ok_or_else(|| bad(*seq, "retention statement is malformed"))?;
+            Walker::after_retention(key, &anchor, later)?
+        }
+        (None, None) => Walker::new(key, None, later)?,
+    };
     // Pages are fixed seq ranges read ahead concurrently while the walker hashes the current
     // one; a gap or an extra row inside a range still shows up as a broken sequence.
     let end = db.last_seq().await?.unwrap_or(0);
@@ -212,7 +261,12 @@ pub async fn verify(db: &Db, key: &PublicKey, from: Option<u64>) -> Result<Repor
             walker.push(r)?;
         }
     }
-    Ok(walker.finish()?)
+    let mut report = walker.finish()?;
+    if let Some((st, seq)) = retained {
+        report.anchor = Some(st.anchor.tree_size);
+        report.retention = Some(seq);
+    }
+    Ok(report)
 }
 
 /// Pages read concurrently ahead of the walker.

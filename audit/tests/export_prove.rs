@@ -72,20 +72,6 @@ async fn full_export_verifies_offline_and_edits_are_caught() {
 }
 
 #[tokio::test]
-async fn export_after_retention_starts_at_the_anchor_and_verifies() {
-    let b = Backend::sqlite();
-    let key = log_of(&b, 4).await;
-    b.open().await.retain(16, 0).await.unwrap();
-    let text = exported(&b, &Filter::default()).await;
-    assert!(text.starts_with("{\"anchor\""));
-    let report = verify_export(&mut text.as_bytes(), &key).unwrap();
-    assert_eq!(
-        (report.anchor, report.first_seq, report.last_seq),
-        (Some(16), 17, 32)
-    );
-}
-
-#[tokio::test]
 async fn filters_select_by_kind_seq_and_time() {
     let b = Backend::sqlite();
     log_of(&b, 2).await;

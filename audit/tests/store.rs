@@ -48,8 +48,6 @@ both_backends!(
     verify_catches_two_swapped_events,
     verify_catches_a_truncated_tail,
     verify_catches_a_forged_checkpoint,
-    retention_keeps_what_remains_verifiable,
-    retaining_every_event_then_appending_continues_the_chain,
     two_writers_share_one_chain,
     drop_mode_writes_a_counted_gap,
     invalid_utf8_in_a_row_is_reported_not_skipped,
@@ -172,52 +170,6 @@ async fn verify_catches_a_forged_checkpoint(b: Backend) {
     )
     .await;
     expect_tampered(&b, &key, 40).await;
-}
-
-async fn retention_keeps_what_remains_verifiable(b: Backend) {
-    let key = filled(&b).await;
-    let db = b.open().await;
-    // Deleting outside an anchor is refused by the database.
-    assert!(b
-        .try_sql("DELETE FROM events WHERE seq <= 30")
-        .await
-        .is_err());
-    assert_eq!(db.retain(30, 0).await.unwrap(), 30);
-    let report = verify(&db, &key, None).await.unwrap();
-    assert_eq!(
-        (report.anchor, report.first_seq, report.last_seq),
-        (Some(30), 31, 100)
-    );
-    // The anchor does not license deleting anything after it.
-    assert!(b
-        .try_sql("DELETE FROM events WHERE seq = 31")
-        .await
-        .is_err());
-    // Retention can only anchor at a checkpoint.
-    assert!(db.retain(35, 0).await.is_err());
-    // An edit after the anchor is still caught.
-    tamper(&b, "UPDATE events SET reason = 'x' WHERE seq = 31").await;
-    expect_tampered(&b, &key, 31).await;
-}
-
-async fn retaining_every_event_then_appending_continues_the_chain(b: Backend) {
-    let keys = tempfile::tempdir().unwrap();
-    let key = || SigningKey::load_or_create(keys.path()).unwrap();
-    let public = key().public();
-    let (sink, handle) = writer(b.open().await, key(), opts(10)).await;
-    append_n(&sink, 0, 10).await;
-    handle.shutdown().await.unwrap();
-    let db = b.open().await;
-    assert_eq!(db.retain(10, 0).await.unwrap(), 10);
-    // Nothing is left but the anchor; a restarted writer continues from its last hash.
-    let (sink, handle) = writer(b.open().await, key(), opts(10)).await;
-    assert_eq!(append_n(&sink, 10, 3).await, vec![11, 12, 13]);
-    handle.shutdown().await.unwrap();
-    let report = verify(&db, &public, None).await.unwrap();
-    assert_eq!(
-        (report.anchor, report.first_seq, report.last_seq),
-        (Some(10), 11, 13)
-    );
 }
 
 async fn two_writers_share_one_chain(b: Backend) {

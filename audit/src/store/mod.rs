@@ -114,11 +114,12 @@ impl Db {
         }
     }
 
-    /// The highest sequence number removed by retention, if any.
-    pub async fn anchor(&self) -> Result<Option<u64>> {
+    /// The oldest stored event's sequence number, if any: above 1 once retention removed
+    /// events (or someone deleted them; [`crate::verify`] tells which).
+    pub async fn first_seq(&self) -> Result<Option<u64>> {
         match self {
-            Self::Sqlite(p) => sqlite::anchor(p).await,
-            Self::Postgres(p) => postgres::anchor(p).await,
+            Self::Sqlite(p) => sqlite::first_seq(p).await,
+            Self::Postgres(p) => postgres::first_seq(p).await,
         }
     }
 
@@ -139,11 +140,13 @@ impl Db {
         }
     }
 
-    /// Removes events up to the checkpoint at `up_to`, which becomes the new anchor.
-    pub async fn retain(&self, up_to: u64, now_ns: i64) -> Result<u64> {
+    /// Removes events up to the checkpoint at `up_to`, under the signed `audit.retention`
+    /// statement already stored at `statement_seq` (see [`crate::retention::retain`]); the
+    /// database refuses a statement that is missing or names another prefix.
+    pub async fn retain(&self, up_to: u64, statement_seq: u64, now_ns: i64) -> Result<u64> {
         match self {
-            Self::Sqlite(p) => sqlite::retain(p, up_to, now_ns).await,
-            Self::Postgres(p) => postgres::retain(p, up_to, now_ns).await,
+            Self::Sqlite(p) => sqlite::retain(p, up_to, statement_seq, now_ns).await,
+            Self::Postgres(p) => postgres::retain(p, up_to, statement_seq, now_ns).await,
         }
     }
 

@@ -97,8 +97,8 @@ pub async fn last_seq(pool: &PgPool) -> Result<Option<u64>> {
     Ok(v.map(|v| v as u64))
 }
 
-pub async fn anchor(pool: &PgPool) -> Result<Option<u64>> {
-    let v: Option<i64> = sqlx::query_scalar("SELECT MAX(up_to_seq) FROM retention_anchor")
+pub async fn first_seq(pool: &PgPool) -> Result<Option<u64>> {
+    let v: Option<i64> = sqlx::query_scalar("SELECT MIN(seq) FROM events")
         .fetch_one(pool)
         .await?;
     Ok(v.map(|v| v as u64))
@@ -211,18 +211,16 @@ fn record(r: &PgRow) -> Result<Record> {
     })
 }
 
-pub async fn retain(pool: &PgPool, up_to: u64, now_ns: i64) -> Result<u64> {
+/// Deletion goes through `esm_retain`, which checks the statement in the log and is the only
+/// way past the delete trigger.
+pub async fn retain(pool: &PgPool, up_to: u64, statement_seq: u64, now_ns: i64) -> Result<u64> {
     let mut tx = begin_write(pool).await?;
-    sqlx::query("INSERT INTO retention_anchor (up_to_seq, time_ns) VALUES ($1, $2)")
+    let n: i64 = sqlx::query_scalar("SELECT esm_retain($1, $2, $3)")
         .bind(up_to as i64)
+        .bind(statement_seq as i64)
         .bind(now_ns)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
-    let n = sqlx::query("DELETE FROM events WHERE seq <= $1")
-        .bind(up_to as i64)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
     tx.commit().await?;
-    Ok(n)
+    Ok(n as u64)
 }

@@ -105,8 +105,8 @@ pub async fn last_seq(pool: &SqlitePool) -> Result<Option<u64>> {
     Ok(v.map(|v| v as u64))
 }
 
-pub async fn anchor(pool: &SqlitePool) -> Result<Option<u64>> {
-    let v: Option<i64> = sqlx::query_scalar("SELECT MAX(up_to_seq) FROM retention_anchor")
+pub async fn first_seq(pool: &SqlitePool) -> Result<Option<u64>> {
+    let v: Option<i64> = sqlx::query_scalar("SELECT MIN(seq) FROM events")
         .fetch_one(pool)
         .await?;
     Ok(v.map(|v| v as u64))
@@ -220,13 +220,18 @@ fn record(r: &sqlx::sqlite::SqliteRow) -> Result<Record> {
     })
 }
 
-pub async fn retain(pool: &SqlitePool, up_to: u64, now_ns: i64) -> Result<u64> {
+/// The anchor row's trigger checks the statement's shape (SQLite cannot check a signature;
+/// `verify` does); the delete trigger then lets exactly the covered events go.
+pub async fn retain(pool: &SqlitePool, up_to: u64, statement_seq: u64, now_ns: i64) -> Result<u64> {
     let mut tx = begin_write(pool).await?;
-    sqlx::query("INSERT INTO retention_anchor (up_to_seq, time_ns) VALUES (?, ?)")
-        .bind(up_to as i64)
-        .bind(now_ns)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO retention_anchor (up_to_seq, time_ns, statement_seq) VALUES (?, ?, ?)",
+    )
+    .bind(up_to as i64)
+    .bind(now_ns)
+    .bind(statement_seq as i64)
+    .execute(&mut *tx)
+    .await?;
     let n = sqlx::query("DELETE FROM events WHERE seq <= ?")
         .bind(up_to as i64)
         .execute(&mut *tx)
