@@ -279,8 +279,9 @@ pub enum AuditCommand {
         #[command(flatten)]
         config: ConfigArgs,
     },
-    /// Remove events up to the last checkpoint signed before DATE; that checkpoint becomes
-    /// the anchor from which the rest still verifies.
+    /// Remove events up to the last checkpoint signed before DATE. A retention statement
+    /// signed with the checkpoint key is appended first; `verify` accepts the shortened log
+    /// only with it, continuing from that checkpoint.
     Retain {
         #[arg(long, value_name = "DATE")]
         before: String,

@@ -4,15 +4,14 @@ use std::io::{BufReader, Write};
 use std::path::Path;
 
 use anyhow::Context;
-use esm_audit::checkpoint::{load_public, PublicKey};
+use esm_audit::checkpoint::{load_public, PublicKey, SigningKey};
 use esm_audit::prove::{ConsistencyProof, InclusionProof};
 use esm_audit::store::{Db, Filter};
-use esm_audit::{kind, Event, Outcome};
 use time::OffsetDateTime;
 
 use crate::cli::{AuditCommand, PublicKeyArg};
 use crate::config::Config;
-use crate::evidence::{cli_actor, open_db, record};
+use crate::evidence::{cli_actor, open_db, Evidence};
 use crate::exit::usage;
 
 /// A proof file is small; anything bigger is not one of ours.
@@ -60,9 +59,11 @@ async fn with_db(cfg: &Config, db: &Db, command: AuditCommand) -> anyhow::Result
                 r.last_seq,
                 r.events,
                 r.checkpoints,
-                r.anchor
-                    .map(|a| format!(", anchored at {a} after retention"))
-                    .unwrap_or_default(),
+                match (r.anchor, r.retention) {
+                    (Some(a), Some(s)) =>
+                        format!(", anchored at {a} after retention signed in event {s}"),
+                    _ => String::new(),
+                },
                 key.id
             );
         }
@@ -142,14 +143,16 @@ async fn tail(db: &Db, lines: u64, follow: bool) -> anyhow::Result<()> {
     }
 }
 
+/// Removes events up to the last checkpoint signed before `before`, under a retention
+/// statement signed with the checkpoint key and appended to the log first.
 async fn retain(cfg: &Config, db: &Db, before: &str) -> anyhow::Result<()> {
     let before_ns = instant("--before", before)?;
-    let anchor = db.anchor().await?.unwrap_or(0);
+    let first = db.first_seq().await?.unwrap_or(1);
     let Some(cp) = db
         .checkpoints()
         .await?
         .into_iter()
-        .rfind(|c| c.checkpoint.time_ns < before_ns && c.checkpoint.tree_size > anchor)
+        .rfind(|c| c.checkpoint.time_ns < before_ns && c.checkpoint.tree_size >= first)
     else {
         println!(
             "nothing to remove: no checkpoint signed before {before} beyond the current anchor"
@@ -157,16 +160,18 @@ async fn retain(cfg: &Config, db: &Db, before: &str) -> anyhow::Result<()> {
         return Ok(());
     };
     let up_to = cp.checkpoint.tree_size;
-    let now = OffsetDateTime::now_utc();
-    let removed = db.retain(up_to, now.unix_timestamp_nanos() as i64).await?;
-    println!("removed {removed} events; the checkpoint at {up_to} is the new anchor");
-    let mut e = Event::new(kind::AUDIT_RETENTION, Outcome::Success);
-    e.actor = cli_actor();
-    e.action = "retain".into();
-    e.subject = format!("events 1..{up_to}");
-    e.details =
-        serde_json::json!({ "up_to_seq": up_to, "removed": removed, "before": before }).into();
-    record(cfg, vec![e]).await?;
+    let key = SigningKey::load_or_create(&cfg.audit_dir())?;
+    let evidence = Evidence::start(cfg).await?;
+    let reason = format!("retention of events before {before}");
+    let done =
+        esm_audit::retention::retain(db, &key, &evidence.sink, up_to, &cli_actor(), &reason).await;
+    evidence.shutdown().await?;
+    let done = done.context("removing old audit events")?;
+    println!(
+        "removed {} events; the checkpoint at {up_to} is the new anchor, \
+         vouched for by the signed retention statement at event {}",
+        done.removed, done.statement_seq
+    );
     Ok(())
 }
 

@@ -32,7 +32,7 @@ class SqliteStore:
     def tamper(self, statement):
         # An attacker with the file drops the append-only triggers first.
         triggers = ["events_no_update", "events_no_delete", "checkpoints_no_update",
-                    "checkpoints_no_delete"]
+                    "checkpoints_no_delete", "anchor_needs_checkpoint", "anchor_needs_statement"]
         self.sql("".join(f"DROP TRIGGER IF EXISTS {t};" for t in triggers) + statement)
 
     def cleanup(self):
@@ -54,7 +54,8 @@ class PostgresStore:
     def tamper(self, statement):
         # A superuser session: disable the user triggers, then edit.
         self.sql("ALTER TABLE events DISABLE TRIGGER USER; "
-                 "ALTER TABLE checkpoints DISABLE TRIGGER USER; " + statement)
+                 "ALTER TABLE checkpoints DISABLE TRIGGER USER; "
+                 "ALTER TABLE retention_anchor DISABLE TRIGGER USER; " + statement)
 
     def cleanup(self):
         subprocess.run(["psql", PG_URL, "-q", "-c", f"DROP SCHEMA IF EXISTS {self.schema} CASCADE"],
@@ -198,8 +199,55 @@ def test_retention_keeps_a_verifiable_anchor(store):
     assert "new anchor" in p.stdout
     rec = records(store)
     assert rec[-1]["kind"] == "audit.retention"
-    assert rec[0]["seq"] > 1
-    assert "anchored at" in esm(store, "audit", "verify").stdout
+    assert rec[-1]["details"]["first_kept"] == rec[0]["seq"] > 1
+    assert rec[-1]["actor"].startswith("cli:uid:")
+    assert "anchored at 4 after retention signed in event 5" in esm(store, "audit", "verify").stdout
+
+
+def external_key(store, tmp_path):
+    """The audit public key, as kept off the box before any attack."""
+    key = tmp_path / "audit-offbox.pub"
+    key.write_text(esm(store, "audit", "key").stdout)
+    return key
+
+
+def assert_gap(store, key, upto):
+    for args in (["--public-key", key], []):
+        p = esm(store, "audit", "verify", *args, check=False)
+        assert p.returncode == 1, p.stdout + p.stderr
+        assert (f"sequence 1: events 1..{upto} missing: no signed retention statement covers them"
+                in p.stderr), p.stderr
+
+
+FORGED_RETENTION = ("INSERT INTO retention_anchor (up_to_seq, time_ns) VALUES ({n}, 0); "
+                    "DELETE FROM events WHERE seq <= {n};")
+
+
+def test_a_forged_anchor_row_does_not_erase_issued_svids(store, tmp_path):
+    key = external_key(store, tmp_path)
+    assert records(store)[1]["kind"] == "svid.issued"
+    # esm's own database role: the anchor row and the DELETE are refused.
+    for statement in (FORGED_RETENTION.format(n=3), "DELETE FROM events WHERE seq <= 3"):
+        with pytest.raises(Exception):
+            store.sql(statement)
+    assert records(store)[0]["seq"] == 1
+    # Root with the file, or a superuser, gets past the triggers; verify names the gap.
+    store.tamper(FORGED_RETENTION.format(n=3))
+    assert records(store)[0]["seq"] == 4
+    assert_gap(store, key, 3)
+
+
+def test_deleting_past_a_genuine_retention_is_caught(store, tmp_path):
+    key = external_key(store, tmp_path)
+    esm(store, "audit", "retain", "--before", "2999-01-01")
+    for name in ("c", "d"):
+        esm(store, "cert", "issue", "--spiffe-id", f"spiffe://example.org/{name}", "--out",
+            tmp_path / name)
+    assert "ok: events 5..7 verify" in esm(store, "audit", "verify", "--public-key", key).stdout
+    with pytest.raises(Exception):
+        store.sql(FORGED_RETENTION.format(n=6))
+    store.tamper(FORGED_RETENTION.format(n=6))
+    assert_gap(store, key, 6)
 
 
 @pytest.mark.parametrize("args", [
