@@ -23,6 +23,7 @@ pub mod reload;
 pub mod response;
 pub mod service;
 pub mod source;
+pub mod xfcc;
 
 pub use error::{Error, Result};
 
