@@ -7,6 +7,7 @@
 //! policy sets atomically when the policy directory changes.
 
 pub mod bundle;
+mod bundle_json;
 pub mod check;
 pub mod decision;
 pub mod decision_memo;
