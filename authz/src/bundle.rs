@@ -164,31 +164,28 @@ fn parse_manifest(bytes: &[u8]) -> std::result::Result<Manifest, String> {
     Ok(Manifest { revision, roots })
 }
 
-/// The package paths a policy module can be compiled into, from regorus' own parser: the
-/// package as the policy set will compile it, not a line that happens to read `package …`
-/// (inside a raw string, or after a real `package` clause split over lines). The set is
-/// compiled as Rego v1, else v0, so the module is parsed both ways and every reading counts.
-fn package_paths(name: &str, text: &str) -> std::result::Result<Vec<Vec<String>>, String> {
-    let mut paths = Vec::new();
+/// The package path of a policy module, from regorus' own parser: the package as the policy
+/// set will compile it, not a line that happens to read `package …` (inside a raw string, or
+/// after a real `package` clause split over lines). The set is compiled as Rego v1, else v0;
+/// the package clause reads the same in both (only whether a module parses differs), so v0
+/// is tried only for a module that is not v1.
+fn package_path(name: &str, text: &str) -> std::result::Result<Vec<String>, String> {
     let mut first_error = None;
     for v0 in [false, true] {
         let mut engine = regorus::Engine::new();
         engine.set_rego_v0(v0);
-        match engine
+        let parsed = engine
             .add_policy(name.to_owned(), text.to_owned())
-            .and_then(|_| engine.get_policy_package_components())
-        {
-            Ok(packages) => paths.extend(packages.into_iter().map(|p| p.components)),
+            .and_then(|_| engine.get_policy_package_components());
+        match parsed.map(|mut p| p.pop()) {
+            Ok(Some(package)) => return Ok(package.components),
+            Ok(None) => {}
             Err(e) => {
                 first_error.get_or_insert(e.to_string());
             }
         }
     }
-    match (paths.is_empty(), first_error) {
-        (true, Some(e)) => Err(e),
-        (true, None) => Err("no package".into()),
-        (false, _) => Ok(paths),
-    }
+    Err(first_error.unwrap_or_else(|| "no package".into()))
 }
 
 /// Whether `path` (data path components) lies at or under one of `roots` (`a/b`).
@@ -206,8 +203,8 @@ fn outside_roots(name: &str, text: &str, roots: &[String]) -> Option<String> {
         return None;
     }
     if name.ends_with(".rego") {
-        return match package_paths(name, text) {
-            Ok(paths) => paths.iter().find(|p| !path_under(p, roots)).map(|p| {
+        return match package_path(name, text) {
+            Ok(p) => (!path_under(&p, roots)).then(|| {
                 format!(
                     "its package {} is outside the manifest's roots",
                     p.join(".")
