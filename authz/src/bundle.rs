@@ -133,8 +133,8 @@ pub fn read(path: &Path, key: Option<&[NamedKey]>) -> Result<Bundle> {
             return Err(bad(path, format!("more than {MAX_FILES} policy files")));
         }
         let text = String::from_utf8(bytes).map_err(|_| bad(path, format!("{name}: not UTF-8")))?;
-        if !under_roots(&name, &text, &manifest.roots) {
-            return Err(bad(path, format!("{name} is outside the manifest's roots")));
+        if let Some(why) = outside_roots(&name, &text, &manifest.roots) {
+            return Err(bad(path, format!("{name}: {why}")));
         }
         files.push(SourceFile { path: name, text });
     }
@@ -164,81 +164,77 @@ fn parse_manifest(bytes: &[u8]) -> std::result::Result<Manifest, String> {
     Ok(Manifest { revision, roots })
 }
 
-/// The data path a file writes to: a data file's folder, a policy's package.
-fn data_path(name: &str, text: &str) -> String {
-    if name.ends_with(".rego") {
-        return crate::policy_set::package_of(text)
-            .map(|p| p.replace('.', "/"))
-            .unwrap_or_default();
+/// The package path of a policy module, from regorus' own parser: the package as the policy
+/// set will compile it, not a line that happens to read `package …` (inside a raw string, or
+/// after a real `package` clause split over lines). The set is compiled as Rego v1, else v0;
+/// the package clause reads the same in both (only whether a module parses differs), so v0
+/// is tried only for a module that is not v1.
+fn package_path(name: &str, text: &str) -> std::result::Result<Vec<String>, String> {
+    let mut first_error = None;
+    for v0 in [false, true] {
+        let mut engine = regorus::Engine::new();
+        engine.set_rego_v0(v0);
+        let parsed = engine
+            .add_policy(name.to_owned(), text.to_owned())
+            .and_then(|_| engine.get_policy_package_components());
+        match parsed.map(|mut p| p.pop()) {
+            Ok(Some(package)) => return Ok(package.components),
+            Ok(None) => {}
+            Err(e) => {
+                first_error.get_or_insert(e.to_string());
+            }
+        }
     }
-    name.rsplit_once('/')
-        .map(|(d, _)| d.to_owned())
-        .unwrap_or_default()
+    Err(first_error.unwrap_or_else(|| "no package".into()))
 }
 
-fn under_roots(name: &str, text: &str, roots: &[String]) -> bool {
+/// Whether `path` (data path components) lies at or under one of `roots` (`a/b`).
+fn path_under(path: &[String], roots: &[String]) -> bool {
+    roots.iter().any(|r| {
+        let root: Vec<&str> = r.split('/').collect();
+        root.len() <= path.len() && root.iter().zip(path).all(|(a, b)| *a == b)
+    })
+}
+
+/// Why a file writes outside the manifest's roots, if it does: a data file to its folder's
+/// path, a policy to its package's.
+fn outside_roots(name: &str, text: &str, roots: &[String]) -> Option<String> {
     if roots.is_empty() || roots.iter().any(String::is_empty) {
-        return true;
+        return None;
     }
-    let p = data_path(name, text);
-    roots
-        .iter()
-        .any(|r| p == *r || p.starts_with(&format!("{r}/")))
+    if name.ends_with(".rego") {
+        return match package_path(name, text) {
+            Ok(p) => (!path_under(&p, roots)).then(|| {
+                format!(
+                    "its package {} is outside the manifest's roots",
+                    p.join(".")
+                )
+            }),
+            Err(e) => Some(format!(
+                "its package cannot be read to check the manifest's roots: {e}"
+            )),
+        };
+    }
+    let dir: Vec<String> = match name.rsplit_once('/') {
+        Some((d, _)) => d.split('/').map(str::to_owned).collect(),
+        None => Vec::new(),
+    };
+    (!path_under(&dir, roots)).then(|| "it is outside the manifest's roots".to_owned())
 }
 
-/// The hash OPA signs for a file: JSON files over their canonical form (keys sorted, no
-/// whitespace), everything else over its bytes. The raw bytes of a JSON file are also
-/// accepted, since both bind the same content.
+/// The hashes a file's signed `hash` may be. OPA signs JSON files over their canonical form
+/// ([`crate::bundle_json`]) and everything else over its bytes; the bytes of a JSON file are
+/// also accepted, since they bind its content at least as tightly. A JSON file that has no
+/// canonical form (malformed, or a key twice) can only match by its bytes.
 fn file_hashes(name: &str, bytes: &[u8], alg: &'static ring::digest::Algorithm) -> Vec<String> {
     let digest = |b: &[u8]| hex::encode(ring::digest::digest(alg, b).as_ref());
     let mut out = vec![digest(bytes)];
     if name.ends_with(".json") || name == ".manifest" {
-        if let Ok(v) = serde_json::from_slice::<Json>(bytes) {
-            let mut canon = String::new();
-            canonical_json(&v, &mut canon);
+        if let Ok(canon) = crate::bundle_json::canonical(bytes) {
             out.push(digest(canon.as_bytes()));
         }
     }
     out
-}
-
-/// Keys sorted, no whitespace, and `<`, `>`, `&` escaped as Go's encoder does.
-pub(crate) fn canonical_json(v: &Json, out: &mut String) {
-    match v {
-        Json::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical_json(&Json::String(k.clone()), out);
-                out.push(':');
-                canonical_json(&m[k], out);
-            }
-            out.push('}');
-        }
-        Json::Array(a) => {
-            out.push('[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical_json(x, out);
-            }
-            out.push(']');
-        }
-        Json::String(s) => {
-            let enc = Json::String(s.clone()).to_string();
-            out.push_str(
-                &enc.replace('<', "\\u003c")
-                    .replace('>', "\\u003e")
-                    .replace('&', "\\u0026"),
-            );
-        }
-        other => out.push_str(&other.to_string()),
-    }
 }
 
 fn verify_signatures(

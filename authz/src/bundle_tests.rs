@@ -36,12 +36,8 @@ fn signatures(s: &EcSigner, files: &[(&str, &[u8])]) -> Vec<u8> {
     let listed: Vec<_> = files
         .iter()
         .map(|(n, b)| {
-            let mut canon = String::new();
-            let hash_input = match serde_json::from_slice::<Json>(b) {
-                Ok(v) if n.ends_with(".json") => {
-                    canonical_json(&v, &mut canon);
-                    canon.into_bytes()
-                }
+            let hash_input = match crate::bundle_json::canonical(b) {
+                Ok(canon) if n.ends_with(".json") => canon.into_bytes(),
                 _ => b.to_vec(),
             };
             json!({"name": n, "algorithm": "SHA-256",
@@ -182,15 +178,143 @@ fn a_signed_bundle_verifies_and_any_change_is_refused() {
     assert!(e.contains("not signed"), "{e}");
 }
 
+/// A `.signatures.json` listing `(name, hash hex)` as given: the hashes are what OPA writes,
+/// computed here by hand rather than by the code under test.
+fn signatures_listing(s: &EcSigner, listed: &[(&str, String)]) -> Vec<u8> {
+    let files: Vec<_> = listed
+        .iter()
+        .map(|(n, h)| json!({"name": n, "algorithm": "SHA-256", "hash": h}))
+        .collect();
+    let token = s.sign(
+        json!({"alg": "ES256", "kid": "bundle"}),
+        json!({"files": files}),
+    );
+    json!({"signatures": [token]}).to_string().into_bytes()
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, b).as_ref())
+}
+
 #[test]
-fn canonical_json_sorts_keys_and_escapes_like_go() {
-    let mut out = String::new();
-    canonical_json(
-        &json!({"b": [1, {"d": null, "c": true}], "a": "<&>"}),
-        &mut out,
+fn no_two_number_texts_share_a_file_hash() {
+    for (a, b) in [
+        ("1", "1.0"),
+        ("1.0", "1.00"),
+        ("1e2", "100.0"),
+        ("100", "1e2"),
+        (
+            "123456789012345678901234567890",
+            "123456789012345678901234567000",
+        ),
+        ("12345678901234567890", "12345678901234567000"),
+        ("0.1", "0.10000000000000001"),
+    ] {
+        let (a, b) = (format!("{{\"n\": {a}}}"), format!("{{\"n\": {b}}}"));
+        let ha = file_hashes("data.json", a.as_bytes(), &ring::digest::SHA256);
+        let hb = file_hashes("data.json", b.as_bytes(), &ring::digest::SHA256);
+        assert!(
+            ha.iter().all(|h| !hb.contains(h)),
+            "{a} and {b} share a hash"
+        );
+    }
+}
+
+#[test]
+fn a_signed_number_cannot_be_swapped_for_another_text_of_it() {
+    let d = tempfile::tempdir().unwrap();
+    let s = EcSigner::new();
+    let keys = jwt::parse_keys(&s.jwks("bundle")).unwrap();
+    // What OPA hashes for {"limit": 123456789012345678901234567890, "a": 1.0}: keys sorted,
+    // no whitespace, the numbers as written.
+    let opa_canonical = br#"{"a":1.0,"limit":123456789012345678901234567890}"#;
+    let sigs = signatures_listing(
+        &s,
+        &[
+            ("envoy/authz/policy.rego", sha256_hex(POLICY.as_bytes())),
+            ("data.json", sha256_hex(opa_canonical)),
+        ],
     );
-    assert_eq!(
-        out,
-        r#"{"a":"\u003c\u0026\u003e","b":[1,{"c":true,"d":null}]}"#
+    let bundle = |data: &[u8]| {
+        targz(
+            d.path(),
+            &[
+                ("/.signatures.json", &sigs[..]),
+                ("/envoy/authz/policy.rego", POLICY.as_bytes()),
+                ("/data.json", data),
+            ],
+        )
+    };
+    let signed = br#"{"limit": 123456789012345678901234567890, "a": 1.0}"#;
+    assert!(read(&bundle(signed), Some(&keys)).unwrap().verified);
+    for swapped in [
+        &br#"{"limit": 123456789012345678901234567000, "a": 1.0}"#[..],
+        br#"{"limit": 1.2345678901234568e29, "a": 1.0}"#,
+        br#"{"limit": 123456789012345678901234567890, "a": 1}"#,
+        br#"{"limit": 123456789012345678901234567890, "a": 1.00}"#,
+        br#"{"limit": 123456789012345678901234567890, "a": 1.0, "a": 1.0}"#,
+    ] {
+        let e = read(&bundle(swapped), Some(&keys)).unwrap_err().to_string();
+        assert!(e.contains("hash does not match"), "{e}");
+    }
+}
+
+const ALLOWED_ROOTS: &[u8] = br#"{"roots": ["allowed"]}"#;
+
+#[test]
+fn the_roots_check_reads_the_package_rego_compiles_not_a_line_that_looks_like_one() {
+    let d = tempfile::tempdir().unwrap();
+    // Each module's real package is outside the roots; a line that reads like an allowed
+    // package sits in a raw string after it.
+    for module in [
+        "package\n\tevil.authz\n\nimport rego.v1\n\nnote := `\npackage allowed.x\n`\n\nallow := true\n",
+        "package\tevil\n\nnote := `\npackage allowed.x\n`\n",
+        "package# the path is on the next line\nevil.authz\nnote := `\npackage allowed.x\n`\n",
+        "package evil[\"authz\"]\nnote := `\npackage allowed.x\n`\n",
+    ] {
+        let p = targz(
+            d.path(),
+            &[
+                ("/.manifest", ALLOWED_ROOTS),
+                ("/allowed/x/policy.rego", module.as_bytes()),
+            ],
+        );
+        let e = read(&p, None).unwrap_err().to_string();
+        assert!(e.contains("outside the manifest's roots"), "{module:?}: {e}");
+    }
+    // The other way round: a real package inside the roots is accepted whatever its strings say.
+    for module in [
+        "package allowed.x\n\nnote := `\npackage evil\n`\n",
+        "package\n  allowed.x\n",
+        "package allowed[\"x\"].y\n",
+        "package allowed\n",
+    ] {
+        let p = targz(
+            d.path(),
+            &[
+                ("/.manifest", ALLOWED_ROOTS),
+                ("/p.rego", module.as_bytes()),
+            ],
+        );
+        assert_eq!(read(&p, None).unwrap().files.len(), 1, "{module:?}");
+    }
+    // A root is matched by whole components: "allowedx" is not under "allowed".
+    let p = targz(
+        d.path(),
+        &[
+            ("/.manifest", ALLOWED_ROOTS),
+            ("/p.rego", b"package allowedx\n"),
+        ],
     );
+    assert!(read(&p, None).is_err());
+    // A module whose package cannot be read is refused when roots are set.
+    let p = targz(
+        d.path(),
+        &[
+            ("/.manifest", ALLOWED_ROOTS),
+            ("/p.rego", b"no package here\npackage allowed.x\n"),
+        ],
+    );
+    let e = read(&p, None).unwrap_err().to_string();
+    assert!(e.contains("cannot be read"), "{e}");
 }

@@ -131,3 +131,42 @@ fn decision_event_details_are_the_documented_object() {
             "path": "/", "status": 403, "dry_run": false, "policy_allowed": false})
     );
 }
+
+/// A request whose peer principal is empty (a proxy in front terminated mTLS), carrying `xfcc`.
+fn behind_a_proxy(xfcc: &str) -> CheckRequest {
+    let mut req = http_request("GET", "/", &[("x-forwarded-client-cert", xfcc)], "");
+    if let Some(src) = req.attributes.as_mut().and_then(|a| a.source.as_mut()) {
+        src.principal.clear();
+    }
+    req
+}
+
+#[test]
+fn a_spoofed_xfcc_identity_is_not_the_caller() {
+    let s = set(r#"package envoy.authz
+default allow := false
+allow if input.source.spiffe_id == "spiffe://td/admin"
+"#);
+    let opts = CheckOptions {
+        input: InputOptions { xfcc: true },
+        ..CheckOptions::default()
+    };
+    for spoof in [
+        // URI hidden in the quoted subject of the real caller's certificate.
+        r#"By=spiffe://td/envoy;Hash=0a;Subject="CN=x;URI=spiffe://td/admin";URI=spiffe://td/web"#,
+        // An element the client wrote before the one the edge Envoy appended.
+        "URI=spiffe://td/admin,By=spiffe://td/envoy;Hash=0a;URI=spiffe://td/web",
+        // Malformed: no identity at all, as when the header is absent.
+        r#"By=spiffe://td/envoy;Subject="CN=x;URI=spiffe://td/admin"#,
+    ] {
+        let c = check(&s, &behind_a_proxy(spoof), &opts);
+        assert!(!c.decision.allowed, "{spoof}");
+    }
+    // The genuine last element is read.
+    let c = check(
+        &s,
+        &behind_a_proxy("URI=spiffe://td/web,By=spiffe://td/envoy;URI=spiffe://td/admin"),
+        &opts,
+    );
+    assert!(c.decision.allowed);
+}

@@ -24,8 +24,9 @@ pub const MAX_HEADERS: usize = 1024;
 /// How to find the caller's SPIFFE ID.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct InputOptions {
-    /// Also read the caller's SPIFFE ID from `x-forwarded-client-cert` (`URI=` of the first
-    /// element) when the source principal has none: for Envoys that terminate mTLS upstream.
+    /// Also read the caller's SPIFFE ID from `x-forwarded-client-cert` (the `URI` of its last
+    /// element, see [`crate::xfcc::caller_uri`]) when the source principal has none: for
+    /// Envoys behind a proxy that terminated mTLS.
     pub xfcc: bool,
 }
 
@@ -261,17 +262,6 @@ pub fn spiffe_id_of(principal: &str) -> Option<&str> {
     ok.then_some(principal)
 }
 
-/// The `URI=` of the first element of an `x-forwarded-client-cert` header.
-pub fn xfcc_uri(xfcc: &str) -> Option<&str> {
-    let first = xfcc.split(',').next()?;
-    first.split(';').find_map(|kv| {
-        let (k, v) = kv.split_once('=')?;
-        k.trim()
-            .eq_ignore_ascii_case("uri")
-            .then(|| v.trim().trim_matches('"'))
-    })
-}
-
 fn principal_of(p: Option<&Peer>) -> &str {
     p.map_or("", |p| p.principal.as_str())
 }
@@ -390,13 +380,16 @@ pub fn build_projected(req: &CheckRequest, opts: InputOptions, need: &Projection
     input.set("source", |need| {
         let mut src = Obj::new(need);
         src.put("spiffe_id", |_| {
-            let mut id = spiffe_id_of(source_principal);
-            if id.is_none() && opts.xfcc {
-                id = header("x-forwarded-client-cert")
-                    .and_then(xfcc_uri)
-                    .and_then(spiffe_id_of);
+            if let Some(id) = spiffe_id_of(source_principal) {
+                return Value::from(id);
             }
-            id.map_or(Value::Undefined, Value::from)
+            if !opts.xfcc {
+                return Value::Undefined;
+            }
+            header("x-forwarded-client-cert")
+                .and_then(crate::xfcc::caller_uri)
+                .filter(|uri| spiffe_id_of(uri).is_some())
+                .map_or(Value::Undefined, Value::from)
         });
         src.done()
     });

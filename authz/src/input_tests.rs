@@ -112,7 +112,7 @@ fn spiffe_id_from_xfcc_only_when_configured() {
         "/",
         &[(
             "x-forwarded-client-cert",
-            "By=spiffe://example.org/gw;Hash=ab;URI=spiffe://example.org/client,URI=spiffe://x/y",
+            "URI=spiffe://x/y,By=spiffe://example.org/gw;Hash=ab;URI=spiffe://example.org/client",
         )],
         "",
     );

@@ -105,6 +105,18 @@ pub struct NamedKey {
     pub key: Key,
 }
 
+impl Key {
+    /// Whether this kind of key can verify `alg` (an HMAC secret never verifies RS256, a
+    /// public key is never an HMAC secret).
+    pub fn suits(&self, alg: &str) -> bool {
+        match self {
+            Self::Rsa { .. } => alg.starts_with("RS") || alg.starts_with("PS"),
+            Self::Ec(point) => matches!((alg, point.len()), ("ES256", 65) | ("ES384", 97)),
+            Self::Hmac(_) => alg.starts_with("HS"),
+        }
+    }
+}
+
 /// Reads a PEM certificate, a PEM public key (SPKI or PKCS#1 RSA), a JWKS (`{"keys": […]}`)
 /// or a single JWK: every form OPA's `io.jwt.verify_*` accept as their second argument.
 pub fn parse_keys(text: &str) -> Result<Vec<NamedKey>> {
@@ -154,7 +166,14 @@ fn jwk(k: &Json) -> Result<NamedKey> {
             point.extend_from_slice(&y);
             Key::Ec(point)
         }
-        Some("oct") => Key::Hmac(jwk_b64(k, "k")?),
+        Some("oct") => {
+            let secret = jwk_b64(k, "k")?;
+            // An empty secret is one anybody can sign with.
+            if secret.is_empty() {
+                return Err(bad("JWK: oct key with an empty k"));
+            }
+            Key::Hmac(secret)
+        }
         other => return Err(bad(format!("JWK: unsupported kty {other:?}"))),
     };
     Ok(NamedKey {
@@ -164,10 +183,50 @@ fn jwk(k: &Json) -> Result<NamedKey> {
     })
 }
 
+/// Header parameters RFC 7515 §4.1 defines; `crit` must not name them (§4.1.11).
+const STANDARD_HEADER: [&str; 11] = [
+    "alg", "jku", "jwk", "kid", "x5u", "x5c", "x5t", "x5t#S256", "typ", "cty", "crit",
+];
+
+/// RFC 7515 §4.1.11: a recipient must reject a token whose `crit` names an extension it does
+/// not understand, since the signer declared the token's meaning depends on it. esm
+/// understands no extension, so any `crit` is refused; the reason says which rule it broke
+/// (not an array, empty, a standard parameter, absent from the header, or unknown).
+pub fn check_crit(header: &Json) -> Result<()> {
+    let Some(crit) = header.get("crit") else {
+        return Ok(());
+    };
+    let Json::Array(names) = crit else {
+        return Err(bad("crit is not an array"));
+    };
+    if names.is_empty() {
+        return Err(bad("crit is an empty array"));
+    }
+    for name in names {
+        let name = name
+            .as_str()
+            .ok_or_else(|| bad("crit names something that is not a string"))?;
+        if STANDARD_HEADER.contains(&name) {
+            return Err(bad(format!("crit names the standard parameter {name:?}")));
+        }
+        if header.get(name).is_none() {
+            return Err(bad(format!("crit names {name:?}, absent from the header")));
+        }
+    }
+    // Well-formed, but every name is an extension, and esm implements none.
+    Err(bad(format!(
+        "crit names extensions esm does not understand: {crit}"
+    )))
+}
+
 /// True when `key` made `token`'s signature with `alg`. A key of the wrong kind for `alg`
-/// does not verify; an algorithm esm does not know (or `none`) is an error.
+/// does not verify, nor does an empty HMAC secret or a token with a `crit` header
+/// ([`check_crit`]); an algorithm esm does not know (or `none`) is an error.
 pub fn verify_with(token: &Token<'_>, alg: &str, key: &Key) -> Result<bool> {
     use signature as s;
+    if check_crit(&token.header).is_err() {
+        return Ok(false);
+    }
     let msg = token.signed.as_bytes();
     let sig = &token.signature;
     let rsa: Option<&'static s::RsaParameters> = match alg {
@@ -210,6 +269,9 @@ pub fn verify_with(token: &Token<'_>, alg: &str, key: &Key) -> Result<bool> {
     let Key::Hmac(secret) = key else {
         return Ok(false);
     };
+    if secret.is_empty() {
+        return Ok(false);
+    }
     Ok(ring::hmac::verify(&ring::hmac::Key::new(hmac, secret), msg, sig).is_ok())
 }
 

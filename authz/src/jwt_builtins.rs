@@ -3,9 +3,11 @@
 //! `decode_verify`. Semantics follow OPA: a bad signature is `false`, a token that cannot be
 //! decoded is an evaluation error (which denies).
 //!
-//! esm's addition: a policy may pass an empty key (`""`, or a `decode_verify` constraint
-//! object without `cert` and `secret`) to verify against the JWKS configured for the
-//! policy set, because regorus' `http.send` cannot fetch one.
+//! esm's addition: a policy may pass an empty key (`""`, `{"cert": ""}`, `{"secret": ""}`,
+//! or a `decode_verify` constraint object without `cert` and `secret`) to verify against the
+//! JWKS configured for the policy set, because regorus' `http.send` cannot fetch one. That
+//! holds for every algorithm: for `HS*` the secret then comes from a JWKS `oct` key. An empty
+//! (or blank) string is never itself an HMAC secret: anybody can sign with it.
 
 use std::sync::Arc;
 
@@ -43,14 +45,31 @@ fn json_to_value(j: Json) -> Value {
     Value::from(j)
 }
 
-fn keys_or_configured(text: &str, configured: &JwtKeys) -> Result<Vec<NamedKey>> {
-    if text.trim().is_empty() {
-        if configured.0.is_empty() {
-            return Err(Error::Jwt("no key given and no JWKS configured".into()));
-        }
-        return Ok(configured.0.as_ref().clone());
+/// Whether a key argument means "the configured JWKS" rather than key material.
+fn wants_configured(key: &str) -> bool {
+    key.trim().is_empty()
+}
+
+/// The configured keys that can verify `alg`. No JWKS configured is an error: the policy can
+/// never verify anything, and saying so beats a silent `false`.
+fn configured_for(alg: &str, configured: &JwtKeys) -> Result<Vec<NamedKey>> {
+    if configured.0.is_empty() {
+        return Err(Error::Jwt("no key given and no JWKS configured".into()));
     }
-    jwt::parse_keys(text)
+    Ok(configured
+        .0
+        .iter()
+        .filter(|k| k.key.suits(alg))
+        .cloned()
+        .collect())
+}
+
+fn secret(text: String) -> Vec<NamedKey> {
+    vec![NamedKey {
+        kid: None,
+        alg: None,
+        key: Key::Hmac(text.into_bytes()),
+    }]
 }
 
 fn decode_builtin(args: Vec<Value>) -> ExtResult {
@@ -63,34 +82,54 @@ fn decode_builtin(args: Vec<Value>) -> ExtResult {
     ]))
 }
 
+/// `io.jwt.verify_<alg>(token, key)`. The algorithm is the policy's choice, so a configured
+/// JWKS without a key for it is a configuration error, not a `false`.
 fn verify_builtin(alg: &'static str, args: &[Value], configured: &JwtKeys) -> ExtResult {
     let token = string_arg(&args[0], "token")?;
     let key = string_arg(&args[1], "key")?;
+    let keys = if wants_configured(&key) {
+        let keys = configured_for(alg, configured)?;
+        if keys.is_empty() {
+            return Err(Error::Jwt(format!("the configured JWKS has no key for {alg}")).into());
+        }
+        keys
+    } else if HMAC.contains(&alg) {
+        secret(key)
+    } else {
+        jwt::parse_keys(&key)?
+    };
     let Ok(t) = jwt::decode(&token) else {
         return Ok(Value::Bool(false));
     };
     if t.alg() != alg {
         return Ok(Value::Bool(false));
     }
-    let keys = if HMAC.contains(&alg) {
-        vec![NamedKey {
-            kid: None,
-            alg: None,
-            key: Key::Hmac(key.into_bytes()),
-        }]
-    } else {
-        keys_or_configured(&key, configured)?
-    };
     Ok(Value::Bool(jwt::verify_any(&t, alg, &keys)?))
 }
 
-/// `io.jwt.decode_verify(token, constraints)` → `[valid, header, payload]`.
+/// `cert` / `secret` of a constraints object: absent, or a string (anything else is an error).
+fn key_constraint(constraints: &Json, field: &str) -> Result<Option<String>> {
+    match constraints.get(field) {
+        None => Ok(None),
+        Some(Json::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(Error::Jwt(format!("constraints: {field} is not a string"))),
+    }
+}
+
+/// `io.jwt.decode_verify(token, constraints)` → `[valid, header, payload]`. As in OPA, `cert`
+/// admits only asymmetric algorithms and `secret` only HMAC ones, also when they are empty
+/// and the key comes from the configured JWKS; with neither, any algorithm the JWKS has a key
+/// for. The token picks its algorithm, so no configured key for it is `false`.
 pub fn decode_verify(token: &str, constraints: &Json, configured: &JwtKeys) -> Result<Value> {
     let invalid = || {
         let empty = Value::new_object();
         Value::from(vec![Value::Bool(false), empty.clone(), empty])
     };
     let text = |f: &str| constraints.get(f).and_then(Json::as_str).map(str::to_owned);
+    let (cert, secret_text) = (
+        key_constraint(constraints, "cert")?,
+        key_constraint(constraints, "secret")?,
+    );
     let Ok(t) = jwt::decode(token) else {
         return Ok(invalid());
     };
@@ -98,22 +137,27 @@ pub fn decode_verify(token: &str, constraints: &Json, configured: &JwtKeys) -> R
     if text("alg").is_some_and(|want| want != alg) {
         return Ok(invalid());
     }
-    let keys = match (text("cert"), text("secret")) {
+    let (asymmetric, hmac) = (
+        ASYMMETRIC.contains(&alg.as_str()),
+        HMAC.contains(&alg.as_str()),
+    );
+    let admitted = match (&cert, &secret_text) {
         (Some(_), Some(_)) => {
             return Err(Error::Jwt("constraints: both cert and secret given".into()))
         }
-        (None, Some(secret)) if HMAC.contains(&alg.as_str()) => vec![NamedKey {
-            kid: None,
-            alg: None,
-            key: Key::Hmac(secret.into_bytes()),
-        }],
-        (Some(cert), None) if ASYMMETRIC.contains(&alg.as_str()) => {
-            keys_or_configured(&cert, configured)?
-        }
-        (None, None) if ASYMMETRIC.contains(&alg.as_str()) => keys_or_configured("", configured)?,
-        _ => return Ok(invalid()),
+        (Some(_), None) => asymmetric,
+        (None, Some(_)) => hmac,
+        (None, None) => asymmetric || hmac,
     };
-    if !jwt::verify_any(&t, &alg, &keys)? {
+    if !admitted {
+        return Ok(invalid());
+    }
+    let keys = match cert.or(secret_text).filter(|k| !wants_configured(k)) {
+        Some(given) if hmac => secret(given),
+        Some(given) => jwt::parse_keys(&given)?,
+        None => configured_for(&alg, configured)?,
+    };
+    if keys.is_empty() || !jwt::verify_any(&t, &alg, &keys)? {
         return Ok(invalid());
     }
     let now_ns = match constraints.get("time") {

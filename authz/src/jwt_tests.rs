@@ -170,6 +170,8 @@ fn rejects_malformed_key_documents() {
         "{\"kty\": \"RSA\"}",
         "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
         "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        // An HMAC key anybody can sign with.
+        "{\"kty\": \"oct\", \"k\": \"\"}",
     ] {
         assert!(parse_keys(bad).is_err(), "{bad}");
     }
@@ -197,4 +199,32 @@ fn checks_exp_nbf_iss_and_aud_like_opa() {
     assert!(!claims_hold(&json!({"exp": "soon"}), &c(None, None)));
     assert!(!claims_hold(&json!({}), &c(None, Some("a"))));
     assert!(claims_hold(&json!({}), &c(None, None)));
+}
+
+#[test]
+fn an_empty_hmac_secret_verifies_nothing_not_even_its_own_signature() {
+    let forged = hs256(b"", json!({"role": "admin"}));
+    let d = decode(&forged).unwrap();
+    assert!(!verify_with(&d, "HS256", &Key::Hmac(Vec::new())).unwrap());
+}
+
+#[test]
+fn a_crit_header_is_refused_in_every_form() {
+    let es = EcSigner::new();
+    let keys = parse_keys(&es.cert_pem).unwrap();
+    for header in [
+        json!({"alg": "ES256", "crit": ["x-unknown"], "x-unknown": 1}),
+        json!({"alg": "ES256", "crit": ["x-unknown"]}), // listed, not present
+        json!({"alg": "ES256", "crit": []}),
+        json!({"alg": "ES256", "crit": "x-unknown", "x-unknown": 1}),
+        json!({"alg": "ES256", "crit": [7]}),
+        json!({"alg": "ES256", "crit": ["kid"], "kid": "k"}),
+        json!({"alg": "ES256", "crit": ["b64"], "b64": false}), // RFC 7797: not implemented
+    ] {
+        assert!(check_crit(&header).is_err(), "{header}");
+        let t = es.sign(header.clone(), json!({"sub": "x"}));
+        let d = decode(&t).unwrap();
+        assert!(!verify_any(&d, "ES256", &keys).unwrap(), "{header}");
+    }
+    assert!(check_crit(&json!({"alg": "ES256"})).is_ok());
 }

@@ -7,6 +7,7 @@
 //! policy sets atomically when the policy directory changes.
 
 pub mod bundle;
+mod bundle_json;
 pub mod check;
 pub mod decision;
 pub mod decision_memo;
@@ -23,6 +24,7 @@ pub mod reload;
 pub mod response;
 pub mod service;
 pub mod source;
+pub mod xfcc;
 
 pub use error::{Error, Result};
 
