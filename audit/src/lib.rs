@@ -15,6 +15,8 @@ pub mod hash_chain;
 pub mod merkle;
 pub mod prove;
 pub mod redact;
+pub mod retry;
+pub mod sink;
 pub mod store;
 pub mod verify;
 pub mod writer;
