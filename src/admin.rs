@@ -19,13 +19,25 @@ pub fn router(
     agent: Arc<esm_ca::agent::context::AgentMetrics>,
 ) -> Router {
     let ready = ca.clone();
+    let store = audit.clone();
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",
             get(move || {
                 let state = ready.borrow().clone();
-                async move { readiness(&state, OffsetDateTime::now_utc()) }
+                let store_failing = store
+                    .store_failing
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                async move {
+                    match readiness(&state, OffsetDateTime::now_utc()) {
+                        ok if ok.0 == StatusCode::OK && store_failing => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "the audit store refuses writes\n".into(),
+                        ),
+                        other => other,
+                    }
+                }
             }),
         )
         .route(
@@ -132,8 +144,18 @@ pub fn audit_metrics(m: &mut String, a: &AuditMetrics) {
         ),
         (
             "esm_audit_batches_failed_total",
-            "Audit transactions that failed; their events were not acknowledged.",
+            "Audit transactions the store refused (each attempt); the batch is retried.",
             &a.failed_batches,
+        ),
+        (
+            "esm_audit_batches_retried_total",
+            "Audit transactions committed after the store had refused them.",
+            &a.retried_batches,
+        ),
+        (
+            "esm_audit_events_abandoned_total",
+            "Audit events given up: the store still refused them at shutdown.",
+            &a.abandoned,
         ),
         (
             "esm_audit_checkpoints_total",
@@ -143,6 +165,13 @@ pub fn audit_metrics(m: &mut String, a: &AuditMetrics) {
     ] {
         family(m, name, "counter", help, &counter(v));
     }
+    family(
+        m,
+        "esm_audit_store_up",
+        "gauge",
+        "1 while the audit store takes writes, 0 while it refuses them (not ready).",
+        &[("", f64::from(u8::from(!a.store_failing.load(Relaxed))))],
+    );
     family(
         m,
         "esm_audit_last_seq",

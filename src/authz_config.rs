@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail};
 use esm_authz::jwt_builtins::JwtKeys;
-use esm_authz::service::DecisionLog;
+use esm_authz::service::{DecisionLog, DecisionLogMode};
 use esm_authz::source::{PolicySource, SetSpec};
 use serde::Deserialize;
 
@@ -38,6 +38,11 @@ xfcc = false
 # Which decisions are audited: "all", "denied" (denials, fail-closed and dry-run would-be
 # denials) or "off".
 decision_log = "all"
+# When a decision's record must be on disk: "async" answers at once and commits records in
+# groups (a crash loses the last few milliseconds of records); "sync" answers only after
+# the record is committed (concurrent Checks share one commit) and denies with 503 when it
+# cannot be.
+decision_log_mode = "async"
 # Decisions memoized per policy set, keyed by exactly the input fields the policy reads
 # (found from its source): requests that agree on them share one evaluation. Sets that use
 # the clock, randomness or the network (time.now_ns, io.jwt.*, http.send, ...) or read the
@@ -68,6 +73,7 @@ pub struct RawAuthz {
     #[serde(deserialize_with = "bool_or_string")]
     xfcc: bool,
     decision_log: String,
+    decision_log_mode: String,
     #[serde(deserialize_with = "crate::config::int_or_string")]
     decision_memo: u64,
     sets: BTreeMap<String, RawSet>,
@@ -111,6 +117,7 @@ impl Default for RawAuthz {
             decision_budget: "100ms".into(),
             xfcc: false,
             decision_log: "all".into(),
+            decision_log_mode: "async".into(),
             decision_memo: esm_authz::decision_memo::DEFAULT_CAPACITY as u64,
             sets: BTreeMap::new(),
         }
@@ -146,6 +153,7 @@ pub struct AuthzConfig {
     pub decision_budget: std::time::Duration,
     pub xfcc: bool,
     pub decision_log: DecisionLog,
+    pub decision_log_mode: DecisionLogMode,
 }
 
 /// A memo entry holds at most a 2 KiB key and a result: a million is a few GiB, far past
@@ -248,8 +256,14 @@ pub fn parse(raw: RawAuthz, data_dir: &Path) -> anyhow::Result<AuthzConfig> {
         "off" => DecisionLog::Off,
         other => bail!("authz.decision_log = {other:?}: expected all, denied or off"),
     };
+    let decision_log_mode = match raw.decision_log_mode.as_str() {
+        "async" => DecisionLogMode::Async,
+        "sync" => DecisionLogMode::Sync,
+        other => bail!("authz.decision_log_mode = {other:?}: expected async or sync"),
+    };
     Ok(AuthzConfig {
         decision_log,
+        decision_log_mode,
         listen,
         listen_unix,
         sets,

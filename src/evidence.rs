@@ -37,8 +37,20 @@ pub struct Evidence {
     handle: WriterHandle,
 }
 
+/// How long a one-shot CLI command waits for a store that refuses its events (a full disk)
+/// before it reports the error: long enough for a database restart.
+const CLI_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(15);
+
 impl Evidence {
+    /// The server's writer: a batch the store refuses is retried until it takes it.
     pub async fn start(cfg: &Config) -> anyhow::Result<Self> {
+        Self::start_with(cfg, None).await
+    }
+
+    async fn start_with(
+        cfg: &Config,
+        retry_for: Option<std::time::Duration>,
+    ) -> anyhow::Result<Self> {
         let db = open_db(cfg).await?;
         let dir = cfg.audit_dir();
         let key = SigningKey::load_or_create(&dir)?;
@@ -50,6 +62,7 @@ impl Evidence {
             checkpoint_interval: cfg.audit.checkpoint_interval,
             nice: cfg.audit.writer_nice,
             node: cfg.audit.node.clone(),
+            retry_for,
             ..WriterOptions::default()
         };
         let (sink, handle) = writer::start(db.clone(), key, redactor, opts)
@@ -72,7 +85,7 @@ impl Evidence {
 
 /// Records `events` and waits until they are committed, for one-shot CLI commands.
 pub async fn record(cfg: &Config, events: Vec<Event>) -> anyhow::Result<Vec<u64>> {
-    let ev = Evidence::start(cfg).await?;
+    let ev = Evidence::start_with(cfg, Some(CLI_RETRY_FOR)).await?;
     let mut seqs = Vec::with_capacity(events.len());
     let mut result = Ok(());
     for e in events {

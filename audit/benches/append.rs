@@ -89,7 +89,7 @@ async fn baseline(b: &Backend) -> Duration {
     let t = Instant::now();
     for chunk in chunks {
         let mut tx = db.begin_write().await.unwrap();
-        tx.insert(chunk).await.unwrap();
+        tx.insert(&chunk).await.unwrap();
         tx.commit().await.unwrap();
     }
     t.elapsed()

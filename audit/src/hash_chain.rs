@@ -66,6 +66,23 @@ pub fn link(p: Prepared, prev_seq: u64, prev_hash: [u8; 32]) -> Record {
     }
 }
 
+/// The event a record was linked from: a batch the store refused goes back to the queue's
+/// side this way, to be linked again where the chain then ends.
+pub fn unlink(r: Record) -> Prepared {
+    Prepared {
+        time_ns: r.time_ns,
+        kind: r.kind,
+        actor: r.actor,
+        subject: r.subject,
+        action: r.action,
+        outcome: r.outcome,
+        reason: r.reason,
+        correlation_id: r.correlation_id,
+        node: r.node,
+        details: r.details,
+    }
+}
+
 /// Recomputes a stored record's hash from its fields and its own `prev_hash`.
 pub fn recompute(r: &Record) -> [u8; 32] {
     event_hash(

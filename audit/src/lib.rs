@@ -17,6 +17,8 @@ pub mod merkle;
 pub mod prove;
 pub mod redact;
 pub mod retention;
+pub mod retry;
+pub mod sink;
 pub mod store;
 pub mod verify;
 pub mod writer;

@@ -3,7 +3,7 @@
 //! hash chain and the Merkle frontier, signs a checkpoint every N events or T seconds, and
 //! acknowledges each event only after its transaction committed.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,9 +14,12 @@ use tokio::time::Instant;
 use crate::checkpoint::SigningKey;
 use crate::error::{Error, Result};
 use crate::event::{kind, prepare, Event, Outcome, Prepared, Record};
-use crate::hash_chain::{link, GENESIS};
+use crate::hash_chain::{link, unlink, GENESIS};
 use crate::merkle::{Frontier, Hash};
 use crate::redact::Redactor;
+use crate::retry::{Retry, Stop};
+pub use crate::sink::{AuditSink, Receipt};
+use crate::sink::{Job, Urgent};
 use crate::store::{Db, WriteTx};
 
 /// What producers get when the queue is full.
@@ -46,6 +49,12 @@ pub struct WriterOptions {
     /// The writer thread's nice value (0: the same priority as the request path); see
     /// [`crate::background`].
     pub nice: i32,
+    /// How long a batch the store refuses is retried before its events are given up
+    /// (their waiters get the error; events nobody waits for are counted into a gap
+    /// record). `None`, the server's choice: retry until the store takes it, while the
+    /// full queue refuses new events (fail closed). A one-shot CLI command sets a bound so
+    /// that it reports the error instead of waiting for a disk to be freed.
+    pub retry_for: Option<Duration>,
 }
 
 impl Default for WriterOptions {
@@ -59,6 +68,7 @@ impl Default for WriterOptions {
             linger: Duration::from_millis(20),
             node: String::new(),
             nice: 10,
+            retry_for: None,
         }
     }
 }
@@ -72,103 +82,14 @@ pub struct Metrics {
     pub failed_batches: AtomicU64,
     pub checkpoints: AtomicU64,
     pub last_seq: AtomicU64,
-}
-
-struct Job {
-    event: Prepared,
-    ack: oneshot::Sender<Result<u64>>,
-}
-
-/// Wakes a lingering writer when an event someone waits for is queued.
-#[derive(Default)]
-struct Urgent(tokio::sync::Notify);
-
-/// Resolves once the event is committed, with its sequence number.
-pub struct Receipt(oneshot::Receiver<Result<u64>>);
-
-impl Receipt {
-    pub async fn committed(self) -> Result<u64> {
-        self.0.await.map_err(|_| Error::Closed)?
-    }
-}
-
-/// The producers' handle. Cheap to clone.
-#[derive(Clone)]
-pub struct AuditSink {
-    tx: mpsc::Sender<Job>,
-    on_full: OnFull,
-    pending_gap: Arc<AtomicU64>,
-    redactor: Arc<Redactor>,
-    node: Arc<str>,
-    metrics: Arc<Metrics>,
-    urgent: Arc<Urgent>,
-}
-
-impl AuditSink {
-    fn job(&self, mut e: Event) -> Result<(Job, Receipt)> {
-        if e.node.is_empty() {
-            e.node = self.node.to_string();
-        }
-        let event = prepare(e, &|v| self.redactor.redact(v))?;
-        let (ack, rx) = oneshot::channel();
-        Ok((Job { event, ack }, Receipt(rx)))
-    }
-
-    fn count_drop(&self) -> Error {
-        self.pending_gap.fetch_add(1, Ordering::Relaxed);
-        self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
-        Error::QueueFull
-    }
-
-    /// Queues an event. With `OnFull::Block` waits for room; with `OnFull::Drop` a full
-    /// queue drops (and counts) the event and returns [`Error::QueueFull`].
-    pub async fn append(&self, e: Event) -> Result<Receipt> {
-        let (job, receipt) = self.job(e)?;
-        match self.on_full {
-            OnFull::Block => self.tx.send(job).await.map_err(|_| Error::Closed)?,
-            OnFull::Drop => match self.tx.try_send(job) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => return Err(self.count_drop()),
-                Err(mpsc::error::TrySendError::Closed(_)) => return Err(Error::Closed),
-            },
-        }
-        self.urgent.0.notify_one();
-        Ok(receipt)
-    }
-
-    /// Queues an event without ever waiting: the request path's call. A full queue is
-    /// [`Error::QueueFull`]; with `OnFull::Drop` the loss is counted into a gap record.
-    pub fn try_append(&self, e: Event) -> Result<Receipt> {
-        let (job, receipt) = self.job(e)?;
-        match self.tx.try_send(job) {
-            Ok(()) => Ok(receipt),
-            Err(mpsc::error::TrySendError::Full(_)) => match self.on_full {
-                OnFull::Drop => Err(self.count_drop()),
-                OnFull::Block => Err(Error::QueueFull),
-            },
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(Error::Closed),
-        }
-    }
-
-    /// True when a full queue refuses events (`block`): a producer that cannot wait should
-    /// then refuse the action it could not record.
-    pub fn fails_closed(&self) -> bool {
-        self.on_full == OnFull::Block
-    }
-
-    /// Appends and waits until the event is committed.
-    pub async fn record(&self, e: Event) -> Result<u64> {
-        self.append(e).await?.committed().await
-    }
-
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
-    }
-
-    /// Events waiting in the queue.
-    pub fn queued(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
-    }
+    /// Set while the store refuses the writer's batches (disk full, database gone): the
+    /// server is not ready, since nothing it decides can be recorded.
+    pub store_failing: AtomicBool,
+    /// Batches the store refused and the writer wrote later (each retry of one batch
+    /// counts in `failed_batches`).
+    pub retried_batches: AtomicU64,
+    /// Events given up after `retry_for` (or at shutdown with the store still refusing).
+    pub abandoned: AtomicU64,
 }
 
 /// Stops the writer after it has committed everything queued and signed a final checkpoint.
@@ -225,7 +146,10 @@ pub async fn start(
     };
     let (stop_tx, stop_rx) = oneshot::channel();
     let writer = Writer {
+        origin: db.clone(),
         db,
+        stop: Stop::new(stop_rx),
+        unconfirmed: None,
         key,
         opts,
         chain,
@@ -247,7 +171,7 @@ pub async fn start(
                 .enable_all()
                 .build()
                 .map_err(|e| Error::Bug(format!("audit writer runtime: {e}")))
-                .and_then(|rt| rt.block_on(writer.on_own_thread(stop_rx, ready_tx)));
+                .and_then(|rt| rt.block_on(writer.on_own_thread(ready_tx)));
             let _ = done_tx.send(ran);
         })
         .map_err(|e| Error::Bug(format!("audit writer thread: {e}")))?;
@@ -314,7 +238,14 @@ async fn load_chain(tx: &mut WriteTx) -> Result<Chain> {
 }
 
 struct Writer {
+    /// The store as opened; the writer's own connection is made from it (again, after a
+    /// failure).
+    origin: Db,
     db: Db,
+    stop: Stop,
+    /// The first sequence number and the end (seq, hash) of an attempt whose COMMIT failed
+    /// without saying whether it landed.
+    unconfirmed: Option<(u64, (u64, Hash))>,
     key: SigningKey,
     opts: WriterOptions,
     chain: Chain,
@@ -327,11 +258,7 @@ struct Writer {
 impl Writer {
     /// The writer thread's life: its own connection first (so the connection's worker
     /// inherits the thread's priority), reported through `ready`, then [`Writer::run`].
-    async fn on_own_thread(
-        mut self,
-        stop: oneshot::Receiver<()>,
-        ready: oneshot::Sender<Result<()>>,
-    ) -> Result<()> {
+    async fn on_own_thread(mut self, ready: oneshot::Sender<Result<()>>) -> Result<()> {
         match self.db.for_writer().await {
             Ok(db) => self.db = db,
             Err(e) => {
@@ -341,7 +268,7 @@ impl Writer {
             }
         }
         let _ = ready.send(Ok(()));
-        self.run(stop).await
+        self.run().await
     }
 
     /// Lets a small batch of events nobody waits for grow for up to `linger`, without waking
@@ -364,9 +291,9 @@ impl Writer {
         }
     }
 
-    async fn run(mut self, mut stop: oneshot::Receiver<()>) -> Result<()> {
+    async fn run(mut self) -> Result<()> {
         let mut buf = Vec::with_capacity(self.opts.max_batch);
-        loop {
+        while !self.stop.asked() {
             let deadline = self.chain.last_checkpoint + self.opts.checkpoint_interval;
             let due = self.chain.since_checkpoint > 0;
             tokio::select! {
@@ -381,17 +308,17 @@ impl Writer {
                 _ = tokio::time::sleep_until(deadline), if due => {
                     self.commit(Vec::new(), true).await;
                 }
-                _ = &mut stop => {
-                    self.rx.close();
-                    while let Some(job) = self.rx.recv().await {
-                        buf.push(job);
-                        if buf.len() >= self.opts.max_batch {
-                            let jobs = std::mem::take(&mut buf);
-                            self.commit(jobs, false).await;
-                        }
-                    }
-                    break;
-                }
+                () = self.stop.wait() => {}
+            }
+        }
+        // Everything queued before the stop is committed (or, with the store still
+        // refusing after the grace period, given up and counted).
+        self.rx.close();
+        while let Some(job) = self.rx.recv().await {
+            buf.push(job);
+            if buf.len() >= self.opts.max_batch {
+                let jobs = std::mem::take(&mut buf);
+                self.commit(jobs, false).await;
             }
         }
         let jobs = std::mem::take(&mut buf);
@@ -401,91 +328,163 @@ impl Writer {
         Ok(())
     }
 
-    /// Commits `jobs` (and a gap record, and a checkpoint when due) in one transaction.
+    /// Commits `jobs` (and a gap record, and a checkpoint when due) in one transaction. A
+    /// batch the store refuses is rolled back (its connection is replaced, so no
+    /// transaction is left open on it) and retried with backoff: it is never dropped while
+    /// the writer runs. Meanwhile nothing else is taken from the queue, so the queue fills
+    /// and `block` mode refuses new events — the request path fails closed until the store
+    /// takes writes again.
     async fn commit(&mut self, jobs: Vec<Job>, force_checkpoint: bool) {
         let gap = self.pending_gap.swap(0, Ordering::Relaxed);
-        let (events, acks): (Vec<Prepared>, Vec<_>) =
+        let (mut events, acks): (Vec<Prepared>, Vec<_>) =
             jobs.into_iter().map(|j| (j.event, j.ack)).unzip();
-        match self.write(gap, events, force_checkpoint).await {
-            Ok(first_seq) => {
-                // Counted before anyone hears of the commit: the writer runs on its own
-                // thread, and a producer that was acknowledged must see the batch counted.
-                self.metrics.batches.fetch_add(1, Ordering::Relaxed);
-                let offset = first_seq + u64::from(gap > 0);
-                for (i, ack) in acks.into_iter().enumerate() {
-                    let _ = ack.send(Ok(offset + i as u64));
+        let mut retry = Retry::new(self.opts.retry_for);
+        self.unconfirmed = None;
+        loop {
+            let err = match self.write(gap, events, force_checkpoint).await {
+                Ok(first_seq) => {
+                    // Counted before anyone hears of the commit: the writer runs on its own
+                    // thread, and a producer that was acknowledged must see it counted.
+                    self.metrics.batches.fetch_add(1, Ordering::Relaxed);
+                    if retry.attempts() > 0 {
+                        self.metrics.retried_batches.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(
+                            audit.attempts = retry.attempts() + 1,
+                            "audit store takes writes again"
+                        );
+                    }
+                    self.metrics.store_failing.store(false, Ordering::Relaxed);
+                    let offset = first_seq + u64::from(gap > 0);
+                    for (i, ack) in acks.into_iter().enumerate() {
+                        let _ = ack.send(Ok(offset + i as u64));
+                    }
+                    return;
                 }
+                Err((e, back)) => {
+                    events = back;
+                    e
+                }
+            };
+            self.metrics.failed_batches.fetch_add(1, Ordering::Relaxed);
+            self.metrics.store_failing.store(true, Ordering::Relaxed);
+            let Some(delay) = retry.next(self.stop.asked()) else {
+                self.abandon(gap, &err, acks);
+                return;
+            };
+            tracing::error!(error = %err, audit.events = acks.len(), audit.retry_in_ms = delay.as_millis() as u64, "audit store refused a batch; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                () = self.stop.wait() => {}
             }
-            Err(e) => {
-                tracing::error!(error = %e, events = acks.len(), "audit batch failed; not acknowledged");
-                self.metrics.failed_batches.fetch_add(1, Ordering::Relaxed);
-                // What is not in the log is counted into the next gap record, so the loss
-                // itself is evidence even where nobody waited for the events.
-                self.pending_gap
-                    .fetch_add(gap + acks.len() as u64, Ordering::Relaxed);
-                let msg = e.to_string();
-                for ack in acks {
-                    let _ = ack.send(Err(Error::Database(msg.clone())));
-                }
+            self.reconnect().await;
+        }
+    }
+
+    /// Gives a batch up (retry bound reached, or shutdown with the store still refusing):
+    /// waiters hear the error; events nobody waits for — decisions already answered — are
+    /// counted into the next gap record, so their loss is itself evidence.
+    fn abandon(&mut self, gap: u64, err: &Error, acks: Vec<oneshot::Sender<Result<u64>>>) {
+        let unheard = acks.iter().filter(|a| a.is_closed()).count() as u64;
+        tracing::error!(error = %err, audit.events = acks.len(), audit.unheard = unheard, "audit batch given up");
+        self.metrics
+            .abandoned
+            .fetch_add(acks.len() as u64, Ordering::Relaxed);
+        self.pending_gap.fetch_add(gap + unheard, Ordering::Relaxed);
+        let msg = err.to_string();
+        for ack in acks {
+            let _ = ack.send(Err(Error::Database(msg.clone())));
+        }
+    }
+
+    /// A fresh writer connection after a failure. SQLite: the old connection may still hold
+    /// a transaction the failed COMMIT left open (SQLITE_FULL keeps it), with the write
+    /// lock; closing it rolls that back. PostgreSQL: the pool drops broken connections
+    /// itself, and a new one is taken per transaction.
+    async fn reconnect(&mut self) {
+        if let Db::Sqlite(_) = self.db {
+            self.db.close().await;
+            match self.origin.for_writer().await {
+                Ok(db) => self.db = db,
+                Err(e) => tracing::warn!(error = %e, "audit writer cannot reconnect yet"),
             }
         }
     }
 
+    /// One attempt at [`Writer::commit`]; on failure the events come back, unlinked, for
+    /// the next attempt (which links them again: the chain may have moved meanwhile).
     async fn write(
         &mut self,
         gap: u64,
         events: Vec<Prepared>,
         force_checkpoint: bool,
-    ) -> Result<u64> {
-        let mut tx = self.db.begin_write().await?;
-        // Another writer (a CLI command, another node on PostgreSQL) may have appended.
-        let tail = match tx.tail().await? {
-            Some(t) => t,
-            None => tail_or_anchor(None, tx.latest_checkpoint().await?.as_ref()),
+    ) -> std::result::Result<u64, (Error, Vec<Prepared>)> {
+        let mut tx = match self.begin_and_sync().await {
+            Ok(tx) => tx,
+            Err(e) => return Err((e, events)),
         };
-        if tail != (self.chain.seq, self.chain.hash) {
-            tracing::debug!(audit.seq = tail.0, "audit log moved on; reloading chain");
-            self.chain = load_chain(&mut tx).await?;
+        // A COMMIT whose answer was lost with the connection may have landed: then the log
+        // now ends exactly where that attempt would have left it, and writing the events
+        // again would record them twice.
+        if let Some((first, end)) = self.unconfirmed.take() {
+            if (self.chain.seq, self.chain.hash) == end {
+                drop(tx);
+                tracing::info!(
+                    audit.seq = end.0,
+                    "audit batch had committed before its connection dropped"
+                );
+                self.metrics
+                    .appended
+                    .fetch_add(end.0 + 1 - first, Ordering::Relaxed);
+                self.metrics.last_seq.store(end.0, Ordering::Relaxed);
+                return Ok(first);
+            }
         }
+        let gap_event = match (gap > 0).then(|| self.gap_event(gap)).transpose() {
+            Ok(g) => g,
+            Err(e) => return Err((e, events)),
+        };
         let mut seq = self.chain.seq;
         let mut hash = self.chain.hash;
         let mut frontier = self.chain.frontier.clone();
-        let mut records: Vec<Record> = Vec::with_capacity(events.len() + 1);
-        let mut push = |p: Prepared, records: &mut Vec<Record>| {
-            let r = link(p, seq, hash);
-            seq = r.seq;
-            hash = r.hash;
-            frontier.push(&r.hash);
-            records.push(r);
-        };
-        if gap > 0 {
-            let mut e = Event::new(kind::AUDIT_GAP, Outcome::Failure);
-            e.actor = "esm-audit".into();
-            e.action = "drop".into();
-            e.node = self.opts.node.clone();
-            e.reason = format!("{gap} events dropped: the audit queue was full");
-            e.details = serde_json::json!({ "dropped": gap }).into();
-            push(prepare(e, &|v| v.to_owned())?, &mut records);
-        }
-        for p in events {
-            push(p, &mut records);
-        }
+        let records: Vec<Record> = gap_event
+            .into_iter()
+            .chain(events)
+            .map(|p| {
+                let r = link(p, seq, hash);
+                seq = r.seq;
+                hash = r.hash;
+                frontier.push(&r.hash);
+                r
+            })
+            .collect();
         let first = self.chain.seq + 1;
         let since = self.chain.since_checkpoint + records.len() as u64;
         let checkpoint = since > 0
             && (force_checkpoint
                 || since >= self.opts.checkpoint_every
                 || self.chain.last_checkpoint.elapsed() >= self.opts.checkpoint_interval);
-        let appended = records.len() as u64;
-        if !records.is_empty() {
-            tx.insert(records).await?;
-        }
-        if checkpoint {
+        let cp = checkpoint.then(|| {
             let now = OffsetDateTime::now_utc().unix_timestamp_nanos() as i64;
-            let cp = self.key.sign(seq, frontier.root(), hash, now);
-            tx.insert_checkpoint(&cp, &frontier.to_bytes()).await?;
+            (
+                self.key.sign(seq, frontier.root(), hash, now),
+                frontier.to_bytes(),
+            )
+        });
+        let stored = async {
+            if !records.is_empty() {
+                tx.insert(&records).await?;
+            }
+            if let Some((cp, bytes)) = &cp {
+                tx.insert_checkpoint(cp, bytes).await?;
+            }
+            tx.commit().await
+        };
+        if let Err(e) = stored.await {
+            self.unconfirmed = Some((first, (seq, hash)));
+            let skip = usize::from(gap > 0);
+            return Err((e, records.into_iter().skip(skip).map(unlink).collect()));
         }
-        tx.commit().await?;
+        let appended = records.len() as u64;
         self.chain.seq = seq;
         self.chain.hash = hash;
         self.chain.frontier = frontier;
@@ -499,5 +498,33 @@ impl Writer {
         self.metrics.appended.fetch_add(appended, Ordering::Relaxed);
         self.metrics.last_seq.store(seq, Ordering::Relaxed);
         Ok(first)
+    }
+
+    /// A write transaction, with the chain caught up to the store: another writer (a CLI
+    /// command, another node on PostgreSQL) may have appended.
+    async fn begin_and_sync(&mut self) -> Result<WriteTx> {
+        let mut tx = self.db.begin_write().await?;
+        let tail = match tx.tail().await? {
+            Some(t) => t,
+            None => tail_or_anchor(None, tx.latest_checkpoint().await?.as_ref()),
+        };
+        if tail != (self.chain.seq, self.chain.hash) {
+            tracing::debug!(audit.seq = tail.0, "audit log moved on; reloading chain");
+            self.chain = load_chain(&mut tx).await?;
+        }
+        Ok(tx)
+    }
+
+    /// The record of `gap` events that never reached the log.
+    fn gap_event(&self, gap: u64) -> Result<Prepared> {
+        let mut e = Event::new(kind::AUDIT_GAP, Outcome::Failure);
+        e.actor = "esm-audit".into();
+        e.action = "drop".into();
+        e.node = self.opts.node.clone();
+        e.reason = format!(
+            "{gap} events were not recorded: the audit queue was full or the store refused them"
+        );
+        e.details = serde_json::json!({ "dropped": gap }).into();
+        prepare(e, &|v| v.to_owned())
     }
 }

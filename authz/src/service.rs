@@ -1,7 +1,8 @@
 //! The thin gRPC layer: `envoy.service.auth.v3.Authorization/Check` and grpc.health.v1 on
 //! one listener. Each request reads the current policy set from a `watch` channel (swapped
-//! atomically on reload), calls [`check`], and queues an `authz.decision` audit event
-//! without waiting for the disk.
+//! atomically on reload), calls [`check`], and queues an `authz.decision` audit event:
+//! without waiting for the disk (`async`), or answering only once the record is committed
+//! (`sync`, [`DecisionLogMode`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +12,7 @@ use std::time::Instant;
 use envoy_types::ext_authz::v3::pb::{
     Authorization, AuthorizationServer, CheckRequest, CheckResponse,
 };
-use esm_audit::writer::AuditSink;
+use esm_audit::writer::{AuditSink, Receipt};
 use esm_audit::{kind, Event, Outcome};
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
@@ -32,7 +33,8 @@ pub struct Metrics {
     pub failed_closed: AtomicU64,
     /// Dry-run requests the policy would have denied.
     pub dry_run_would_deny: AtomicU64,
-    /// Denied because the audit queue was full and the store fails closed.
+    /// Denied because the decision could not be recorded: the audit queue was full and the
+    /// store fails closed, or (`sync`) its record was not committed.
     pub audit_refused: AtomicU64,
     pub eval_nanos: AtomicU64,
     /// Decisions answered from a set's decision memo.
@@ -64,6 +66,20 @@ impl DecisionLog {
     }
 }
 
+/// When a decision's audit record must be on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DecisionLogMode {
+    /// Answer at once; the record is committed in the next group (within the linger). A
+    /// crash can lose the records still queued: the decisions were answered, the evidence of
+    /// the last few milliseconds is gone.
+    #[default]
+    Async,
+    /// Answer only after the record is committed; a record that cannot be committed denies
+    /// (503), as Vault's audit devices do. Concurrent Checks share one commit (group
+    /// commit), so the cost is latency — about one fsync — more than throughput.
+    Sync,
+}
+
 /// One policy set as the service sees it: the current compiled set and its dry-run switch.
 #[derive(Clone)]
 pub struct ServedSet {
@@ -82,6 +98,7 @@ pub struct AuthzService {
     opts: CheckOptions,
     audit: Option<AuditSink>,
     log: DecisionLog,
+    mode: DecisionLogMode,
     metrics: Arc<Metrics>,
 }
 
@@ -175,8 +192,15 @@ impl AuthzService {
             opts,
             audit,
             log: DecisionLog::All,
+            mode: DecisionLogMode::Async,
             metrics,
         }
+    }
+
+    /// Whether a Check waits for its record to be committed (async by default).
+    pub fn with_decision_log_mode(mut self, mode: DecisionLogMode) -> Self {
+        self.mode = mode;
+        self
     }
 
     /// Which decisions are recorded (all by default).
@@ -185,8 +209,31 @@ impl AuthzService {
         self
     }
 
-    /// Decides `req` and records it; pure apart from the counters and the audit queue.
+    /// Decides `req` and queues its record without waiting for it (the `async` mode's whole
+    /// answer); pure apart from the counters and the audit queue.
     pub fn decide(&self, req: &CheckRequest) -> CheckResponse {
+        self.decide_recorded(req, false).0
+    }
+
+    /// Decides `req` and, in `sync` mode, waits until its record is committed; a record that
+    /// fails denies with 503.
+    pub async fn decide_durably(&self, req: &CheckRequest) -> CheckResponse {
+        let (response, receipt) = self.decide_recorded(req, self.mode == DecisionLogMode::Sync);
+        let Some(receipt) = receipt else {
+            return response;
+        };
+        match receipt.committed().await {
+            Ok(_) => response,
+            Err(e) => {
+                tracing::warn!(error = %e, decision = "deny", "authz decision not recorded; denied");
+                self.metrics.audit_refused.fetch_add(1, Ordering::Relaxed);
+                crate::response::check_response(&audit_refused(), header(req, "x-request-id"))
+            }
+        }
+    }
+
+    /// The decision's response, and the receipt of its record when `wait` asks for one.
+    fn decide_recorded(&self, req: &CheckRequest, wait: bool) -> (CheckResponse, Option<Receipt>) {
         let wanted = req
             .attributes
             .as_ref()
@@ -213,23 +260,29 @@ impl AuthzService {
             .eval_nanos
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         let hash = set.as_ref().map_or("", |s| s.hash.as_str());
+        let mut receipt = None;
         if let Some(sink) = self
             .audit
             .as_ref()
             .filter(|_| self.log.records(&c, opts.dry_run))
         {
             let event = decision_event(req, &c, set_name, set.as_deref(), opts.dry_run);
-            if let Err(e) = sink.try_append(event) {
-                if matches!(e, esm_audit::Error::QueueFull) && sink.fails_closed() {
-                    // Evidence cannot be kept: deny rather than let an unrecorded request in.
-                    self.metrics.audit_refused.fetch_add(1, Ordering::Relaxed);
-                    c.decision = crate::decision::Decision {
-                        allowed: false,
-                        http_status: Some(503),
-                        ..Default::default()
-                    };
+            let queued = if wait {
+                sink.try_append_awaited(event)
+            } else {
+                sink.try_append(event)
+            };
+            match queued {
+                Ok(r) => receipt = wait.then_some(r),
+                Err(e) => {
+                    if wait || (matches!(e, esm_audit::Error::QueueFull) && sink.fails_closed()) {
+                        // Evidence cannot be kept: deny rather than let an unrecorded
+                        // request in.
+                        self.metrics.audit_refused.fetch_add(1, Ordering::Relaxed);
+                        c.decision = audit_refused();
+                    }
+                    tracing::warn!(error = %e, "authz decision not recorded");
                 }
-                tracing::warn!(error = %e, "authz decision not recorded");
             }
         }
         let m = &self.metrics;
@@ -252,7 +305,16 @@ impl AuthzService {
             tracing::debug!(decision = if c.decision.allowed { "allow" } else { "deny" }, policy.set = %set_name, policy.hash = %hash, "authz decision");
         }
         let id = header(req, "x-request-id");
-        crate::response::check_response(&c.decision, id)
+        (crate::response::check_response(&c.decision, id), receipt)
+    }
+}
+
+/// The denial of a request whose decision could not be recorded.
+fn audit_refused() -> crate::decision::Decision {
+    crate::decision::Decision {
+        allowed: false,
+        http_status: Some(503),
+        ..Default::default()
     }
 }
 
@@ -262,7 +324,7 @@ impl Authorization for AuthzService {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        Ok(Response::new(self.decide(request.get_ref())))
+        Ok(Response::new(self.decide_durably(request.get_ref()).await))
     }
 }
 

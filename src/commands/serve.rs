@@ -127,7 +127,8 @@ async fn start_authz(
         deny_status: a.deny_status,
     };
     let service = AuthzService::new(served, opts, Some(evidence.sink.clone()), metrics)
-        .with_decision_log(a.decision_log);
+        .with_decision_log(a.decision_log)
+        .with_decision_log_mode(a.decision_log_mode);
     let until_stop = |stop: &watch::Receiver<bool>| {
         let mut stop = stop.clone();
         async move {

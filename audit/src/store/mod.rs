@@ -182,10 +182,10 @@ impl WriteTx {
         }
     }
 
-    pub async fn insert(&mut self, records: Vec<Record>) -> Result<()> {
+    pub async fn insert(&mut self, records: &[Record]) -> Result<()> {
         match self {
             Self::Sqlite(t) => sqlite::insert(t, records).await,
-            Self::Postgres(t) => postgres::insert(t, &records).await,
+            Self::Postgres(t) => postgres::insert(t, records).await,
         }
     }
 

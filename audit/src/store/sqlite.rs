@@ -141,8 +141,8 @@ pub async fn hashes(pool: &SqlitePool, after: u64, to: u64) -> Result<Vec<(u64, 
 
 /// Inserts `records`, binding their strings by value (sqlx would copy borrowed ones to
 /// hand them to its connection thread).
-pub async fn insert(tx: &mut Transaction<'static, Sqlite>, records: Vec<Record>) -> Result<()> {
-    let mut rest = records.into_iter().peekable();
+pub async fn insert(tx: &mut Transaction<'static, Sqlite>, records: &[Record]) -> Result<()> {
+    let mut rest = records.iter().peekable();
     while rest.peek().is_some() {
         let left = rest.len();
         let size = INSERT_SIZES
@@ -155,15 +155,15 @@ pub async fn insert(tx: &mut Transaction<'static, Sqlite>, records: Vec<Record>)
         qb.push_values(rest.by_ref().take(size), |mut b, r| {
             b.push_bind(r.seq as i64)
                 .push_bind(r.time_ns)
-                .push_bind(r.kind)
-                .push_bind(r.actor)
-                .push_bind(r.subject)
-                .push_bind(r.action)
-                .push_bind(r.outcome)
-                .push_bind(r.reason)
-                .push_bind(r.correlation_id)
-                .push_bind(r.node)
-                .push_bind(r.details)
+                .push_bind(r.kind.as_str())
+                .push_bind(r.actor.as_str())
+                .push_bind(r.subject.as_str())
+                .push_bind(r.action.as_str())
+                .push_bind(r.outcome.as_str())
+                .push_bind(r.reason.as_str())
+                .push_bind(r.correlation_id.as_str())
+                .push_bind(r.node.as_str())
+                .push_bind(r.details.as_str())
                 .push_bind(r.prev_hash.to_vec())
                 .push_bind(r.hash.to_vec());
         });

@@ -1,0 +1,120 @@
+//! The producers' side of the audit queue: events are checked and bounded here, on the
+//! producer's thread, and queued for the single writer ([`crate::writer`]); a [`Receipt`]
+//! resolves once the event's transaction committed.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{Error, Result};
+use crate::event::{prepare, Event, Prepared};
+use crate::redact::Redactor;
+use crate::writer::{Metrics, OnFull};
+
+pub(crate) struct Job {
+    pub(crate) event: Prepared,
+    pub(crate) ack: oneshot::Sender<Result<u64>>,
+}
+
+/// Wakes a lingering writer when an event someone waits for is queued.
+#[derive(Default)]
+pub(crate) struct Urgent(pub(crate) tokio::sync::Notify);
+
+/// Resolves once the event is committed, with its sequence number.
+pub struct Receipt(oneshot::Receiver<Result<u64>>);
+
+impl Receipt {
+    pub async fn committed(self) -> Result<u64> {
+        self.0.await.map_err(|_| Error::Closed)?
+    }
+}
+
+/// The producers' handle. Cheap to clone.
+#[derive(Clone)]
+pub struct AuditSink {
+    pub(crate) tx: mpsc::Sender<Job>,
+    pub(crate) on_full: OnFull,
+    pub(crate) pending_gap: Arc<AtomicU64>,
+    pub(crate) redactor: Arc<Redactor>,
+    pub(crate) node: Arc<str>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) urgent: Arc<Urgent>,
+}
+
+impl AuditSink {
+    fn job(&self, mut e: Event) -> Result<(Job, Receipt)> {
+        if e.node.is_empty() {
+            e.node = self.node.to_string();
+        }
+        let event = prepare(e, &|v| self.redactor.redact(v))?;
+        let (ack, rx) = oneshot::channel();
+        Ok((Job { event, ack }, Receipt(rx)))
+    }
+
+    fn count_drop(&self) -> Error {
+        self.pending_gap.fetch_add(1, Ordering::Relaxed);
+        self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
+        Error::QueueFull
+    }
+
+    /// Queues an event. With `OnFull::Block` waits for room; with `OnFull::Drop` a full
+    /// queue drops (and counts) the event and returns [`Error::QueueFull`].
+    pub async fn append(&self, e: Event) -> Result<Receipt> {
+        let (job, receipt) = self.job(e)?;
+        match self.on_full {
+            OnFull::Block => self.tx.send(job).await.map_err(|_| Error::Closed)?,
+            OnFull::Drop => match self.tx.try_send(job) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => return Err(self.count_drop()),
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(Error::Closed),
+            },
+        }
+        self.urgent.0.notify_one();
+        Ok(receipt)
+    }
+
+    /// Queues an event without ever waiting: the request path's call. A full queue is
+    /// [`Error::QueueFull`]; with `OnFull::Drop` the loss is counted into a gap record.
+    pub fn try_append(&self, e: Event) -> Result<Receipt> {
+        let (job, receipt) = self.job(e)?;
+        match self.tx.try_send(job) {
+            Ok(()) => Ok(receipt),
+            Err(mpsc::error::TrySendError::Full(_)) => match self.on_full {
+                OnFull::Drop => Err(self.count_drop()),
+                OnFull::Block => Err(Error::QueueFull),
+            },
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Error::Closed),
+        }
+    }
+
+    /// As [`AuditSink::try_append`], for a producer that will wait for the receipt (a
+    /// decision answered only once it is on disk, `decision_log_mode = "sync"`): the writer
+    /// commits at once instead of lingering, so concurrent waiters share one commit without
+    /// each paying the linger.
+    pub fn try_append_awaited(&self, e: Event) -> Result<Receipt> {
+        let receipt = self.try_append(e)?;
+        self.urgent.0.notify_one();
+        Ok(receipt)
+    }
+
+    /// True when a full queue refuses events (`block`): a producer that cannot wait should
+    /// then refuse the action it could not record.
+    pub fn fails_closed(&self) -> bool {
+        self.on_full == OnFull::Block
+    }
+
+    /// Appends and waits until the event is committed.
+    pub async fn record(&self, e: Event) -> Result<u64> {
+        self.append(e).await?.committed().await
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Events waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+}

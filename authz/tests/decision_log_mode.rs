@@ -1,0 +1,172 @@
+//! `decision_log_mode = "sync"`: a Check is answered only once its `authz.decision` record is
+//! committed, concurrent Checks share commits, and a record that cannot be kept denies.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+use esm_audit::checkpoint::SigningKey;
+use esm_audit::redact::Redactor;
+use esm_audit::store::{Db, Filter};
+use esm_audit::writer::{start, AuditSink, WriterHandle, WriterOptions};
+use esm_authz::check::CheckOptions;
+use esm_authz::policy_set::{PolicySet, SourceFile};
+use esm_authz::service::{AuthzService, DecisionLogMode, Metrics, ServedSet};
+use tokio::sync::watch;
+
+const POLICY: &str = r#"package envoy.authz
+import rego.v1
+default allow := false
+allow if input.attributes.request.http.method == "GET"
+"#;
+
+fn served() -> ServedSet {
+    let set = PolicySet::compile(
+        vec![SourceFile {
+            path: "p.rego".into(),
+            text: POLICY.into(),
+        }],
+        "data.envoy.authz.allow",
+    )
+    .unwrap();
+    let (tx, rx) = watch::channel(Arc::new(set));
+    std::mem::forget(tx);
+    ServedSet {
+        name: "default".into(),
+        dry_run: false,
+        policies: rx,
+    }
+}
+
+fn request(id: u64) -> CheckRequest {
+    let mut http = HttpRequest {
+        method: "GET".into(),
+        path: format!("/items/{id}"),
+        host: "svc".into(),
+        ..Default::default()
+    };
+    http.headers
+        .insert("x-request-id".into(), format!("req-{id}"));
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                http: Some(http),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+fn allowed(r: &envoy_types::pb::envoy::service::auth::v3::CheckResponse) -> bool {
+    r.status.as_ref().is_some_and(|s| s.code == 0)
+}
+
+async fn store(linger: Duration) -> (tempfile::TempDir, Db, AuditSink, WriterHandle) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("audit.db").display());
+    let db = Db::open(&url, None).await.unwrap();
+    let key = SigningKey::load_or_create(dir.path()).unwrap();
+    let opts = WriterOptions {
+        linger,
+        ..WriterOptions::default()
+    };
+    let (sink, handle) = start(db.clone(), key, Redactor::from_secret(&[3; 32]), opts)
+        .await
+        .unwrap();
+    (dir, db, sink, handle)
+}
+
+fn service(sink: AuditSink, mode: DecisionLogMode, metrics: &Arc<Metrics>) -> AuthzService {
+    AuthzService::new(
+        vec![served()],
+        CheckOptions::default(),
+        Some(sink),
+        metrics.clone(),
+    )
+    .with_decision_log_mode(mode)
+}
+
+async fn recorded(db: &Db) -> Vec<String> {
+    let f = Filter {
+        kind: Some(esm_audit::kind::AUTHZ_DECISION.into()),
+        ..Default::default()
+    };
+    db.page(0, &f)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.correlation_id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_mode_answers_only_after_the_record_is_committed() {
+    // A long linger: in async mode the records would still be queued when the answers come.
+    let (_dir, db, sink, handle) = store(Duration::from_millis(500)).await;
+    let metrics = Arc::new(Metrics::default());
+    let svc = service(sink.clone(), DecisionLogMode::Sync, &metrics);
+    let mut tasks = Vec::new();
+    for id in 0..64 {
+        let svc = svc.clone();
+        tasks.push(tokio::spawn(async move {
+            allowed(&svc.decide_durably(&request(id)).await)
+        }));
+    }
+    for t in tasks {
+        assert!(t.await.unwrap());
+    }
+    // Every answered decision is already in the store.
+    let mut ids = recorded(&db).await;
+    ids.sort();
+    let mut want: Vec<String> = (0..64).map(|i| format!("req-{i}")).collect();
+    want.sort();
+    assert_eq!(ids, want);
+    // They shared commits rather than paying one each, and nobody lingered.
+    let batches = sink.metrics().batches.load(Ordering::Relaxed);
+    assert!(batches < 64, "{batches} commits for 64 decisions");
+    drop((svc, sink));
+    handle.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_mode_answers_before_the_commit() {
+    let (_dir, db, sink, handle) = store(Duration::from_millis(500)).await;
+    let metrics = Arc::new(Metrics::default());
+    let svc = service(sink.clone(), DecisionLogMode::Async, &metrics);
+    assert!(allowed(&svc.decide_durably(&request(1)).await));
+    assert!(
+        recorded(&db).await.is_empty(),
+        "still lingering in the queue"
+    );
+    drop((svc, sink));
+    handle.shutdown().await.unwrap();
+    assert_eq!(recorded(&db).await, ["req-1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_mode_denies_when_the_record_cannot_be_kept() {
+    let (_dir, _db, sink, handle) = store(Duration::from_millis(5)).await;
+    let metrics = Arc::new(Metrics::default());
+    let svc = service(sink.clone(), DecisionLogMode::Sync, &metrics);
+    assert!(allowed(&svc.decide_durably(&request(1)).await));
+    // The writer is gone: nothing more can be recorded.
+    handle.shutdown().await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), svc.decide_durably(&request(2)))
+        .await
+        .unwrap();
+    assert!(!allowed(&r));
+    let status = match r.http_response {
+        Some(
+            envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse::DeniedResponse(
+                d,
+            ),
+        ) => d.status.map(|s| s.code),
+        _ => None,
+    };
+    assert_eq!(status, Some(503));
+    assert_eq!(metrics.audit_refused.load(Ordering::Relaxed), 1);
+}
