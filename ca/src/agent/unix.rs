@@ -8,7 +8,7 @@
 //! at most about 250 KiB (a read of 2 KiB, a partial frame of 16 KiB, a header block of
 //! 64 KiB, its re-encoding of up to 32 KiB, the rewriter's output budget of 64 KiB plus one
 //! block, and 2 x 16 KiB between relay and server); at rest about 50 KiB, as buffers grown
-//! by a burst are given back down to [`KEEP`].
+//! by a burst are given back down to `KEEP`.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
