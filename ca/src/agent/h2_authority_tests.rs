@@ -121,3 +121,165 @@ fn refuses_broken_streams() {
         assert!(Rewriter::default().feed(&c, &mut out).is_err(), "{c:?}");
     }
 }
+
+fn int(flags: u8, prefix: u8, value: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_integer_into(value, prefix, flags, &mut out).unwrap();
+    out
+}
+
+/// A literal with incremental indexing (new name): the header goes into the table.
+fn indexed_literal(name: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut out = int(0x40, 6, 0);
+    out.extend(int(0, 7, name.len()));
+    out.extend_from_slice(name);
+    out.extend(int(0, 7, value.len()));
+    out.extend_from_slice(value);
+    out
+}
+
+/// `block` as HEADERS and CONTINUATION frames of at most MAX_FRAME bytes on `stream`.
+fn header_frames(stream: u32, block: &[u8]) -> Vec<u8> {
+    let chunks: Vec<&[u8]> = block.chunks(MAX_FRAME).collect();
+    let mut out = Vec::new();
+    for (i, c) in chunks.iter().enumerate() {
+        let kind = if i == 0 { HEADERS } else { CONTINUATION };
+        let flags = if i + 1 == chunks.len() {
+            END_HEADERS
+        } else {
+            0
+        };
+        out.extend(frame(kind, flags, stream, c));
+    }
+    out
+}
+
+/// Index 62: the newest entry of the dynamic table.
+const NEWEST: u8 = 0x80 | 62;
+
+#[test]
+fn refuses_table_references_that_decode_past_the_header_list_limit_without_writing_them() {
+    // 4,000 bytes in the table (within its 4,096), then 5,000 one-byte references to it:
+    // a 9 KB block that decodes to 20 MB.
+    let mut block = indexed_literal(b"x-bomb", &[b'a'; 4_000]);
+    block.extend(std::iter::repeat_n(NEWEST, 5_000));
+    let input = [PREFACE, &frame(0x4, 0, 0, &[]), &header_frames(1, &block)].concat();
+    let mut out = Vec::new();
+    let mut r = Rewriter::default();
+    let err = r.feed(&input, &mut out).unwrap_err();
+    assert!(err.0.contains("header list"), "{err:?}");
+    // Only the preface and SETTINGS were relayed; the re-encoding stopped at the limit.
+    assert_eq!(out.len(), PREFACE.len() + 9);
+    assert!(r.scratch.len() <= MAX_HEADER_LIST, "{}", r.scratch.len());
+    assert!(r.scratch.capacity() <= 2 * MAX_HEADER_LIST);
+}
+
+#[test]
+fn refuses_a_table_size_update_above_the_advertised_size_and_takes_one_within_it() {
+    let over = [
+        int(0x20, 5, MAX_TABLE + 1),
+        indexed_literal(b"x-big", &[b'a'; 100]),
+    ]
+    .concat();
+    let mut out = Vec::new();
+    let input = [PREFACE, &header_frames(1, &over)].concat();
+    let err = Rewriter::default().feed(&input, &mut out).unwrap_err();
+    assert!(err.0.contains("table size update"), "{err:?}");
+
+    let mut within = int(0x20, 5, MAX_TABLE);
+    within.extend(request(&mut Encoder::new(), b"tmp%2Fagent.sock"));
+    let mut out = Vec::new();
+    let input = [PREFACE, &header_frames(1, &within)].concat();
+    Rewriter::default().feed(&input, &mut out).unwrap();
+    assert!(decoded(&frames(&out)[0].3).contains(&(":authority".into(), "localhost".into())));
+}
+
+#[test]
+fn refuses_hpack_the_decoder_would_panic_on_or_that_breaks_size_update_rules() {
+    let cases: [&[u8]; 3] = [
+        &[0x3f],                   // size update whose integer is cut short
+        &[0x3f, 0xff, 0xff, 0xff], // the same, longer
+        &[0x82, 0x20, 0x82],       // size update after a field
+    ];
+    for block in cases {
+        let input = [PREFACE, &header_frames(1, block)].concat();
+        assert!(
+            Rewriter::default().feed(&input, &mut Vec::new()).is_err(),
+            "{block:?}"
+        );
+    }
+}
+
+#[test]
+fn refuses_a_frame_over_the_max_frame_size_from_its_header_alone() {
+    let mut header = Vec::new();
+    frame_header(&mut header, (1 << 24) - 1, 0x0, 0, 1);
+    let input = [PREFACE, &header].concat();
+    let mut r = Rewriter::default();
+    assert!(r.feed(&input, &mut Vec::new()).is_err());
+    // Exactly MAX_FRAME is allowed.
+    let input = [PREFACE, &frame(0x0, 0, 1, &[0; MAX_FRAME])].concat();
+    Rewriter::default().feed(&input, &mut Vec::new()).unwrap();
+}
+
+#[test]
+fn refuses_a_header_block_over_its_limit_across_continuations() {
+    // Literal header values without indexing, never decoded: only the block's size counts.
+    let mut block = Vec::new();
+    while block.len() <= MAX_BLOCK {
+        block.extend([0x00, 0x01, b'x']);
+        block.extend(int(0, 7, 1_000));
+        block.extend([b'v'; 1_000]);
+    }
+    let input = [PREFACE, &header_frames(1, &block)].concat();
+    let err = Rewriter::default()
+        .feed(&input, &mut Vec::new())
+        .unwrap_err();
+    assert!(err.0.contains("header block over"), "{err:?}");
+}
+
+#[test]
+fn stops_at_its_output_budget_and_goes_on_when_fed_nothing() {
+    // Each 4-byte block after the first decodes to 3 references of a 4,000-byte header.
+    let mut input = [
+        PREFACE,
+        &header_frames(1, &indexed_literal(b"x-big", &[b'a'; 4_000])),
+    ]
+    .concat();
+    for stream in (3..).step_by(2).take(50) {
+        input.extend(header_frames(stream, &[0x82, NEWEST, NEWEST, NEWEST]));
+    }
+    let mut r = Rewriter::default();
+    let mut out = Vec::new();
+    r.feed(&input, &mut out).unwrap();
+    assert!(out.len() < OUT_BUDGET + MAX_HEADER_LIST, "{}", out.len());
+    let mut blocks = frames(&out).len();
+    while r.backlog() {
+        out.clear();
+        out.extend_from_slice(PREFACE); // so `frames` can skip it
+        r.feed(&[], &mut out).unwrap();
+        assert!(out.len() < PREFACE.len() + OUT_BUDGET + MAX_HEADER_LIST);
+        blocks += frames(&out).len();
+    }
+    assert_eq!(blocks, 51);
+    assert!(r.at_rest());
+}
+
+#[test]
+fn owes_bytes_until_its_first_frame_and_while_a_frame_or_block_is_open() {
+    let mut r = Rewriter::default();
+    let mut out = Vec::new();
+    r.feed(PREFACE, &mut out).unwrap();
+    assert!(!r.at_rest(), "the first frame is still owed");
+    r.feed(&frame(0x4, 0, 0, &[]), &mut out).unwrap();
+    assert!(r.at_rest());
+    r.feed(&frame(0x0, 0, 1, b"data")[..5], &mut out).unwrap();
+    assert!(!r.at_rest(), "half a frame");
+    r.feed(&frame(0x0, 0, 1, b"data")[5..], &mut out).unwrap();
+    assert!(r.at_rest());
+    r.feed(&frame(HEADERS, 0, 3, &[0x82]), &mut out).unwrap();
+    assert!(!r.at_rest(), "a header block without END_HEADERS");
+    r.feed(&frame(CONTINUATION, END_HEADERS, 3, &[0x84]), &mut out)
+        .unwrap();
+    assert!(r.at_rest());
+}

@@ -3,10 +3,12 @@
 //! the trust bundle and pushes every rotation.
 
 pub mod attestation;
+pub mod connection_limits;
 pub mod context;
 pub mod entry;
 pub mod entry_store;
 pub mod h2_authority;
+pub mod hpack_check;
 pub mod render;
 pub mod sds;
 pub mod secrets;

@@ -6,8 +6,10 @@ use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Status};
 
 use super::attestation::attest;
+use super::connection_limits::Limits;
 use super::context::{AgentContext, Caller};
 use super::entry::Selector;
+use super::h2_authority::{MAX_FRAME, MAX_HEADER_LIST};
 use super::sds::SdsService;
 use super::tcp::PeerSpiffeId;
 use super::workload_api::WorkloadApi;
@@ -16,6 +18,14 @@ use esm_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 /// Largest request accepted: SDS requests are names and a node; 10,000 names fit easily,
 /// a flood does not.
 pub const MAX_MESSAGE: usize = 4 << 20;
+/// Streams one connection may have open at once. tonic passes "no limit" to hyper unless
+/// told otherwise, which would let one connection start handlers without end; 200 is
+/// hyper's own default, and far over the SDS and Workload API streams one Envoy or SPIFFE
+/// library opens.
+pub const MAX_STREAMS: u32 = 200;
+/// Streams a connection may make the server reset (for its errors) before it is closed:
+/// hyper's default, which tonic likewise replaces with "no limit" (the h2 "reset flood").
+pub const MAX_LOCAL_ERROR_RESETS: usize = 1024;
 
 /// The attested caller of a request: on the Unix socket from its peer credentials, on the
 /// TCP listener from its client certificate's SPIFFE ID.
@@ -45,7 +55,13 @@ pub fn caller_of<T>(req: &Request<T>) -> Result<Caller, Status> {
 }
 
 fn router(ctx: AgentContext) -> tonic::transport::server::Router {
+    // The frame and header list limits are the ones the Unix socket's relay enforces
+    // before the server sees a byte (see `h2_authority`): pinned here so the two agree.
     tonic::transport::Server::builder()
+        .max_concurrent_streams(MAX_STREAMS)
+        .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
+        .http2_max_header_list_size(MAX_HEADER_LIST as u32)
+        .max_frame_size(MAX_FRAME as u32)
         .add_service(
             SecretDiscoveryServiceServer::new(SdsService::new(ctx.clone()))
                 .max_decoding_message_size(MAX_MESSAGE),
@@ -56,15 +72,26 @@ fn router(ctx: AgentContext) -> tonic::transport::server::Router {
         )
 }
 
-/// Serves SDS and the Workload API on `listener` until `shutdown` resolves.
+/// Serves SDS and the Workload API on `listener` until `shutdown` resolves, within the
+/// default [`Limits`].
 pub async fn serve(
     listener: tokio::net::UnixListener,
     ctx: AgentContext,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
+    serve_with_limits(listener, ctx, Limits::default(), shutdown).await
+}
+
+/// [`serve`] within `limits`.
+pub async fn serve_with_limits(
+    listener: tokio::net::UnixListener,
+    ctx: AgentContext,
+    limits: Limits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
     tracing::info!(agent.socket = ?listener.local_addr().ok(), "SDS serving");
     router(ctx)
-        .serve_with_incoming_shutdown(super::unix::incoming(listener), shutdown)
+        .serve_with_incoming_shutdown(super::unix::incoming(listener, limits), shutdown)
         .await
 }
 

@@ -1,0 +1,169 @@
+//! How many connections the agent socket holds, and for how long a client may leave one
+//! half-spoken. Every connection costs a relay task, its buffers and an h2 connection; a
+//! local process that opens them without end would otherwise exhaust memory or file
+//! descriptors and take the agent away from every workload on the node.
+//!
+//! Slots are counted per peer uid as well as in total, because a connection that has
+//! spoken its preface and then waits is exactly what an idle Envoy or SPIFFE client looks
+//! like: no timeout can tell a hoarder from a workload. What a uid hoards it takes only
+//! from itself (processes of one uid can already signal and trace each other), while other
+//! uids keep the rest of the socket.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// The limits of one agent socket; [`Limits::default`] is what `esm serve` uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections held at once. 1024 is the usual soft limit on open files, and far over
+    /// what a node's workloads hold (one or two each: an Envoy's SDS connection, a SPIFFE
+    /// library's Workload API connection). A connection's relay holds at most about
+    /// 250 KiB (see `unix`), so even 1024 clients all sending at once stay near 250 MiB.
+    pub max_connections: usize,
+    /// Connections held at once by one peer uid. A quarter of the total: Kubernetes runs at
+    /// most 110 pods per node by default and sidecars often share one uid, so 256 leaves
+    /// them room while any one uid leaves three quarters of the socket to the others.
+    pub max_connections_per_uid: usize,
+    /// How long a client may owe bytes: the preface and its first frame from the moment it
+    /// connects, and the rest of any frame or header block it has begun. A local client
+    /// writes each of these at once; one that has not finished after 10 s is stuck or
+    /// holding a slot on purpose, and is closed. Between frames a client may stay silent.
+    pub stall: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_connections_per_uid: 256,
+            stall: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Which limit refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    Socket,
+    Uid,
+}
+
+/// Connections held, in total and by peer uid (`None`: the kernel gave no credentials).
+#[derive(Debug, Default)]
+pub struct Slots {
+    total: usize,
+    by_uid: HashMap<Option<u32>, usize>,
+}
+
+impl Slots {
+    /// Counts a new connection from `uid`, unless that would break `limits`.
+    pub fn take(&mut self, uid: Option<u32>, limits: &Limits) -> Result<(), Full> {
+        if self.total >= limits.max_connections {
+            return Err(Full::Socket);
+        }
+        let held = self.by_uid.entry(uid).or_default();
+        if *held >= limits.max_connections_per_uid {
+            return Err(Full::Uid);
+        }
+        *held += 1;
+        self.total += 1;
+        Ok(())
+    }
+
+    /// Uncounts a connection from `uid` that has closed.
+    pub fn give_back(&mut self, uid: Option<u32>) {
+        if let Some(held) = self.by_uid.get_mut(&uid) {
+            *held -= 1;
+            if *held == 0 {
+                self.by_uid.remove(&uid);
+            }
+            self.total -= 1;
+        }
+    }
+
+    /// Connections held in total.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+}
+
+/// One connection's slot, given back when it is dropped (when the connection ends).
+pub struct Slot {
+    slots: Arc<Mutex<Slots>>,
+    uid: Option<u32>,
+}
+
+impl Slot {
+    pub fn take(
+        slots: &Arc<Mutex<Slots>>,
+        uid: Option<u32>,
+        limits: &Limits,
+    ) -> Result<Self, Full> {
+        lock(slots).take(uid, limits)?;
+        Ok(Self {
+            slots: slots.clone(),
+            uid,
+        })
+    }
+
+    /// The peer uid the slot is counted against.
+    pub fn uid(&self) -> Option<u32> {
+        self.uid
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        lock(&self.slots).give_back(self.uid);
+    }
+}
+
+/// The counts stay right even if a holder panicked: every change is one step.
+fn lock(slots: &Mutex<Slots>) -> std::sync::MutexGuard<'_, Slots> {
+    slots.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn limits(total: usize, per_uid: usize) -> Limits {
+        Limits {
+            max_connections: total,
+            max_connections_per_uid: per_uid,
+            ..Limits::default()
+        }
+    }
+
+    #[test]
+    fn a_uid_at_its_limit_does_not_stop_another_uid() {
+        let l = limits(8, 3);
+        let mut s = Slots::default();
+        for _ in 0..3 {
+            s.take(Some(1000), &l).unwrap();
+        }
+        assert_eq!(s.take(Some(1000), &l), Err(Full::Uid));
+        assert_eq!(s.take(Some(1001), &l), Ok(()));
+        assert_eq!(s.take(None, &l), Ok(()));
+        s.give_back(Some(1000));
+        assert_eq!(s.take(Some(1000), &l), Ok(()));
+        assert_eq!(s.total(), 5);
+    }
+
+    #[test]
+    fn the_socket_limit_holds_across_uids_and_slots_come_back_on_drop() {
+        let l = limits(2, 2);
+        let slots = Arc::new(Mutex::new(Slots::default()));
+        let a = Slot::take(&slots, Some(1), &l).unwrap();
+        let b = Slot::take(&slots, Some(2), &l).unwrap();
+        assert!(matches!(Slot::take(&slots, Some(3), &l), Err(Full::Socket)));
+        drop(a);
+        let c = Slot::take(&slots, Some(3), &l).unwrap();
+        drop((b, c));
+        assert_eq!(lock(&slots).total(), 0);
+        assert!(lock(&slots).by_uid.is_empty());
+    }
+}
