@@ -90,7 +90,7 @@ impl Log {
         let mut tx = db.begin_write().await.unwrap();
         let (seq, hash) = tx.tail().await.unwrap().unwrap();
         let r = link(prepare(e, &|v| v.to_owned()).unwrap(), seq, hash);
-        tx.insert(vec![r.clone()]).await.unwrap();
+        tx.insert(std::slice::from_ref(&r)).await.unwrap();
         tx.commit().await.unwrap();
         r
     }
