@@ -12,6 +12,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod admin;
 mod admin_api;
+mod admin_peer;
 mod agent_config;
 mod authz_config;
 mod cli;
