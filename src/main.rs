@@ -18,6 +18,7 @@ mod authz_config;
 mod cli;
 mod commands;
 mod config;
+mod data_dir_modes;
 mod evidence;
 mod exit;
 
