@@ -54,13 +54,19 @@ struct Who {
     details: serde_json::Value,
 }
 
-fn who(peer: AdminPeer, headers: &HeaderMap) -> Result<Who, Response> {
-    let Some(cred) = peer.0 else {
-        return Err(error(
+struct UnknownPeer;
+
+impl From<UnknownPeer> for Response {
+    fn from(_: UnknownPeer) -> Self {
+        error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "the admin socket peer's credentials are unknown; nothing changed",
-        ));
-    };
+        )
+    }
+}
+
+fn who(peer: AdminPeer, headers: &HeaderMap) -> Result<Who, UnknownPeer> {
+    let cred = peer.0.ok_or(UnknownPeer)?;
     let mut details = serde_json::json!({
         "peer.uid": cred.uid,
         "peer.gid": cred.gid,
