@@ -114,6 +114,23 @@ async fn record(s: &AdminState, ev: Event) -> Result<(), Response> {
     })
 }
 
+/// The answer to a refused change. An attempt at esm's own identity is also recorded (a
+/// failed `entry.created` under the peer's uid): it is worth more than a log line.
+async fn refused(s: &AdminState, action: &str, who: &Who, e: esm_ca::Error) -> Response {
+    if let esm_ca::Error::Reserved(id) = &e {
+        let mut ev = Event::new(kind::ENTRY_CREATED, Outcome::Failure);
+        ev.actor = who.actor.clone();
+        ev.subject = id.to_string();
+        ev.action = action.into();
+        ev.reason = e.to_string();
+        ev.details = who.details.clone().into();
+        if let Err(r) = record(s, ev).await {
+            return r;
+        }
+    }
+    ca_error(e)
+}
+
 async fn create(
     State(s): State<Shared>,
     ConnectInfo(peer): ConnectInfo<AdminPeer>,
@@ -122,7 +139,11 @@ async fn create(
 ) -> Response {
     let result = async {
         let who = who(peer, &headers)?;
-        let entry = s.store.create(new, time::OffsetDateTime::now_utc()).await.map_err(ca_error)?;
+        let now = time::OffsetDateTime::now_utc();
+        let entry = match s.store.create(new, now).await {
+            Ok(entry) => entry,
+            Err(e) => return Err(refused(&s, "create", &who, e).await),
+        };
         tracing::info!(entry.id = %entry.id, spiffe.id = %entry.spiffe_id, actor = %who.actor, "registration entry created");
         record(&s, entry_event(kind::ENTRY_CREATED, "create", &who, &entry)).await?;
         publish(&s).await?;
@@ -141,11 +162,10 @@ async fn import(
 ) -> Response {
     let result = async {
         let who = who(peer, &headers)?;
-        let added = s
-            .store
-            .import(items, time::OffsetDateTime::now_utc())
-            .await
-            .map_err(ca_error)?;
+        let added = match s.store.import(items, time::OffsetDateTime::now_utc()).await {
+            Ok(added) => added,
+            Err(e) => return Err(refused(&s, "import", &who, e).await),
+        };
         tracing::info!(entries = added.len(), actor = %who.actor, "registration entries imported");
         for entry in &added {
             record(&s, entry_event(kind::ENTRY_CREATED, "import", &who, entry)).await?;

@@ -1,10 +1,12 @@
 """esm's own identities (spiffe://<td>/esm and everything under it; the agent's TCP listener
 is spiffe://<td>/esm/agent, which remote Envoys pin) are never granted to a workload: not by
 `esm entry create`, not by `esm entry import`, not by `esm cert issue` with or without a CSR.
-Each attempt is refused with a one-line reason (exit 1), leaves nothing behind, and the CLI
-issuance refusal is in the audit log."""
+Each attempt is refused with a one-line reason (exit 1), leaves nothing behind, and is in
+the audit log as a failure under the real caller."""
 
 import json
+import os
+import pwd
 import subprocess
 
 import pytest
@@ -21,6 +23,17 @@ def refused(p):
     assert len(errors) == 1, p.stderr
     assert "reserved" in errors[0] and "esm's own identities" in errors[0], errors[0]
     return errors[0]
+
+
+def attempts(data, spiffe_id):
+    """The audit records of refused attempts to make an entry for `spiffe_id`."""
+    log = [json.loads(l) for l in run("audit", "tail", "-n", "50", "--dir", data).stdout.splitlines()]
+    return [e for e in log if e["kind"] == "entry.created" and e["subject"] == spiffe_id
+            and e["outcome"] == "failure"]
+
+
+def me():
+    return f"admin-socket:uid:{os.getuid()}({pwd.getpwuid(os.getuid()).pw_name})"
 
 
 def entries(data):
@@ -43,6 +56,9 @@ def test_entry_create_for_esms_own_identity_is_refused(served, spiffe_id):
             "--dir", served, check=False)
     assert spiffe_id in refused(p)
     assert entries(served) == []
+    [attempt] = attempts(served, spiffe_id)
+    assert attempt["actor"] == me() and attempt["action"] == "create"
+    assert "reserved" in attempt["reason"]
     # A look-alike outside /esm is an ordinary workload ID.
     run("entry", "create", "--spiffe-id", f"spiffe://{TD}/esmx/agent", "--selector", "unix:uid:65534",
         "--dir", served)
@@ -58,6 +74,8 @@ def test_entry_import_smuggling_esms_identity_is_refused_whole(tmp_path, served)
     f.write_text("\n".join(json.dumps(l) for l in lines) + "\n")
     assert RESERVED[0] in refused(run("entry", "import", f, "--dir", served, check=False))
     assert entries(served) == [], "not even the ordinary entry before it"
+    [attempt] = attempts(served, RESERVED[0])
+    assert attempt["actor"] == me() and attempt["action"] == "import"
     # The same file without the reserved line imports, and round-trips through `entry list`.
     f.write_text(json.dumps(lines[0]) + "\n")
     run("entry", "import", f, "--dir", served)
