@@ -1,18 +1,21 @@
 //! The admin API on the admin socket (mode 0600): registration entries. Every change is
-//! written to the audit log before it is answered, then published to the agent's streams.
+//! written to the audit log before it is answered, then published to the agent's streams,
+//! with the socket peer's uid (from the kernel) as its actor.
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use esm_audit::writer::AuditSink;
 use esm_audit::{kind, Event, Outcome};
-use esm_ca::agent::entry::{Entry, NewEntry};
+use esm_ca::agent::entry::{Entry, ImportedEntry, NewEntry};
 use esm_ca::agent::entry_store::EntryStore;
 use tokio::sync::watch;
+
+use crate::admin_peer::{claimed_actor, read_passwd, AdminPeer};
 
 pub struct AdminState {
     pub store: EntryStore,
@@ -31,6 +34,10 @@ fn ca_error(e: esm_ca::Error) -> Response {
         esm_ca::Error::Refused(_) | esm_ca::Error::InvalidSpiffeId(_) => {
             error(StatusCode::UNPROCESSABLE_ENTITY, e)
         }
+        esm_ca::Error::Reserved(_) => {
+            tracing::warn!(error = %e, "admin API: refused an entry for esm's own identity");
+            error(StatusCode::FORBIDDEN, e)
+        }
         other => {
             tracing::error!(error = %other, "admin API failed");
             error(StatusCode::INTERNAL_SERVER_ERROR, other)
@@ -38,17 +45,40 @@ fn ca_error(e: esm_ca::Error) -> Response {
     }
 }
 
-/// Who asked: the CLI names its uid; the socket's mode limits who can ask at all.
-fn actor(headers: &HeaderMap) -> String {
-    let named: String = headers
-        .get("x-esm-actor")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("unknown")
-        .chars()
-        .filter(|c| c.is_ascii_graphic())
-        .take(128)
-        .collect();
-    format!("admin-socket:{named}")
+/// Who asked, for the record: the actor is the socket peer's uid as the kernel tells it
+/// (anyone who can open the 0600 socket could send any header); the client's own claim is
+/// kept only as `claimed_actor` in the details. A change whose caller the kernel cannot
+/// name is refused rather than recorded without one.
+struct Who {
+    actor: String,
+    details: serde_json::Value,
+}
+
+struct UnknownPeer;
+
+impl From<UnknownPeer> for Response {
+    fn from(_: UnknownPeer) -> Self {
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the admin socket peer's credentials are unknown; nothing changed",
+        )
+    }
+}
+
+fn who(peer: AdminPeer, headers: &HeaderMap) -> Result<Who, UnknownPeer> {
+    let cred = peer.0.ok_or(UnknownPeer)?;
+    let mut details = serde_json::json!({
+        "peer.uid": cred.uid,
+        "peer.gid": cred.gid,
+        "peer.pid": cred.pid,
+    });
+    if let Some(claim) = claimed_actor(headers) {
+        details["claimed_actor"] = claim.into();
+    }
+    Ok(Who {
+        actor: cred.actor(read_passwd().as_deref()),
+        details,
+    })
 }
 
 async fn publish(s: &AdminState) -> Result<(), Response> {
@@ -57,18 +87,21 @@ async fn publish(s: &AdminState) -> Result<(), Response> {
     Ok(())
 }
 
-fn entry_event(kind: &str, action: &str, actor: String, e: &Entry) -> Event {
+fn entry_event(kind: &str, action: &str, who: &Who, e: &Entry) -> Event {
     let mut ev = Event::new(kind, Outcome::Success);
-    ev.actor = actor;
+    ev.actor = who.actor.clone();
     ev.subject = e.spiffe_id.to_string();
     ev.action = action.into();
-    ev.details = serde_json::json!({
+    let mut details = serde_json::json!({
         "entry.id": e.id,
         "selectors": e.selectors,
         "ttl_secs": e.ttl_secs,
         "dns_names": e.dns_names,
-    })
-    .into();
+    });
+    if let (Some(d), Some(w)) = (details.as_object_mut(), who.details.as_object()) {
+        d.extend(w.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    ev.details = details.into();
     ev
 }
 
@@ -81,17 +114,64 @@ async fn record(s: &AdminState, ev: Event) -> Result<(), Response> {
     })
 }
 
+/// The answer to a refused change. An attempt at esm's own identity is also recorded (a
+/// failed `entry.created` under the peer's uid): it is worth more than a log line.
+async fn refused(s: &AdminState, action: &str, who: &Who, e: esm_ca::Error) -> Response {
+    if let esm_ca::Error::Reserved(id) = &e {
+        let mut ev = Event::new(kind::ENTRY_CREATED, Outcome::Failure);
+        ev.actor = who.actor.clone();
+        ev.subject = id.to_string();
+        ev.action = action.into();
+        ev.reason = e.to_string();
+        ev.details = who.details.clone().into();
+        if let Err(r) = record(s, ev).await {
+            return r;
+        }
+    }
+    ca_error(e)
+}
+
 async fn create(
     State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<AdminPeer>,
     headers: HeaderMap,
     Json(new): Json<NewEntry>,
 ) -> Response {
     let result = async {
-        let entry = s.store.create(new, time::OffsetDateTime::now_utc()).await.map_err(ca_error)?;
-        tracing::info!(entry.id = %entry.id, spiffe.id = %entry.spiffe_id, "registration entry created");
-        record(&s, entry_event(kind::ENTRY_CREATED, "create", actor(&headers), &entry)).await?;
+        let who = who(peer, &headers)?;
+        let now = time::OffsetDateTime::now_utc();
+        let entry = match s.store.create(new, now).await {
+            Ok(entry) => entry,
+            Err(e) => return Err(refused(&s, "create", &who, e).await),
+        };
+        tracing::info!(entry.id = %entry.id, spiffe.id = %entry.spiffe_id, actor = %who.actor, "registration entry created");
+        record(&s, entry_event(kind::ENTRY_CREATED, "create", &who, &entry)).await?;
         publish(&s).await?;
         Ok::<_, Response>((StatusCode::CREATED, Json(entry)).into_response())
+    }
+    .await;
+    result.unwrap_or_else(|r| r)
+}
+
+/// `esm entry import`: all of the entries or none, each recorded as created.
+async fn import(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<AdminPeer>,
+    headers: HeaderMap,
+    Json(items): Json<Vec<ImportedEntry>>,
+) -> Response {
+    let result = async {
+        let who = who(peer, &headers)?;
+        let added = match s.store.import(items, time::OffsetDateTime::now_utc()).await {
+            Ok(added) => added,
+            Err(e) => return Err(refused(&s, "import", &who, e).await),
+        };
+        tracing::info!(entries = added.len(), actor = %who.actor, "registration entries imported");
+        for entry in &added {
+            record(&s, entry_event(kind::ENTRY_CREATED, "import", &who, entry)).await?;
+        }
+        publish(&s).await?;
+        Ok::<_, Response>((StatusCode::CREATED, Json(added)).into_response())
     }
     .await;
     result.unwrap_or_else(|r| r)
@@ -114,13 +194,19 @@ async fn show(State(s): State<Shared>, Path(id): Path<String>) -> Response {
     }
 }
 
-async fn delete(State(s): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn delete(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<AdminPeer>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     let result = async {
+        let who = who(peer, &headers)?;
         let Some(entry) = s.store.delete(&id).await.map_err(ca_error)? else {
             return Err(error(StatusCode::NOT_FOUND, format!("no entry {id}")));
         };
         tracing::info!(entry.id = %entry.id, spiffe.id = %entry.spiffe_id, "registration entry deleted");
-        record(&s, entry_event(kind::ENTRY_DELETED, "delete", actor(&headers), &entry)).await?;
+        record(&s, entry_event(kind::ENTRY_DELETED, "delete", &who, &entry)).await?;
         publish(&s).await?;
         Ok(StatusCode::NO_CONTENT.into_response())
     }
@@ -131,6 +217,7 @@ async fn delete(State(s): State<Shared>, headers: HeaderMap, Path(id): Path<Stri
 pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/v1/entries", get(list).post(create))
+        .route("/v1/entries/import", axum::routing::post(import))
         .route("/v1/entries/{id}", get(show).delete(delete))
         .with_state(state)
 }

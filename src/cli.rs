@@ -96,6 +96,13 @@ pub enum EntryCommand {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// Create every entry of FILE (JSON lines as `esm entry list` prints them; `id` and
+    /// `created_at` may be left out), all or none.
+    Import {
+        file: PathBuf,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
     /// Every entry, as JSON lines.
     List {
         #[command(flatten)]

@@ -12,11 +12,13 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod admin;
 mod admin_api;
+mod admin_peer;
 mod agent_config;
 mod authz_config;
 mod cli;
 mod commands;
 mod config;
+mod data_dir_modes;
 mod evidence;
 mod exit;
 

@@ -171,7 +171,7 @@ pub fn load_public(dir: &Path) -> Result<PublicKey> {
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     use std::io::Write;
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(Error::io(parent))?;
+        crate::key_dir::create_private_dir(parent)?;
     }
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);

@@ -13,6 +13,7 @@ pub mod error;
 pub mod event;
 pub mod export;
 pub mod hash_chain;
+pub mod key_dir;
 pub mod merkle;
 pub mod prove;
 pub mod redact;

@@ -29,7 +29,7 @@ impl Redactor {
                 let mut secret = [0u8; 32];
                 ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
                     .map_err(|_| Error::Bug("random number generator failed".into()))?;
-                std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+                crate::key_dir::create_private_dir(dir)?;
                 let mut opts = std::fs::OpenOptions::new();
                 opts.write(true).create_new(true);
                 #[cfg(unix)]

@@ -264,6 +264,30 @@ async fn a_file_that_is_not_a_database_is_a_clear_error() {
     assert!(err.to_string().contains("audit.db"), "{err}");
 }
 
+/// The data dir is traversable (workloads reach the agent socket in it), so the audit
+/// database and its WAL files must not be readable by other users whatever the umask.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_new_sqlite_store_and_its_wal_files_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let db = esm_audit::store::Db::open(&format!("sqlite://{}", path.display()), None)
+        .await
+        .unwrap();
+    let (sink, handle) = writer(db, SigningKey::ephemeral().unwrap(), opts(1000)).await;
+    append_n(&sink, 0, 3).await;
+    for name in ["audit.db", "audit.db-wal", "audit.db-shm"] {
+        let mode = std::fs::metadata(dir.path().join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}: {mode:o}");
+    }
+    drop(sink);
+    handle.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_damaged_database_page_is_reported() {
     let b = Backend::sqlite();

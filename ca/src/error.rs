@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use crate::csr::CsrError;
-use crate::spiffe_id::SpiffeIdError;
+use crate::spiffe_id::{SpiffeId, SpiffeIdError};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -18,6 +18,13 @@ pub enum Error {
     /// The caller asked for something the CA will not do (wrong trust domain, bad TTL, …).
     #[error("{0}")]
     Refused(String),
+    /// The caller asked for one of esm's own identities (`spiffe://<td>/esm/...`) for a
+    /// workload. Not a typo but a refusal on principle, so not a usage error: whoever held
+    /// such an SVID could pose as esm's agent to every Envoy that checks it.
+    #[error(
+        "{0} is reserved: SPIFFE IDs under /esm are esm's own identities and are never granted to a workload"
+    )]
+    Reserved(SpiffeId),
     /// The configuration or the data dir's settings are wrong.
     #[error("configuration error: {0}")]
     Config(String),

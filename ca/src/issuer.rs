@@ -113,11 +113,69 @@ impl IssuedSvid {
     }
 }
 
-/// Issues an X509-SVID for `req` at `now`.
+/// Issues an X509-SVID for a workload: `req` at `now`.
 ///
 /// The TTL is the requested one (or the default), capped by the policy's maximum and by the
-/// signing CA's remaining life, so that no SVID outlives its issuer.
+/// signing CA's remaining life, so that no SVID outlives its issuer. esm's own identities
+/// (under `/esm`) are refused here, whoever asks (`cert issue`, a registration entry over
+/// SDS): only [`issue_own`], which no caller outside this crate can reach, makes them.
 pub fn issue(
+    ca: &SigningCa,
+    policy: &IssuancePolicy,
+    req: SvidRequest<'_>,
+    now: OffsetDateTime,
+) -> Result<IssuedSvid> {
+    if req.spiffe_id.is_reserved_for_esm() {
+        return Err(Error::Reserved(req.spiffe_id.clone()));
+    }
+    sign(ca, policy, req, now)
+}
+
+/// An identity esm holds itself, never a workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OwnIdentity {
+    /// The agent's TCP listener: `spiffe://<td>/esm/agent`, which remote Envoys pin.
+    Agent,
+}
+
+impl OwnIdentity {
+    pub fn spiffe_id(self, td: &TrustDomain) -> Result<SpiffeId> {
+        let path = match self {
+            Self::Agent => "agent",
+        };
+        let id = SpiffeId::parse(&format!(
+            "spiffe://{td}{}/{path}",
+            crate::spiffe_id::RESERVED_PATH
+        ))?;
+        debug_assert!(id.is_reserved_for_esm());
+        Ok(id)
+    }
+}
+
+/// Issues esm's own SVID `who` (key made here, default TTL): the one way to a reserved
+/// identity, crate-private so that neither the CLI nor the admin API can call it.
+pub(crate) fn issue_own(
+    ca: &SigningCa,
+    policy: &IssuancePolicy,
+    who: OwnIdentity,
+    now: OffsetDateTime,
+) -> Result<IssuedSvid> {
+    let id = who.spiffe_id(&ca.trust_domain)?;
+    sign(
+        ca,
+        policy,
+        SvidRequest {
+            spiffe_id: &id,
+            ttl: None,
+            dns_names: &[],
+            key: LeafKey::Generate,
+        },
+        now,
+    )
+}
+
+fn sign(
     ca: &SigningCa,
     policy: &IssuancePolicy,
     req: SvidRequest<'_>,
@@ -232,3 +290,7 @@ fn leaf_key_usages(rsa: bool) -> Vec<KeyUsagePurpose> {
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+#[path = "issuer_tests.rs"]
+mod tests;

@@ -11,6 +11,10 @@ const SCHEME: &str = "spiffe://";
 pub const MAX_TRUST_DOMAIN_LEN: usize = 255;
 /// The specification caps the whole URI at 2048 bytes.
 pub const MAX_SPIFFE_ID_LEN: usize = 2048;
+/// The path under which esm names its own identities (`/esm/agent`, the agent's TCP
+/// listener). No registration entry or `cert issue` may grant one: a workload holding it
+/// could pose as esm to every Envoy that checks the agent's SPIFFE ID.
+pub const RESERVED_PATH: &str = "/esm";
 
 /// Why a string is not a SPIFFE ID or trust domain; the message is shown to users as is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -132,6 +136,14 @@ impl SpiffeId {
     /// True for `spiffe://td` without a path: the ID of the trust domain, not of a workload.
     pub fn is_trust_domain_id(&self) -> bool {
         self.path().is_empty()
+    }
+
+    /// True for `spiffe://<td>/esm` and every ID under it, in any trust domain: esm's own
+    /// identities, which are never granted to a workload.
+    pub fn is_reserved_for_esm(&self) -> bool {
+        self.path()
+            .strip_prefix(RESERVED_PATH)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     }
 
     pub fn as_str(&self) -> &str {

@@ -92,6 +92,34 @@ fn segment() -> impl Strategy<Value = String> {
     "[a-zA-Z0-9._-]{1,12}".prop_filter("no dot segments", |s| s != "." && s != "..")
 }
 
+#[test]
+fn esm_and_every_id_under_it_are_reserved_and_look_alikes_are_not() {
+    for reserved in [
+        "spiffe://example.org/esm",
+        "spiffe://example.org/esm/agent",
+        "spiffe://example.org/esm/agent/extra",
+        "spiffe://other.org/esm/anything",
+    ] {
+        assert!(
+            SpiffeId::parse(reserved).unwrap().is_reserved_for_esm(),
+            "{reserved}"
+        );
+    }
+    for free in [
+        "spiffe://example.org",
+        "spiffe://example.org/esmx",
+        "spiffe://example.org/esm-agent",
+        "spiffe://example.org/ns/esm/agent",
+        "spiffe://esm/agent",
+        "spiffe://example.org/ESM/agent",
+    ] {
+        assert!(
+            !SpiffeId::parse(free).unwrap().is_reserved_for_esm(),
+            "{free}"
+        );
+    }
+}
+
 proptest! {
     #[test]
     fn every_well_formed_id_round_trips(

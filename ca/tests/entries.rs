@@ -2,9 +2,9 @@
 //! damaged row reported rather than served.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use esm_ca::agent::entry::{NewEntry, Selector};
+use esm_ca::agent::entry::{ImportedEntry, NewEntry, Selector};
 use esm_ca::agent::entry_store::EntryStore;
-use esm_ca::SpiffeId;
+use esm_ca::{Error, SpiffeId};
 
 fn new(spiffe: &str, sels: &[&str]) -> NewEntry {
     NewEntry {
@@ -42,6 +42,64 @@ async fn exercise(store: &EntryStore) {
     assert!(store.delete(&a.id).await.unwrap().is_none());
     store.delete(&b.id).await.unwrap();
     assert_eq!(store.list().await.unwrap().len(), before);
+    import_is_all_or_nothing_and_refuses_esms_identity(store).await;
+}
+
+fn imported(spiffe: &str, id: Option<&str>) -> ImportedEntry {
+    serde_json::from_value(serde_json::json!({
+        "id": id, "spiffe_id": spiffe, "selectors": ["unix:uid:65534"],
+        "created_at": "2026-01-02T03:04:05Z",
+    }))
+    .unwrap()
+}
+
+/// Other test runs may share the PostgreSQL database: every ID here is this run's own.
+async fn import_is_all_or_nothing_and_refuses_esms_identity(store: &EntryStore) {
+    let now = time::OffsetDateTime::now_utc();
+    let run = format!("{:x}", now.unix_timestamp_nanos() & 0xffff_ffff);
+    let web = format!("spiffe://example.org/import-{run}/web");
+    let before = store.list().await.unwrap().len();
+    // A file that smuggles esm's own identity between ordinary entries: refused whole.
+    let err = store
+        .import(
+            vec![
+                imported(&web, None),
+                imported("spiffe://example.org/esm/agent", None),
+            ],
+            now,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Reserved(_)), "{err}");
+    assert!(err.to_string().contains("spiffe://example.org/esm/agent"));
+    assert_eq!(store.list().await.unwrap().len(), before, "nothing stored");
+    // A clean file: ids and creation times carried over when given.
+    let kept = format!("{run}00aa");
+    let got = store
+        .import(
+            vec![
+                imported(&web, Some(&kept)),
+                imported(&format!("{web}2"), None),
+            ],
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(got[0].id, kept);
+    assert_eq!(got[0].created_at, "2026-01-02T03:04:05Z");
+    assert_eq!(store.list().await.unwrap().len(), before + 2);
+    // Importing the same again is a duplicate, refused with the line it is on.
+    let again = store
+        .import(
+            vec![imported(&format!("{web}3"), None), imported(&web, None)],
+            now,
+        )
+        .await
+        .unwrap_err();
+    assert!(again.to_string().contains("import line 2"), "{again}");
+    for e in got {
+        store.delete(&e.id).await.unwrap();
+    }
 }
 
 #[tokio::test]

@@ -69,6 +69,12 @@ async fn connect(sock: &std::path::Path) -> tonic::transport::Channel {
 
 /// An agent whose entries grant this process WEB (TTL `ttl`), and DB only to another binary.
 async fn agent(ttl: u64) -> Agent {
+    agent_with(ttl, vec![]).await
+}
+
+/// [`agent`], with `more` entries in its set as they are, unchecked (as a store written by
+/// an older esm could hold them).
+async fn agent_with(ttl: u64, more: Vec<Entry>) -> Agent {
     let dir = tempfile::tempdir().unwrap();
     let store = CaStore::new(
         dir.path().join("ca"),
@@ -89,7 +95,10 @@ async fn agent(ttl: u64) -> Agent {
     let entries = vec![
         entry(WEB, std::slice::from_ref(&uid), Some(ttl)),
         entry(DB, &[uid, "unix:path:/nonexistent/db".into()], None),
-    ];
+    ]
+    .into_iter()
+    .chain(more)
+    .collect();
     let (ca_tx, ca_rx) = watch::channel(Arc::new(material(&store)));
     let (_entries_tx, entries_rx) = watch::channel(Arc::new(entries));
     std::mem::forget(_entries_tx);
@@ -269,6 +278,22 @@ async fn refuses_what_the_caller_is_not_entitled_to_and_malformed_requests() {
     let err = rx.next().await.unwrap().unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(a.metrics.refused.load(Relaxed) >= 3);
+}
+
+#[tokio::test]
+async fn an_entry_granting_esms_own_identity_is_never_served() {
+    const AGENT: &str = "spiffe://example.org/esm/agent";
+    let uid = format!("unix:uid:{}", nix_uid());
+    let a = agent_with(3600, vec![entry(AGENT, &[uid], None)]).await;
+    let (_tx, mut rx) = open(&a, req(&[AGENT])).await;
+    let err = tokio::time::timeout(Duration::from_secs(5), rx.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    assert!(err.message().contains("reserved"), "{}", err.message());
+    assert_eq!(a.metrics.svids_issued.load(Relaxed), 0);
 }
 
 #[tokio::test]

@@ -45,6 +45,11 @@ pub async fn start(
         .context("opening the registration entries")?;
     let all = entries_store.list().await?;
     tracing::info!(entries = all.len(), "registration entries loaded");
+    // Stored before esm refused them: never served (issuance refuses them), said once here.
+    for e in all.iter().filter(|e| e.spiffe_id.is_reserved_for_esm()) {
+        tracing::warn!(entry.id = %e.id, spiffe.id = %e.spiffe_id,
+            "registration entry grants one of esm's own identities and is never served; delete it");
+    }
     let (entries_tx, entries_rx) = watch::channel(Arc::new(all));
     let mut tasks = Vec::new();
 
@@ -56,7 +61,10 @@ pub async fn start(
     });
     let shutdown = until(stop);
     tasks.push(tokio::spawn(async move {
-        let served = axum::serve(admin, crate::admin_api::router(state.clone()))
+        // Each connection carries its peer's credentials: the actor of what it changes.
+        let app = crate::admin_api::router(state.clone())
+            .into_make_service_with_connect_info::<crate::admin_peer::AdminPeer>();
+        let served = axum::serve(admin, app)
             .with_graceful_shutdown(shutdown)
             .await;
         if let Err(e) = served {

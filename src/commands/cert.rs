@@ -45,7 +45,7 @@ pub fn issue(cfg: &Config, env: &BTreeMap<String, String>, args: IssueArgs) -> a
     let state = store.load()?;
     let ca = store.signing_ca(&state)?;
     let now = time::OffsetDateTime::now_utc();
-    let svid = issue_svid(
+    let svid = match issue_svid(
         &ca,
         &cfg.issuance_policy(),
         SvidRequest {
@@ -55,7 +55,18 @@ pub fn issue(cfg: &Config, env: &BTreeMap<String, String>, args: IssueArgs) -> a
             key,
         },
         now,
-    )?;
+    ) {
+        Ok(svid) => svid,
+        Err(e @ esm_ca::Error::Reserved(_)) => {
+            // Someone asked for esm's own identity: worth a record, not only a message.
+            let event = evidence::svid_refused(id.as_str(), &actor, &e.to_string(), now);
+            if let Err(rec) = crate::evidence::record_now(cfg, vec![event]) {
+                tracing::error!(error = %rec, "could not record the refused issuance");
+            }
+            return Err(e.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     let bundle = store.bundle(&state, now)?;
     // Durable evidence first: an SVID that exists must be in the log.
     let seq =

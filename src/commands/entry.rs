@@ -1,6 +1,7 @@
-//! `esm entry create|list|show|delete`: a client of the admin API on the admin socket.
-//! The socket is 0600, so only the user running `esm serve` (or root) gets this far; the
-//! server records each change with this process's uid as the actor.
+//! `esm entry create|import|list|show|delete`: a client of the admin API on the admin
+//! socket. The socket is 0600, so only the user running `esm serve` (or root) gets this far;
+//! the server records each change with this process's uid, read from the socket by the
+//! kernel, as the actor (the `x-esm-actor` header this client sends is only a note).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -14,6 +15,8 @@ use crate::cli::EntryCommand;
 
 /// A response larger than this is not one the admin API sends.
 const MAX_RESPONSE: u64 = 64 << 20;
+/// An import file larger than this is a mistake (the admin API takes 2 MiB of JSON).
+const MAX_IMPORT: u64 = 2 << 20;
 
 /// One HTTP/1.1 exchange over the admin socket: (status, body).
 fn call(
@@ -55,6 +58,8 @@ fn checked((status, body): (u16, String)) -> anyhow::Result<String> {
     match status {
         200..=299 => Ok(body),
         400 | 404 | 409 | 422 => Err(crate::exit::usage(body.trim().to_owned())),
+        // Refused on principle (esm's own identity): a failure, not a typo.
+        403 => Err(anyhow!("{}", body.trim())),
         _ => bail!("admin API answered {status}: {}", body.trim()),
     }
 }
@@ -85,6 +90,23 @@ pub fn run(command: EntryCommand, env: &BTreeMap<String, String>) -> anyhow::Res
                 Some(&body),
             )?)?;
             println!("{}", out.trim());
+        }
+        EntryCommand::Import { file, config } => {
+            let cfg = cfg_of(&config)?;
+            let text = super::read_text("", &file, MAX_IMPORT)?;
+            let body = import_body(&text)?;
+            let out = checked(call(
+                &cfg.agent.admin_socket,
+                "POST",
+                "/v1/entries/import",
+                Some(&body),
+            )?)?;
+            let added: Vec<serde_json::Value> =
+                serde_json::from_str(&out).context("admin API: entries are not JSON")?;
+            for e in &added {
+                println!("{e}");
+            }
+            eprintln!("imported {} entries", added.len());
         }
         EntryCommand::List { config } => {
             let cfg = cfg_of(&config)?;
@@ -117,6 +139,30 @@ pub fn run(command: EntryCommand, env: &BTreeMap<String, String>) -> anyhow::Res
         }
     }
     Ok(())
+}
+
+/// JSON lines (blank lines skipped) into the JSON array the admin API takes; a line that is
+/// not a JSON object is the caller's error, named by its number.
+fn import_body(text: &str) -> anyhow::Result<String> {
+    let mut items = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| crate::exit::usage(format!("line {}: {e}", n + 1)))?;
+        if !v.is_object() {
+            return Err(crate::exit::usage(format!(
+                "line {}: not a JSON object",
+                n + 1
+            )));
+        }
+        items.push(v);
+    }
+    if items.is_empty() {
+        return Err(crate::exit::usage("no entries to import"));
+    }
+    Ok(serde_json::Value::Array(items).to_string())
 }
 
 /// Entry ids are hex; anything else would not be one and must not reach the URL.

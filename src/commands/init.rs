@@ -40,7 +40,7 @@ pub fn run(args: InitArgs, env: &BTreeMap<String, String>) -> anyhow::Result<()>
     let toml = default_toml(&td, algorithm, backend);
     let created_dir = !args.dir.exists();
     let result = (|| {
-        esm_ca::store::create_private_dir(&args.dir)?;
+        create_data_dir(&args.dir, created_dir)?;
         let cfg = Config::parse(&toml, args.dir.clone(), env)?;
         let store = super::ca_store(&cfg, env);
         let now = time::OffsetDateTime::now_utc();
@@ -61,8 +61,7 @@ pub fn run(args: InitArgs, env: &BTreeMap<String, String>) -> anyhow::Result<()>
         // The audit log starts with its trust domain's birth; its key is made now too.
         let event = esm_ca::evidence::ca_initialized(&state, &crate::evidence::cli_actor(), now);
         crate::evidence::record_now(&cfg, vec![event])?;
-        std::fs::write(&config_path, &toml)
-            .with_context(|| format!("writing {}", config_path.display()))?;
+        write_owner_only(&config_path, toml.as_bytes())?;
         anyhow::Ok(state)
     })();
     let state = match result {
@@ -92,6 +91,42 @@ pub fn run(args: InitArgs, env: &BTreeMap<String, String>) -> anyhow::Result<()>
     );
     println!("  config       {}", config_path.display());
     Ok(())
+}
+
+/// The data dir: made 0711 when `esm init` creates it (whatever the umask), so that a
+/// workload of another uid can reach `agent.sock` in it; an existing dir keeps its mode,
+/// with a warning when that keeps other users out. What is inside is owner-only on its own.
+fn create_data_dir(dir: &Path, created: bool) -> anyhow::Result<()> {
+    use crate::data_dir_modes::DATA_DIR_MODE;
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if !created {
+        if let Some(f) = crate::data_dir_modes::seen(dir) {
+            for w in crate::data_dir_modes::findings(Some(&f), &[]) {
+                tracing::warn!("{w}");
+            }
+        }
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DATA_DIR_MODE)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(DATA_DIR_MODE))
+        .with_context(|| format!("setting the mode of {}", dir.display()))
+}
+
+/// Writes a new file readable by the owner only (the config may hold a database password).
+fn write_owner_only(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()))
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn read_upstream(cert: &Path, key: &Path) -> anyhow::Result<Upstream> {
@@ -151,7 +186,7 @@ const DEFAULT_POLICIES: [(&str, &str); 3] = [
 ];
 
 fn write_default_policies(dir: &Path, td: &TrustDomain) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    esm_ca::store::create_private_dir(dir)?;
     for (name, text) in DEFAULT_POLICIES {
         let text = text.replace("spiffe://example.org/", &format!("spiffe://{td}/"));
         let path = dir.join(name);

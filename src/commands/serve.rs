@@ -32,6 +32,7 @@ pub(super) async fn bind(
 }
 
 async fn serve(cfg: Config, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
+    crate::data_dir_modes::warn_if_loose(&cfg);
     let store = Arc::new(super::ca_store(&cfg, env));
     // Fail at start, not at the first request: the state must read and the key must load.
     let state = store.load()?;
@@ -179,11 +180,31 @@ pub(super) fn bind_unix(
         }
         std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
     }
-    let listener = tokio::net::UnixListener::bind(path)
-        .map_err(|e| crate::exit::usage(format!("{what} {}: {e}", path.display())))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("setting the mode of {}", path.display()))?;
-    Ok(listener)
+    if mode & 0o066 != 0 {
+        let listener = tokio::net::UnixListener::bind(path)
+            .map_err(|e| crate::exit::usage(format!("{what} {}: {e}", path.display())))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("setting the mode of {}", path.display()))?;
+        return Ok(listener);
+    }
+    // An owner-only socket (the admin API) is bound in an owner-only directory beside it,
+    // given its mode there and only then moved into place: bound where it is, it would
+    // exist for a moment with the mode the umask gives, in a data dir other users can
+    // enter. (A short name: a socket path has at most 107 bytes.)
+    let staging = path.with_file_name(format!(".esm{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    esm_ca::store::create_private_dir(&staging)?;
+    let staged = staging.join("s");
+    let bound = (|| {
+        let listener = tokio::net::UnixListener::bind(&staged)
+            .map_err(|e| crate::exit::usage(format!("{what} {}: {e}", path.display())))?;
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("setting the mode of {}", path.display()))?;
+        std::fs::rename(&staged, path).with_context(|| format!("binding {}", path.display()))?;
+        anyhow::Ok(listener)
+    })();
+    let _ = std::fs::remove_dir_all(&staging);
+    bound
 }
 
 async fn shutdown_signal() {

@@ -19,6 +19,7 @@ use crate::merkle::Hash;
 const INSERT_SIZES: [usize; 5] = [256, 64, 16, 4, 1];
 
 pub async fn open(path: &str) -> Result<SqlitePool> {
+    create_owner_only(path);
     let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
         .map_err(|e| Error::Config(format!("audit.url sqlite://{path}: {e}")))?
         .create_if_missing(true)
@@ -41,6 +42,22 @@ pub async fn open(path: &str) -> Result<SqlitePool> {
     }
     sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
     Ok(pool)
+}
+
+/// Makes a missing database file empty with mode 0600 before SQLite opens it: SQLite
+/// would make it with the process umask (0644 as a rule), readable by every user who can
+/// enter the data dir, and it gives the `-wal` and `-shm` files the database file's mode.
+/// In-memory databases and URIs with parameters are left to SQLite, and so is any error
+/// here (an existing file, a missing directory): SQLite reports it in its own words.
+fn create_owner_only(path: &str) {
+    if path.is_empty() || path.starts_with(':') || path.contains('?') {
+        return;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let _ = opts.open(path);
 }
 
 /// One more connection to the database `pool` opened (already created and migrated),

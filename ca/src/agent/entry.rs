@@ -106,8 +106,12 @@ pub struct NewEntry {
 }
 
 impl NewEntry {
-    /// Checks the bounds an entry must keep.
+    /// Checks the bounds an entry must keep, and that it grants no identity of esm's own:
+    /// every way an entry comes into the store (create, import) passes through here.
     pub fn check(&self) -> Result<()> {
+        if self.spiffe_id.is_reserved_for_esm() {
+            return Err(Error::Reserved(self.spiffe_id.clone()));
+        }
         if self.selectors.is_empty() {
             return Err(Error::Refused(
                 "an entry needs at least one selector".into(),
@@ -138,6 +142,50 @@ impl NewEntry {
         }
         if self.ttl_secs == Some(0) {
             return Err(Error::Refused("ttl must be positive".into()));
+        }
+        Ok(())
+    }
+}
+
+/// One line of `esm entry import`: an entry as `esm entry list` prints it, where `id` and
+/// `created_at` may be left out (a new id and the time of the import are taken then).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportedEntry {
+    #[serde(default)]
+    pub id: Option<String>,
+    pub spiffe_id: SpiffeId,
+    pub selectors: BTreeSet<Selector>,
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+    #[serde(default)]
+    pub dns_names: Vec<String>,
+    #[serde(default)]
+    pub created_at: Option<String>,
+}
+
+impl ImportedEntry {
+    /// What the entry grants, without the bookkeeping an import may carry over.
+    pub fn new_entry(&self) -> NewEntry {
+        NewEntry {
+            spiffe_id: self.spiffe_id.clone(),
+            selectors: self.selectors.clone(),
+            ttl_secs: self.ttl_secs,
+            dns_names: self.dns_names.clone(),
+        }
+    }
+
+    /// [`NewEntry::check`], and a kept id must look like one esm makes (hex, at most 64).
+    pub fn check(&self) -> Result<()> {
+        self.new_entry().check()?;
+        if let Some(id) = &self.id {
+            if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(Error::Refused(format!("{id:?} is not an entry id")));
+            }
+        }
+        if let Some(at) = &self.created_at {
+            time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+                .map_err(|_| Error::Refused(format!("created_at {at:?} is not RFC 3339")))?;
         }
         Ok(())
     }

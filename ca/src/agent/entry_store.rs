@@ -9,7 +9,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, Row, SqlitePool};
 
-use super::entry::{Entry, NewEntry};
+use super::entry::{Entry, ImportedEntry, NewEntry};
 use crate::error::{Error, Result};
 
 /// Registration entries a store will hold; more is a mistake or an attack.
@@ -56,6 +56,31 @@ fn row_to_entry(
         created_at: at,
         id,
     })
+}
+
+/// Whether `new` may join `existing`: its own bounds, the store's size, no duplicate.
+fn admit(existing: &[Entry], new: &NewEntry) -> Result<()> {
+    new.check()?;
+    if existing.len() >= MAX_ENTRIES {
+        return Err(Error::Refused(format!("already {MAX_ENTRIES} entries")));
+    }
+    if let Some(dup) = existing
+        .iter()
+        .find(|e| e.spiffe_id == new.spiffe_id && e.selectors == new.selectors)
+    {
+        return Err(Error::Refused(format!(
+            "entry {} already has this SPIFFE ID and these selectors",
+            dup.id
+        )));
+    }
+    Ok(())
+}
+
+fn random_id() -> Result<String> {
+    let mut raw = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw)
+        .map_err(|_| Error::Bug("no randomness".into()))?;
+    Ok(crate::issuer::hex(&raw))
 }
 
 impl EntryStore {
@@ -122,49 +147,81 @@ impl EntryStore {
 
     /// Stores a new entry; the same SPIFFE ID with the same selectors twice is refused.
     pub async fn create(&self, new: NewEntry, now: time::OffsetDateTime) -> Result<Entry> {
-        new.check()?;
         let existing = self.list().await?;
-        if existing.len() >= MAX_ENTRIES {
-            return Err(Error::Refused(format!("already {MAX_ENTRIES} entries")));
-        }
-        if let Some(dup) = existing
-            .iter()
-            .find(|e| e.spiffe_id == new.spiffe_id && e.selectors == new.selectors)
-        {
-            return Err(Error::Refused(format!(
-                "entry {} already has this SPIFFE ID and these selectors",
-                dup.id
-            )));
-        }
-        let mut raw = [0u8; 16];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw)
-            .map_err(|_| Error::Bug("no randomness".into()))?;
+        admit(&existing, &new)?;
         let entry = Entry {
-            id: crate::issuer::hex(&raw),
+            id: random_id()?,
             spiffe_id: new.spiffe_id,
             selectors: new.selectors,
             ttl_secs: new.ttl_secs,
             dns_names: new.dns_names,
             created_at: crate::rfc3339(now),
         };
-        let sels =
-            serde_json::to_string(&entry.selectors).map_err(|e| Error::Bug(e.to_string()))?;
-        let dns = serde_json::to_string(&entry.dns_names).map_err(|e| Error::Bug(e.to_string()))?;
-        let ttl = entry.ttl_secs.map(|t| t.min(i64::MAX as u64) as i64);
-        macro_rules! insert {
-            ($p:expr, $q:literal) => {
-                sqlx::query($q)
-                    .bind(&entry.id)
-                    .bind(entry.spiffe_id.as_str())
-                    .bind(&sels)
-                    .bind(ttl)
-                    .bind(&dns)
-                    .bind(&entry.created_at)
-                    .execute($p)
-                    .await
-                    .map(|_| ())
-                    .map_err(db)?
+        self.insert_all(std::slice::from_ref(&entry)).await?;
+        Ok(entry)
+    }
+
+    /// Stores all of `items` or none: every one is checked (bounds, esm's reserved
+    /// identities, duplicates among themselves and with the store) before any is written,
+    /// then all are written in one transaction.
+    pub async fn import(
+        &self,
+        items: Vec<ImportedEntry>,
+        now: time::OffsetDateTime,
+    ) -> Result<Vec<Entry>> {
+        let mut all = self.list().await?;
+        let before = all.len();
+        for (i, item) in items.into_iter().enumerate() {
+            let at_line = |e: Error| match e {
+                Error::Refused(m) => Error::Refused(format!("import line {}: {m}", i + 1)),
+                other => other,
             };
+            item.check().map_err(at_line)?;
+            admit(&all, &item.new_entry()).map_err(at_line)?;
+            let id = match item.id {
+                Some(id) if all.iter().any(|e| e.id == id) => {
+                    return Err(at_line(Error::Refused(format!("entry id {id} exists"))))
+                }
+                Some(id) => id,
+                None => random_id()?,
+            };
+            all.push(Entry {
+                id,
+                spiffe_id: item.spiffe_id,
+                selectors: item.selectors,
+                ttl_secs: item.ttl_secs,
+                dns_names: item.dns_names,
+                created_at: item.created_at.unwrap_or_else(|| crate::rfc3339(now)),
+            });
+        }
+        let added = all.split_off(before);
+        self.insert_all(&added).await?;
+        Ok(added)
+    }
+
+    async fn insert_all(&self, entries: &[Entry]) -> Result<()> {
+        macro_rules! insert {
+            ($p:expr, $q:literal) => {{
+                let mut tx = $p.begin().await.map_err(db)?;
+                for entry in entries {
+                    let sels = serde_json::to_string(&entry.selectors)
+                        .map_err(|e| Error::Bug(e.to_string()))?;
+                    let dns = serde_json::to_string(&entry.dns_names)
+                        .map_err(|e| Error::Bug(e.to_string()))?;
+                    let ttl = entry.ttl_secs.map(|t| t.min(i64::MAX as u64) as i64);
+                    sqlx::query($q)
+                        .bind(&entry.id)
+                        .bind(entry.spiffe_id.as_str())
+                        .bind(&sels)
+                        .bind(ttl)
+                        .bind(&dns)
+                        .bind(&entry.created_at)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                }
+                tx.commit().await.map_err(db)
+            }};
         }
         match &self.pool {
             Pool::Sqlite(p) => insert!(
@@ -175,8 +232,7 @@ impl EntryStore {
                 p,
                 "INSERT INTO registration_entries VALUES ($1, $2, $3, $4, $5, $6)"
             ),
-        };
-        Ok(entry)
+        }
     }
 
     /// Deletes an entry; `None` when there was none with that id.

@@ -99,3 +99,24 @@ fn new_entries_are_bounded() {
         serde_json::from_str(r#"{"spiffe_id": "spiffe://example.org/x", "selectors": ["nope"]}"#);
     assert!(parsed.is_err());
 }
+
+#[test]
+fn an_entry_granting_esms_own_identity_is_refused() {
+    for reserved in [
+        "spiffe://example.org/esm/agent",
+        "spiffe://example.org/esm",
+        "spiffe://example.org/esm/agent/x",
+    ] {
+        let e = NewEntry {
+            spiffe_id: SpiffeId::parse(reserved).unwrap(),
+            selectors: [sel("unix:uid:65534")].into(),
+            ttl_secs: None,
+            dns_names: vec![],
+        };
+        let err = e.check().err();
+        assert!(
+            matches!(err, Some(Error::Reserved(_))),
+            "{reserved}: {err:?}"
+        );
+    }
+}

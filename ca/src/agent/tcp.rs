@@ -21,7 +21,7 @@ use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificat
 use super::context::{AgentContext, CaMaterial};
 use super::svid_set::refresh_at;
 use crate::error::{Error, Result};
-use crate::issuer::{issue, LeafKey, SvidRequest};
+use crate::issuer::{issue_own, OwnIdentity};
 use crate::spiffe_id::SpiffeId;
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -49,16 +49,10 @@ fn build(
     Arc<dyn ClientCertVerifier>,
     time::OffsetDateTime,
 )> {
-    let id = SpiffeId::parse(&format!("spiffe://{}/esm/agent", ca.trust_domain))?;
-    let svid = issue(
+    let svid = issue_own(
         &ca.signing,
         &ctx.policy,
-        SvidRequest {
-            spiffe_id: &id,
-            ttl: None,
-            dns_names: &[],
-            key: LeafKey::Generate,
-        },
+        OwnIdentity::Agent,
         time::OffsetDateTime::now_utc(),
     )?;
     let key = svid
