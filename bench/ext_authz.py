@@ -7,6 +7,8 @@ answering with direct_response) and the same wrk load, three ways in one run:
   (iv)  the same esm with decision_log = "off": what auditing every decision costs
   (v)   (iii) with a new path on every request, so esm's decision memo never answers and
         every request is evaluated, against (ii′), the no-op under that same load
+  (vi)  (iii) with decision_log_mode = "sync": each Check answered only once its record
+        is committed (group commit), against (iii)
 
 The caller's SPIFFE ID reaches the policy in x-forwarded-client-cert ([authz] xfcc), the
 destination's from Envoy's own esm-issued certificate; the policy grants the request, so
@@ -156,6 +158,15 @@ def main():
         procs.append(subprocess.Popen([str(ESM), "serve", "--dir", str(quiet)], env=qenv,
                                       stdout=subprocess.DEVNULL, stderr=open(tmp / "esm-quiet.log", "w")))
         wait_port(quiet_port)
+        # A third esm, answering each Check only after its record is committed.
+        durable = tmp / "s"
+        shutil.copytree(data, durable)
+        sync_port = free_port()
+        senv = dict(env, ESM_AUTHZ_LISTEN=f"127.0.0.1:{sync_port}", ESM_ADMIN_LISTEN=f"127.0.0.1:{free_port()}",
+                    ESM_AUTHZ_DECISION_LOG_MODE="sync")
+        procs.append(subprocess.Popen([str(ESM), "serve", "--dir", str(durable)], env=senv,
+                                      stdout=subprocess.DEVNULL, stderr=open(tmp / "esm-sync.log", "w")))
+        wait_port(sync_port)
         noop = subprocess.Popen([str(NOOP), f"127.0.0.1:{noop_port}"], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         procs.append(noop)
@@ -167,6 +178,7 @@ def main():
             "(ii) no-op ext_authz": (noop_port, noop.pid, False),
             "(iii) esm ext_authz": (esm_port, procs[0].pid, False),
             "(iv) esm, decisions not audited": (quiet_port, procs[1].pid, False),
+            "(vi) esm, decision_log_mode = sync": (sync_port, procs[2].pid, False),
             "(ii′) no-op, new path per request": (noop_port, noop.pid, True),
             "(v) esm, new path per request (memo misses)": (esm_port, procs[0].pid, True),
         }
