@@ -7,6 +7,7 @@ pub mod context;
 pub mod entry;
 pub mod entry_store;
 pub mod h2_authority;
+pub mod peer_process;
 pub mod render;
 pub mod sds;
 pub mod secrets;

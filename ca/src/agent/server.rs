@@ -2,14 +2,13 @@
 //! socket. Every caller is attested from its peer credentials before anything is served.
 
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryServiceServer;
-use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Status};
 
-use super::attestation::attest;
 use super::context::{AgentContext, Caller};
 use super::entry::Selector;
 use super::sds::SdsService;
 use super::tcp::PeerSpiffeId;
+use super::unix::UnixPeer;
 use super::workload_api::WorkloadApi;
 use esm_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 
@@ -17,7 +16,8 @@ use esm_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 /// a flood does not.
 pub const MAX_MESSAGE: usize = 4 << 20;
 
-/// The attested caller of a request: on the Unix socket from its peer credentials, on the
+/// The attested caller of a request: on the Unix socket from its peer credentials and the
+/// process pinned at accept (PermissionDenied when it has exited or exec'd since), on the
 /// TCP listener from its client certificate's SPIFFE ID.
 pub fn caller_of<T>(req: &Request<T>) -> Result<Caller, Status> {
     if let Some(PeerSpiffeId(id)) = req.extensions().get::<PeerSpiffeId>() {
@@ -29,19 +29,25 @@ pub fn caller_of<T>(req: &Request<T>) -> Result<Caller, Status> {
         return Ok(Caller {
             selectors: [selector].into(),
             actor: format!("spiffe:{id}"),
+            peer: None,
         });
     }
-    let cred = req
+    let peer = req
         .extensions()
-        .get::<UdsConnectInfo>()
-        .and_then(|i| i.peer_cred)
+        .get::<UnixPeer>()
+        .and_then(|p| p.0.clone())
         .ok_or_else(|| Status::unauthenticated("caller cannot be attested: no peer credentials"))?;
-    let selectors = attest(&cred);
-    let actor = match cred.pid() {
-        Some(pid) => format!("unix:uid:{}:pid:{pid}", cred.uid()),
-        None => format!("unix:uid:{}", cred.uid()),
+    let cred = peer.cred();
+    let actor = match cred.pid {
+        Some(pid) => format!("unix:uid:{}:pid:{pid}", cred.uid),
+        None => format!("unix:uid:{}", cred.uid),
     };
-    Ok(Caller { selectors, actor })
+    let selectors = peer.check()?;
+    Ok(Caller {
+        selectors,
+        actor,
+        peer: Some(peer),
+    })
 }
 
 fn router(ctx: AgentContext) -> tonic::transport::server::Router {

@@ -1,29 +1,36 @@
 //! Connections on the agent's Unix socket. Each one is relayed through
-//! [`super::h2_authority`] so gRPC C-core clients get through tonic, and keeps the kernel's
-//! peer credentials for attestation (taken from the real socket, never from the relay).
+//! [`super::h2_authority`] so gRPC C-core clients get through tonic, and keeps what
+//! attestation needs: the kernel's peer credentials and the peer process pinned at accept
+//! ([`PeerBinding`]), taken from the real socket, never from the relay.
 
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
-use tonic::transport::server::{Connected, UdsConnectInfo};
+use tonic::transport::server::Connected;
 
 use super::h2_authority::Rewriter;
+use super::peer_process::PeerBinding;
 
 /// Bytes buffered between the socket and tonic in each direction.
 const RELAY: usize = 16 << 10;
 /// One read from the client: small, because every open connection keeps one.
 const READ: usize = 2 << 10;
 
+/// What every request of a connection carries: its peer as recorded at accept; `None` when
+/// the kernel gave no credentials.
+#[derive(Debug, Clone)]
+pub struct UnixPeer(pub Option<Arc<PeerBinding>>);
+
 /// What tonic reads and writes for one accepted connection.
 pub struct AgentUnix {
     io: DuplexStream,
-    info: UdsConnectInfo,
+    info: UnixPeer,
 }
 
 impl Connected for AgentUnix {
-    type ConnectInfo = UdsConnectInfo;
+    type ConnectInfo = UnixPeer;
 
-    fn connect_info(&self) -> UdsConnectInfo {
+    fn connect_info(&self) -> UnixPeer {
         self.info.clone()
     }
 }
@@ -63,11 +70,9 @@ impl AsyncWrite for AgentUnix {
 }
 
 /// Relays one connection: client bytes through the rewriter, server bytes as they are.
+/// The peer is pinned before anything else.
 fn relay(stream: tokio::net::UnixStream) -> AgentUnix {
-    let info = UdsConnectInfo {
-        peer_addr: stream.peer_addr().ok().map(Arc::new),
-        peer_cred: stream.peer_cred().ok(),
-    };
+    let info = UnixPeer(PeerBinding::at_accept(&stream).ok().map(Arc::new));
     let (ours, theirs) = tokio::io::duplex(RELAY);
     let (mut from_client, mut to_client) = stream.into_split();
     let (mut from_server, mut to_server) = tokio::io::split(ours);
