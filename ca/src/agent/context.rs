@@ -9,6 +9,7 @@ use esm_audit::writer::AuditSink;
 use tokio::sync::watch;
 
 use super::entry::{matching, Entry, Selector};
+use super::peer_process::PeerBinding;
 use crate::issuer::{IssuancePolicy, SigningCa};
 use crate::spiffe_id::TrustDomain;
 
@@ -41,14 +42,27 @@ pub struct AgentContext {
 }
 
 /// Who is on the other end of a stream, as attested.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Caller {
     pub selectors: BTreeSet<Selector>,
     /// How the audit log names the caller, e.g. `unix:uid:1000:pid:42`.
     pub actor: String,
+    /// On the Unix socket, the process pinned at accept, looked at again before every
+    /// answer a stream sends ([`Caller::recheck`]).
+    pub peer: Option<Arc<PeerBinding>>,
 }
 
 impl Caller {
+    /// Attests a Unix-socket caller again (its selectors may have changed, e.g. its
+    /// executable's path now names another file); refused when the process that connected
+    /// has exited or exec'd since. A caller attested by certificate is left as it is.
+    pub fn recheck(&mut self) -> Result<(), tonic::Status> {
+        if let Some(peer) = &self.peer {
+            self.selectors = peer.check()?;
+        }
+        Ok(())
+    }
+
     /// The caller's entries in the current set.
     pub fn entries(&self, all: &[Entry]) -> Vec<Entry> {
         matching(all, &self.selectors)

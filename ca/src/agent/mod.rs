@@ -9,6 +9,7 @@ pub mod entry;
 pub mod entry_store;
 pub mod h2_authority;
 pub mod hpack_check;
+pub mod peer_process;
 pub mod render;
 pub mod sds;
 pub mod secrets;

@@ -48,6 +48,23 @@ fn refuse(ctx: &AgentContext, caller: &Caller, r: &Refusal) -> Status {
     r.status()
 }
 
+/// Attests the caller again before an answer is made; false (the refusal sent) when the
+/// process that connected has exited or exec'd since the stream began.
+async fn still_attested<T>(
+    ctx: &AgentContext,
+    caller: &mut Caller,
+    tx: &mpsc::Sender<Result<T, Status>>,
+) -> bool {
+    match caller.recheck() {
+        Ok(()) => true,
+        Err(status) => {
+            ctx.metrics.refused.fetch_add(1, Ordering::Relaxed);
+            let _ = tx.send(Err(status)).await;
+            false
+        }
+    }
+}
+
 /// Sleeps until the next SVID refresh, or forever when none is held.
 pub(crate) async fn until_refresh(svids: &SvidSet) {
     match svids.next_refresh() {
@@ -107,7 +124,7 @@ async fn wrong_type<T>(type_url: &str, tx: &mpsc::Sender<Result<T, Status>>) -> 
 /// One SotW stream until the client goes away or is refused.
 async fn sotw(
     ctx: AgentContext,
-    caller: Caller,
+    mut caller: Caller,
     mut inbound: Streaming<DiscoveryRequest>,
     tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
 ) {
@@ -142,6 +159,9 @@ async fn sotw(
             }
         };
         let Some(wanted) = &names else { continue };
+        if !still_attested(&ctx, &mut caller, &tx).await {
+            return;
+        }
         let rendered = match render(&ctx, &caller, wanted, &mut svids) {
             Ok(r) => r,
             Err(r) => {
@@ -173,7 +193,7 @@ async fn sotw(
 /// One delta stream: only changed resources are sent, removed ones are named.
 async fn delta(
     ctx: AgentContext,
-    caller: Caller,
+    mut caller: Caller,
     mut inbound: Streaming<DeltaDiscoveryRequest>,
     tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
 ) {
@@ -208,6 +228,9 @@ async fn delta(
         }
         let Some(subs) = &subscribed else { continue };
         let names: Vec<String> = subs.iter().cloned().collect();
+        if !still_attested(&ctx, &mut caller, &tx).await {
+            return;
+        }
         let rendered = match render(&ctx, &caller, &names, &mut svids) {
             Ok(r) => r,
             Err(r) => {

@@ -2,16 +2,15 @@
 //! socket. Every caller is attested from its peer credentials before anything is served.
 
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryServiceServer;
-use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Status};
 
-use super::attestation::attest;
 use super::connection_limits::Limits;
 use super::context::{AgentContext, Caller};
 use super::entry::Selector;
 use super::h2_authority::{MAX_FRAME, MAX_HEADER_LIST};
 use super::sds::SdsService;
 use super::tcp::PeerSpiffeId;
+use super::unix::UnixPeer;
 use super::workload_api::WorkloadApi;
 use esm_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 
@@ -27,7 +26,8 @@ pub const MAX_STREAMS: u32 = 200;
 /// hyper's default, which tonic likewise replaces with "no limit" (the h2 "reset flood").
 pub const MAX_LOCAL_ERROR_RESETS: usize = 1024;
 
-/// The attested caller of a request: on the Unix socket from its peer credentials, on the
+/// The attested caller of a request: on the Unix socket from its peer credentials and the
+/// process pinned at accept (PermissionDenied when it has exited or exec'd since), on the
 /// TCP listener from its client certificate's SPIFFE ID.
 pub fn caller_of<T>(req: &Request<T>) -> Result<Caller, Status> {
     if let Some(PeerSpiffeId(id)) = req.extensions().get::<PeerSpiffeId>() {
@@ -39,19 +39,25 @@ pub fn caller_of<T>(req: &Request<T>) -> Result<Caller, Status> {
         return Ok(Caller {
             selectors: [selector].into(),
             actor: format!("spiffe:{id}"),
+            peer: None,
         });
     }
-    let cred = req
+    let peer = req
         .extensions()
-        .get::<UdsConnectInfo>()
-        .and_then(|i| i.peer_cred)
+        .get::<UnixPeer>()
+        .and_then(|p| p.0.clone())
         .ok_or_else(|| Status::unauthenticated("caller cannot be attested: no peer credentials"))?;
-    let selectors = attest(&cred);
-    let actor = match cred.pid() {
-        Some(pid) => format!("unix:uid:{}:pid:{pid}", cred.uid()),
-        None => format!("unix:uid:{}", cred.uid()),
+    let cred = peer.cred();
+    let actor = match cred.pid {
+        Some(pid) => format!("unix:uid:{}:pid:{pid}", cred.uid),
+        None => format!("unix:uid:{}", cred.uid),
     };
-    Ok(Caller { selectors, actor })
+    let selectors = peer.check()?;
+    Ok(Caller {
+        selectors,
+        actor,
+        peer: Some(peer),
+    })
 }
 
 fn router(ctx: AgentContext) -> tonic::transport::server::Router {

@@ -1,6 +1,7 @@
 //! Connections on the agent's Unix socket. Each one is relayed through
-//! [`super::h2_authority`] so gRPC C-core clients get through tonic, and keeps the kernel's
-//! peer credentials for attestation (taken from the real socket, never from the relay).
+//! [`super::h2_authority`] so gRPC C-core clients get through tonic, and keeps what
+//! attestation needs: the kernel's peer credentials and the peer process pinned at accept
+//! ([`PeerBinding`]), taken from the real socket, never from the relay.
 //! Connections are admitted within [`Limits`] and closed when they stall (see
 //! [`super::connection_limits`]).
 //!
@@ -15,10 +16,11 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
 use tokio::time::Instant;
-use tonic::transport::server::{Connected, UdsConnectInfo};
+use tonic::transport::server::Connected;
 
 use super::connection_limits::{Limits, Slot, Slots};
 use super::h2_authority::{Malformed, Rewriter};
+use super::peer_process::PeerBinding;
 
 /// Bytes buffered between the socket and tonic in each direction.
 const RELAY: usize = 16 << 10;
@@ -32,16 +34,21 @@ const KEEP: usize = 4 << 10;
 /// become a flood of logs.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
+/// What every request of a connection carries: its peer as recorded at accept; `None` when
+/// the kernel gave no credentials.
+#[derive(Debug, Clone)]
+pub struct UnixPeer(pub Option<Arc<PeerBinding>>);
+
 /// What tonic reads and writes for one accepted connection.
 pub struct AgentUnix {
     io: DuplexStream,
-    info: UdsConnectInfo,
+    info: UnixPeer,
 }
 
 impl Connected for AgentUnix {
-    type ConnectInfo = UdsConnectInfo;
+    type ConnectInfo = UnixPeer;
 
-    fn connect_info(&self) -> UdsConnectInfo {
+    fn connect_info(&self) -> UnixPeer {
         self.info.clone()
     }
 }
@@ -126,11 +133,9 @@ async fn client_to_server(
 
 /// Relays one connection: client bytes through the rewriter, server bytes as they are. One
 /// task holds the socket and `slot` until the server closes or the client is refused.
+/// The peer is pinned before anything else.
 fn relay(mut stream: tokio::net::UnixStream, slot: Slot, stall: Duration) -> AgentUnix {
-    let info = UdsConnectInfo {
-        peer_addr: stream.peer_addr().ok().map(Arc::new),
-        peer_cred: stream.peer_cred().ok(),
-    };
+    let info = UnixPeer(PeerBinding::at_accept(&stream).ok().map(Arc::new));
     let (ours, theirs) = tokio::io::duplex(RELAY);
     tokio::spawn(async move {
         let (from_client, mut to_client) = stream.split();

@@ -102,7 +102,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         request: Request<X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
         check_header(&request)?;
-        let caller = super::server::caller_of(&request)?;
+        let mut caller = super::server::caller_of(&request)?;
         let ctx = self.ctx.clone();
         let mut svids = SvidSet::default();
         // The first answer (or refusal) is made before the stream is returned, so a caller
@@ -132,6 +132,10 @@ impl SpiffeWorkloadApi for WorkloadApi {
                 }
                 ca.borrow_and_update();
                 entries.borrow_and_update();
+                if let Err(status) = caller.recheck() {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
                 next = svid_response(&ctx, &caller, &mut svids);
             }
         });
