@@ -15,6 +15,7 @@ mod admin_api;
 mod admin_peer;
 mod agent_config;
 mod authz_config;
+mod azure_config;
 mod cli;
 mod commands;
 mod config;

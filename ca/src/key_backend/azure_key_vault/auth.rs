@@ -7,6 +7,8 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use super::challenge::Challenge;
+
 /// The client secret. Its bytes are never printed.
 pub struct ClientSecret(String);
 
@@ -62,7 +64,7 @@ impl fmt::Debug for Credential {
 
 impl Credential {
     /// The method, URL and form body (or none) of a token request for `resource`.
-    pub(super) fn token_request(&self, resource: &str) -> TokenRequest {
+    pub(super) fn token_request(&self, challenge: &Challenge) -> TokenRequest {
         match self {
             Self::ClientSecret {
                 authority_host,
@@ -91,7 +93,10 @@ impl Credential {
             } => {
                 let mut query = vec![
                     ("api-version", "2018-02-01".to_owned()),
-                    ("resource", resource.trim_end_matches('/').to_owned()),
+                    (
+                        "resource",
+                        challenge.resource.trim_end_matches('/').to_owned(),
+                    ),
                 ];
                 if let Some(id) = client_id {
                     query.push(("client_id", id.clone()));

@@ -243,7 +243,7 @@ impl VaultClient {
     }
 
     fn fetch_token(&self, ch: &Challenge) -> Result<AccessToken> {
-        let req = self.credential.token_request(&ch.resource);
+        let req = self.credential.token_request(ch);
         let mut attempt = 0u32;
         loop {
             let issued = Instant::now();
