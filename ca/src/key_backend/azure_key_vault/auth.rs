@@ -80,10 +80,7 @@ impl Credential {
                     ("grant_type", "client_credentials".to_owned()),
                     ("client_id", client_id.clone()),
                     ("client_secret", secret.expose().to_owned()),
-                    (
-                        "scope",
-                        format!("{}/.default", resource.trim_end_matches('/')),
-                    ),
+                    ("scope", challenge.scope()),
                 ]),
                 query: Vec::new(),
             },
