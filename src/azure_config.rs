@@ -35,6 +35,46 @@ verify_challenge_resource = true
     )
 }
 
+/// `ESM_CA_AZURE_KEY_VAULT_CA_FILE` and the like set `[ca.azure_key_vault] ca_file`.
+pub const ENV_PREFIX: &str = "ca_azure_key_vault_";
+
+pub fn apply_env(table: &mut toml::Table, key: &str, value: &str) -> anyhow::Result<()> {
+    let ca = table
+        .entry("ca")
+        .or_insert_with(|| toml::Value::Table(Default::default()));
+    let toml::Value::Table(ca) = ca else {
+        bail!("[ca] must be a table");
+    };
+    let akv = ca
+        .entry("azure_key_vault")
+        .or_insert_with(|| toml::Value::Table(Default::default()));
+    let toml::Value::Table(akv) = akv else {
+        bail!("[ca.azure_key_vault] must be a table");
+    };
+    akv.insert(key.to_owned(), toml::Value::String(value.to_owned()));
+    Ok(())
+}
+
+/// Booleans may come from the file or from `ESM_…` variables (`true`/`false`).
+fn bool_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum V {
+        Bool(bool),
+        Text(String),
+    }
+    match V::deserialize(d)? {
+        V::Bool(b) => Ok(b),
+        V::Text(s) => match s.trim() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(serde::de::Error::custom(format!(
+                "{s:?} is not true or false"
+            ))),
+        },
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawAzureKeyVault {
@@ -44,6 +84,7 @@ pub struct RawAzureKeyVault {
     ca_file: String,
     authority_host: String,
     imds_endpoint: String,
+    #[serde(deserialize_with = "bool_or_string")]
     verify_challenge_resource: bool,
 }
 

@@ -416,6 +416,10 @@ fn apply_env(table: &mut toml::Table, env: &BTreeMap<String, String>) -> anyhow:
         if key == "ca_key_passphrase" || key == "log" {
             continue;
         }
+        if let Some(k) = key.strip_prefix(crate::azure_config::ENV_PREFIX) {
+            crate::azure_config::apply_env(table, k, value)?;
+            continue;
+        }
         let section = SECTIONS.iter().find(|s| key.starts_with(&format!("{s}_")));
         match section {
             Some(s) => {
