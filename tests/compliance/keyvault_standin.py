@@ -153,6 +153,12 @@ class StandIn:
             if srv:
                 srv.shutdown()
                 srv.server_close()
+                # Kept-alive connections go too: the vault is gone, not just closed to new ones.
+                for sock in list(srv.open_sockets):
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
         self.https = self.imds = None
 
     def count(self, method, suffix):
@@ -327,17 +333,26 @@ class _Server(http.server.ThreadingHTTPServer):
 
     def __init__(self, addr, standin, ctx):
         self.standin, self.ctx = standin, ctx
+        self.open_sockets = set()
         super().__init__(addr, _Handler)
 
     def get_request(self):
         sock, addr = super().get_request()
         if self.ctx:
             sock = self.ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        self.open_sockets.add(sock)
         return sock, addr
+
+    def shutdown_request(self, request):
+        self.open_sockets.discard(request)
+        super().shutdown_request(request)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle on, the second waits for a delayed ACK
+    # (40 ms) and the stand-in would measure Linux's ACK timer instead of itself.
+    disable_nagle_algorithm = True
 
     def log_message(self, *args):
         pass

@@ -6,6 +6,7 @@ refusals and the vault going away."""
 
 import hashlib
 import os
+import re
 import statistics
 import time
 
@@ -168,3 +169,112 @@ def test_wrong_client_secret_is_a_clear_error(tmp_path, esm_bin, vault):
     assert p.returncode == 1 and "invalid_client" in p.stderr, p.stderr
     assert "wrong" not in p.stderr and CLIENT_SECRET not in p.stderr
     assert not data.exists()
+
+
+def fetch(data):
+    with WorkloadApiClient(socket_path=f"unix://{data / 'agent.sock'}", default_timeout=40) as c:
+        return c.fetch_x509_svid()
+
+
+def test_serve_signs_through_the_vault_across_expiry_throttling_and_an_outage(tmp_path, stack, vault):
+    """Token expiry (short-lived tokens are refreshed), 429 with Retry-After (esm waits and
+    succeeds), a revoked token (the 401 is answered again), and the vault going away (a clear
+    error, then recovery when it is back)."""
+    esm, _, _ = stack
+    env = esm_env(vault)
+    data, _ = init(tmp_path, vault)
+    vault.token_lifetime = 2
+    esm(data, env)
+    run("entry", "create", "--spiffe-id", f"spiffe://{TD}/w", "--selector", f"unix:uid:{os.getuid()}",
+        "--dir", data, env=env)
+    signs = vault.count("POST", "/sign")
+    assert str(fetch(data).spiffe_id) == f"spiffe://{TD}/w"
+    assert vault.count("POST", "/sign") > signs
+
+    # Expiry: the token esm holds is past its refresh time; it fetches a new one, no 401.
+    tokens = len(vault.tokens)
+    time.sleep(2.5)
+    signs = vault.count("POST", "/sign")
+    fetch(data)
+    assert vault.count("POST", "/sign") > signs
+    assert len(vault.tokens) > tokens
+    assert not [e for e in vault.log if e[3] and e[4] == 401]
+
+    # Revoked token: the vault answers 401 to it; esm meets the challenge again and succeeds.
+    vault.token_lifetime = 3600
+    time.sleep(1.1)
+    fetch(data)
+    vault.tokens.clear()
+    fetch(data)
+    assert [e for e in vault.log if e[3] and e[4] == 401]
+
+    # Throttling: two 429s with Retry-After: 1; esm waits them out.
+    vault.throttle, vault.retry_after = 2, 1
+    t0 = time.monotonic()
+    fetch(data)
+    assert time.monotonic() - t0 >= 2
+    assert vault.throttle == 0 and vault.count("POST", "/sign") and [e for e in vault.log if e[4] == 429]
+
+    # Outage: fetches fail while the vault is gone, with a clear error in esm's log...
+    vault.stop()
+    with pytest.raises(Exception):
+        fetch(data)
+    log = "".join(p.read_text() for p in tmp_path.glob("esm-*.log"))
+    assert "cannot reach Key Vault " + vault.url in log, log[-2000:]
+    # ...and work again once it is back, on the same esm process.
+    vault.start()
+    assert str(fetch(data).spiffe_id) == f"spiffe://{TD}/w"
+    for secret in (CLIENT_SECRET, *vault.tokens):
+        assert secret not in log
+
+
+def test_managed_identity_through_imds(tmp_path, esm_bin, vault):
+    env = esm_env(vault, ESM_CA_AZURE_KEY_VAULT_AUTH="managed-identity")
+    del env["AZURE_CLIENT_SECRET"]
+    data, _ = init(tmp_path, vault, env=env)
+    run("cert", "issue", "--spiffe-id", f"spiffe://{TD}/mi", "--out", tmp_path / "o", "--dir", data, env=env)
+    assert vault.count("GET", "/metadata/identity/oauth2/token") >= 2
+    assert not vault.count("POST", "/oauth2/v2.0/token")
+
+
+def test_refuses_a_challenge_for_another_service(tmp_path, esm_bin, vault):
+    """A vault URL that points at someone else's server, which asks for a token of another
+    Azure service: with the resource check on (the default), esm asks for no token at all."""
+    env = esm_env(vault)
+    del env["ESM_CA_AZURE_KEY_VAULT_VERIFY_CHALLENGE_RESOURCE"]
+    data, p = init(tmp_path, vault, env=env, check=False)
+    assert p.returncode == 1 and "not the vault's domain" in p.stderr, p.stderr
+    assert not vault.tokens and not data.exists()
+
+
+def test_signing_latency_as_seen_by_esm(tmp_path, stack, vault):
+    """200 SVIDs from `esm serve`, each signed through the vault on its own Workload API
+    connection; prints the stand-in's own signing time and the whole issuance as a workload
+    sees it (median, p99)."""
+    esm, _, _ = stack
+    env = esm_env(vault)
+    data, _ = init(tmp_path, vault)
+    esm(data, {**env, "ESM_LOG": "info,esm_ca::key_backend::azure_key_vault=debug"})
+    run("entry", "create", "--spiffe-id", f"spiffe://{TD}/bench", "--selector", f"unix:uid:{os.getuid()}",
+        "--dir", data, env=env)
+    fetch(data)
+    vault.sign_times.clear()
+    signs = vault.count("POST", "/sign")
+    seen = []
+    for _ in range(200):
+        t0 = time.perf_counter()
+        fetch(data)
+        seen.append(time.perf_counter() - t0)
+    assert vault.count("POST", "/sign") - signs == 200
+
+    def q(xs, p):
+        xs = sorted(xs)
+        return xs[min(len(xs) - 1, int(p * len(xs)))] * 1000
+
+    server = vault.sign_times
+    print(f"\nstand-in sign: median {statistics.median(server) * 1000:.2f} ms, p99 {q(server, 0.99):.2f} ms")
+    log = "".join(p.read_text() for p in tmp_path.glob("esm-*.log"))
+    esm_side = [int(m) / 1e6 for m in re.findall(r"sign\.us\W+(\d+)", log)][-200:]
+    assert len(esm_side) == 200
+    print(f"sign as esm sees it: median {statistics.median(esm_side) * 1000:.2f} ms, p99 {q(esm_side, 0.99):.2f} ms")
+    print(f"SVID fetch via esm+vault: median {statistics.median(seen) * 1000:.2f} ms, p99 {q(seen, 0.99):.2f} ms")

@@ -332,6 +332,7 @@ impl KeyBackend for AzureKey {
     }
 
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>> {
+        let started = std::time::Instant::now();
         let digest = signature::digest(self.alg, msg);
         let reply = self.client.call(&Call {
             method: "POST",
@@ -367,6 +368,7 @@ impl KeyBackend for AzureKey {
                 self.key_id
             )));
         }
+        tracing::debug!(key.id = %self.key_id, sign.us = started.elapsed().as_micros() as u64, "signed in Key Vault");
         Ok(sig)
     }
 }
