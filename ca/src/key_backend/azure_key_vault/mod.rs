@@ -162,10 +162,10 @@ impl AzureKeyVaultStore {
             body: None,
             key: name,
         })?;
-        self.from_bundle(name, &bundle, alg)
+        self.key_from_bundle(name, &bundle, alg)
     }
 
-    fn from_bundle(
+    fn key_from_bundle(
         &self,
         name: &str,
         bundle: &serde_json::Value,
@@ -284,7 +284,7 @@ impl KeyStore for AzureKeyVaultStore {
             body: Some(signature::create_body(alg)),
             key: &name,
         })?;
-        let key = self.from_bundle(&name, &bundle, alg)?;
+        let key = self.key_from_bundle(&name, &bundle, alg)?;
         tracing::info!(vault.url = %self.client.vault_url(), key.id = key.key_id(), key.algorithm = %alg, "CA key made in Key Vault");
         Ok(key)
     }
