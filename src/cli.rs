@@ -132,6 +132,9 @@ pub struct InitArgs {
     /// Where CA keys are kept.
     #[arg(long, value_enum, default_value_t = KeyBackendArg::File)]
     pub key_backend: KeyBackendArg,
+    /// With --key-backend azure-key-vault: the vault, https://NAME.vault.azure.net.
+    #[arg(long, value_name = "URL")]
+    pub azure_vault_url: Option<String>,
     /// Key algorithm of the root and signing CAs.
     #[arg(long, default_value = "ec-p256", value_parser = ["ec-p256", "ec-p384", "rsa-3072"])]
     pub key_algorithm: String,

@@ -142,6 +142,7 @@ struct RawCa {
     svid_default_ttl: String,
     svid_max_ttl: String,
     key_passphrase_env: String,
+    azure_key_vault: Option<crate::azure_config::RawAzureKeyVault>,
 }
 
 impl Default for RawCa {
@@ -155,6 +156,7 @@ impl Default for RawCa {
             svid_default_ttl: "1h".into(),
             svid_max_ttl: "24h".into(),
             key_passphrase_env: "ESM_CA_KEY_PASSPHRASE".into(),
+            azure_key_vault: None,
         }
     }
 }
@@ -176,6 +178,7 @@ impl Default for RawAdmin {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyBackendKind {
     File,
+    AzureKeyVault,
 }
 
 #[derive(Debug, Clone)]
@@ -188,6 +191,8 @@ pub struct CaConfig {
     pub svid_default_ttl: time::Duration,
     pub svid_max_ttl: time::Duration,
     pub key_passphrase_env: String,
+    /// `[ca.azure_key_vault]`, checked; present when that backend is configured.
+    pub azure_key_vault: Option<esm_ca::key_backend::azure_key_vault::AzureKeyVaultConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -276,13 +281,22 @@ impl Config {
         };
         let key_backend = match raw.ca.key_backend.as_str() {
             "file" => KeyBackendKind::File,
-            "pkcs11" | "azure-key-vault" => bail!(
+            "azure-key-vault" => KeyBackendKind::AzureKeyVault,
+            "pkcs11" => bail!(
                 "ca.key_backend = {:?} is not available in this build yet; use \"file\"",
                 raw.ca.key_backend
             ),
             other => bail!("ca.key_backend = {other:?}: expected file, pkcs11 or azure-key-vault"),
         };
+        let azure_key_vault = match (key_backend, raw.ca.azure_key_vault) {
+            (KeyBackendKind::AzureKeyVault, raw) => Some(crate::azure_config::parse(
+                raw.unwrap_or_default(),
+                &data_dir,
+            )?),
+            _ => None,
+        };
         let ca = CaConfig {
+            azure_key_vault,
             key_backend,
             key_algorithm: alg("ca.key_algorithm", &raw.ca.key_algorithm)?,
             svid_key_algorithm: alg("ca.svid_key_algorithm", &raw.ca.svid_key_algorithm)?,
@@ -400,6 +414,10 @@ fn apply_env(table: &mut toml::Table, env: &BTreeMap<String, String>) -> anyhow:
         let key = key.to_ascii_lowercase();
         // Variables that are not configuration keys (the passphrase, ESM_LOG).
         if key == "ca_key_passphrase" || key == "log" {
+            continue;
+        }
+        if let Some(k) = key.strip_prefix(crate::azure_config::ENV_PREFIX) {
+            crate::azure_config::apply_env(table, k, value)?;
             continue;
         }
         let section = SECTIONS.iter().find(|s| key.starts_with(&format!("{s}_")));

@@ -15,6 +15,7 @@ mod admin_api;
 mod admin_peer;
 mod agent_config;
 mod authz_config;
+mod azure_config;
 mod cli;
 mod commands;
 mod config;
@@ -28,7 +29,8 @@ fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     init_tracing();
     let env: std::collections::BTreeMap<String, String> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("ESM_"))
+        // AZURE_*: the Key Vault backend's credentials, named as the Azure SDKs name them.
+        .filter(|(k, _)| k.starts_with("ESM_") || k.starts_with("AZURE_"))
         .collect();
     match commands::run(cli, &env) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -24,7 +24,7 @@ pub fn rotate(
             "--root needs a step: prepare or activate",
         ));
     }
-    let store = super::ca_store(cfg, env);
+    let store = super::ca_store(cfg, env)?;
     let now = time::OffsetDateTime::now_utc();
     let (state, done) = store.rotate(&cfg.rotation_policy(), now, force)?;
     let actor = crate::evidence::cli_actor();
@@ -46,7 +46,7 @@ pub fn rotate(
 }
 
 pub fn show(cfg: &Config, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
-    let state = super::ca_store(cfg, env).load()?;
+    let state = super::ca_store(cfg, env)?.load()?;
     print_state(&state);
     if let Some(at) = esm_ca::rotation::next_due_at(&state, &cfg.rotation_policy()) {
         println!("next rotation step due at {}", esm_ca::rfc3339(at));

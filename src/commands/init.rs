@@ -19,11 +19,30 @@ pub fn run(args: InitArgs, env: &BTreeMap<String, String>) -> anyhow::Result<()>
         .ok_or_else(|| usage(format!("--key-algorithm {:?}", args.key_algorithm)))?;
     let backend = match args.key_backend {
         KeyBackendArg::File => "file",
-        KeyBackendArg::Pkcs11 | KeyBackendArg::AzureKeyVault => {
+        KeyBackendArg::AzureKeyVault => "azure-key-vault",
+        KeyBackendArg::Pkcs11 => {
             return Err(usage(
-                "--key-backend: only \"file\" is available in this build yet",
+                "--key-backend: pkcs11 is not available in this build yet",
             ))
         }
+    };
+    let azure_table = match (args.key_backend, &args.azure_vault_url) {
+        (KeyBackendArg::AzureKeyVault, Some(url)) => {
+            esm_ca::key_backend::azure_key_vault::vault_host(url)
+                .map_err(|e| usage(format!("--azure-vault-url: {e}")))?;
+            crate::azure_config::toml_table(url)
+        }
+        (KeyBackendArg::AzureKeyVault, None) => {
+            return Err(usage(
+                "--key-backend azure-key-vault needs --azure-vault-url",
+            ))
+        }
+        (_, Some(_)) => {
+            return Err(usage(
+                "--azure-vault-url goes with --key-backend azure-key-vault",
+            ))
+        }
+        (_, None) => String::new(),
     };
     // Read and check everything before writing anything.
     let upstream = match (&args.upstream_cert, &args.upstream_key) {
@@ -37,12 +56,18 @@ pub fn run(args: InitArgs, env: &BTreeMap<String, String>) -> anyhow::Result<()>
             config_path.display()
         )));
     }
-    let toml = default_toml(&td, algorithm, backend);
+    let toml = default_toml(&td, algorithm, backend) + &azure_table;
+    if args.key_backend == KeyBackendArg::AzureKeyVault {
+        // Reach the vault and prove the identity may use it before anything is written.
+        let cfg =
+            Config::parse(&toml, args.dir.clone(), env).map_err(|e| usage(format!("{e:#}")))?;
+        super::azure_key_vault(&cfg, env)?.check_access()?;
+    }
     let created_dir = !args.dir.exists();
     let result = (|| {
         create_data_dir(&args.dir, created_dir)?;
         let cfg = Config::parse(&toml, args.dir.clone(), env)?;
-        let store = super::ca_store(&cfg, env);
+        let store = super::ca_store(&cfg, env)?;
         let now = time::OffsetDateTime::now_utc();
         let state = store.init(
             InitOptions {

@@ -66,19 +66,36 @@ fn load(args: &ConfigArgs, env: &BTreeMap<String, String>) -> anyhow::Result<Con
 }
 
 /// The configured key backend.
-pub fn key_store(cfg: &Config, env: &BTreeMap<String, String>) -> Arc<dyn KeyStore> {
-    match cfg.ca.key_backend {
+pub fn key_store(
+    cfg: &Config,
+    env: &BTreeMap<String, String>,
+) -> anyhow::Result<Arc<dyn KeyStore>> {
+    Ok(match cfg.ca.key_backend {
         KeyBackendKind::File => {
             let passphrase = env
                 .get(&cfg.ca.key_passphrase_env)
                 .and_then(|p| Passphrase::new(p.as_bytes()));
             Arc::new(FileKeyStore::new(cfg.ca_dir().join("keys"), passphrase))
         }
-    }
+        KeyBackendKind::AzureKeyVault => Arc::new(azure_key_vault(cfg, env)?),
+    })
 }
 
-pub fn ca_store(cfg: &Config, env: &BTreeMap<String, String>) -> CaStore {
-    CaStore::new(cfg.ca_dir(), key_store(cfg, env))
+/// The Key Vault store of an azure-key-vault configuration (nothing sent yet).
+pub fn azure_key_vault(
+    cfg: &Config,
+    env: &BTreeMap<String, String>,
+) -> anyhow::Result<esm_ca::key_backend::azure_key_vault::AzureKeyVaultStore> {
+    let akv = cfg
+        .ca
+        .azure_key_vault
+        .as_ref()
+        .context("no [ca.azure_key_vault] table")?;
+    Ok(esm_ca::key_backend::azure_key_vault::AzureKeyVaultStore::new(akv, env)?)
+}
+
+pub fn ca_store(cfg: &Config, env: &BTreeMap<String, String>) -> anyhow::Result<CaStore> {
+    Ok(CaStore::new(cfg.ca_dir(), key_store(cfg, env)?))
 }
 
 fn bundle_show(
@@ -86,7 +103,7 @@ fn bundle_show(
     env: &BTreeMap<String, String>,
     format: BundleFormat,
 ) -> anyhow::Result<()> {
-    let store = ca_store(cfg, env);
+    let store = ca_store(cfg, env)?;
     let state = store.load()?;
     let bundle = store.bundle(&state, time::OffsetDateTime::now_utc())?;
     let text = match format {

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
+pub mod azure_key_vault;
 pub mod file;
 
 /// The key algorithms the CA signs with. ECDSA P-256 is the default: it is what Envoy,
