@@ -149,24 +149,20 @@ def main():
                     "ESM_AUTHZ_XFCC": "true", "ESM_LOG": "warn", "ESM_AGENT_SOCKET": ""})
         procs.append(subprocess.Popen([str(ESM), "serve", "--dir", str(data)], env=env,
                                       stdout=subprocess.DEVNULL, stderr=open(tmp / "esm.log", "w")))
-        # A second esm on a copy of the data dir, recording no decisions.
-        quiet = tmp / "q"
-        shutil.copytree(data, quiet)
-        quiet_port = free_port()
-        qenv = dict(env, ESM_AUTHZ_LISTEN=f"127.0.0.1:{quiet_port}", ESM_ADMIN_LISTEN=f"127.0.0.1:{free_port()}",
-                    ESM_AUTHZ_DECISION_LOG="off")
-        procs.append(subprocess.Popen([str(ESM), "serve", "--dir", str(quiet)], env=qenv,
-                                      stdout=subprocess.DEVNULL, stderr=open(tmp / "esm-quiet.log", "w")))
-        wait_port(quiet_port)
-        # A third esm, answering each Check only after its record is committed.
-        durable = tmp / "s"
-        shutil.copytree(data, durable)
-        sync_port = free_port()
-        senv = dict(env, ESM_AUTHZ_LISTEN=f"127.0.0.1:{sync_port}", ESM_ADMIN_LISTEN=f"127.0.0.1:{free_port()}",
-                    ESM_AUTHZ_DECISION_LOG_MODE="sync")
-        procs.append(subprocess.Popen([str(ESM), "serve", "--dir", str(durable)], env=senv,
-                                      stdout=subprocess.DEVNULL, stderr=open(tmp / "esm-sync.log", "w")))
-        wait_port(sync_port)
+        def variant(name, **overrides):
+            """Another esm on a copy of the data dir, with other settings; its port."""
+            copy, port = tmp / name, free_port()
+            shutil.copytree(data, copy)
+            venv = dict(env, ESM_AUTHZ_LISTEN=f"127.0.0.1:{port}",
+                        ESM_ADMIN_LISTEN=f"127.0.0.1:{free_port()}", **overrides)
+            procs.append(subprocess.Popen([str(ESM), "serve", "--dir", str(copy)], env=venv,
+                                          stdout=subprocess.DEVNULL, stderr=open(tmp / f"esm-{name}.log", "w")))
+            wait_port(port)
+            return port
+
+        # One recording no decisions, one answering each Check only once its record is committed.
+        quiet_port = variant("quiet", ESM_AUTHZ_DECISION_LOG="off")
+        sync_port = variant("sync", ESM_AUTHZ_DECISION_LOG_MODE="sync")
         noop = subprocess.Popen([str(NOOP), f"127.0.0.1:{noop_port}"], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         procs.append(noop)

@@ -124,7 +124,8 @@ impl Default for RawAuthz {
     }
 }
 
-fn bool_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+/// Booleans may come from the file or from `ESM_…` variables (`true`/`false`, `1`/`0`).
+pub(crate) fn bool_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum V {

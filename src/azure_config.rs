@@ -55,26 +55,6 @@ pub fn apply_env(table: &mut toml::Table, key: &str, value: &str) -> anyhow::Res
     Ok(())
 }
 
-/// Booleans may come from the file or from `ESM_…` variables (`true`/`false`).
-fn bool_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum V {
-        Bool(bool),
-        Text(String),
-    }
-    match V::deserialize(d)? {
-        V::Bool(b) => Ok(b),
-        V::Text(s) => match s.trim() {
-            "true" => Ok(true),
-            "false" => Ok(false),
-            _ => Err(serde::de::Error::custom(format!(
-                "{s:?} is not true or false"
-            ))),
-        },
-    }
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawAzureKeyVault {
@@ -84,7 +64,7 @@ pub struct RawAzureKeyVault {
     ca_file: String,
     authority_host: String,
     imds_endpoint: String,
-    #[serde(deserialize_with = "bool_or_string")]
+    #[serde(deserialize_with = "crate::authz_config::bool_or_string")]
     verify_challenge_resource: bool,
 }
 

@@ -8,6 +8,7 @@ import pwd
 import socket
 
 from conftest import run
+from envoy_harness import wait_path
 
 TD = "example.org"
 
@@ -37,7 +38,9 @@ def test_forged_actor_header_is_only_a_note_beside_the_peer_uid(tmp_path, stack)
     esm, _, _ = stack
     data = tmp_path / "d"
     run("init", "--trust-domain", TD, "--dir", data)
-    esm(data)
+    proc, _, _ = esm(data)
+    # The admin socket is bound after the ext_authz port the fixture waits for.
+    wait_path(data / "admin.sock", proc)
     uid = os.getuid()
     expected = f"admin-socket:uid:{uid}({pwd.getpwuid(uid).pw_name})"
     forged = "cli:uid:1000(alice)"
