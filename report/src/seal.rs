@@ -71,17 +71,19 @@ fn seal_of(text: &str) -> Result<Seal> {
         }
         return from_json(&v).ok_or_else(|| Error::NotAReport("JSON without a digest".into()));
     }
-    let line = text
-        .lines()
-        .find(|l| l.contains(SEAL_MARK))
-        .ok_or_else(|| Error::NotAReport(format!("no {SEAL_MARK} line")))?;
-    let (a, b) = (line.find('{'), line.rfind('}'));
-    let json = match (a, b) {
-        (Some(a), Some(b)) if a < b => &line[a..=b],
-        _ => return Err(Error::NotAReport("unreadable seal".into())),
-    };
-    let v: Value =
-        serde_json::from_str(json).map_err(|e| Error::NotAReport(format!("seal: {e}")))?;
+    // The seal's JSON object starts at the first `{` after the mark and ends where the
+    // object does (the HTML and Markdown around it are not JSON).
+    let at = text
+        .find(SEAL_MARK)
+        .ok_or_else(|| Error::NotAReport(format!("no {SEAL_MARK}")))?;
+    let brace = text[at..]
+        .find('{')
+        .ok_or_else(|| Error::NotAReport("unreadable seal".into()))?;
+    let v: Value = serde_json::Deserializer::from_str(&text[at + brace..])
+        .into_iter::<Value>()
+        .next()
+        .ok_or_else(|| Error::NotAReport("empty seal".into()))?
+        .map_err(|e| Error::NotAReport(format!("seal: {e}")))?;
     from_json(&v).ok_or_else(|| Error::NotAReport("seal without a digest".into()))
 }
 

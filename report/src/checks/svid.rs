@@ -80,7 +80,7 @@ impl SvidChecks {
                     format!(
                         "SVID for {} lives {}s, over the maximum of {}s",
                         e.subject,
-                        lifetime / NS_PER_SEC,
+                        (lifetime + NS_PER_SEC / 2) / NS_PER_SEC,
                         max / NS_PER_SEC
                     ),
                 );

@@ -158,7 +158,7 @@ fn integrity(o: &mut String, r: &Report) {
 
 fn charts(o: &mut String, r: &Report) {
     let a = &r.activity;
-    o.push_str("<h2>Activity</h2>");
+    o.push_str("<h2>Activity</h2><h3>Decisions per day (allowed, denied)</h3>");
     o.push_str(&svg::daily(
         "Decisions per day",
         &a.days,
@@ -167,6 +167,7 @@ fn charts(o: &mut String, r: &Report) {
             ("denied", "#e15759", |d: &Day| d.deny),
         ],
     ));
+    o.push_str("<h3>SVID issuances and rotations per day</h3>");
     o.push_str(&svg::daily(
         "SVID issuances and rotations per day",
         &a.days,
@@ -176,7 +177,9 @@ fn charts(o: &mut String, r: &Report) {
             ("CA rotations", "#f28e2b", |d: &Day| d.ca_rotations),
         ],
     ));
+    o.push_str("<h3>SVID lifetimes</h3>");
     o.push_str(&svg::histogram("SVID lifetimes", &a.lifetimes));
+    o.push_str("<h3>Service-to-service graph from decisions (top edges, denials in red)</h3>");
     o.push_str(&svg::graph(
         "Caller → service (top edges, denials in red)",
         &a.edges,

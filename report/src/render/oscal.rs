@@ -9,7 +9,8 @@ use super::counts_text;
 use crate::error::{Error, Result};
 use crate::model::{CheckpointText, Report, Status};
 
-const NS: &str = "urn:esm:report";
+/// Namespace of esm's own props (a name, never fetched).
+const NS: &str = "https://esm.invalid/ns/report";
 const OSCAL_VERSION: &str = "1.1.2";
 
 /// A version-5-shaped UUID from `seed`, stable across renderings of one report.
