@@ -128,3 +128,117 @@ pub fn verify(text: &str, key: &PublicKey) -> Result<std::result::Result<Verifie
         key_id: c.key_id,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::collections::BTreeMap;
+
+    use esm_audit::checkpoint::SigningKey;
+
+    use super::*;
+    use crate::model::*;
+
+    fn report(key: &SigningKey) -> Report {
+        let cp = key.sign(7, [1; 32], [2; 32], 42);
+        Report {
+            schema_version: SCHEMA_VERSION.into(),
+            framework: FrameworkInfo {
+                id: "soc2".into(),
+                name: "SOC 2".into(),
+                version: "2017".into(),
+                source: "builtin".into(),
+            },
+            period: PeriodText {
+                from: "2026-01-01T00:00:00Z".into(),
+                to: "2026-02-01T00:00:00Z".into(),
+            },
+            generated_at: "2026-02-01T00:00:01Z".into(),
+            esm_version: "0.1.0".into(),
+            scope: Scope {
+                store: "sqlite://x".into(),
+                trust_domains: vec![],
+                nodes: vec![],
+                events_in_period: 7,
+                first_seq: Some(1),
+                last_seq: Some(7),
+                parameters: Parameters {
+                    svid_max_ttl_secs: Some(3600),
+                    clock_tolerance_secs: 2,
+                    checkpoint_every: 10,
+                    checkpoint_interval_secs: 60,
+                    spike_min_denials: 50,
+                    spike_factor: 10,
+                    baseline_hours: 24,
+                    policies: vec![],
+                },
+            },
+            integrity: Integrity {
+                verified: true,
+                reason: None,
+                events_verified: 7,
+                checkpoint: Some(CheckpointText {
+                    tree_size: 7,
+                    root_hash: hex::encode(cp.root),
+                    last_hash: hex::encode(cp.last_hash),
+                    time: "1970-01-01T00:00:00.000000042Z".into(),
+                    time_ns: 42,
+                    key_id: cp.key_id.clone(),
+                    signature: hex::encode(&cp.signature),
+                }),
+            },
+            summary: Summary {
+                result: "fail".into(),
+                counts: BTreeMap::new(),
+            },
+            controls: vec![ControlResult {
+                id: "CC6.1".into(),
+                title: "t".into(),
+                statement: "s".into(),
+                status: Status::Failed,
+                checks: vec![],
+            }],
+            activity: Activity::default(),
+            digest: String::new(),
+        }
+    }
+
+    #[test]
+    fn every_format_verifies_and_an_edit_is_caught() {
+        let key = SigningKey::ephemeral().unwrap();
+        let r = report(&key);
+        for f in [Format::Json, Format::Md, Format::Html, Format::Oscal] {
+            let text = sealed(&r, f).unwrap();
+            assert!(verify(&text, &key.public()).unwrap().is_ok(), "{f:?}");
+            // The attack: a failed control turned into a passed one.
+            let edited = text.replacen("failed", "passed", 1);
+            assert_ne!(edited, text);
+            assert_eq!(
+                verify(&edited, &key.public()).unwrap(),
+                Err(Rejected::Digest),
+                "{f:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn checkpoint_of_another_key_or_forged_is_refused() {
+        let key = SigningKey::ephemeral().unwrap();
+        let text = sealed(&report(&key), Format::Json).unwrap();
+        let other = SigningKey::ephemeral().unwrap();
+        assert!(matches!(
+            verify(&text, &other.public()).unwrap(),
+            Err(Rejected::Signature(_))
+        ));
+        // A forger who re-digests after changing the checkpoint still lacks the signature.
+        let mut r = report(&key);
+        if let Some(c) = r.integrity.checkpoint.as_mut() {
+            c.tree_size = 8;
+        }
+        let forged = sealed(&r, Format::Md).unwrap();
+        assert!(matches!(
+            verify(&forged, &key.public()).unwrap(),
+            Err(Rejected::Signature(_))
+        ));
+    }
+}
