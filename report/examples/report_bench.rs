@@ -6,7 +6,12 @@
 //!   registration entries, policy reloads and CA rotations.
 //! - `read DIR`: the baseline: one sequential read of every event, page by page, with no
 //!   checks; prints the count and the seconds it took.
-#![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 use std::path::Path;
 use std::time::Instant;

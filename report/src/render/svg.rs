@@ -45,8 +45,11 @@ fn axis(o: &mut String, max: u64) {
     );
 }
 
-/// Stacked or grouped bars per day: `series` are (name, colour, value of a day).
-pub fn daily(title: &str, days: &[Day], series: &[(&str, &str, fn(&Day) -> u64)]) -> String {
+/// One stacked series: its name, its colour and its value on a day.
+pub type Series<'a> = (&'a str, &'a str, fn(&Day) -> u64);
+
+/// Stacked bars per day.
+pub fn daily(title: &str, days: &[Day], series: &[Series<'_>]) -> String {
     let mut o = String::new();
     open(&mut o, title, H);
     let max = days
