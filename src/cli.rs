@@ -77,6 +77,60 @@ pub enum Command {
         #[command(subcommand)]
         command: EntryCommand,
     },
+    /// Compliance reports (SOC 2, ISO/IEC 27001 or your own framework file) computed from
+    /// the audit store over a period; `esm report verify FILE` checks one.
+    Report(ReportArgs),
+}
+
+/// `esm report --framework … --from … --to … --out …`; exit 1 when any control fails.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct ReportArgs {
+    #[command(subcommand)]
+    pub command: Option<ReportCommand>,
+    /// soc2, iso27001, or a framework TOML file of your own.
+    #[arg(long, required = true)]
+    pub framework: Option<String>,
+    /// Start of the period (RFC 3339, or a date: its midnight UTC).
+    #[arg(long, value_name = "DATE", required = true)]
+    pub from: Option<String>,
+    /// End of the period (RFC 3339, or a date: the end of that day UTC).
+    #[arg(long, value_name = "DATE", required = true)]
+    pub to: Option<String>,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Md)]
+    pub format: ReportFormat,
+    #[arg(long, value_name = "FILE", required = true)]
+    pub out: Option<PathBuf>,
+    /// More policy versions (directories or bundles) to examine for deny-by-default, beyond
+    /// the configured ones: e.g. the versions in force earlier in the period.
+    #[arg(long = "policies", value_name = "DIR")]
+    pub policies: Vec<PathBuf>,
+    /// Event times may go backwards by this much before it is an exception.
+    #[arg(long, default_value = "2s")]
+    pub clock_tolerance: String,
+    #[command(flatten)]
+    pub key: PublicKeyArg,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Exit 0 when FILE's digest matches its content and its checkpoint signature verifies
+    /// under the audit key; 1 when the report was edited.
+    Verify {
+        file: PathBuf,
+        #[command(flatten)]
+        key: PublicKeyArg,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ReportFormat {
+    Md,
+    Html,
+    Json,
+    Oscal,
 }
 
 #[derive(Debug, Subcommand)]

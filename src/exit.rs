@@ -37,6 +37,13 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
                 FAILURE
             };
         }
+        if let Some(report) = cause.downcast_ref::<esm_report::Error>() {
+            return if report.is_usage_error() {
+                USAGE
+            } else {
+                FAILURE
+            };
+        }
         if let Some(audit) = cause.downcast_ref::<esm_audit::Error>() {
             return if audit.is_usage_error() {
                 USAGE

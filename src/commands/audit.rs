@@ -175,7 +175,7 @@ async fn retain(cfg: &Config, db: &Db, before: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn public_key(cfg: &Config, arg: &PublicKeyArg) -> anyhow::Result<PublicKey> {
+pub(super) fn public_key(cfg: &Config, arg: &PublicKeyArg) -> anyhow::Result<PublicKey> {
     match &arg.public_key {
         Some(path) => {
             let text = super::read_text("", path, 4096)?;

@@ -7,6 +7,7 @@ mod cert;
 mod entry;
 mod init;
 mod policy;
+mod report;
 mod serve;
 
 use std::collections::BTreeMap;
@@ -44,6 +45,10 @@ pub fn run(cli: Cli, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
         Command::Policy { command } => policy::run(command),
         Command::Audit { command } => audit::run(&load(audit_config_args(&command), env)?, command),
         Command::Entry { command } => entry::run(command, env),
+        Command::Report(args) => {
+            let cfg = load(&args.config, env)?;
+            report::run(&cfg, args)
+        }
     }
 }
 

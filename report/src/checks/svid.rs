@@ -1,0 +1,228 @@
+//! SVID lifetimes and renewals, from `svid.issued` events.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use time::format_description::well_known::Rfc3339;
+
+use super::{Ev, Tally, MAX_KEYS};
+use crate::model::{CheckResult, Status};
+use crate::period::{rfc3339, NS_PER_SEC};
+
+/// Issuance stamps whole seconds; this much over the maximum is rounding, not a finding.
+const TTL_SLACK_NS: i64 = 5 * NS_PER_SEC;
+
+#[derive(Deserialize)]
+struct Issued<'a> {
+    #[serde(borrow)]
+    not_after: Cow<'a, str>,
+    #[serde(borrow, default)]
+    via: Option<Cow<'a, str>>,
+}
+
+/// `not_after` of an issuance, as nanoseconds; `None` when the details do not say.
+pub fn not_after_ns(details: &str) -> Option<(i64, bool)> {
+    let d: Issued<'_> = serde_json::from_str(details).ok()?;
+    let t = time::OffsetDateTime::parse(&d.not_after, &Rfc3339).ok()?;
+    let ns = i64::try_from(t.unix_timestamp_nanos()).ok()?;
+    Some((ns, d.via.as_deref() == Some("cli")))
+}
+
+struct Held {
+    seq: u64,
+    not_after_ns: i64,
+}
+
+pub struct SvidChecks {
+    max_ttl_ns: Option<i64>,
+    ttl: Tally,
+    issued: u64,
+    renew: Tally,
+    renewals: u64,
+    /// The newest SVID per (SPIFFE ID, caller) that esm renews itself (SDS, Workload API).
+    holders: HashMap<(String, String), Held>,
+    overflow: bool,
+}
+
+impl SvidChecks {
+    pub fn new(max_ttl_secs: Option<u64>) -> Self {
+        Self {
+            max_ttl_ns: max_ttl_secs.map(|s| (s as i64).saturating_mul(NS_PER_SEC)),
+            ttl: Tally::default(),
+            issued: 0,
+            renew: Tally::default(),
+            renewals: 0,
+            holders: HashMap::new(),
+            overflow: false,
+        }
+    }
+
+    pub fn issued(&mut self, e: &Ev<'_>) {
+        if e.outcome != "success" {
+            self.ttl.count("refused");
+            return;
+        }
+        self.issued += 1;
+        self.ttl.count("issued");
+        let Some((not_after, by_cli)) = not_after_ns(e.details) else {
+            self.ttl.except(
+                Some(e.seq),
+                format!("SVID for {}: no readable not_after", e.subject),
+            );
+            return;
+        };
+        let lifetime = not_after - e.time_ns;
+        if let Some(max) = self.max_ttl_ns {
+            if lifetime > max + TTL_SLACK_NS {
+                self.ttl.except(
+                    Some(e.seq),
+                    format!(
+                        "SVID for {} lives {}s, over the maximum of {}s",
+                        e.subject,
+                        (lifetime + NS_PER_SEC / 2) / NS_PER_SEC,
+                        max / NS_PER_SEC
+                    ),
+                );
+            } else {
+                self.ttl.support(e.seq);
+            }
+        }
+        if by_cli {
+            // Issued to a person on the command line: esm does not renew these.
+            self.renew.count("issued_by_cli");
+            return;
+        }
+        self.renew.count("issued_for_workloads");
+        let key = (e.subject.to_owned(), e.actor.to_owned());
+        if let Some(prev) = self.holders.get(&key) {
+            self.renewals += 1;
+            if e.time_ns > prev.not_after_ns {
+                self.renew.except(
+                    Some(e.seq),
+                    format!(
+                        "{} (caller {}) had no valid SVID from {} (seq {} expired) to {}",
+                        e.subject,
+                        e.actor,
+                        rfc3339(prev.not_after_ns),
+                        prev.seq,
+                        rfc3339(e.time_ns)
+                    ),
+                );
+            } else {
+                self.renew.count("renewed_in_time");
+                self.renew.support(e.seq);
+            }
+        }
+        if self.holders.len() < MAX_KEYS || self.holders.contains_key(&key) {
+            self.holders.insert(
+                key,
+                Held {
+                    seq: e.seq,
+                    not_after_ns: not_after,
+                },
+            );
+        } else {
+            self.overflow = true;
+        }
+    }
+
+    pub fn finish(mut self, end_ns: i64) -> Vec<CheckResult> {
+        let ttl = if self.issued > 0 && self.max_ttl_ns.is_none() {
+            self.ttl
+                .except(None, "the configured SVID maximum lifetime is not known");
+            self.ttl
+                .result("svid.ttl_within_max", Status::InsufficientEvidence)
+        } else {
+            let n = self.issued;
+            self.ttl.judged("svid.ttl_within_max", n)
+        };
+        // An SVID that simply ran out with no successor belongs to a workload that stopped.
+        let lapsed = self
+            .holders
+            .values()
+            .filter(|h| h.not_after_ns < end_ns)
+            .count() as u64;
+        self.renew.add("expired_without_successor", lapsed);
+        self.renew.add("renewals", self.renewals);
+        let renew = if self.overflow {
+            self.renew.except(
+                None,
+                format!("more than {MAX_KEYS} SVID holders: renewals of the rest not tracked"),
+            );
+            self.renew
+                .result("svid.renewed_before_expiry", Status::InsufficientEvidence)
+        } else {
+            let n = self.renewals;
+            self.renew.judged("svid.renewed_before_expiry", n)
+        };
+        vec![ttl, renew]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::checks::test_events::ev;
+
+    fn issued(seq: u64, t: i64, not_after: i64, via: &str) -> String {
+        let _ = seq;
+        format!(
+            r#"{{"not_after":"{}","not_before":"{}","via":"{via}"}}"#,
+            rfc3339(not_after * NS_PER_SEC),
+            rfc3339(t * NS_PER_SEC)
+        )
+    }
+
+    #[test]
+    fn svid_longer_than_the_maximum_is_an_exception() {
+        let mut c = SvidChecks::new(Some(3600));
+        let ok = issued(1, 0, 3600, "cli");
+        let long = issued(2, 10, 10 + 7200, "cli");
+        let mut a = ev(1, 0, "svid.issued", &ok);
+        a.subject = "spiffe://t/a";
+        c.issued(&a);
+        c.issued(&ev(2, 10, "svid.issued", &long));
+        let r = c.finish(100_000 * NS_PER_SEC);
+        assert_eq!(r[0].status, Status::Failed);
+        assert_eq!(r[0].exceptions.len(), 1);
+        assert_eq!(r[0].exceptions[0].seq, Some(2));
+        assert_eq!(r[0].sample, vec![1]);
+    }
+
+    #[test]
+    fn unknown_maximum_is_insufficient_evidence() {
+        let mut c = SvidChecks::new(None);
+        let d = issued(1, 0, 3600, "cli");
+        c.issued(&ev(1, 0, "svid.issued", &d));
+        assert_eq!(c.finish(0)[0].status, Status::InsufficientEvidence);
+    }
+
+    #[test]
+    fn renewal_after_expiry_is_an_exception_and_in_time_is_not() {
+        let mut c = SvidChecks::new(Some(3600));
+        let first = issued(1, 0, 600, "sds");
+        let in_time = issued(2, 300, 900, "sds");
+        let late = issued(3, 1000, 1600, "sds");
+        for (seq, t, d) in [(1, 0, &first), (2, 300, &in_time), (3, 1000, &late)] {
+            let mut e = ev(seq, t, "svid.issued", d);
+            e.subject = "spiffe://t/web";
+            e.actor = "uid:1000";
+            c.issued(&e);
+        }
+        let r = c.finish(2000 * NS_PER_SEC);
+        assert_eq!(r[1].status, Status::Failed);
+        assert_eq!(r[1].exceptions.len(), 1);
+        assert_eq!(r[1].exceptions[0].seq, Some(3));
+        assert_eq!(r[1].counts["renewed_in_time"], 1);
+        assert_eq!(r[1].counts["expired_without_successor"], 1);
+    }
+
+    #[test]
+    fn no_issuance_is_not_applicable() {
+        let r = SvidChecks::new(Some(1)).finish(0);
+        assert_eq!(r[0].status, Status::NotApplicable);
+        assert_eq!(r[1].status, Status::NotApplicable);
+    }
+}
