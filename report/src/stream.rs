@@ -125,7 +125,17 @@ pub async fn run(
     now_ns: i64,
 ) -> Result<Outcome> {
     let all = db.checkpoints().await?;
-    let anchor = db.anchor().await?;
+    // A log that no longer starts at 1 is whole only under a signed retention statement
+    // covering exactly the missing events; its checkpoint is where the walk may start.
+    let (anchor, retention_failure) = match db.first_seq().await? {
+        Some(first) if first > 1 => {
+            match esm_audit::retention::covering(db, key, first, &all).await {
+                Ok((st, _)) => (Some(st.anchor.tree_size), None),
+                Err(e) => (None, Some(e.to_string())),
+            }
+        }
+        _ => (None, None),
+    };
     let end = db.last_seq().await?.unwrap_or(0);
     let start = start_checkpoint(&all, anchor, period.from_ns);
     let start_size = start.as_ref().map_or(0, |s| s.checkpoint.tree_size);
@@ -133,7 +143,7 @@ pub async fn run(
     let mut names = Names::default();
     prelude(db, start_size, &mut acc, &mut names).await?;
 
-    let mut failure: Option<String> = None;
+    let mut failure: Option<String> = retention_failure;
     let mut walker = match Walker::new(
         key,
         start.as_ref(),
