@@ -24,8 +24,12 @@ pub fn default_toml(trust_domain: &TrustDomain, algorithm: KeyAlgorithm, backend
 trust_domain = "{trust_domain}"
 
 [ca]
-# Where CA keys live: "file" (PKCS#8 files in ca/keys, mode 0600).
+# Where CA keys live: "file" (PKCS#8 files in ca/keys, mode 0600) or "pkcs11" (an HSM
+# token, see [ca.pkcs11]).
 key_backend = "{backend}"
+# Where the short-lived signing CA keys live, if not with the root: "file" keeps them local
+# (fast issuance) while the root stays in the HSM. Empty: same as key_backend.
+signing_key_backend = ""
 # Key algorithm of new roots and intermediates: ec-p256, ec-p384 or rsa-3072.
 key_algorithm = "{algorithm}"
 # Algorithm of the keys esm makes for workloads.
@@ -135,6 +139,8 @@ pub fn int_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::E
 #[serde(deny_unknown_fields, default)]
 struct RawCa {
     key_backend: String,
+    signing_key_backend: String,
+    pkcs11: Option<crate::key_backend_config::RawPkcs11>,
     key_algorithm: String,
     svid_key_algorithm: String,
     root_ttl: String,
@@ -148,6 +154,8 @@ impl Default for RawCa {
     fn default() -> Self {
         Self {
             key_backend: "file".into(),
+            signing_key_backend: String::new(),
+            pkcs11: None,
             key_algorithm: "ec-p256".into(),
             svid_key_algorithm: "ec-p256".into(),
             root_ttl: "1825d".into(),
@@ -173,14 +181,9 @@ impl Default for RawAdmin {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyBackendKind {
-    File,
-}
-
 #[derive(Debug, Clone)]
 pub struct CaConfig {
-    pub key_backend: KeyBackendKind,
+    pub key_backends: crate::key_backend_config::KeyBackends,
     pub key_algorithm: KeyAlgorithm,
     pub svid_key_algorithm: KeyAlgorithm,
     pub root_ttl: time::Duration,
@@ -274,16 +277,14 @@ impl Config {
                 anyhow!("{what} = {v:?}: expected one of ec-p256, ec-p384, rsa-3072")
             })
         };
-        let key_backend = match raw.ca.key_backend.as_str() {
-            "file" => KeyBackendKind::File,
-            "pkcs11" | "azure-key-vault" => bail!(
-                "ca.key_backend = {:?} is not available in this build yet; use \"file\"",
-                raw.ca.key_backend
-            ),
-            other => bail!("ca.key_backend = {other:?}: expected file, pkcs11 or azure-key-vault"),
-        };
+        let key_backends = crate::key_backend_config::parse(
+            &raw.ca.key_backend,
+            &raw.ca.signing_key_backend,
+            raw.ca.pkcs11,
+            &data_dir,
+        )?;
         let ca = CaConfig {
-            key_backend,
+            key_backends,
             key_algorithm: alg("ca.key_algorithm", &raw.ca.key_algorithm)?,
             svid_key_algorithm: alg("ca.svid_key_algorithm", &raw.ca.svid_key_algorithm)?,
             root_ttl: duration("ca.root_ttl", &raw.ca.root_ttl)?,
@@ -398,8 +399,8 @@ fn apply_env(table: &mut toml::Table, env: &BTreeMap<String, String>) -> anyhow:
             continue;
         };
         let key = key.to_ascii_lowercase();
-        // Variables that are not configuration keys (the passphrase, ESM_LOG).
-        if key == "ca_key_passphrase" || key == "log" {
+        // Variables that are not configuration keys (the passphrase, the PIN, ESM_LOG).
+        if key == "ca_key_passphrase" || key == "log" || key == "pkcs11_pin" {
             continue;
         }
         let section = SECTIONS.iter().find(|s| key.starts_with(&format!("{s}_")));

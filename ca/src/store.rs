@@ -36,7 +36,10 @@ pub struct InitOptions {
 
 pub struct CaStore {
     dir: PathBuf,
+    /// Where roots are made.
     keys: Arc<dyn KeyStore>,
+    /// Where signing (intermediate) CAs are made: the same store unless configured apart.
+    signing_keys: Arc<dyn KeyStore>,
 }
 
 /// Holds the data dir's lock until dropped.
@@ -53,8 +56,62 @@ impl CaStore {
     pub fn new(ca_dir: impl Into<PathBuf>, keys: Arc<dyn KeyStore>) -> Self {
         Self {
             dir: ca_dir.into(),
+            signing_keys: keys.clone(),
             keys,
         }
+    }
+
+    /// Keeps signing CA keys in `keys` instead (`ca.signing_key_backend`): e.g. the root in
+    /// an HSM and the short-lived intermediate in a local file, so issuance runs at software
+    /// speed while the key that anchors the trust domain never leaves the token.
+    pub fn with_signing_keys(mut self, keys: Arc<dyn KeyStore>) -> Self {
+        self.signing_keys = keys;
+        self
+    }
+
+    /// The stores, root's first; the second only when it is another one.
+    fn stores(&self) -> Vec<&Arc<dyn KeyStore>> {
+        let mut v = vec![&self.keys];
+        if !Arc::ptr_eq(&self.keys, &self.signing_keys) {
+            v.push(&self.signing_keys);
+        }
+        v
+    }
+
+    /// Reaches every configured backend now (token login, …), before anything is written.
+    pub fn check_keys(&self) -> Result<()> {
+        self.stores().into_iter().try_for_each(|k| k.check())
+    }
+
+    /// Where each current key lives, for the audit log: `{"root": {...}, "signing": {...}}`
+    /// for the active root and intermediate, plus `prepared_root`/`prepared_signing` while a
+    /// rotation is under way. Each value is the backend's [`KeyStore::custody`].
+    pub fn key_custody(&self, state: &CaState) -> Result<serde_json::Value> {
+        let mut out = serde_json::Map::new();
+        let slots = [
+            ("root", state.active_root()),
+            ("signing", state.active_intermediate()),
+            ("prepared_root", state.prepared_root()),
+            ("prepared_signing", state.prepared_intermediate()),
+        ];
+        for (name, a) in slots {
+            if let Some(a) = a {
+                out.insert(name.to_owned(), self.store_for(a)?.custody(&a.key_id)?);
+            }
+        }
+        Ok(serde_json::Value::Object(out))
+    }
+
+    fn store_for(&self, a: &Authority) -> Result<&Arc<dyn KeyStore>> {
+        self.stores()
+            .into_iter()
+            .find(|k| k.backend_name() == a.key_backend)
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "authority {} keeps its key in the {} backend, which is not configured",
+                    a.id, a.key_backend
+                ))
+            })
     }
 
     pub fn dir(&self) -> &Path {
@@ -171,15 +228,7 @@ impl CaStore {
     }
 
     fn load_key(&self, a: &Authority) -> Result<Arc<dyn KeyBackend>> {
-        if a.key_backend != self.keys.backend_name() {
-            return Err(Error::Config(format!(
-                "authority {} keeps its key in the {} backend, but {} is configured",
-                a.id,
-                a.key_backend,
-                self.keys.backend_name()
-            )));
-        }
-        self.keys.load(&a.key_id, a.algorithm)
+        self.store_for(a)?.load(&a.key_id, a.algorithm)
     }
 
     /// The active intermediate, ready to sign.
@@ -341,7 +390,7 @@ impl CaStore {
         }
         let td = TrustDomain::parse(&state.trust_domain)?;
         let id = new_id("int", now)?;
-        let key = self.keys.generate(&id, policy.key_algorithm)?;
+        let key = self.signing_keys.generate(&id, policy.key_algorithm)?;
         let root_key = self.load_key(root)?;
         let cert = make_intermediate(
             &td,
@@ -368,7 +417,11 @@ impl CaStore {
             kind,
             status: Status::Prepared,
             parent: parent.map(str::to_owned),
-            key_backend: self.keys.backend_name().to_owned(),
+            key_backend: match kind {
+                AuthorityKind::Root => self.keys.backend_name(),
+                AuthorityKind::Intermediate => self.signing_keys.backend_name(),
+            }
+            .to_owned(),
             key_id: key.key_id().to_owned(),
             algorithm: key.algorithm(),
             cert_pem: crate::pem::encode("CERTIFICATE", &cert.der),

@@ -41,7 +41,7 @@ pub fn issue(cfg: &Config, env: &BTreeMap<String, String>, args: IssueArgs) -> a
             }
         },
     };
-    let store = super::ca_store(cfg, env);
+    let store = super::ca_store(cfg, env)?;
     let state = store.load()?;
     let ca = store.signing_ca(&state)?;
     let now = time::OffsetDateTime::now_utc();

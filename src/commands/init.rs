@@ -17,14 +17,7 @@ pub fn run(args: InitArgs, env: &BTreeMap<String, String>) -> anyhow::Result<()>
         .map_err(|e| usage(format!("--trust-domain {:?}: {e}", args.trust_domain)))?;
     let algorithm = KeyAlgorithm::parse(&args.key_algorithm)
         .ok_or_else(|| usage(format!("--key-algorithm {:?}", args.key_algorithm)))?;
-    let backend = match args.key_backend {
-        KeyBackendArg::File => "file",
-        KeyBackendArg::Pkcs11 | KeyBackendArg::AzureKeyVault => {
-            return Err(usage(
-                "--key-backend: only \"file\" is available in this build yet",
-            ))
-        }
-    };
+    let (backend, backend_toml) = backend_section(&args)?;
     // Read and check everything before writing anything.
     let upstream = match (&args.upstream_cert, &args.upstream_key) {
         (Some(c), Some(k)) => Some(read_upstream(c, k)?),
@@ -37,12 +30,15 @@ pub fn run(args: InitArgs, env: &BTreeMap<String, String>) -> anyhow::Result<()>
             config_path.display()
         )));
     }
-    let toml = default_toml(&td, algorithm, backend);
+    let toml = default_toml(&td, algorithm, backend) + &backend_toml;
+    // The key backends are reached (module loaded, token found, PIN checked) before the data
+    // dir is touched: a wrong PIN or a missing token leaves nothing behind.
+    let cfg = Config::parse(&toml, args.dir.clone(), env).map_err(|e| usage(format!("{e:#}")))?;
+    let store = super::ca_store(&cfg, env)?;
+    store.check_keys()?;
     let created_dir = !args.dir.exists();
     let result = (|| {
         create_data_dir(&args.dir, created_dir)?;
-        let cfg = Config::parse(&toml, args.dir.clone(), env)?;
-        let store = super::ca_store(&cfg, env);
         let now = time::OffsetDateTime::now_utc();
         let state = store.init(
             InitOptions {
@@ -59,7 +55,9 @@ pub fn run(args: InitArgs, env: &BTreeMap<String, String>) -> anyhow::Result<()>
             write_default_policies(dir, &td)?;
         }
         // The audit log starts with its trust domain's birth; its key is made now too.
-        let event = esm_ca::evidence::ca_initialized(&state, &crate::evidence::cli_actor(), now);
+        let custody = store.key_custody(&state)?;
+        let event =
+            esm_ca::evidence::ca_initialized(&state, &custody, &crate::evidence::cli_actor(), now);
         crate::evidence::record_now(&cfg, vec![event])?;
         write_owner_only(&config_path, toml.as_bytes())?;
         anyhow::Ok(state)
@@ -91,6 +89,35 @@ pub fn run(args: InitArgs, env: &BTreeMap<String, String>) -> anyhow::Result<()>
     );
     println!("  config       {}", config_path.display());
     Ok(())
+}
+
+/// `key_backend` for esm.toml and the backend's own table, from the `--key-backend` flags.
+fn backend_section(args: &InitArgs) -> anyhow::Result<(&'static str, String)> {
+    let pkcs11_flags = args.pkcs11_module.is_some()
+        || args.pkcs11_token.is_some()
+        || args.pkcs11_pin_file.is_some();
+    match args.key_backend {
+        KeyBackendArg::File if pkcs11_flags => Err(usage(
+            "--pkcs11-module/--pkcs11-token/--pkcs11-pin-file need --key-backend pkcs11",
+        )),
+        KeyBackendArg::File => Ok(("file", String::new())),
+        KeyBackendArg::Pkcs11 => {
+            let (Some(module), Some(token)) = (&args.pkcs11_module, &args.pkcs11_token) else {
+                return Err(usage(
+                    "--key-backend pkcs11 needs --pkcs11-module PATH and --pkcs11-token LABEL",
+                ));
+            };
+            let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+            let pin_file = args.pkcs11_pin_file.as_deref().map(abs);
+            Ok((
+                "pkcs11",
+                crate::key_backend_config::pkcs11_toml(&abs(module), token, pin_file.as_deref()),
+            ))
+        }
+        KeyBackendArg::AzureKeyVault => Err(usage(
+            "--key-backend azure-key-vault is not available in this build yet",
+        )),
+    }
 }
 
 /// The data dir: made 0711 when `esm init` creates it (whatever the umask), so that a

@@ -6,20 +6,17 @@ mod ca;
 mod cert;
 mod entry;
 mod init;
+mod key_backends;
 mod policy;
 mod serve;
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::sync::Arc;
 
 use anyhow::Context;
-use esm_ca::key_backend::file::{FileKeyStore, Passphrase};
-use esm_ca::key_backend::KeyStore;
-use esm_ca::store::CaStore;
 
 use crate::cli::{BundleCommand, BundleFormat, CaCommand, CertCommand, Cli, Command, ConfigArgs};
-use crate::config::{Config, KeyBackendKind};
+use crate::config::Config;
 use crate::exit::usage;
 
 pub fn run(cli: Cli, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
@@ -65,28 +62,14 @@ fn load(args: &ConfigArgs, env: &BTreeMap<String, String>) -> anyhow::Result<Con
     Config::load(&args.path(), env).map_err(|e| usage(format!("{e:#}")))
 }
 
-/// The configured key backend.
-pub fn key_store(cfg: &Config, env: &BTreeMap<String, String>) -> Arc<dyn KeyStore> {
-    match cfg.ca.key_backend {
-        KeyBackendKind::File => {
-            let passphrase = env
-                .get(&cfg.ca.key_passphrase_env)
-                .and_then(|p| Passphrase::new(p.as_bytes()));
-            Arc::new(FileKeyStore::new(cfg.ca_dir().join("keys"), passphrase))
-        }
-    }
-}
-
-pub fn ca_store(cfg: &Config, env: &BTreeMap<String, String>) -> CaStore {
-    CaStore::new(cfg.ca_dir(), key_store(cfg, env))
-}
+pub use key_backends::ca_store;
 
 fn bundle_show(
     cfg: &Config,
     env: &BTreeMap<String, String>,
     format: BundleFormat,
 ) -> anyhow::Result<()> {
-    let store = ca_store(cfg, env);
+    let store = ca_store(cfg, env)?;
     let state = store.load()?;
     let bundle = store.bundle(&state, time::OffsetDateTime::now_utc())?;
     let text = match format {

@@ -33,7 +33,7 @@ pub(super) async fn bind(
 
 async fn serve(cfg: Config, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
     crate::data_dir_modes::warn_if_loose(&cfg);
-    let store = Arc::new(super::ca_store(&cfg, env));
+    let store = Arc::new(super::ca_store(&cfg, env)?);
     // Fail at start, not at the first request: the state must read and the key must load.
     let state = store.load()?;
     store.signing_ca(&state)?;
