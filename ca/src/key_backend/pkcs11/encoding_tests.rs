@@ -9,7 +9,8 @@ fn raw_signature_with_high_bits_gets_padding_zeros() {
     // SEQUENCE { INTEGER 00 80.., INTEGER 01.. }
     assert_eq!(&der[..5], &[0x30, 2 + 33 + 2 + 32, 0x02, 33, 0x00]);
     assert_eq!(der[5], 0x80);
-    assert_eq!(&der[38..40], &[0x02, 32]);
+    assert_eq!(&der[37..39], &[0x02, 32]);
+    assert_eq!(der.len(), 2 + 69);
 }
 
 #[test]
