@@ -121,6 +121,7 @@ def test_pkcs11_ca_issues_rotates_and_serves_envoy_with_keys_that_never_leave_th
             k = kb[role]
             assert k["backend"] == "pkcs11" and k["token_label"] == "esm-ca", kb
             assert k["sensitive"] is True and k["extractable"] is False and k["never_extractable"] is True
+            assert k["token_object"] is True and k["local"] is True and k["always_sensitive"] is True
             assert k["key_label"] in access
     shown = run("ca", "show", "--dir", data).stdout  # needs no PIN
     assert 'root keys     pkcs11 (token "esm-ca"' in shown
