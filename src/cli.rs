@@ -198,6 +198,16 @@ pub struct InitArgs {
     /// The upstream CA's private key (PKCS#8 PEM, unencrypted).
     #[arg(long, requires = "upstream_cert", value_name = "FILE")]
     pub upstream_key: Option<PathBuf>,
+    /// With --key-backend pkcs11: the PKCS#11 module (shared library) to load.
+    #[arg(long, value_name = "PATH")]
+    pub pkcs11_module: Option<PathBuf>,
+    /// With --key-backend pkcs11: the label of the token to keep the CA keys in.
+    #[arg(long, value_name = "LABEL")]
+    pub pkcs11_token: Option<String>,
+    /// With --key-backend pkcs11: a file holding the user PIN, when ESM_PKCS11_PIN is not
+    /// set. Its path (not the PIN) is written to esm.toml.
+    #[arg(long, value_name = "FILE")]
+    pub pkcs11_pin_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]

@@ -24,8 +24,12 @@ pub fn default_toml(trust_domain: &TrustDomain, algorithm: KeyAlgorithm, backend
 trust_domain = "{trust_domain}"
 
 [ca]
-# Where CA keys live: "file" (PKCS#8 files in ca/keys, mode 0600).
+# Where CA keys live: "file" (PKCS#8 files in ca/keys, mode 0600) or "pkcs11" (an HSM
+# token, see [ca.pkcs11]).
 key_backend = "{backend}"
+# Where the short-lived signing CA keys live, if not with the root: "file" keeps them local
+# (fast issuance) while the root stays in the HSM. Empty: same as key_backend.
+signing_key_backend = ""
 # Key algorithm of new roots and intermediates: ec-p256, ec-p384 or rsa-3072.
 key_algorithm = "{algorithm}"
 # Algorithm of the keys esm makes for workloads.
@@ -135,6 +139,8 @@ pub fn int_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::E
 #[serde(deny_unknown_fields, default)]
 struct RawCa {
     key_backend: String,
+    signing_key_backend: String,
+    pkcs11: Option<crate::key_backend_config::RawPkcs11>,
     key_algorithm: String,
     svid_key_algorithm: String,
     root_ttl: String,
@@ -149,6 +155,8 @@ impl Default for RawCa {
     fn default() -> Self {
         Self {
             key_backend: "file".into(),
+            signing_key_backend: String::new(),
+            pkcs11: None,
             key_algorithm: "ec-p256".into(),
             svid_key_algorithm: "ec-p256".into(),
             root_ttl: "1825d".into(),
@@ -175,15 +183,9 @@ impl Default for RawAdmin {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyBackendKind {
-    File,
-    AzureKeyVault,
-}
-
 #[derive(Debug, Clone)]
 pub struct CaConfig {
-    pub key_backend: KeyBackendKind,
+    pub key_backends: crate::key_backend_config::KeyBackends,
     pub key_algorithm: KeyAlgorithm,
     pub svid_key_algorithm: KeyAlgorithm,
     pub root_ttl: time::Duration,
@@ -279,25 +281,24 @@ impl Config {
                 anyhow!("{what} = {v:?}: expected one of ec-p256, ec-p384, rsa-3072")
             })
         };
-        let key_backend = match raw.ca.key_backend.as_str() {
-            "file" => KeyBackendKind::File,
-            "azure-key-vault" => KeyBackendKind::AzureKeyVault,
-            "pkcs11" => bail!(
-                "ca.key_backend = {:?} is not available in this build yet; use \"file\"",
-                raw.ca.key_backend
-            ),
-            other => bail!("ca.key_backend = {other:?}: expected file, pkcs11 or azure-key-vault"),
-        };
-        let azure_key_vault = match (key_backend, raw.ca.azure_key_vault) {
-            (KeyBackendKind::AzureKeyVault, raw) => Some(crate::azure_config::parse(
-                raw.unwrap_or_default(),
-                &data_dir,
-            )?),
-            _ => None,
-        };
+        let key_backends = crate::key_backend_config::parse(
+            &raw.ca.key_backend,
+            &raw.ca.signing_key_backend,
+            raw.ca.pkcs11,
+            &data_dir,
+        )?;
+        let azure_key_vault =
+            if key_backends.uses(crate::key_backend_config::KeyBackendKind::AzureKeyVault) {
+                Some(crate::azure_config::parse(
+                    raw.ca.azure_key_vault.unwrap_or_default(),
+                    &data_dir,
+                )?)
+            } else {
+                None
+            };
         let ca = CaConfig {
             azure_key_vault,
-            key_backend,
+            key_backends,
             key_algorithm: alg("ca.key_algorithm", &raw.ca.key_algorithm)?,
             svid_key_algorithm: alg("ca.svid_key_algorithm", &raw.ca.svid_key_algorithm)?,
             root_ttl: duration("ca.root_ttl", &raw.ca.root_ttl)?,
@@ -412,8 +413,8 @@ fn apply_env(table: &mut toml::Table, env: &BTreeMap<String, String>) -> anyhow:
             continue;
         };
         let key = key.to_ascii_lowercase();
-        // Variables that are not configuration keys (the passphrase, ESM_LOG).
-        if key == "ca_key_passphrase" || key == "log" {
+        // Variables that are not configuration keys (the passphrase, the PIN, ESM_LOG).
+        if key == "ca_key_passphrase" || key == "log" || key == "pkcs11_pin" {
             continue;
         }
         if let Some(k) = key.strip_prefix(crate::azure_config::ENV_PREFIX) {

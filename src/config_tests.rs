@@ -1,4 +1,5 @@
 use super::*;
+use crate::key_backend_config::KeyBackendKind;
 
 fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
@@ -19,7 +20,8 @@ fn the_file_init_writes_parses_to_the_documented_defaults() {
     assert_eq!(c.admin_listen.to_string(), "127.0.0.1:9190");
     assert_eq!(c.ca.svid_default_ttl, time::Duration::hours(1));
     assert_eq!(c.ca.intermediate_ttl, time::Duration::days(7));
-    assert_eq!(c.ca.key_backend, KeyBackendKind::File);
+    assert_eq!(c.ca.key_backends.root, KeyBackendKind::File);
+    assert_eq!(c.ca.key_backends.signing, KeyBackendKind::File);
     assert_eq!(c.ca_dir(), PathBuf::from("/d/ca"));
     assert_eq!(c.audit.url, "sqlite:///d/audit.db");
     assert_eq!(c.audit.on_full, esm_audit::writer::OnFull::Block);
@@ -147,4 +149,38 @@ fn authz_set_mistakes_are_refused() {
         );
         assert!(e.contains(want), "{extra}: {e}");
     }
+}
+
+#[test]
+fn the_pkcs11_pin_variable_is_not_read_as_a_config_key() {
+    // Before: ESM_PKCS11_PIN became a top-level `pkcs11_pin` key and every command, even
+    // with the file backend, failed with "unknown field".
+    let text = default_toml(&td(), KeyAlgorithm::EcP256, "file");
+    let c = Config::parse(&text, "/d".into(), &env(&[("ESM_PKCS11_PIN", "1234")])).unwrap();
+    assert_eq!(c.ca.key_backends.root, KeyBackendKind::File);
+    let debug = format!("{c:?}");
+    assert!(
+        !debug.contains("1234"),
+        "the PIN must not end up in the config"
+    );
+}
+
+#[test]
+fn init_with_pkcs11_writes_a_config_that_names_module_and_token() {
+    let text = default_toml(&td(), KeyAlgorithm::EcP256, "pkcs11")
+        + &crate::key_backend_config::pkcs11_toml(
+            std::path::Path::new("/usr/lib/softhsm/libsofthsm2.so"),
+            "esm-ca",
+            None,
+        );
+    let c = Config::parse(&text, "/d".into(), &env(&[])).unwrap();
+    assert_eq!(c.ca.key_backends.root, KeyBackendKind::Pkcs11);
+    let p = c.ca.key_backends.pkcs11.unwrap();
+    assert_eq!(p.token_label, "esm-ca");
+    let signing_file = text.replace(
+        "signing_key_backend = \"\"",
+        "signing_key_backend = \"file\"",
+    );
+    let c = Config::parse(&signing_file, "/d".into(), &env(&[])).unwrap();
+    assert_eq!(c.ca.key_backends.signing, KeyBackendKind::File);
 }

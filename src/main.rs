@@ -22,6 +22,7 @@ mod config;
 mod data_dir_modes;
 mod evidence;
 mod exit;
+mod key_backend_config;
 
 use clap::Parser;
 

@@ -67,8 +67,16 @@ fn step_name(step: Step) -> &'static str {
     }
 }
 
-/// `ca.rotated`: one rotation step, with the CA state after it (ids, statuses, validity).
-pub fn ca_rotated(step: Step, state: &CaState, actor: &str, now: OffsetDateTime) -> Event {
+/// `ca.rotated`: one rotation step, with the CA state after it (ids, statuses, validity) and
+/// `key_backend`, the custody of each current key (`CaStore::key_custody`): so key custody
+/// can be told from the log alone.
+pub fn ca_rotated(
+    step: Step,
+    state: &CaState,
+    key_backend: &serde_json::Value,
+    actor: &str,
+    now: OffsetDateTime,
+) -> Event {
     let mut e = Event::new(kind::CA_ROTATED, Outcome::Success);
     e.time = now;
     e.actor = actor.to_owned();
@@ -77,6 +85,7 @@ pub fn ca_rotated(step: Step, state: &CaState, actor: &str, now: OffsetDateTime)
     e.details = json!({
         "bundle_sequence": state.bundle_sequence,
         "authorities": state.authorities.iter().map(authority_json).collect::<Vec<_>>(),
+        "key_backend": key_backend,
     })
     .into();
     e
@@ -92,8 +101,14 @@ pub fn ca_rotation_failed(trust_domain: &str, actor: &str, reason: &str) -> Even
     e
 }
 
-/// `ca.initialized`: a new trust domain with its first root and signing CA.
-pub fn ca_initialized(state: &CaState, actor: &str, now: OffsetDateTime) -> Event {
+/// `ca.initialized`: a new trust domain with its first root and signing CA, and where their
+/// keys are kept (`key_backend`, as in [`ca_rotated`]).
+pub fn ca_initialized(
+    state: &CaState,
+    key_backend: &serde_json::Value,
+    actor: &str,
+    now: OffsetDateTime,
+) -> Event {
     let mut e = Event::new(kind::CA_INITIALIZED, Outcome::Success);
     e.time = now;
     e.actor = actor.to_owned();
@@ -102,6 +117,7 @@ pub fn ca_initialized(state: &CaState, actor: &str, now: OffsetDateTime) -> Even
     e.details = json!({
         "bundle_sequence": state.bundle_sequence,
         "authorities": state.authorities.iter().map(authority_json).collect::<Vec<_>>(),
+        "key_backend": key_backend,
     })
     .into();
     e

@@ -49,6 +49,17 @@ async fn record(audit: Option<&AuditSink>, e: esm_audit::Event) {
     }
 }
 
+/// The custody of the current keys for a `ca.rotated` event; reading it needs the backend
+/// (a token round trip), and a failure is recorded in the event rather than dropping it.
+async fn custody_of(store: &Arc<CaStore>, state: &CaState) -> serde_json::Value {
+    let (store, state) = (store.clone(), state.clone());
+    match tokio::task::spawn_blocking(move || store.key_custody(&state)).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => serde_json::json!({ "error": e.to_string() }),
+        Err(e) => serde_json::json!({ "error": e.to_string() }),
+    }
+}
+
 /// Rotates on schedule until `shutdown` fires. Each state that differs from the last is
 /// sent on `tx`; each applied step (and each failure) is an audit event on `audit`.
 pub async fn run(
@@ -67,9 +78,14 @@ pub async fn run(
         let wait = match result {
             Ok(Ok((state, done))) => {
                 failing = None;
+                let custody = if done.is_empty() {
+                    serde_json::Value::Null
+                } else {
+                    custody_of(&store, &state).await
+                };
                 for step in &done {
                     tracing::info!(ca.step = ?step, "CA rotation step applied");
-                    let e = evidence::ca_rotated(*step, &state, ACTOR, now);
+                    let e = evidence::ca_rotated(*step, &state, &custody, ACTOR, now);
                     record(audit.as_ref(), e).await;
                 }
                 let wait = next_wake(&state, &policy, OffsetDateTime::now_utc());

@@ -36,7 +36,10 @@ pub struct InitOptions {
 
 pub struct CaStore {
     dir: PathBuf,
+    /// Where roots are made.
     keys: Arc<dyn KeyStore>,
+    /// Where signing (intermediate) CAs are made: the same store unless configured apart.
+    signing_keys: Arc<dyn KeyStore>,
 }
 
 /// Holds the data dir's lock until dropped.
@@ -53,6 +56,7 @@ impl CaStore {
     pub fn new(ca_dir: impl Into<PathBuf>, keys: Arc<dyn KeyStore>) -> Self {
         Self {
             dir: ca_dir.into(),
+            signing_keys: keys.clone(),
             keys,
         }
     }
@@ -171,15 +175,7 @@ impl CaStore {
     }
 
     fn load_key(&self, a: &Authority) -> Result<Arc<dyn KeyBackend>> {
-        if a.key_backend != self.keys.backend_name() {
-            return Err(Error::Config(format!(
-                "authority {} keeps its key in the {} backend, but {} is configured",
-                a.id,
-                a.key_backend,
-                self.keys.backend_name()
-            )));
-        }
-        self.keys.load(&a.key_id, a.algorithm)
+        self.store_for(a)?.load(&a.key_id, a.algorithm)
     }
 
     /// The active intermediate, ready to sign.
@@ -341,7 +337,7 @@ impl CaStore {
         }
         let td = TrustDomain::parse(&state.trust_domain)?;
         let id = new_id("int", now)?;
-        let key = self.keys.generate(&id, policy.key_algorithm)?;
+        let key = self.signing_keys.generate(&id, policy.key_algorithm)?;
         let root_key = self.load_key(root)?;
         let cert = make_intermediate(
             &td,
@@ -368,7 +364,11 @@ impl CaStore {
             kind,
             status: Status::Prepared,
             parent: parent.map(str::to_owned),
-            key_backend: self.keys.backend_name().to_owned(),
+            key_backend: match kind {
+                AuthorityKind::Root => self.keys.backend_name(),
+                AuthorityKind::Intermediate => self.signing_keys.backend_name(),
+            }
+            .to_owned(),
             key_id: key.key_id().to_owned(),
             algorithm: key.algorithm(),
             cert_pem: crate::pem::encode("CERTIFICATE", &cert.der),
@@ -490,3 +490,6 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
     std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
     b.create(dir).map_err(Error::io(dir))
 }
+
+#[path = "store_keys.rs"]
+mod keys;

@@ -28,9 +28,14 @@ pub fn rotate(
     let now = time::OffsetDateTime::now_utc();
     let (state, done) = store.rotate(&cfg.rotation_policy(), now, force)?;
     let actor = crate::evidence::cli_actor();
+    let custody = if done.is_empty() {
+        serde_json::Value::Null
+    } else {
+        store.key_custody(&state)?
+    };
     let events = done
         .iter()
-        .map(|step| esm_ca::evidence::ca_rotated(*step, &state, &actor, now))
+        .map(|step| esm_ca::evidence::ca_rotated(*step, &state, &custody, &actor, now))
         .collect::<Vec<_>>();
     if !events.is_empty() {
         crate::evidence::record_now(cfg, events)?;
@@ -45,9 +50,21 @@ pub fn rotate(
     Ok(())
 }
 
+/// Needs no PIN: where keys live is read from the configuration and the CA state.
 pub fn show(cfg: &Config, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
-    let state = super::ca_store(cfg, env)?.load()?;
+    let _ = env;
+    let state = esm_ca::store::CaStore::new(
+        cfg.ca_dir(),
+        std::sync::Arc::new(esm_ca::key_backend::file::FileKeyStore::new(
+            cfg.ca_dir().join("keys"),
+            None,
+        )),
+    )
+    .load()?;
     print_state(&state);
+    for line in super::key_backends::describe(cfg) {
+        println!("{line}");
+    }
     if let Some(at) = esm_ca::rotation::next_due_at(&state, &cfg.rotation_policy()) {
         println!("next rotation step due at {}", esm_ca::rfc3339(at));
     }
@@ -61,11 +78,12 @@ fn print_state(state: &esm_ca::state::CaState) {
     );
     for a in &state.authorities {
         println!(
-            "  {:<26} {:<12} {:<8} {:<8} {} → {}{}",
+            "  {:<26} {:<12} {:<8} {:<8} {:<7} {} → {}{}",
             a.id,
             format!("{:?}", a.kind).to_lowercase(),
             format!("{:?}", a.status).to_lowercase(),
             a.algorithm,
+            a.key_backend,
             esm_ca::rfc3339(a.not_before),
             esm_ca::rfc3339(a.not_after),
             if a.upstream { " (upstream)" } else { "" }

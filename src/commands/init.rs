@@ -17,33 +17,7 @@ pub fn run(args: InitArgs, env: &BTreeMap<String, String>) -> anyhow::Result<()>
         .map_err(|e| usage(format!("--trust-domain {:?}: {e}", args.trust_domain)))?;
     let algorithm = KeyAlgorithm::parse(&args.key_algorithm)
         .ok_or_else(|| usage(format!("--key-algorithm {:?}", args.key_algorithm)))?;
-    let backend = match args.key_backend {
-        KeyBackendArg::File => "file",
-        KeyBackendArg::AzureKeyVault => "azure-key-vault",
-        KeyBackendArg::Pkcs11 => {
-            return Err(usage(
-                "--key-backend: pkcs11 is not available in this build yet",
-            ))
-        }
-    };
-    let azure_table = match (args.key_backend, &args.azure_vault_url) {
-        (KeyBackendArg::AzureKeyVault, Some(url)) => {
-            esm_ca::key_backend::azure_key_vault::vault_host(url)
-                .map_err(|e| usage(format!("--azure-vault-url: {e}")))?;
-            crate::azure_config::toml_table(url)
-        }
-        (KeyBackendArg::AzureKeyVault, None) => {
-            return Err(usage(
-                "--key-backend azure-key-vault needs --azure-vault-url",
-            ))
-        }
-        (_, Some(_)) => {
-            return Err(usage(
-                "--azure-vault-url goes with --key-backend azure-key-vault",
-            ))
-        }
-        (_, None) => String::new(),
-    };
+    let (backend, backend_toml) = backend_section(&args)?;
     // Read and check everything before writing anything.
     let upstream = match (&args.upstream_cert, &args.upstream_key) {
         (Some(c), Some(k)) => Some(read_upstream(c, k)?),
@@ -56,18 +30,15 @@ pub fn run(args: InitArgs, env: &BTreeMap<String, String>) -> anyhow::Result<()>
             config_path.display()
         )));
     }
-    let toml = default_toml(&td, algorithm, backend) + &azure_table;
-    if args.key_backend == KeyBackendArg::AzureKeyVault {
-        // Reach the vault and prove the identity may use it before anything is written.
-        let cfg =
-            Config::parse(&toml, args.dir.clone(), env).map_err(|e| usage(format!("{e:#}")))?;
-        super::azure_key_vault(&cfg, env)?.check_access()?;
-    }
+    let toml = default_toml(&td, algorithm, backend) + &backend_toml;
+    // The key backends are reached (module loaded, token found, PIN checked) before the data
+    // dir is touched: a wrong PIN or a missing token leaves nothing behind.
+    let cfg = Config::parse(&toml, args.dir.clone(), env).map_err(|e| usage(format!("{e:#}")))?;
+    let store = super::ca_store(&cfg, env)?;
+    store.check_keys()?;
     let created_dir = !args.dir.exists();
     let result = (|| {
         create_data_dir(&args.dir, created_dir)?;
-        let cfg = Config::parse(&toml, args.dir.clone(), env)?;
-        let store = super::ca_store(&cfg, env)?;
         let now = time::OffsetDateTime::now_utc();
         let state = store.init(
             InitOptions {
@@ -84,7 +55,9 @@ pub fn run(args: InitArgs, env: &BTreeMap<String, String>) -> anyhow::Result<()>
             write_default_policies(dir, &td)?;
         }
         // The audit log starts with its trust domain's birth; its key is made now too.
-        let event = esm_ca::evidence::ca_initialized(&state, &crate::evidence::cli_actor(), now);
+        let custody = store.key_custody(&state)?;
+        let event =
+            esm_ca::evidence::ca_initialized(&state, &custody, &crate::evidence::cli_actor(), now);
         crate::evidence::record_now(&cfg, vec![event])?;
         write_owner_only(&config_path, toml.as_bytes())?;
         anyhow::Ok(state)
@@ -116,6 +89,48 @@ pub fn run(args: InitArgs, env: &BTreeMap<String, String>) -> anyhow::Result<()>
     );
     println!("  config       {}", config_path.display());
     Ok(())
+}
+
+/// `key_backend` for esm.toml and the backend's own table, from the `--key-backend` flags.
+fn backend_section(args: &InitArgs) -> anyhow::Result<(&'static str, String)> {
+    let pkcs11_flags = args.pkcs11_module.is_some()
+        || args.pkcs11_token.is_some()
+        || args.pkcs11_pin_file.is_some();
+    match args.key_backend {
+        KeyBackendArg::File if pkcs11_flags => Err(usage(
+            "--pkcs11-module/--pkcs11-token/--pkcs11-pin-file need --key-backend pkcs11",
+        )),
+        KeyBackendArg::File | KeyBackendArg::Pkcs11 if args.azure_vault_url.is_some() => Err(
+            usage("--azure-vault-url goes with --key-backend azure-key-vault"),
+        ),
+        KeyBackendArg::File => Ok(("file", String::new())),
+        KeyBackendArg::Pkcs11 => {
+            let (Some(module), Some(token)) = (&args.pkcs11_module, &args.pkcs11_token) else {
+                return Err(usage(
+                    "--key-backend pkcs11 needs --pkcs11-module PATH and --pkcs11-token LABEL",
+                ));
+            };
+            let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+            let pin_file = args.pkcs11_pin_file.as_deref().map(abs);
+            Ok((
+                "pkcs11",
+                crate::key_backend_config::pkcs11_toml(&abs(module), token, pin_file.as_deref()),
+            ))
+        }
+        KeyBackendArg::AzureKeyVault if pkcs11_flags => Err(usage(
+            "--pkcs11-module/--pkcs11-token/--pkcs11-pin-file need --key-backend pkcs11",
+        )),
+        KeyBackendArg::AzureKeyVault => {
+            let Some(url) = &args.azure_vault_url else {
+                return Err(usage(
+                    "--key-backend azure-key-vault needs --azure-vault-url",
+                ));
+            };
+            esm_ca::key_backend::azure_key_vault::vault_host(url)
+                .map_err(|e| usage(format!("--azure-vault-url: {e}")))?;
+            Ok(("azure-key-vault", crate::azure_config::toml_table(url)))
+        }
+    }
 }
 
 /// The data dir: made 0711 when `esm init` creates it (whatever the umask), so that a

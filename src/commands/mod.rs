@@ -6,21 +6,18 @@ mod ca;
 mod cert;
 mod entry;
 mod init;
+mod key_backends;
 mod policy;
 mod report;
 mod serve;
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::sync::Arc;
 
 use anyhow::Context;
-use esm_ca::key_backend::file::{FileKeyStore, Passphrase};
-use esm_ca::key_backend::KeyStore;
-use esm_ca::store::CaStore;
 
 use crate::cli::{BundleCommand, BundleFormat, CaCommand, CertCommand, Cli, Command, ConfigArgs};
-use crate::config::{Config, KeyBackendKind};
+use crate::config::Config;
 use crate::exit::usage;
 
 pub fn run(cli: Cli, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
@@ -70,21 +67,7 @@ fn load(args: &ConfigArgs, env: &BTreeMap<String, String>) -> anyhow::Result<Con
     Config::load(&args.path(), env).map_err(|e| usage(format!("{e:#}")))
 }
 
-/// The configured key backend.
-pub fn key_store(
-    cfg: &Config,
-    env: &BTreeMap<String, String>,
-) -> anyhow::Result<Arc<dyn KeyStore>> {
-    Ok(match cfg.ca.key_backend {
-        KeyBackendKind::File => {
-            let passphrase = env
-                .get(&cfg.ca.key_passphrase_env)
-                .and_then(|p| Passphrase::new(p.as_bytes()));
-            Arc::new(FileKeyStore::new(cfg.ca_dir().join("keys"), passphrase))
-        }
-        KeyBackendKind::AzureKeyVault => Arc::new(azure_key_vault(cfg, env)?),
-    })
-}
+pub use key_backends::ca_store;
 
 /// The Key Vault store of an azure-key-vault configuration (nothing sent yet).
 pub fn azure_key_vault(
@@ -97,10 +80,6 @@ pub fn azure_key_vault(
         .as_ref()
         .context("no [ca.azure_key_vault] table")?;
     Ok(esm_ca::key_backend::azure_key_vault::AzureKeyVaultStore::new(akv, env)?)
-}
-
-pub fn ca_store(cfg: &Config, env: &BTreeMap<String, String>) -> anyhow::Result<CaStore> {
-    Ok(CaStore::new(cfg.ca_dir(), key_store(cfg, env)?))
 }
 
 fn bundle_show(

@@ -142,6 +142,18 @@ impl KeyStore for FileKeyStore {
         self.write_new(key_id, pkcs8_der)?;
         Ok(Arc::new(key))
     }
+
+    fn custody(&self, key_id: &str) -> Result<serde_json::Value> {
+        let path = self.path(key_id)?;
+        let text = std::fs::read_to_string(&path).map_err(Error::io(&path))?;
+        Ok(serde_json::json!({
+            "backend": BACKEND,
+            "key_id": key_id,
+            "path": path.display().to_string(),
+            "encrypted": text.contains(ENCRYPTED_LABEL),
+            "extractable": true,
+        }))
+    }
 }
 
 /// Makes a fresh private key as unencrypted PKCS#8 DER.

@@ -12,6 +12,7 @@ use crate::error::Result;
 
 pub mod azure_key_vault;
 pub mod file;
+pub mod pkcs11;
 
 /// The key algorithms the CA signs with. ECDSA P-256 is the default: it is what Envoy,
 /// SPIRE and every SPIFFE library handle best and it signs fastest.
@@ -82,6 +83,17 @@ pub trait KeyStore: Send + Sync {
     fn load(&self, key_id: &str, alg: KeyAlgorithm) -> Result<Arc<dyn KeyBackend>>;
     /// Takes in an existing key (an upstream CA's), given as unencrypted PKCS#8 DER.
     fn import_pkcs8(&self, key_id: &str, pkcs8_der: &[u8]) -> Result<Arc<dyn KeyBackend>>;
+    /// Reaches the backend now (module, token, login, vault) so that `esm init` fails before
+    /// it writes anything. Backends that need nothing remote keep the default.
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
+    /// What the audit log says about where key `key_id` is kept: at least `backend` and
+    /// `key_id`; a backend that can, reads the key's protection attributes back from where it
+    /// lives (a token's `sensitive`/`extractable` flags) rather than restating its request.
+    fn custody(&self, key_id: &str) -> Result<serde_json::Value> {
+        Ok(serde_json::json!({ "backend": self.backend_name(), "key_id": key_id }))
+    }
 }
 
 /// Adapts any [`KeyBackend`] to the certificate encoder.

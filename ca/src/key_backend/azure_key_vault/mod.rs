@@ -261,6 +261,11 @@ impl KeyStore for AzureKeyVaultStore {
         BACKEND
     }
 
+    /// A read-only probe that the vault answers and the identity may use it.
+    fn check(&self) -> Result<()> {
+        self.check_access()
+    }
+
     fn generate(&self, key_id: &str, alg: KeyAlgorithm) -> Result<Arc<dyn KeyBackend>> {
         let name = format!("{}{key_id}", self.key_prefix);
         if !valid_name(&name) {

@@ -1,0 +1,207 @@
+"""CA keys in a PKCS#11 token (real SoftHSM2, read back with OpenSC's pkcs11-tool): init,
+issuance, rotation and SDS to real Envoys sign with the token; the keys are sensitive and
+never extractable; no private key of the CA lands in the data dir; the PIN is never written
+down; a wrong PIN, a missing module and a missing token fail in one line and write nothing."""
+
+import json
+import os
+import re
+import subprocess
+
+import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
+from spiffe import X509Svid
+
+from conftest import run
+from envoy_harness import envoy_bin, free_port, request
+from test_sds_envoy import CLIENT, SERVER, client_envoy, linked_envoy, server_envoy
+from test_svid_checkers import openssl_verify, pkilint_findings, split_pem
+
+MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+PIN = "246810"
+TD = "example.org"
+
+
+@pytest.fixture
+def hsm(tmp_path):
+    """A throwaway SoftHSM2 token dir with one token; returns the environment to reach it."""
+    assert os.path.exists(MODULE), "softhsm2 missing: apt-get install softhsm2 opensc (tests/run does)"
+    tokens = tmp_path / "tokens"
+    tokens.mkdir()
+    conf = tmp_path / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    env = {"SOFTHSM2_CONF": str(conf)}
+    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", "esm-ca", "--pin", PIN,
+                    "--so-pin", "13579111"], env={**os.environ, **env}, check=True,
+                   capture_output=True, timeout=30)
+    return env
+
+
+def init_args(data, module=MODULE, token="esm-ca"):
+    return ["init", "--trust-domain", TD, "--dir", data, "--key-backend", "pkcs11",
+            "--pkcs11-module", module, "--pkcs11-token", token]
+
+
+def private_key_access(hsm_env):
+    """The Access line of every private key object in the token, by label."""
+    p = subprocess.run(["pkcs11-tool", "--module", MODULE, "--token-label", "esm-ca", "--login",
+                        "--pin", PIN, "--list-objects"], env={**os.environ, **hsm_env},
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    out = {}
+    for block in p.stdout.split("Private Key Object")[1:]:
+        label = re.search(r"label:\s+(\S+)", block).group(1)
+        out[label] = re.search(r"Access:\s+(.*)", block).group(1).strip()
+    return out
+
+
+def no_private_key_under(data):
+    for root, _, files in os.walk(data):
+        for f in files:
+            path = os.path.join(root, f)
+            if os.path.islink(path) or not os.path.isfile(path):
+                continue
+            with open(path, "rb") as fh:
+                assert b"PRIVATE KEY" not in fh.read(), path
+
+
+def check_svid(tmp_path, out):
+    svid = X509Svid.load(str(out / "svid.pem"), str(out / "svid.key"), Encoding.PEM)
+    assert len(svid.cert_chain) == 2
+    leaf_pem, inter_pem = split_pem(out / "svid.pem")
+    (tmp_path / "leaf.pem").write_text(leaf_pem)
+    (tmp_path / "inter.pem").write_text(inter_pem)
+    (tmp_path / "root.pem").write_text(split_pem(out / "bundle.pem")[-1])
+    for name in ["leaf", "inter", "root"]:
+        assert pkilint_findings(tmp_path / f"{name}.pem") == [], name
+    for purpose in ["sslserver", "sslclient"]:
+        v = openssl_verify(out / "bundle.pem", tmp_path / "inter.pem", tmp_path / "leaf.pem", purpose)
+        assert v.returncode == 0, v.stdout + v.stderr
+
+
+def audit_events(data, env, kind):
+    out = run("audit", "tail", "-n", "1000", "--dir", data, env=env).stdout
+    return [json.loads(l) for l in out.splitlines() if f'"{kind}"' in l]
+
+
+def test_pkcs11_ca_issues_rotates_and_serves_envoy_with_keys_that_never_leave_the_token(
+        tmp_path, stack, hsm):
+    esm, envoy, up = stack
+    env = {**hsm, "ESM_PKCS11_PIN": PIN}
+    data = tmp_path / "d"
+    run(*init_args(data), env=env)
+    toml = (data / "esm.toml").read_text()
+    assert 'key_backend = "pkcs11"' in toml and "[ca.pkcs11]" in toml and PIN not in toml
+
+    out = tmp_path / "out1"
+    run("cert", "issue", "--spiffe-id", f"spiffe://{TD}/ns/prod/web", "--out", out, "--dir", data, env=env)
+    check_svid(tmp_path, out)
+
+    run("ca", "rotate", "prepare", "--dir", data, env=env)
+    run("ca", "rotate", "activate", "--dir", data, env=env)
+    out = tmp_path / "out2"
+    run("cert", "issue", "--spiffe-id", f"spiffe://{TD}/ns/prod/web", "--out", out, "--dir", data, env=env)
+    check_svid(tmp_path, out)
+
+    # Every CA key is in the token, made there, and cannot leave it.
+    access = private_key_access(hsm)
+    assert len(access) == 3, access  # root, first and second intermediate
+    for label, line in access.items():
+        assert label.startswith("esm-")
+        assert "sensitive, always sensitive, never extractable, local" in line, (label, line)
+    no_private_key_under(data)
+
+    # Custody in the audit log, read back from the token.
+    init_ev = audit_events(data, env, "ca.initialized")[0]
+    rotated = audit_events(data, env, "ca.rotated")
+    assert len(rotated) == 2
+    for ev in [init_ev, *rotated]:
+        kb = ev["details"]["key_backend"]
+        for role in ["root", "signing"]:
+            k = kb[role]
+            assert k["backend"] == "pkcs11" and k["token_label"] == "esm-ca", kb
+            assert k["sensitive"] is True and k["extractable"] is False and k["never_extractable"] is True
+            assert k["token_object"] is True and k["local"] is True and k["always_sensitive"] is True
+            assert k["key_label"] in access
+    shown = run("ca", "show", "--dir", data).stdout  # needs no PIN
+    assert 'root keys     pkcs11 (token "esm-ca"' in shown
+    assert 'signing keys  pkcs11 (token "esm-ca"' in shown
+
+    # serve: SDS to two real Envoys, every SVID signed in the token.
+    esm(data, env)
+    sock = data / "agent.sock"
+    uid = os.getuid()
+    server_exe = os.path.realpath(envoy_bin())
+    client_exe = os.path.realpath(linked_envoy(tmp_path, "envoy-client"))
+    run("entry", "create", "--spiffe-id", SERVER, "--selector", f"unix:uid:{uid}",
+        "--selector", f"unix:path:{server_exe}", "--dir", data, env=env)
+    run("entry", "create", "--spiffe-id", CLIENT, "--selector", f"unix:uid:{uid}",
+        "--selector", f"unix:path:{client_exe}", "--dir", data, env=env)
+    server_port, client_port = free_port(), free_port()
+    envoy(server_envoy(free_port(), server_port, up, sock), node="server")
+    envoy(client_envoy(free_port(), client_port, server_port, sock), exe=client_exe, node="client")
+    status, _, body = request(client_port, "GET", "/hello")
+    assert status == 200, body
+    issued = [e for e in audit_events(data, env, "svid.issued") if e["details"]["via"] == "sds"]
+    assert {e["subject"] for e in issued} >= {SERVER, CLIENT}
+    no_private_key_under(data)
+
+
+def test_pin_file_is_referenced_not_copied_and_root_stays_in_token_with_file_signing_key(tmp_path, hsm):
+    pin_file = tmp_path / "pin"
+    pin_file.write_text(PIN + "\n")
+    data = tmp_path / "d"
+    run(*init_args(data), "--pkcs11-pin-file", pin_file, env=hsm)
+    toml = (data / "esm.toml").read_text()
+    assert f'pin_file = "{pin_file}"' in toml
+    for root, _, files in os.walk(data):
+        for f in files:
+            p = os.path.join(root, f)
+            if os.path.isfile(p):
+                assert PIN.encode() not in open(p, "rb").read(), p
+    # Keep the short-lived signing key local from the next rotation on.
+    (data / "esm.toml").write_text(toml.replace('signing_key_backend = ""', 'signing_key_backend = "file"'))
+    run("ca", "rotate", "prepare", "--dir", data, env=hsm)
+    run("ca", "rotate", "activate", "--dir", data, env=hsm)
+    state = json.loads((data / "ca" / "state.json").read_text())
+    active = {a["kind"]: a for a in state["authorities"] if a["status"] == "active"}
+    assert active["root"]["key_backend"] == "pkcs11"
+    assert active["intermediate"]["key_backend"] == "file"
+    out = tmp_path / "out"
+    run("cert", "issue", "--spiffe-id", f"spiffe://{TD}/w", "--out", out, "--dir", data, env=hsm)
+    check_svid(tmp_path, out)
+    kb = audit_events(data, hsm, "ca.rotated")[-1]["details"]["key_backend"]
+    assert kb["root"]["backend"] == "pkcs11" and kb["root"]["never_extractable"] is True
+    assert kb["signing"]["backend"] == "file"
+    shown = run("ca", "show", "--dir", data).stdout
+    assert "signing keys  file (" in shown and 'root keys     pkcs11 (token "esm-ca"' in shown
+
+
+@pytest.mark.parametrize("case,expect", [
+    ("wrong-pin", "wrong PIN"),
+    ("missing-module", "no such file"),
+    ("missing-token", 'no token labelled "nope"'),
+])
+@pytest.mark.parametrize("dir_exists", [False, True])
+def test_init_failure_is_one_line_nonzero_and_writes_nothing(tmp_path, hsm, case, expect, dir_exists):
+    data = tmp_path / "d"
+    if dir_exists:
+        data.mkdir()
+    env = {**hsm, "ESM_PKCS11_PIN": "000000" if case == "wrong-pin" else PIN}
+    args = init_args(data, module="/nonexistent/libpkcs11.so" if case == "missing-module" else MODULE,
+                     token="nope" if case == "missing-token" else "esm-ca")
+    p = run(*args, env=env, check=False)
+    assert p.returncode != 0
+    lines = [l for l in p.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and expect in lines[0], p.stderr
+    assert PIN not in p.stderr and "000000" not in p.stderr
+    assert (not data.exists()) if not dir_exists else list(data.iterdir()) == []
+    assert private_key_access(hsm) == {}
+
+
+def test_pin_variable_does_not_break_the_file_backend(tmp_path):
+    # Before: ESM_PKCS11_PIN was read as config key `pkcs11_pin` → "unknown field".
+    data = tmp_path / "d"
+    env = {"ESM_PKCS11_PIN": PIN}
+    run("init", "--trust-domain", TD, "--dir", data, env=env)
+    run("cert", "issue", "--spiffe-id", f"spiffe://{TD}/w", "--out", tmp_path / "o", "--dir", data, env=env)
