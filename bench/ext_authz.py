@@ -152,7 +152,7 @@ def main():
         def variant(name, **overrides):
             """Another esm on a copy of the data dir, with other settings; its port."""
             copy, port = tmp / name, free_port()
-            shutil.copytree(data, copy)
+            shutil.copytree(data, copy, ignore=shutil.ignore_patterns("*.sock"))
             venv = dict(env, ESM_AUTHZ_LISTEN=f"127.0.0.1:{port}",
                         ESM_ADMIN_LISTEN=f"127.0.0.1:{free_port()}", **overrides)
             procs.append(subprocess.Popen([str(ESM), "serve", "--dir", str(copy)], env=venv,
