@@ -82,12 +82,39 @@ async fn serve(cfg: Config, env: &BTreeMap<String, String>) -> anyhow::Result<()
     let _ = stop_tx.send(true);
     let _ = rotator.await;
     admin.await?.context("admin server")?;
-    for task in authz.into_iter().chain(agent) {
-        task.await?;
-    }
+    drain(authz.into_iter().chain(agent).collect()).await?;
     // Last: everything above may still have queued events; this drains them and signs a
     // final checkpoint so the tail of the log is covered.
     evidence.shutdown().await
+}
+
+/// How long open connections get to finish after SIGTERM. Envoy keeps its SDS streams open
+/// for as long as it runs, so a graceful shutdown that waited for them would never end: a
+/// service manager would SIGKILL esm before the audit queue is drained and the final
+/// checkpoint signed. Well inside the 30 s that deploy/ gives esm to stop.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits for the servers to finish their open requests, at most `DRAIN`; then closes what
+/// is still open (SDS streams). Decisions already made are in the audit queue either way.
+async fn drain(tasks: Vec<JoinHandle<()>>) -> anyhow::Result<()> {
+    let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
+    let all = async move {
+        for task in tasks {
+            task.await?;
+        }
+        anyhow::Ok(())
+    };
+    match tokio::time::timeout(DRAIN, all).await {
+        Ok(done) => done,
+        Err(_) => {
+            tracing::warn!(
+                drain.secs = DRAIN.as_secs(),
+                "connections still open after the drain period (SDS streams); closing them"
+            );
+            aborts.iter().for_each(tokio::task::AbortHandle::abort);
+            Ok(())
+        }
+    }
 }
 
 /// Loads and tests every policy set (a broken one stops `serve` from starting), then runs
