@@ -21,6 +21,13 @@ struct Issued<'a> {
     via: Option<Cow<'a, str>>,
 }
 
+/// A lifetime to the nearest minute (`36h0m`): issuance stamps whole seconds and its record
+/// is written a moment later, so the seconds would differ from run to run.
+fn minutes(ns: i64) -> String {
+    let m = (ns + 30 * NS_PER_SEC) / (60 * NS_PER_SEC);
+    format!("{}h{}m", m / 60, m % 60)
+}
+
 /// `not_after` of an issuance, as nanoseconds; `None` when the details do not say.
 pub fn not_after_ns(details: &str) -> Option<(i64, bool)> {
     let d: Issued<'_> = serde_json::from_str(details).ok()?;
@@ -78,10 +85,10 @@ impl SvidChecks {
                 self.ttl.except(
                     Some(e.seq),
                     format!(
-                        "SVID for {} lives {}s, over the maximum of {}s",
+                        "SVID for {} lives {}, over the maximum of {}",
                         e.subject,
-                        (lifetime + NS_PER_SEC / 2) / NS_PER_SEC,
-                        max / NS_PER_SEC
+                        minutes(lifetime),
+                        minutes(max)
                     ),
                 );
             } else {
