@@ -238,13 +238,20 @@ async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
+        // SIGHUP's default action would end esm without draining anything. Policies are
+        // re-read every second by themselves; esm.toml is read at start only, so a hangup is
+        // logged and otherwise ignored until a config reload exists.
+        let mut hangup = signal(SignalKind::hangup()).ok();
         match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+            Ok(mut term) => loop {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => break,
+                    _ = term.recv() => break,
+                    Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => None } } => {
+                        tracing::warn!("SIGHUP: policies reload by themselves; esm.toml changes take effect at the next start");
+                    }
                 }
-            }
+            },
             Err(_) => {
                 let _ = tokio::signal::ctrl_c().await;
             }

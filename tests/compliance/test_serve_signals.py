@@ -90,3 +90,22 @@ def test_sigterm_under_load_loses_no_answered_decision_and_exits_in_time(tmp_pat
     # The final checkpoint covers the last event.
     last = events[-1]["seq"]
     assert f"1..{last} verify" in verify.stdout, (last, verify.stdout)
+
+
+def test_sighup_does_not_stop_esm(tmp_path, stack):
+    """SIGHUP's default action ends a process; esm logs it and keeps serving (policies
+    reload by themselves), then still stops cleanly on SIGTERM."""
+    import urllib.request
+
+    esm, _, _ = stack
+    data = tmp_path / "d"
+    run("init", "--trust-domain", TD, "--dir", data)
+    proc, _, admin = esm(data)
+    proc.send_signal(signal.SIGHUP)
+    time.sleep(1.0)
+    assert proc.poll() is None, "esm ended on SIGHUP"
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=5) as r:
+        assert r.status == 200
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=STOP_BOUND) == 0
+    run("audit", "verify", "--dir", data)
