@@ -60,7 +60,13 @@ impl Evidence {
             on_full: cfg.audit.on_full,
             checkpoint_every: cfg.audit.checkpoint_every,
             checkpoint_interval: cfg.audit.checkpoint_interval,
-            nice: cfg.audit.writer_nice,
+            // In sync mode every answer waits for the writer's commit: the writer is then on
+            // the request path, and a lowered priority would starve it exactly when the box
+            // is busiest.
+            nice: match cfg.authz.decision_log_mode {
+                esm_authz::service::DecisionLogMode::Sync => 0,
+                _ => cfg.audit.writer_nice,
+            },
             node: cfg.audit.node.clone(),
             retry_for,
             ..WriterOptions::default()
