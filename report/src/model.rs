@@ -45,6 +45,16 @@ pub struct Exception {
     pub message: String,
 }
 
+impl Exception {
+    /// The exception as the readable formats list it: `seq N: message`, or the message.
+    pub fn line(&self) -> String {
+        match self.seq {
+            Some(s) => format!("seq {s}: {}", self.message),
+            None => self.message.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckResult {
     pub id: String,

@@ -112,14 +112,7 @@ pub fn render(r: &Report) -> String {
                 k.exceptions.len()
             );
             for x in &k.exceptions {
-                match x.seq {
-                    Some(s) => {
-                        let _ = write!(o, "<li>seq {s}: {}</li>", esc(&x.message));
-                    }
-                    None => {
-                        let _ = write!(o, "<li>{}</li>", esc(&x.message));
-                    }
-                }
+                let _ = write!(o, "<li>{}</li>", esc(&x.line()));
             }
             o.push_str("</ul>");
         }

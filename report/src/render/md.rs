@@ -151,14 +151,7 @@ pub fn render(r: &Report) -> String {
                 k.exceptions.len()
             );
             for x in &k.exceptions {
-                match x.seq {
-                    Some(s) => {
-                        let _ = writeln!(o, "- seq {s}: {}", esc(&x.message));
-                    }
-                    None => {
-                        let _ = writeln!(o, "- {}", esc(&x.message));
-                    }
-                }
+                let _ = writeln!(o, "- {}", esc(&x.line()));
             }
         }
         o.push('\n');
