@@ -350,6 +350,9 @@ async fn router(service: AuthzService) -> tonic::transport::server::Router {
     tonic::transport::Server::builder()
         .timeout(REQUEST_TIMEOUT)
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        // tonic turns hyper's bound on streams a client makes the server reset off; a
+        // client that does so without end is sent away (as on the agent socket).
+        .http2_max_local_error_reset_streams(Some(1024))
         .http2_max_header_list_size(Some(64 << 10))
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(60)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
