@@ -9,6 +9,7 @@
 pub mod background;
 pub mod checkpoint;
 pub mod details;
+pub mod durable_file;
 pub mod error;
 pub mod event;
 pub mod export;
