@@ -8,7 +8,7 @@ fn anchor(key: &SigningKey, n: u8) -> StoredCheckpoint {
         f.push(&[i; 32]);
     }
     StoredCheckpoint {
-        checkpoint: key.sign(u64::from(n), f.root(), [n; 32], 7),
+        checkpoint: key.sign(u64::from(n), f.root(), [n; 32], 7).unwrap(),
         frontier: f.to_bytes(),
     }
 }
@@ -16,7 +16,7 @@ fn anchor(key: &SigningKey, n: u8) -> StoredCheckpoint {
 #[test]
 fn a_signed_statement_verifies_and_any_change_breaks_it() {
     let key = SigningKey::ephemeral().unwrap();
-    let st = Statement::sign(&key, &anchor(&key, 5), 99, "cli:uid:0");
+    let st = Statement::sign(&key, &anchor(&key, 5), 99, "cli:uid:0").unwrap();
     assert_eq!(st.first_kept, 6);
     assert_eq!(st.check(&key.public()), Ok(()));
     let other = anchor(&key, 6);
@@ -46,7 +46,7 @@ fn a_signed_statement_verifies_and_any_change_breaks_it() {
 fn a_checkpoint_signature_does_not_pass_as_a_statement_signature() {
     let key = SigningKey::ephemeral().unwrap();
     let a = anchor(&key, 3);
-    let mut st = Statement::sign(&key, &a, 7, "x");
+    let mut st = Statement::sign(&key, &a, 7, "x").unwrap();
     st.signature = a.checkpoint.signature.clone();
     assert!(st.check(&key.public()).is_err());
 }
@@ -55,7 +55,7 @@ fn a_checkpoint_signature_does_not_pass_as_a_statement_signature() {
 fn a_statement_covers_only_its_own_checkpoint() {
     let key = SigningKey::ephemeral().unwrap();
     let a = anchor(&key, 4);
-    let st = Statement::sign(&key, &a, 1, "x");
+    let st = Statement::sign(&key, &a, 1, "x").unwrap();
     assert!(st.covers(&a.checkpoint));
     assert!(!st.covers(&anchor(&key, 5).checkpoint));
     let mut same_size = a.checkpoint.clone();
@@ -66,7 +66,7 @@ fn a_statement_covers_only_its_own_checkpoint() {
 #[test]
 fn a_retention_record_without_a_signed_statement_is_tampering_at_its_seq() {
     let key = SigningKey::ephemeral().unwrap();
-    let st = Statement::sign(&key, &anchor(&key, 2), 1, "x");
+    let st = Statement::sign(&key, &anchor(&key, 2), 1, "x").unwrap();
     let e = crate::event::prepare(st.event("test").unwrap(), &|v| v.to_owned()).unwrap();
     let r = crate::hash_chain::link(e, 9, [0; 32]);
     assert_eq!(check_record(&r, &key.public()), Ok(st));
