@@ -255,6 +255,14 @@ impl Token {
         }
     }
 
+    /// The mechanisms the token offers.
+    pub(super) fn mechanisms(&self) -> Result<Vec<cryptoki::mechanism::MechanismType>> {
+        let conn = self.current()?;
+        conn.ctx
+            .get_mechanism_list(conn.slot)
+            .map_err(|e| self.err("listing mechanisms", e))
+    }
+
     /// Connects and logs in now: `esm init` checks the token before it writes anything.
     pub fn check(&self) -> Result<()> {
         self.current().map(|_| ())
