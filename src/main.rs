@@ -14,6 +14,7 @@ mod admin;
 mod admin_api;
 mod admin_peer;
 mod agent_config;
+mod audit_key;
 mod authz_config;
 mod azure_config;
 mod cli;

@@ -47,6 +47,11 @@ fn public_key(alg: Algorithm, raw: &[u8], backend: &'static str) -> Result<Publi
     })
 }
 
+/// A name no key had before, for a new checkpoint key: `audit-checkpoint-<unix time>-<hex>`.
+pub fn new_key_name(now: time::OffsetDateTime) -> Result<String> {
+    crate::store::new_id("audit-checkpoint", now)
+}
+
 impl CheckpointKeys {
     pub fn backend_name(&self) -> &'static str {
         match self {

@@ -41,9 +41,10 @@ fn read_public(s: &Session, pubkey: ObjectHandle) -> Result<Vec<u8>, Failure> {
 impl Pkcs11KeyStore {
     /// Whether the token makes Ed25519 keys and signs with them.
     pub fn supports_ed25519(&self) -> Result<bool> {
-        let have = self.token.mechanisms()?;
-        Ok(have.contains(&MechanismType::ECC_EDWARDS_KEY_PAIR_GEN)
-            && have.contains(&MechanismType::EDDSA))
+        Ok(self
+            .token
+            .offers(MechanismType::ECC_EDWARDS_KEY_PAIR_GEN, true)?
+            && self.token.offers(MechanismType::EDDSA, false)?)
     }
 
     /// Makes an Ed25519 key that never existed under `key_id`, with the same protection as
