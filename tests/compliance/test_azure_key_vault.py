@@ -20,7 +20,7 @@ from spiffe import WorkloadApiClient, X509Svid
 
 import audit_forger
 from conftest import run
-from envoy_harness import stop_process
+from envoy_harness import stop_process, wait_path
 from keyvault_standin import CLIENT_ID, CLIENT_SECRET, TENANT, StandIn, unb64u
 from test_pkcs11 import audit_events
 from test_svid_checkers import openssl_verify, pkilint_findings, split_pem
@@ -326,6 +326,7 @@ def test_audit_checkpoint_key_in_the_vault_signs_es256_and_a_resigned_rewrite_fa
 
     vault_pem = vault_public_pem(vault, name, version, tmp_path / "vault.pem")
     p, _, _ = esm(data, env)
+    wait_path(data / "admin.sock", p)
     run("entry", "create", "--spiffe-id", f"spiffe://{TD}/w", "--selector", "unix:uid:1000",
         "--dir", data, env=env)
     run("cert", "issue", "--spiffe-id", f"spiffe://{TD}/w", "--out", tmp_path / "o", "--dir", data, env=env)
@@ -352,3 +353,35 @@ def test_audit_checkpoint_key_in_the_vault_signs_es256_and_a_resigned_rewrite_fa
         bad = run("audit", "verify", "--public-key", vault_pem, "--dir", data, check=False)
         assert bad.returncode == 1 and "signature does not verify (forged)" in bad.stderr, bad.stderr
         assert f"sequence {issued['seq']}:" in bad.stderr, bad.stderr
+
+
+def test_proofs_reports_and_retention_verify_under_a_p256_checkpoint_key(tmp_path, esm_bin, vault):
+    """Every statement the audit key signs — checkpoints in proofs, the report's seal, the
+    retention statement — verifies with the vault key's public half alone."""
+    env = esm_env(vault)
+    data = tmp_path / "esm-data"
+    run("init", "--trust-domain", TD, "--dir", data, "--audit-key-backend", "azure-key-vault",
+        "--azure-vault-url", vault.url, env=env)
+    for i in range(3):
+        run("cert", "issue", "--spiffe-id", f"spiffe://{TD}/w{i}", "--out", tmp_path / f"o{i}", "--dir", data,
+            env=env)
+    ref = json.loads((data / "audit" / "checkpoint-key.json").read_text())
+    vault_pem = vault_public_pem(vault, *ref["backend_key_id"].split("/"), tmp_path / "vault.pem")
+    (tmp_path / "incl.json").write_text(run("audit", "prove", "2", "--dir", data).stdout)
+    (tmp_path / "cons.json").write_text(run("audit", "consistency", "2", "--dir", data).stdout)
+    for proof in ["incl.json", "cons.json"]:
+        ok = run("audit", "verify-proof", tmp_path / proof, "--public-key", vault_pem, "--dir", data)
+        assert ok.stdout.startswith("ok:"), ok.stdout
+        assert json.loads((tmp_path / proof).read_text()).__str__().count(ref["key_id"]) >= 1
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    report = tmp_path / "report.json"
+    run("report", "--framework", "soc2", "--from", today, "--to", today, "--format", "json", "--out", report,
+        "--dir", data, env=env, check=False)
+    assert run("report", "verify", report, "--public-key", vault_pem, "--dir", data).returncode == 0
+    # Retention: the statement is signed in the vault too, and the shortened log verifies.
+    signs = len(vault.signs)
+    tomorrow = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 86400))
+    run("audit", "retain", "--before", tomorrow, "--dir", data, env=env)
+    assert len(vault.signs) > signs and {a for _, a in vault.signs} == {"ES256"}
+    ok = run("audit", "verify", "--public-key", vault_pem, "--dir", data)
+    assert "after retention signed in event" in ok.stdout, ok.stdout

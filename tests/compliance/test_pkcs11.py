@@ -19,7 +19,7 @@ from spiffe import X509Svid
 
 import audit_forger
 from conftest import run
-from envoy_harness import envoy_bin, free_port, request, stop_process
+from envoy_harness import envoy_bin, free_port, request, stop_process, wait_path
 from test_sds_envoy import CLIENT, SERVER, client_envoy, linked_envoy, server_envoy
 from test_svid_checkers import openssl_verify, pkilint_findings, split_pem
 
@@ -246,6 +246,7 @@ def test_audit_checkpoint_key_in_the_token_signs_the_log_and_a_resigned_rewrite_
 
     # serve, with events from the admin socket and a CLI issuance; the final checkpoint too.
     p, _, _ = esm(data, env)
+    wait_path(data / "admin.sock", p)
     run("entry", "create", "--spiffe-id", f"spiffe://{TD}/w", "--selector", "unix:uid:1000",
         "--dir", data, env=env)
     run("cert", "issue", "--spiffe-id", f"spiffe://{TD}/w", "--out", tmp_path / "o", "--dir", data, env=env)
