@@ -51,22 +51,9 @@ impl Statement {
         )
     }
 
-    /// Signs a statement that events up to `anchor` are removed. Blocks while the key's
-    /// backend signs; async code uses [`Statement::sign_async`].
-    pub fn sign(
-        key: &SigningKey,
-        anchor: &StoredCheckpoint,
-        time_ns: i64,
-        actor: &str,
-    ) -> Result<Self> {
-        let (mut st, text) = Self::unsigned(key, anchor, time_ns, actor);
-        st.signature = key.sign_bytes(text.as_bytes())?;
-        Ok(st)
-    }
-
-    /// [`Statement::sign`] from async code: a key in an HSM or vault signs on a blocking
-    /// thread.
-    pub async fn sign_async(
+    /// Signs a statement that events up to `anchor` are removed; a key in an HSM or vault
+    /// signs on a blocking thread.
+    pub async fn sign(
         key: &SigningKey,
         anchor: &StoredCheckpoint,
         time_ns: i64,
@@ -263,7 +250,7 @@ pub async fn retain(
         .find(|c| c.checkpoint.tree_size == up_to)
         .ok_or_else(|| Error::Config(format!("there is no checkpoint at {up_to}")))?;
     let now = OffsetDateTime::now_utc().unix_timestamp_nanos() as i64;
-    let statement = Statement::sign_async(key, &anchor, now, actor).await?;
+    let statement = Statement::sign(key, &anchor, now, actor).await?;
     let statement_seq = sink.record(statement.event(reason)?).await?;
     let removed = db.retain(up_to, statement_seq, now).await?;
     tracing::info!(

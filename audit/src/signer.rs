@@ -138,7 +138,3 @@ impl SigningKey {
         }
     }
 }
-
-#[cfg(test)]
-#[path = "signer_tests.rs"]
-mod tests;

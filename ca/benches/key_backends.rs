@@ -3,7 +3,8 @@
 //! the cost that differs, not the workload key generation. Also the audit checkpoint
 //! signature: the file Ed25519 key next to Ed25519 and P-256 keys in the token.
 //!
-//! `cargo bench -p esm-ca --bench key_backends`; needs softhsm2 (tests/run installs it).
+//! `cargo bench -p esm-ca --bench key_backends`; needs softhsm2 (tests/run installs it); the
+//! token is the tests' throwaway one (`tests/softhsm`).
 //! criterion prints elements/s = SVIDs/s.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,52 +14,14 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use esm_ca::issuer::{issue, IssuancePolicy, LeafKey, SigningCa, SvidRequest};
 use esm_ca::key_backend::file::FileKeyStore;
-use esm_ca::key_backend::pkcs11::{Pin, Pkcs11Config, Pkcs11KeyStore};
 use esm_ca::key_backend::{KeyAlgorithm, KeyStore};
 use esm_ca::rotation::RotationPolicy;
 use esm_ca::store::{CaStore, InitOptions};
 use esm_ca::{SpiffeId, TrustDomain};
 use time::OffsetDateTime;
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-
-fn softhsm_store(dir: &std::path::Path) -> Pkcs11KeyStore {
-    std::fs::create_dir_all(dir.join("tokens")).unwrap();
-    let conf = dir.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            dir.join("tokens").display()
-        ),
-    )
-    .unwrap();
-    std::env::set_var("SOFTHSM2_CONF", &conf);
-    let ok = std::process::Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            "bench",
-            "--pin",
-            "1234",
-        ])
-        .args(["--so-pin", "12345678"])
-        .output()
-        .unwrap()
-        .status
-        .success();
-    assert!(ok, "softhsm2-util --init-token failed");
-    token()
-}
-
-fn token() -> Pkcs11KeyStore {
-    Pkcs11KeyStore::new(Pkcs11Config {
-        module: MODULE.into(),
-        token_label: "bench".into(),
-        pin: Pin::new("1234").unwrap(),
-    })
-}
+#[path = "../tests/softhsm/mod.rs"]
+mod softhsm;
 
 fn signing_ca(dir: &std::path::Path, keys: Arc<dyn KeyStore>) -> Arc<SigningCa> {
     let store = CaStore::new(dir.join("ca"), keys);
@@ -82,9 +45,10 @@ fn bench(c: &mut Criterion) {
         &dir.path().join("file"),
         Arc::new(FileKeyStore::new(dir.path().join("file/ca/keys"), None)),
     );
+    let _token = softhsm::softhsm();
     let hsm_ca = signing_ca(
         &dir.path().join("hsm"),
-        Arc::new(softhsm_store(&dir.path().join("softhsm"))),
+        Arc::new(softhsm::store("esm-test")),
     );
     let csr = {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
@@ -146,14 +110,19 @@ fn bench(c: &mut Criterion) {
 fn checkpoint_keys(c: &mut Criterion) {
     use esm_audit::checkpoint::{Algorithm, SigningKey};
     use esm_ca::key_backend::checkpoint_key::CheckpointKeys;
-    let keys = Arc::new(CheckpointKeys::Pkcs11(token()));
-    let p256 = "bench-checkpoint-p256";
-    token().generate(p256, KeyAlgorithm::EcP256).unwrap();
+    let keys = Arc::new(CheckpointKeys::Pkcs11(softhsm::store("esm-test")));
+    let p256 = &softhsm::unique("bench-checkpoint-p256");
+    softhsm::store("esm-test")
+        .generate(p256, KeyAlgorithm::EcP256)
+        .unwrap();
     let signers = [
         ("file_ed25519", SigningKey::ephemeral().unwrap()),
         (
             "pkcs11_softhsm2_ed25519",
-            SigningKey::new(Arc::new(keys.generate("bench-checkpoint-ed").unwrap())),
+            SigningKey::new(Arc::new(
+                keys.generate(&softhsm::unique("bench-checkpoint-ed"))
+                    .unwrap(),
+            )),
         ),
         (
             "pkcs11_softhsm2_p256",

@@ -20,9 +20,8 @@ from spiffe import WorkloadApiClient, X509Svid
 
 import audit_forger
 from conftest import run
-from envoy_harness import stop_process, wait_path
 from keyvault_standin import CLIENT_ID, CLIENT_SECRET, TENANT, StandIn, unb64u
-from test_pkcs11 import audit_events
+from test_pkcs11 import audit_events, events_through_serve
 from test_svid_checkers import openssl_verify, pkilint_findings, split_pem
 
 TD = "example.org"
@@ -325,14 +324,7 @@ def test_audit_checkpoint_key_in_the_vault_signs_es256_and_a_resigned_rewrite_fa
     assert set(vault.signs) == {(name, "ES256")}  # init's checkpoint
 
     vault_pem = vault_public_pem(vault, name, version, tmp_path / "vault.pem")
-    p, _, _ = esm(data, env)
-    wait_path(data / "admin.sock", p)
-    run("entry", "create", "--spiffe-id", f"spiffe://{TD}/w", "--selector", "unix:uid:1000",
-        "--dir", data, env=env)
-    run("cert", "issue", "--spiffe-id", f"spiffe://{TD}/w", "--out", tmp_path / "o", "--dir", data, env=env)
-    run("entry", "create", "--spiffe-id", f"spiffe://{TD}/v", "--selector", "unix:uid:1001",
-        "--dir", data, env=env)
-    stop_process(p)
+    events_through_serve(esm, data, env, tmp_path / "o")
     # One ES256 call per checkpoint (init, the issuance, the server's last), no other key or alg.
     assert vault.signs == [(name, "ES256")] * 3, vault.signs
     issued = audit_events(data, env, "svid.issued")[-1]

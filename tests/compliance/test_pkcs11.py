@@ -213,6 +213,19 @@ def test_pin_variable_does_not_break_the_file_backend(tmp_path):
     run("cert", "issue", "--spiffe-id", f"spiffe://{TD}/w", "--out", tmp_path / "o", "--dir", data, env=env)
 
 
+def events_through_serve(esm, data, env, out):
+    """Events 2..4 with `esm serve` running: an entry over the admin socket, a CLI issuance
+    (its own checkpoint) and another entry, which the server's final checkpoint covers."""
+    p, _, _ = esm(data, env)
+    wait_path(data / "admin.sock", p)
+    run("entry", "create", "--spiffe-id", f"spiffe://{TD}/w", "--selector", "unix:uid:1000",
+        "--dir", data, env=env)
+    run("cert", "issue", "--spiffe-id", f"spiffe://{TD}/w", "--out", out, "--dir", data, env=env)
+    run("entry", "create", "--spiffe-id", f"spiffe://{TD}/v", "--selector", "unix:uid:1001",
+        "--dir", data, env=env)
+    stop_process(p)
+
+
 def token_public_key(hsm_env, label, out):
     """A key's public half as the token itself gives it (PEM), not the data dir's copy."""
     p = subprocess.run(["pkcs11-tool", "--module", MODULE, "--token-label", "esm-ca", "--read-object",
@@ -244,15 +257,7 @@ def test_audit_checkpoint_key_in_the_token_signs_the_log_and_a_resigned_rewrite_
     # The verifier's copy of the public key comes from the token itself.
     token_pem = token_public_key(hsm, label, tmp_path / "token.pem")
 
-    # serve, with events from the admin socket and a CLI issuance; the final checkpoint too.
-    p, _, _ = esm(data, env)
-    wait_path(data / "admin.sock", p)
-    run("entry", "create", "--spiffe-id", f"spiffe://{TD}/w", "--selector", "unix:uid:1000",
-        "--dir", data, env=env)
-    run("cert", "issue", "--spiffe-id", f"spiffe://{TD}/w", "--out", tmp_path / "o", "--dir", data, env=env)
-    run("entry", "create", "--spiffe-id", f"spiffe://{TD}/v", "--selector", "unix:uid:1001",
-        "--dir", data, env=env)
-    stop_process(p)
+    events_through_serve(esm, data, env, tmp_path / "o")
     db = sqlite3.connect(data / "audit.db")
     key_ids = {r[0] for r in db.execute("SELECT key_id FROM checkpoints")}
     sizes = [r[0] for r in db.execute("SELECT tree_size FROM checkpoints")]
@@ -297,3 +302,27 @@ def test_with_the_checkpoint_key_in_a_file_root_can_resign_a_rewritten_log(tmp_p
     ok = run("audit", "verify", "--public-key", offbox, "--dir", data)
     assert ok.stdout.startswith("ok: events 1..2 verify")
     assert audit_events(data, {}, "svid.issued")[0]["subject"] == f"spiffe://{TD}/evil"
+
+
+def test_audit_key_flags_are_checked_and_a_log_keeps_the_key_it_was_made_with(tmp_path, hsm):
+    env = {**hsm, "ESM_PKCS11_PIN": PIN}
+    data = tmp_path / "d"
+    for args, want in [
+        (["--audit-key-backend", "pkcs11"], "needs --pkcs11-module PATH and --pkcs11-token LABEL"),
+        (["--pkcs11-module", MODULE, "--pkcs11-token", "esm-ca"],
+         "need pkcs11 as --key-backend or --audit-key-backend"),
+        (["--audit-key-backend", "hsm"], "invalid value 'hsm'"),
+    ]:
+        p = run("init", "--trust-domain", TD, "--dir", data, *args, env=env, check=False)
+        assert p.returncode == 2 and want in p.stderr, p.stderr
+        assert not data.exists()
+    # CA keys in the token, the audit key in a file: the file key signs from then on, and
+    # switching the log's key to the token later is refused (its checkpoints would no longer
+    # verify under one key); no audit key is made in the token.
+    run(*init_args(data), env=env)
+    assert (data / "audit" / "checkpoint.key").exists()
+    p = run("cert", "issue", "--spiffe-id", f"spiffe://{TD}/w", "--out", tmp_path / "o", "--dir", data,
+            env={**env, "ESM_AUDIT_KEY_BACKEND": "pkcs11"}, check=False)
+    assert p.returncode == 2 and "cannot move to pkcs11" in p.stderr, p.stderr
+    assert not [label for label in private_key_access(hsm) if "audit" in label]
+    assert run("audit", "verify", "--dir", data).stdout.startswith("ok: events 1..1")

@@ -43,17 +43,43 @@ pub fn softhsm() -> MutexGuard<'static, ()> {
     TURN.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-pub fn init_token(label: &str) {
-    let out = Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", label])
-        .args(["--pin", PIN, "--so-pin", "87654321"])
-        .output()
-        .unwrap();
+/// Runs `softhsm2-util` on this process's token dir and checks it succeeded.
+pub fn softhsm2_util(args: &[&str]) {
+    let out = Command::new("softhsm2-util").args(args).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+pub fn init_token(label: &str) {
+    softhsm2_util(&[
+        "--init-token",
+        "--free",
+        "--label",
+        label,
+        "--pin",
+        PIN,
+        "--so-pin",
+        "87654321",
+    ]);
+}
+
+/// The custody record of a key made in the token: sensitive and never extractable since it
+/// was made there, as the token itself reports.
+pub fn assert_held_by_the_token(c: &serde_json::Value) {
+    assert_eq!(c["backend"], "pkcs11", "{c}");
+    for (flag, want) in [
+        ("sensitive", true),
+        ("always_sensitive", true),
+        ("extractable", false),
+        ("never_extractable", true),
+        ("local", true),
+        ("private", true),
+    ] {
+        assert_eq!(c[flag], want, "{flag} in {c}");
+    }
 }
 
 pub fn store_for(module: &str, label: &str, pin: &str) -> Pkcs11KeyStore {
