@@ -50,6 +50,7 @@ pub fn router(
                     audit_metrics(&mut m, &audit);
                     authz_metrics(&mut m, &authz);
                     agent_metrics(&mut m, &agent);
+                    listener_metrics(&mut m, &esm_listener::snapshots());
                     m
                 }
             }),
@@ -223,6 +224,66 @@ pub fn authz_metrics(m: &mut String, a: &esm_authz::service::Metrics) {
         "Decisions answered from the decision memo instead of a fresh evaluation.",
         &[("", n(&a.memoized))],
     );
+}
+
+/// The bounded listeners (ext_authz, admin): connections held, refused at a limit, and
+/// closed for sending too little too slowly.
+pub fn listener_metrics(m: &mut String, all: &[(&str, esm_listener::Snapshot)]) {
+    let by = |f: fn(&esm_listener::Snapshot) -> u64| -> Vec<(String, f64)> {
+        all.iter()
+            .map(|(name, s)| (format!("{{listener=\"{name}\"}}"), f(s) as f64))
+            .collect()
+    };
+    let open = by(|s| s.open);
+    family(
+        m,
+        "esm_listener_connections",
+        "gauge",
+        "Connections held.",
+        &samples(&open),
+    );
+    let accepted = by(|s| s.accepted);
+    family(
+        m,
+        "esm_listener_accepted_total",
+        "counter",
+        "Connections accepted within the limits.",
+        &samples(&accepted),
+    );
+    let stalled = by(|s| s.stalled);
+    family(
+        m,
+        "esm_listener_stalled_total",
+        "counter",
+        "Connections closed because their first bytes did not arrive in time.",
+        &samples(&stalled),
+    );
+    let refused: Vec<(String, f64)> = all
+        .iter()
+        .flat_map(|(name, s)| {
+            [
+                (
+                    format!("{{listener=\"{name}\",limit=\"listener\"}}"),
+                    s.refused_listener_full as f64,
+                ),
+                (
+                    format!("{{listener=\"{name}\",limit=\"peer\"}}"),
+                    s.refused_peer_full as f64,
+                ),
+            ]
+        })
+        .collect();
+    family(
+        m,
+        "esm_listener_refused_total",
+        "counter",
+        "Connections closed at once because the listener or their peer held too many.",
+        &samples(&refused),
+    );
+}
+
+fn samples(v: &[(String, f64)]) -> Vec<(&str, f64)> {
+    v.iter().map(|(l, n)| (l.as_str(), *n)).collect()
 }
 
 /// The agent socket: open SDS / Workload API streams, what they were sent and refused.

@@ -2,9 +2,7 @@
 //! connect), never as the client says: that is the audit log's actor for every change made
 //! through the admin API. What the client claims is kept only as a note beside it.
 
-use axum::extract::connect_info::Connected;
-use axum::serve::IncomingStream;
-use tokio::net::UnixListener;
+use tokio::net::UnixStream;
 
 /// The most of /etc/passwd read to put a name to a uid.
 const MAX_PASSWD: u64 = 4 << 20;
@@ -20,9 +18,10 @@ pub struct PeerCred {
     pub pid: Option<i32>,
 }
 
-impl Connected<IncomingStream<'_, UnixListener>> for AdminPeer {
-    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
-        match stream.io().peer_cred() {
+impl AdminPeer {
+    /// The credentials of the process on the other end of `stream`.
+    pub fn of(stream: &UnixStream) -> Self {
+        match stream.peer_cred() {
             Ok(c) => Self(Some(PeerCred {
                 uid: c.uid(),
                 gid: c.gid(),

@@ -13,6 +13,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod admin;
 mod admin_api;
 mod admin_peer;
+mod admin_server;
 mod agent_config;
 mod audit_key;
 mod authz_config;

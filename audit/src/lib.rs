@@ -11,6 +11,7 @@ pub mod background;
 pub mod checkpoint;
 pub mod checkpointer;
 pub mod details;
+pub mod durable_file;
 pub mod error;
 pub mod event;
 pub mod export;

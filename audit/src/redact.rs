@@ -30,14 +30,7 @@ impl Redactor {
                 ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
                     .map_err(|_| Error::Bug("random number generator failed".into()))?;
                 crate::key_dir::create_private_dir(dir)?;
-                let mut opts = std::fs::OpenOptions::new();
-                opts.write(true).create_new(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-                use std::io::Write;
-                opts.open(&path)
-                    .and_then(|mut f| f.write_all(&secret).and_then(|_| f.sync_all()))
-                    .map_err(Error::io(&path))?;
+                crate::durable_file::create_new(&path, &secret, 0o600).map_err(Error::io(&path))?;
                 Ok(Self::from_secret(&secret))
             }
             Err(e) => Err(Error::io(&path)(e)),

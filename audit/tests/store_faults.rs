@@ -5,9 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod small_disk;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -17,55 +16,7 @@ use esm_audit::store::Db;
 use esm_audit::verify::verify;
 use esm_audit::writer::{OnFull, Receipt, WriterOptions};
 use esm_audit::Error;
-
-/// A tmpfs of `size` mounted on a fresh dir, unmounted on drop.
-struct SmallDisk {
-    dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn new(size: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .unwrap();
-        assert!(st.success(), "mounting a tmpfs needs root");
-        Self { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Fills the disk to the last byte; returns the filler to delete.
-    fn fill(&self) -> PathBuf {
-        use std::io::Write;
-        let p = self.path().join("filler");
-        let mut f = std::fs::File::create(&p).unwrap();
-        let block = vec![0u8; 64 << 10];
-        loop {
-            if f.write_all(&block).is_err() {
-                break;
-            }
-        }
-        for _ in 0..64 {
-            let _ = f.write_all(&[0u8; 512]);
-        }
-        let _ = f.sync_all();
-        p
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
+use small_disk::SmallDisk;
 
 fn opts(on_full: OnFull) -> WriterOptions {
     WriterOptions {

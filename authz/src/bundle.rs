@@ -68,7 +68,12 @@ pub fn read(path: &Path, key: Option<&[NamedKey]>) -> Result<Bundle> {
         return Err(bad(path, format!("larger than {MAX_BUNDLE_LEN} bytes")));
     }
     let file = std::fs::File::open(path).map_err(Error::io(path))?;
-    let gz = flate2::read::GzDecoder::new(file).take(MAX_UNPACKED + 1);
+    read_from(file, path, key)
+}
+
+/// As [`read`], from the bytes of a bundle (`.tar.gz`); `path` names it in errors.
+pub fn read_from(file: impl Read, path: &Path, key: Option<&[NamedKey]>) -> Result<Bundle> {
+    let gz = flate2::read::GzDecoder::new(file.take(MAX_BUNDLE_LEN)).take(MAX_UNPACKED + 1);
     let mut archive = tar::Archive::new(gz);
     let mut raw: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut total = 0u64;

@@ -14,6 +14,7 @@ use envoy_types::ext_authz::v3::pb::{
 };
 use esm_audit::writer::{AuditSink, Receipt};
 use esm_audit::{kind, Event, Outcome};
+use esm_listener::{Accept, GuardedListener, Limits};
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
@@ -328,18 +329,39 @@ impl Authorization for AuthzService {
     }
 }
 
-/// Check (with its size limit) and grpc.health.v1, ready to serve.
+/// How long one Check may take from its first byte to its answer, the body included: a
+/// client that sends its request slowly, or never finishes it, holds a stream and a task
+/// for no longer than this. Envoy's own ext_authz timeout is 200 ms by default.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Streams one connection may have open at once. An Envoy worker sends its Checks over one
+/// connection, at most as many at once as it has requests waiting; 256 is well over what a
+/// worker has in flight, and caps what one connection can hold (a task and a buffered
+/// answer per stream, for a client that never reads its answers).
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+
+/// Check (with its size limit) and grpc.health.v1, ready to serve, with the bounds above and
+/// HTTP/2 keepalive pings that close connections whose peer has gone away unannounced.
 async fn router(service: AuthzService) -> tonic::transport::server::Router {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<AuthorizationServer<AuthzService>>()
         .await;
     tonic::transport::Server::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        // tonic turns hyper's bound on streams a client makes the server reset off; a
+        // client that does so without end is sent away (as on the agent socket).
+        .http2_max_local_error_reset_streams(Some(1024))
+        .http2_max_header_list_size(Some(64 << 10))
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(60)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
         .add_service(health)
         .add_service(AuthorizationServer::new(service).max_decoding_message_size(MAX_MESSAGE))
 }
 
-/// Serves Check and grpc.health.v1 on `listener` until `shutdown` resolves.
+/// Serves Check and grpc.health.v1 on `listener` until `shutdown` resolves, holding its
+/// connections within [`Limits::grpc`](esm_listener::Limits::grpc).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     service: AuthzService,
@@ -347,15 +369,8 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(authz.listen = ?addr, "ext_authz serving");
-    router(service)
-        .await
-        .serve_with_incoming_shutdown(
-            // Without TCP_NODELAY a small Check response can wait for the ACK of the one
-            // before it (Nagle): tonic sets it only on listeners it binds itself.
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
-        .await
+    let listener = GuardedListener::new(listener, "ext_authz", Limits::grpc());
+    serve_guarded(listener, service, shutdown).await
 }
 
 /// As [`serve`], on a Unix socket (Envoy's `pipe` address): no TCP port on the box, and
@@ -366,11 +381,27 @@ pub async fn serve_unix(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     tracing::info!(authz.listen_unix = ?listener.local_addr().ok(), "ext_authz serving");
+    let listener = GuardedListener::new(listener, "ext_authz_unix", Limits::grpc());
+    serve_guarded(listener, service, shutdown).await
+}
+
+/// As [`serve`], on a listener with limits of the caller's choosing.
+pub async fn serve_guarded<L>(
+    listener: GuardedListener<L>,
+    service: AuthzService,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error>
+where
+    L: Accept,
+    L::Io: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+{
     router(service)
         .await
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::UnixListenerStream::new(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(listener, shutdown)
         .await
 }

@@ -7,7 +7,6 @@
 //! one data dir never lose or tear an update.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -162,16 +161,8 @@ impl CaStore {
 
     fn write_state(&self, state: &CaState) -> Result<()> {
         let path = self.state_path();
-        let tmp = self.dir.join("state.json.tmp");
         let json = serde_json::to_vec_pretty(state).map_err(|e| Error::Bug(e.to_string()))?;
-        let mut f = File::create(&tmp).map_err(Error::io(&tmp))?;
-        f.write_all(&json).map_err(Error::io(&tmp))?;
-        f.sync_all().map_err(Error::io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(Error::io(&path))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(Error::io(&self.dir))?;
-        Ok(())
+        esm_audit::durable_file::replace(&path, &json, 0o600).map_err(Error::io(&path))
     }
 
     fn load_key(&self, a: &Authority) -> Result<Arc<dyn KeyBackend>> {
@@ -430,12 +421,8 @@ impl CaStore {
             "signed_by": svid.signed_by,
             "issued_at": crate::rfc3339(now),
         });
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(Error::io(&path))?;
-        f.write_all(format!("{line}\n").as_bytes())
+        // A line cut short by a full disk is taken back, so the next starts clean.
+        esm_audit::durable_file::append(&path, format!("{line}\n").as_bytes(), 0o600)
             .map_err(Error::io(&path))
     }
 }

@@ -8,6 +8,7 @@ use esm_ca::agent::context::{AgentContext, AgentMetrics, CaMaterial};
 use esm_ca::agent::entry_store::EntryStore;
 use esm_ca::state::CaState;
 use esm_ca::store::CaStore;
+use esm_listener::{GuardedListener, Limits};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -62,14 +63,14 @@ pub async fn start(
     let shutdown = until(stop);
     tasks.push(tokio::spawn(async move {
         // Each connection carries its peer's credentials: the actor of what it changes.
-        let app = crate::admin_api::router(state.clone())
-            .into_make_service_with_connect_info::<crate::admin_peer::AdminPeer>();
-        let served = axum::serve(admin, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "admin socket failed");
-        }
+        let admin = GuardedListener::new(admin, "admin_socket", Limits::admin());
+        crate::admin_server::serve(
+            admin,
+            crate::admin_api::router(state.clone()),
+            |conn| axum::extract::ConnectInfo(crate::admin_peer::AdminPeer::of(conn.get_ref())),
+            shutdown,
+        )
+        .await;
         state.store.close().await;
     }));
 

@@ -90,13 +90,14 @@ async fn with_db(
             };
             let n = match &out {
                 Some(path) => {
-                    let f = std::fs::File::create(path)
+                    // Whole or not at all: an export cut short must not pass for the log.
+                    let f = esm_audit::durable_file::Staged::create(path, 0o600)
                         .with_context(|| format!("creating {}", path.display()))?;
                     let mut w = std::io::BufWriter::new(f);
                     let n = esm_audit::export::export(db, &filter, &mut w).await?;
                     w.into_inner()
                         .map_err(|e| e.into_error())
-                        .and_then(|f| f.sync_all())
+                        .and_then(|f| f.commit())
                         .with_context(|| format!("writing {}", path.display()))?;
                     n
                 }

@@ -1,7 +1,6 @@
 //! `esm cert issue`.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
@@ -104,17 +103,6 @@ pub fn issue(cfg: &Config, env: &BTreeMap<String, String>, args: IssueArgs) -> a
 
 /// Writes next to the target and renames over it, so a reader never sees half a file.
 fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
-    let mut f = opts
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    esm_audit::durable_file::replace(path, bytes, mode)
+        .with_context(|| format!("writing {}", path.display()))
 }

@@ -173,14 +173,7 @@ fn create_data_dir(dir: &Path, created: bool) -> anyhow::Result<()> {
 
 /// Writes a new file readable by the owner only (the config may hold a database password).
 fn write_owner_only(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()))
+    esm_audit::durable_file::create_new(path, bytes, 0o600)
         .with_context(|| format!("writing {}", path.display()))
 }
 
@@ -245,7 +238,7 @@ fn write_default_policies(dir: &Path, td: &TrustDomain) -> anyhow::Result<()> {
     for (name, text) in DEFAULT_POLICIES {
         let text = text.replace("spiffe://example.org/", &format!("spiffe://{td}/"));
         let path = dir.join(name);
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        write_owner_only(&path, text.as_bytes())?;
     }
     Ok(())
 }

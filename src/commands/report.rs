@@ -108,12 +108,13 @@ fn load_framework(name: &str) -> anyhow::Result<Framework> {
     Ok(Framework::parse(&text, &path.display().to_string())?)
 }
 
+/// Whole or not at all: a report cut short by a full disk must not pass for one.
 fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write;
-    let mut f =
-        std::fs::File::create(path).map_err(|e| usage(format!("--out {}: {e}", path.display())))?;
+    let mut f = esm_audit::durable_file::Staged::create(path, 0o644)
+        .map_err(|e| usage(format!("--out {}: {e}", path.display())))?;
     f.write_all(text.as_bytes())
-        .and_then(|()| f.sync_all())
+        .and_then(|()| f.commit())
         .with_context(|| format!("writing {}", path.display()))
 }
 

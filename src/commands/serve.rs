@@ -8,6 +8,7 @@ use anyhow::Context;
 use esm_authz::check::CheckOptions;
 use esm_authz::input::InputOptions;
 use esm_authz::service::{AuthzService, Metrics as AuthzMetrics, ServedSet};
+use esm_listener::{GuardedListener, Limits};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -70,18 +71,18 @@ async fn serve(cfg: Config, env: &BTreeMap<String, String>) -> anyhow::Result<()
     );
     let mut admin_stop = stop_rx.clone();
     let admin = tokio::spawn(async move {
-        axum::serve(admin_listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = admin_stop.changed().await;
-            })
-            .await
+        let admin = GuardedListener::new(admin_listener, "admin", Limits::admin());
+        crate::admin_server::serve(admin, router, |_| (), async move {
+            let _ = admin_stop.changed().await;
+        })
+        .await;
     });
 
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = rotator.await;
-    admin.await?.context("admin server")?;
+    admin.await.context("admin server")?;
     drain(authz.into_iter().chain(agent).collect()).await?;
     // Last: everything above may still have queued events; this drains them and signs a
     // final checkpoint so the tail of the log is covered.

@@ -1,8 +1,6 @@
 //! The file key backend: one PKCS#8 PEM file per key, created 0600 and never overwritten,
 //! encrypted (PBES2, scrypt + AES-256-CBC) when a passphrase is configured.
 
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -75,14 +73,8 @@ impl FileKeyStore {
                 .to_pem(PLAIN_LABEL, LineEnding::LF)
                 .map_err(key_err)?,
         };
-        let mut opts = OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts.open(&path).map_err(Error::io(&path))?;
-        f.write_all(pem.as_bytes()).map_err(Error::io(&path))?;
-        f.sync_all().map_err(Error::io(&path))?;
-        Ok(())
+        // Whole or not at all: a key cut short by a full disk would block the retry.
+        esm_audit::durable_file::create_new(&path, pem.as_bytes(), 0o600).map_err(Error::io(&path))
     }
 
     fn read_pkcs8(&self, path: &Path) -> Result<SecretDocument> {
