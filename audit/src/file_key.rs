@@ -88,21 +88,13 @@ impl CheckpointSigner for FileKey {
     }
 }
 
-/// Writes a file that must not exist yet, with `mode`, and syncs it; the directory is made
-/// owner-only first.
+/// Writes a file that must not exist yet, with `mode`, whole or not at all
+/// ([`crate::durable_file`]); the directory is made owner-only first.
 pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    use std::io::Write;
     if let Some(parent) = path.parent() {
         crate::key_dir::create_private_dir(parent)?;
     }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
-    let mut f = opts.open(path).map_err(Error::io(path))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(Error::io(path))
+    crate::durable_file::create_new(path, bytes, mode).map_err(Error::io(path))
 }
 
 #[cfg(test)]
