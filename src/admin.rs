@@ -163,6 +163,11 @@ pub fn audit_metrics(m: &mut String, a: &AuditMetrics) {
             "Signed checkpoints written.",
             &a.checkpoints,
         ),
+        (
+            "esm_audit_checkpoints_failed_total",
+            "Checkpoints the audit key could not sign (its HSM or vault failed); the events were stored and a later checkpoint covers them.",
+            &a.checkpoint_failures,
+        ),
     ] {
         family(m, name, "counter", help, &counter(v));
     }

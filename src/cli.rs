@@ -186,7 +186,13 @@ pub struct InitArgs {
     /// Where CA keys are kept.
     #[arg(long, value_enum, default_value_t = KeyBackendArg::File)]
     pub key_backend: KeyBackendArg,
-    /// With --key-backend azure-key-vault: the vault, https://NAME.vault.azure.net.
+    /// Where the audit checkpoint key is kept: a file in the data dir (default), or the
+    /// token / vault of --pkcs11-module/--pkcs11-token or --azure-vault-url, where nobody on
+    /// this host can copy it to re-sign a rewritten log.
+    #[arg(long, value_enum, default_value_t = KeyBackendArg::File)]
+    pub audit_key_backend: KeyBackendArg,
+    /// With azure-key-vault as --key-backend or --audit-key-backend: the vault,
+    /// https://NAME.vault.azure.net.
     #[arg(long, value_name = "URL")]
     pub azure_vault_url: Option<String>,
     /// Key algorithm of the root and signing CAs.
@@ -198,14 +204,16 @@ pub struct InitArgs {
     /// The upstream CA's private key (PKCS#8 PEM, unencrypted).
     #[arg(long, requires = "upstream_cert", value_name = "FILE")]
     pub upstream_key: Option<PathBuf>,
-    /// With --key-backend pkcs11: the PKCS#11 module (shared library) to load.
+    /// With pkcs11 as --key-backend or --audit-key-backend: the PKCS#11 module (shared
+    /// library) to load.
     #[arg(long, value_name = "PATH")]
     pub pkcs11_module: Option<PathBuf>,
-    /// With --key-backend pkcs11: the label of the token to keep the CA keys in.
+    /// With pkcs11 as --key-backend or --audit-key-backend: the label of the token to keep
+    /// the keys in.
     #[arg(long, value_name = "LABEL")]
     pub pkcs11_token: Option<String>,
-    /// With --key-backend pkcs11: a file holding the user PIN, when ESM_PKCS11_PIN is not
-    /// set. Its path (not the PIN) is written to esm.toml.
+    /// With pkcs11: a file holding the user PIN, when ESM_PKCS11_PIN is not set. Its path
+    /// (not the PIN) is written to esm.toml.
     #[arg(long, value_name = "FILE")]
     pub pkcs11_pin_file: Option<PathBuf>,
 }
@@ -362,8 +370,11 @@ pub enum AuditCommand {
         #[command(flatten)]
         config: ConfigArgs,
     },
-    /// Print the audit public key (base64 Ed25519), to keep outside this machine.
+    /// Print the audit public key (`checkpoint.pub` text: base64 Ed25519, or `p256:` and the
+    /// base64 point), to keep outside this machine; --pem prints it as a PEM public key.
     Key {
+        #[arg(long)]
+        pem: bool,
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -373,7 +384,8 @@ pub enum AuditCommand {
 /// whoever can rewrite the data dir can also replace `audit/checkpoint.pub` there.
 #[derive(Debug, Args)]
 pub struct PublicKeyArg {
-    /// The audit public key file (default: DIR/audit/checkpoint.pub).
+    /// The audit public key file (default: DIR/audit/checkpoint.pub): what `esm audit key`
+    /// prints, or a PEM public key (Ed25519 or P-256), e.g. read from the HSM or vault itself.
     #[arg(long = "public-key", value_name = "FILE")]
     pub public_key: Option<PathBuf>,
 }

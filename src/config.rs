@@ -13,7 +13,12 @@ use esm_ca::TrustDomain;
 use serde::Deserialize;
 
 /// The file `esm init` writes; the defaults in it are part of esm's interface.
-pub fn default_toml(trust_domain: &TrustDomain, algorithm: KeyAlgorithm, backend: &str) -> String {
+pub fn default_toml(
+    trust_domain: &TrustDomain,
+    algorithm: KeyAlgorithm,
+    backend: &str,
+    audit_key_backend: &str,
+) -> String {
     format!(
         r#"# esm configuration, written by `esm init`.
 # Every key can be overridden by an environment variable named ESM_<SECTION>_<KEY>,
@@ -66,6 +71,12 @@ checkpoint_interval = "60s"
 writer_nice = 10
 # This node's id in every event (empty: the host name).
 node = ""
+# Where the key that signs checkpoints lives: "file" (Ed25519, audit/checkpoint.key, 0600),
+# "pkcs11" (the token of [ca.pkcs11]; Ed25519 if the token has CKM_EDDSA, else ECDSA P-256)
+# or "azure-key-vault" (the vault of [ca.azure_key_vault]; ECDSA P-256). Outside a file,
+# nobody on this host can copy the key to re-sign a rewritten log. Chosen when the log is
+# made (`esm init --audit-key-backend`); the public key is always audit/checkpoint.pub.
+key_backend = "{audit_key_backend}"
 "#
     ) + crate::authz_config::DEFAULT_TOML
         + crate::agent_config::DEFAULT_TOML
@@ -101,6 +112,7 @@ struct RawAudit {
     #[serde(deserialize_with = "int_or_string")]
     writer_nice: u64,
     node: String,
+    key_backend: String,
 }
 
 impl Default for RawAudit {
@@ -114,6 +126,7 @@ impl Default for RawAudit {
             checkpoint_interval: "60s".into(),
             writer_nice: 10,
             node: String::new(),
+            key_backend: "file".into(),
         }
     }
 }
@@ -284,6 +297,7 @@ impl Config {
         let key_backends = crate::key_backend_config::parse(
             &raw.ca.key_backend,
             &raw.ca.signing_key_backend,
+            &raw.audit.key_backend,
             raw.ca.pkcs11,
             &data_dir,
         )?;

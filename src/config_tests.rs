@@ -14,7 +14,7 @@ fn td() -> TrustDomain {
 
 #[test]
 fn the_file_init_writes_parses_to_the_documented_defaults() {
-    let text = default_toml(&td(), KeyAlgorithm::EcP256, "file");
+    let text = default_toml(&td(), KeyAlgorithm::EcP256, "file", "file");
     let c = Config::parse(&text, "/d".into(), &env(&[])).unwrap();
     assert_eq!(c.trust_domain.as_str(), "example.org");
     assert_eq!(c.admin_listen.to_string(), "127.0.0.1:9190");
@@ -31,7 +31,7 @@ fn the_file_init_writes_parses_to_the_documented_defaults() {
 
 #[test]
 fn audit_numbers_and_urls_come_from_file_or_environment() {
-    let text = default_toml(&td(), KeyAlgorithm::EcP256, "file");
+    let text = default_toml(&td(), KeyAlgorithm::EcP256, "file", "file");
     let c = Config::parse(
         &text,
         "/d".into(),
@@ -62,7 +62,7 @@ fn audit_numbers_and_urls_come_from_file_or_environment() {
 
 #[test]
 fn environment_overrides_any_key() {
-    let text = default_toml(&td(), KeyAlgorithm::EcP256, "file");
+    let text = default_toml(&td(), KeyAlgorithm::EcP256, "file", "file");
     let c = Config::parse(
         &text,
         "/d".into(),
@@ -82,7 +82,7 @@ fn environment_overrides_any_key() {
 
 #[test]
 fn bad_values_name_the_key() {
-    let base = default_toml(&td(), KeyAlgorithm::EcP256, "file");
+    let base = default_toml(&td(), KeyAlgorithm::EcP256, "file", "file");
     for (var, value, needle) in [
         ("ESM_CA_SVID_MAX_TTL", "soon", "ca.svid_max_ttl"),
         ("ESM_CA_KEY_ALGORITHM", "dsa", "ca.key_algorithm"),
@@ -115,7 +115,7 @@ fn durations_take_the_documented_forms() {
 
 #[test]
 fn authz_policy_sets_each_carry_their_own_dry_run_and_source() {
-    let text = default_toml(&td(), KeyAlgorithm::EcP256, "file")
+    let text = default_toml(&td(), KeyAlgorithm::EcP256, "file", "file")
         + "\n[authz.sets.canary]\npolicy_dir = \"next.tar.gz\"\ndry_run = true\n";
     let c = Config::parse(
         &text,
@@ -136,7 +136,7 @@ fn authz_policy_sets_each_carry_their_own_dry_run_and_source() {
 
 #[test]
 fn authz_set_mistakes_are_refused() {
-    let base = default_toml(&td(), KeyAlgorithm::EcP256, "file");
+    let base = default_toml(&td(), KeyAlgorithm::EcP256, "file", "file");
     for (extra, want) in [
         ("[authz.sets.x]\ncolour = 1\n", "colour"),
         ("[authz.sets.x]\nrule = \"allow\"\n", "authz.sets.x.rule"),
@@ -155,7 +155,7 @@ fn authz_set_mistakes_are_refused() {
 fn the_pkcs11_pin_variable_is_not_read_as_a_config_key() {
     // Before: ESM_PKCS11_PIN became a top-level `pkcs11_pin` key and every command, even
     // with the file backend, failed with "unknown field".
-    let text = default_toml(&td(), KeyAlgorithm::EcP256, "file");
+    let text = default_toml(&td(), KeyAlgorithm::EcP256, "file", "file");
     let c = Config::parse(&text, "/d".into(), &env(&[("ESM_PKCS11_PIN", "1234")])).unwrap();
     assert_eq!(c.ca.key_backends.root, KeyBackendKind::File);
     let debug = format!("{c:?}");
@@ -167,7 +167,7 @@ fn the_pkcs11_pin_variable_is_not_read_as_a_config_key() {
 
 #[test]
 fn init_with_pkcs11_writes_a_config_that_names_module_and_token() {
-    let text = default_toml(&td(), KeyAlgorithm::EcP256, "pkcs11")
+    let text = default_toml(&td(), KeyAlgorithm::EcP256, "pkcs11", "file")
         + &crate::key_backend_config::pkcs11_toml(
             std::path::Path::new("/usr/lib/softhsm/libsofthsm2.so"),
             "esm-ca",

@@ -1,6 +1,9 @@
 //! Wires the audit store for the binary: opens the configured database, loads the audit keys
-//! from the data dir and starts the single writer. CLI commands that change something
+//! (the checkpoint key from wherever `audit.key_backend` keeps it, the HMAC key from the data
+//! dir) and starts the single writer. CLI commands that change something
 //! (`init`, `cert issue`, `ca rotate`) record their events durably before they report success.
+
+use std::collections::BTreeMap;
 
 use anyhow::Context;
 use esm_audit::checkpoint::SigningKey;
@@ -43,18 +46,22 @@ const CLI_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(15);
 
 impl Evidence {
     /// The server's writer: a batch the store refuses is retried until it takes it.
-    pub async fn start(cfg: &Config) -> anyhow::Result<Self> {
-        Self::start_with(cfg, None).await
+    pub async fn start(cfg: &Config, env: &BTreeMap<String, String>) -> anyhow::Result<Self> {
+        Self::with_key(cfg, open_key(cfg, env).await?).await
+    }
+
+    /// [`Evidence::start`] with the checkpoint key already open.
+    pub async fn with_key(cfg: &Config, key: SigningKey) -> anyhow::Result<Self> {
+        Self::start_with(cfg, key, None).await
     }
 
     async fn start_with(
         cfg: &Config,
+        key: SigningKey,
         retry_for: Option<std::time::Duration>,
     ) -> anyhow::Result<Self> {
         let db = open_db(cfg).await?;
-        let dir = cfg.audit_dir();
-        let key = SigningKey::load_or_create(&dir)?;
-        let redactor = Redactor::load_or_create(&dir)?;
+        let redactor = Redactor::load_or_create(&cfg.audit_dir())?;
         let opts = WriterOptions {
             queue_capacity: cfg.audit.queue_capacity,
             on_full: cfg.audit.on_full,
@@ -89,9 +96,18 @@ impl Evidence {
     }
 }
 
+/// The checkpoint key, opened on a blocking thread: a token login or a vault round trip
+/// never holds up an async worker.
+pub async fn open_key(cfg: &Config, env: &BTreeMap<String, String>) -> anyhow::Result<SigningKey> {
+    let (cfg, env) = (cfg.clone(), env.clone());
+    tokio::task::spawn_blocking(move || crate::audit_key::open(&cfg, &env))
+        .await
+        .context("opening the audit checkpoint key")?
+}
+
 /// Records `events` and waits until they are committed, for one-shot CLI commands.
-pub async fn record(cfg: &Config, events: Vec<Event>) -> anyhow::Result<Vec<u64>> {
-    let ev = Evidence::start_with(cfg, Some(CLI_RETRY_FOR)).await?;
+pub async fn record(cfg: &Config, key: SigningKey, events: Vec<Event>) -> anyhow::Result<Vec<u64>> {
+    let ev = Evidence::start_with(cfg, key, Some(CLI_RETRY_FOR)).await?;
     let mut seqs = Vec::with_capacity(events.len());
     let mut result = Ok(());
     for e in events {
@@ -108,12 +124,25 @@ pub async fn record(cfg: &Config, events: Vec<Event>) -> anyhow::Result<Vec<u64>
 }
 
 /// [`record`] from synchronous code.
-pub fn record_now(cfg: &Config, events: Vec<Event>) -> anyhow::Result<Vec<u64>> {
+pub fn record_now(
+    cfg: &Config,
+    env: &BTreeMap<String, String>,
+    events: Vec<Event>,
+) -> anyhow::Result<Vec<u64>> {
+    record_now_with(cfg, crate::audit_key::open(cfg, env)?, events)
+}
+
+/// [`record_now`] with the checkpoint key already open.
+pub fn record_now_with(
+    cfg: &Config,
+    key: SigningKey,
+    events: Vec<Event>,
+) -> anyhow::Result<Vec<u64>> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?
-        .block_on(record(cfg, events))
+        .block_on(record(cfg, key, events))
 }
 
 /// The local user running a CLI command, as the audit log names it: `cli:uid:N`.

@@ -1,6 +1,8 @@
-//! Which key backend holds which CA key: `ca.key_backend`, `ca.signing_key_backend` and each
-//! backend's own table (`[ca.pkcs11]`). A new backend adds a [`KeyBackendKind`] variant, its
-//! table here, and one arm in `commands::key_backends::open`.
+//! Which key backend holds which key: `ca.key_backend`, `ca.signing_key_backend`,
+//! `audit.key_backend` (the audit checkpoint key) and each backend's own table
+//! (`[ca.pkcs11]`, `[ca.azure_key_vault]`, shared by the CA and the audit key). A new backend
+//! adds a [`KeyBackendKind`] variant, its table here, and one arm in
+//! `commands::key_backends::open`.
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +21,14 @@ pub enum KeyBackendKind {
 }
 
 impl KeyBackendKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::File => "file",
+            Self::Pkcs11 => "pkcs11",
+            Self::AzureKeyVault => "azure-key-vault",
+        }
+    }
+
     fn parse(what: &str, s: &str) -> anyhow::Result<Self> {
         match s {
             "file" => Ok(Self::File),
@@ -58,18 +68,23 @@ pub struct KeyBackends {
     /// of the data dir gets a key that can mint SVIDs until that intermediate expires
     /// (bounded by `ca.intermediate_ttl`), not the root.
     pub signing: KeyBackendKind,
+    /// Where the audit checkpoint key lives (`audit.key_backend`, default `file`). In the
+    /// token or vault, nobody on the host can read it, so nobody can re-sign a rewritten log
+    /// away from the token; the CA's keys may be elsewhere.
+    pub audit: KeyBackendKind,
     pub pkcs11: Option<Pkcs11Settings>,
 }
 
 impl KeyBackends {
     pub fn uses(&self, kind: KeyBackendKind) -> bool {
-        self.root == kind || self.signing == kind
+        self.root == kind || self.signing == kind || self.audit == kind
     }
 }
 
 pub fn parse(
     key_backend: &str,
     signing_key_backend: &str,
+    audit_key_backend: &str,
     pkcs11: Option<RawPkcs11>,
     data_dir: &Path,
 ) -> anyhow::Result<KeyBackends> {
@@ -78,13 +93,15 @@ pub fn parse(
         "" => root,
         s => KeyBackendKind::parse("ca.signing_key_backend", s)?,
     };
+    let audit = KeyBackendKind::parse("audit.key_backend", audit_key_backend)?;
     let mut out = KeyBackends {
         root,
         signing,
+        audit,
         pkcs11: None,
     };
     if out.uses(KeyBackendKind::Pkcs11) {
-        let raw = pkcs11.context("ca.key_backend = \"pkcs11\" needs a [ca.pkcs11] table")?;
+        let raw = pkcs11.context("key backend \"pkcs11\" needs a [ca.pkcs11] table")?;
         if raw.module.is_empty() || raw.token_label.is_empty() {
             bail!("[ca.pkcs11] needs module and token_label");
         }
@@ -107,7 +124,8 @@ pub fn pkcs11_toml(module: &Path, token_label: &str, pin_file: Option<&Path>) ->
     format!(
         r#"
 [ca.pkcs11]
-# The PKCS#11 module (shared library) and the label of the token holding the CA keys.
+# The PKCS#11 module (shared library) and the label of the token holding the CA keys (and
+# the audit checkpoint key, with audit.key_backend = "pkcs11").
 module = {}
 token_label = {}
 # The user PIN is read from the environment variable {PKCS11_PIN_ENV}, else from this file
@@ -136,7 +154,7 @@ mod tests {
             token_label: "t".into(),
             pin_file: "pin".into(),
         };
-        let b = parse("pkcs11", "", Some(raw), Path::new("/data")).unwrap();
+        let b = parse("pkcs11", "", "file", Some(raw), Path::new("/data")).unwrap();
         assert_eq!(b.signing, KeyBackendKind::Pkcs11);
         let p = b.pkcs11.unwrap();
         assert_eq!(p.pin_file.unwrap(), PathBuf::from("/data/pin"));
@@ -145,9 +163,12 @@ mod tests {
 
     #[test]
     fn pkcs11_without_its_table_is_refused() {
-        let e = parse("pkcs11", "", None, Path::new("/d")).unwrap_err();
+        let e = parse("pkcs11", "", "file", None, Path::new("/d")).unwrap_err();
         assert!(e.to_string().contains("[ca.pkcs11]"), "{e}");
-        let e = parse("file", "pkcs11", None, Path::new("/d")).unwrap_err();
+        let e = parse("file", "pkcs11", "file", None, Path::new("/d")).unwrap_err();
+        assert!(e.to_string().contains("[ca.pkcs11]"), "{e}");
+        // The audit key in the token needs the same table, with the CA's keys in files.
+        let e = parse("file", "", "pkcs11", None, Path::new("/d")).unwrap_err();
         assert!(e.to_string().contains("[ca.pkcs11]"), "{e}");
     }
 
@@ -156,10 +177,29 @@ mod tests {
         let text = pkcs11_toml(Path::new("/usr/lib/x \"y\".so"), "tok", None);
         let t: toml::Table = text.parse().unwrap();
         let raw: RawPkcs11 = t["ca"]["pkcs11"].clone().try_into().unwrap();
-        let b = parse("pkcs11", "file", Some(raw), Path::new("/d")).unwrap();
+        let b = parse("pkcs11", "file", "file", Some(raw), Path::new("/d")).unwrap();
         assert_eq!(b.signing, KeyBackendKind::File);
         let p = b.pkcs11.unwrap();
         assert_eq!(p.module, PathBuf::from("/usr/lib/x \"y\".so"));
         assert_eq!(p.pin_file, None);
+    }
+
+    #[test]
+    fn the_audit_key_backend_is_its_own_choice() {
+        let raw = || RawPkcs11 {
+            module: "/m.so".into(),
+            token_label: "t".into(),
+            pin_file: String::new(),
+        };
+        let b = parse("file", "", "pkcs11", Some(raw()), Path::new("/d")).unwrap();
+        assert_eq!(
+            (b.root, b.audit),
+            (KeyBackendKind::File, KeyBackendKind::Pkcs11)
+        );
+        assert!(b.pkcs11.is_some());
+        let b = parse("pkcs11", "", "file", Some(raw()), Path::new("/d")).unwrap();
+        assert_eq!(b.audit, KeyBackendKind::File);
+        let e = parse("file", "", "hsm", None, Path::new("/d")).unwrap_err();
+        assert!(e.to_string().contains("audit.key_backend"), "{e}");
     }
 }

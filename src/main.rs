@@ -15,6 +15,7 @@ mod admin_api;
 mod admin_peer;
 mod admin_server;
 mod agent_config;
+mod audit_key;
 mod authz_config;
 mod azure_config;
 mod cli;

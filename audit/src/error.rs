@@ -26,6 +26,10 @@ pub enum Error {
     /// The stored log does not verify: evidence of tampering or damage.
     #[error("audit log does not verify: {0}")]
     Tampered(Tampered),
+    /// The checkpoint key's HSM or vault did not sign: unreachable, refused, or it returned a
+    /// signature that does not verify under the key's public half.
+    #[error("audit checkpoint key: {0}")]
+    KeyBackend(String),
     /// The database file or server failed or holds something esm did not write.
     #[error("audit database: {0}")]
     Database(String),

@@ -2,7 +2,7 @@
 //!
 //! Before anything is removed, a retention statement — "the log now starts at `first_kept`
 //! and continues from this signed checkpoint", with when and by whom — is signed with the
-//! checkpoint key and appended to the log as an `audit.retention` event. Verification accepts
+//! checkpoint key (whichever algorithm and backend it has) and appended to the log as an `audit.retention` event. Verification accepts
 //! a log that no longer starts at 1 only when such a statement, valid under the key, covers
 //! exactly the missing prefix; this is how transparency logs prune. The database row that
 //! lets the triggers delete (`retention_anchor`) must point at the statement, but nothing
@@ -51,19 +51,38 @@ impl Statement {
         )
     }
 
-    /// Signs a statement that events up to `anchor` are removed.
-    pub fn sign(key: &SigningKey, anchor: &StoredCheckpoint, time_ns: i64, actor: &str) -> Self {
+    /// Signs a statement that events up to `anchor` are removed; a key in an HSM or vault
+    /// signs on a blocking thread.
+    pub async fn sign(
+        key: &SigningKey,
+        anchor: &StoredCheckpoint,
+        time_ns: i64,
+        actor: &str,
+    ) -> Result<Self> {
+        let (mut st, text) = Self::unsigned(key, anchor, time_ns, actor);
+        st.signature = key.sign_bytes_async(text.into_bytes()).await?;
+        Ok(st)
+    }
+
+    /// The statement without its signature, and the text to sign.
+    fn unsigned(
+        key: &SigningKey,
+        anchor: &StoredCheckpoint,
+        time_ns: i64,
+        actor: &str,
+    ) -> (Self, String) {
         let first_kept = anchor.checkpoint.tree_size + 1;
         let text = Self::signed_text(first_kept, &anchor.checkpoint, time_ns, actor);
-        Self {
+        let st = Self {
             first_kept,
             anchor: anchor.checkpoint.clone(),
             frontier: anchor.frontier.clone(),
             time_ns,
             actor: actor.to_owned(),
             key_id: key.id().to_owned(),
-            signature: key.sign_bytes(text.as_bytes()),
-        }
+            signature: Vec::new(),
+        };
+        (st, text)
     }
 
     /// Why the statement is not one the holder of `key` made, if it is not (a phrase that
@@ -231,7 +250,7 @@ pub async fn retain(
         .find(|c| c.checkpoint.tree_size == up_to)
         .ok_or_else(|| Error::Config(format!("there is no checkpoint at {up_to}")))?;
     let now = OffsetDateTime::now_utc().unix_timestamp_nanos() as i64;
-    let statement = Statement::sign(key, &anchor, now, actor);
+    let statement = Statement::sign(key, &anchor, now, actor).await?;
     let statement_seq = sink.record(statement.event(reason)?).await?;
     let removed = db.retain(up_to, statement_seq, now).await?;
     tracing::info!(

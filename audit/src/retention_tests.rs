@@ -8,15 +8,17 @@ fn anchor(key: &SigningKey, n: u8) -> StoredCheckpoint {
         f.push(&[i; 32]);
     }
     StoredCheckpoint {
-        checkpoint: key.sign(u64::from(n), f.root(), [n; 32], 7),
+        checkpoint: key.sign(u64::from(n), f.root(), [n; 32], 7).unwrap(),
         frontier: f.to_bytes(),
     }
 }
 
-#[test]
-fn a_signed_statement_verifies_and_any_change_breaks_it() {
+#[tokio::test]
+async fn a_signed_statement_verifies_and_any_change_breaks_it() {
     let key = SigningKey::ephemeral().unwrap();
-    let st = Statement::sign(&key, &anchor(&key, 5), 99, "cli:uid:0");
+    let st = Statement::sign(&key, &anchor(&key, 5), 99, "cli:uid:0")
+        .await
+        .unwrap();
     assert_eq!(st.first_kept, 6);
     assert_eq!(st.check(&key.public()), Ok(()));
     let other = anchor(&key, 6);
@@ -42,20 +44,20 @@ fn a_signed_statement_verifies_and_any_change_breaks_it() {
     assert!(st.check(&stranger.public()).is_err());
 }
 
-#[test]
-fn a_checkpoint_signature_does_not_pass_as_a_statement_signature() {
+#[tokio::test]
+async fn a_checkpoint_signature_does_not_pass_as_a_statement_signature() {
     let key = SigningKey::ephemeral().unwrap();
     let a = anchor(&key, 3);
-    let mut st = Statement::sign(&key, &a, 7, "x");
+    let mut st = Statement::sign(&key, &a, 7, "x").await.unwrap();
     st.signature = a.checkpoint.signature.clone();
     assert!(st.check(&key.public()).is_err());
 }
 
-#[test]
-fn a_statement_covers_only_its_own_checkpoint() {
+#[tokio::test]
+async fn a_statement_covers_only_its_own_checkpoint() {
     let key = SigningKey::ephemeral().unwrap();
     let a = anchor(&key, 4);
-    let st = Statement::sign(&key, &a, 1, "x");
+    let st = Statement::sign(&key, &a, 1, "x").await.unwrap();
     assert!(st.covers(&a.checkpoint));
     assert!(!st.covers(&anchor(&key, 5).checkpoint));
     let mut same_size = a.checkpoint.clone();
@@ -63,10 +65,12 @@ fn a_statement_covers_only_its_own_checkpoint() {
     assert!(!st.covers(&same_size));
 }
 
-#[test]
-fn a_retention_record_without_a_signed_statement_is_tampering_at_its_seq() {
+#[tokio::test]
+async fn a_retention_record_without_a_signed_statement_is_tampering_at_its_seq() {
     let key = SigningKey::ephemeral().unwrap();
-    let st = Statement::sign(&key, &anchor(&key, 2), 1, "x");
+    let st = Statement::sign(&key, &anchor(&key, 2), 1, "x")
+        .await
+        .unwrap();
     let e = crate::event::prepare(st.event("test").unwrap(), &|v| v.to_owned()).unwrap();
     let r = crate::hash_chain::link(e, 9, [0; 32]);
     assert_eq!(check_record(&r, &key.public()), Ok(st));

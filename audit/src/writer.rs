@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::checkpoint::SigningKey;
+use crate::checkpointer::Checkpointer;
 use crate::error::{Error, Result};
 use crate::event::{kind, prepare, Event, Outcome, Prepared, Record};
 use crate::hash_chain::{link, unlink, GENESIS};
@@ -90,6 +90,8 @@ pub struct Metrics {
     pub retried_batches: AtomicU64,
     /// Events given up after `retry_for` (or at shutdown with the store still refusing).
     pub abandoned: AtomicU64,
+    /// Checkpoints the key could not sign (its HSM or vault failed); the events were stored.
+    pub checkpoint_failures: AtomicU64,
 }
 
 /// Stops the writer after it has committed everything queued and signed a final checkpoint.
@@ -150,7 +152,7 @@ pub async fn start(
         db,
         stop: Stop::new(stop_rx),
         unconfirmed: None,
-        key,
+        checkpointer: Checkpointer::new(key, opts.checkpoint_interval),
         opts,
         chain,
         rx: jobs_rx,
@@ -246,7 +248,7 @@ struct Writer {
     /// The first sequence number and the end (seq, hash) of an attempt whose COMMIT failed
     /// without saying whether it landed.
     unconfirmed: Option<(u64, (u64, Hash))>,
-    key: SigningKey,
+    checkpointer: Checkpointer,
     opts: WriterOptions,
     chain: Chain,
     rx: mpsc::Receiver<Job>,
@@ -294,7 +296,9 @@ impl Writer {
     async fn run(mut self) -> Result<()> {
         let mut buf = Vec::with_capacity(self.opts.max_batch);
         while !self.stop.asked() {
-            let deadline = self.chain.last_checkpoint + self.opts.checkpoint_interval;
+            let deadline = self
+                .checkpointer
+                .not_before(self.chain.last_checkpoint + self.opts.checkpoint_interval);
             let due = self.chain.since_checkpoint > 0;
             tokio::select! {
                 n = self.rx.recv_many(&mut buf, self.opts.max_batch) => {
@@ -459,17 +463,18 @@ impl Writer {
             .collect();
         let first = self.chain.seq + 1;
         let since = self.chain.since_checkpoint + records.len() as u64;
-        let checkpoint = since > 0
+        let due = since > 0
             && (force_checkpoint
                 || since >= self.opts.checkpoint_every
                 || self.chain.last_checkpoint.elapsed() >= self.opts.checkpoint_interval);
-        let cp = checkpoint.then(|| {
-            let now = OffsetDateTime::now_utc().unix_timestamp_nanos() as i64;
-            (
-                self.key.sign(seq, frontier.root(), hash, now),
-                frontier.to_bytes(),
-            )
-        });
+        let cp = if due && self.checkpointer.ready(force_checkpoint) {
+            let root = frontier.root();
+            let signed = self.checkpointer.sign(seq, root, hash, &self.metrics).await;
+            signed.map(|cp| (cp, frontier.to_bytes()))
+        } else {
+            None
+        };
+        let checkpoint = cp.is_some();
         let stored = async {
             if !records.is_empty() {
                 tx.insert(&records).await?;

@@ -203,7 +203,9 @@ async fn genuine_retention_verifies_and_one_more_deletion_fails(b: Backend) {
 async fn a_statement_with_a_bad_signature_covers_nothing(b: Backend) {
     let log = Log::of(b, 9).await;
     let stranger = SigningKey::ephemeral().unwrap();
-    let mut forged = Statement::sign(&stranger, &log.checkpoint(3).await, 1, "cli:uid:0");
+    let mut forged = Statement::sign(&stranger, &log.checkpoint(3).await, 1, "cli:uid:0")
+        .await
+        .unwrap();
     forged.key_id = log.external.id.clone();
     let r = log.insert_at_tail(forged.event("forged").unwrap()).await;
     // On PostgreSQL only esm_retain deletes; its checks pass for a well-shaped statement.
@@ -219,7 +221,9 @@ async fn a_statement_with_a_bad_signature_covers_nothing(b: Backend) {
 async fn a_statement_for_another_prefix_covers_nothing(b: Backend) {
     let log = Log::of(b, 9).await;
     // A genuine statement for events 1..6 (say, from a retain that stopped before deleting).
-    let genuine = Statement::sign(&log.key(), &log.checkpoint(6).await, 1, "cli:uid:0");
+    let genuine = Statement::sign(&log.key(), &log.checkpoint(6).await, 1, "cli:uid:0")
+        .await
+        .unwrap();
     let at = log
         .insert_at_tail(genuine.event("retain").unwrap())
         .await

@@ -1,8 +1,10 @@
 //! SVIDs/s with the signing CA key in SoftHSM2 (PKCS#11, P-256) next to the file backend,
 //! at 1 and 8 concurrent issuers, in one run. Issuance from a CSR, so the CA's signature is
-//! the cost that differs, not the workload key generation.
+//! the cost that differs, not the workload key generation. Also the audit checkpoint
+//! signature: the file Ed25519 key next to Ed25519 and P-256 keys in the token.
 //!
-//! `cargo bench -p esm-ca --bench key_backends`; needs softhsm2 (tests/run installs it).
+//! `cargo bench -p esm-ca --bench key_backends`; needs softhsm2 (tests/run installs it); the
+//! token is the tests' throwaway one (`tests/softhsm`).
 //! criterion prints elements/s = SVIDs/s.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,48 +14,14 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use esm_ca::issuer::{issue, IssuancePolicy, LeafKey, SigningCa, SvidRequest};
 use esm_ca::key_backend::file::FileKeyStore;
-use esm_ca::key_backend::pkcs11::{Pin, Pkcs11Config, Pkcs11KeyStore};
 use esm_ca::key_backend::{KeyAlgorithm, KeyStore};
 use esm_ca::rotation::RotationPolicy;
 use esm_ca::store::{CaStore, InitOptions};
 use esm_ca::{SpiffeId, TrustDomain};
 use time::OffsetDateTime;
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-
-fn softhsm_store(dir: &std::path::Path) -> Arc<dyn KeyStore> {
-    std::fs::create_dir_all(dir.join("tokens")).unwrap();
-    let conf = dir.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            dir.join("tokens").display()
-        ),
-    )
-    .unwrap();
-    std::env::set_var("SOFTHSM2_CONF", &conf);
-    let ok = std::process::Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            "bench",
-            "--pin",
-            "1234",
-        ])
-        .args(["--so-pin", "12345678"])
-        .output()
-        .unwrap()
-        .status
-        .success();
-    assert!(ok, "softhsm2-util --init-token failed");
-    Arc::new(Pkcs11KeyStore::new(Pkcs11Config {
-        module: MODULE.into(),
-        token_label: "bench".into(),
-        pin: Pin::new("1234").unwrap(),
-    }))
-}
+#[path = "../tests/softhsm/mod.rs"]
+mod softhsm;
 
 fn signing_ca(dir: &std::path::Path, keys: Arc<dyn KeyStore>) -> Arc<SigningCa> {
     let store = CaStore::new(dir.join("ca"), keys);
@@ -77,9 +45,10 @@ fn bench(c: &mut Criterion) {
         &dir.path().join("file"),
         Arc::new(FileKeyStore::new(dir.path().join("file/ca/keys"), None)),
     );
+    let _token = softhsm::softhsm();
     let hsm_ca = signing_ca(
         &dir.path().join("hsm"),
-        softhsm_store(&dir.path().join("softhsm")),
+        Arc::new(softhsm::store("esm-test")),
     );
     let csr = {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
@@ -131,6 +100,45 @@ fn bench(c: &mut Criterion) {
                 })
             });
         }
+    }
+    g.finish();
+    checkpoint_keys(c);
+}
+
+/// One checkpoint signature (and its check against the public key, which every signature
+/// gets before it is stored), per key backend.
+fn checkpoint_keys(c: &mut Criterion) {
+    use esm_audit::checkpoint::{Algorithm, SigningKey};
+    use esm_ca::key_backend::checkpoint_key::CheckpointKeys;
+    let keys = Arc::new(CheckpointKeys::Pkcs11(softhsm::store("esm-test")));
+    let p256 = &softhsm::unique("bench-checkpoint-p256");
+    softhsm::store("esm-test")
+        .generate(p256, KeyAlgorithm::EcP256)
+        .unwrap();
+    let signers = [
+        ("file_ed25519", SigningKey::ephemeral().unwrap()),
+        (
+            "pkcs11_softhsm2_ed25519",
+            SigningKey::new(Arc::new(
+                keys.generate(&softhsm::unique("bench-checkpoint-ed"))
+                    .unwrap(),
+            )),
+        ),
+        (
+            "pkcs11_softhsm2_p256",
+            SigningKey::new(Arc::new(keys.load(p256, Algorithm::EcdsaP256).unwrap())),
+        ),
+    ];
+    let mut g = c.benchmark_group("checkpoint_sign");
+    g.measurement_time(Duration::from_secs(5));
+    for (name, key) in &signers {
+        let mut n = 0_u64;
+        g.bench_function(*name, |b| {
+            b.iter(|| {
+                n += 1;
+                key.sign(n, [1; 32], [2; 32], 3).unwrap()
+            })
+        });
     }
     g.finish();
 }

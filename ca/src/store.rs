@@ -451,7 +451,7 @@ fn activate(state: &mut CaState, id: &str, now: OffsetDateTime) {
     }
 }
 
-fn new_id(prefix: &str, now: OffsetDateTime) -> Result<String> {
+pub(crate) fn new_id(prefix: &str, now: OffsetDateTime) -> Result<String> {
     let mut r = [0u8; 3];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut r)
         .map_err(|_| Error::Bug("system random number generator failed".into()))?;

@@ -140,7 +140,7 @@ mod tests {
     use crate::model::*;
 
     fn report(key: &SigningKey) -> Report {
-        let cp = key.sign(7, [1; 32], [2; 32], 42);
+        let cp = key.sign(7, [1; 32], [2; 32], 42).unwrap();
         Report {
             schema_version: SCHEMA_VERSION.into(),
             framework: FrameworkInfo {

@@ -1,10 +1,11 @@
 //! `esm audit …`: verification, export, tail, proofs and retention over the audit store.
 
+use std::collections::BTreeMap;
 use std::io::{BufReader, Write};
 use std::path::Path;
 
 use anyhow::Context;
-use esm_audit::checkpoint::{load_public, PublicKey, SigningKey};
+use esm_audit::checkpoint::{load_public, PublicKey};
 use esm_audit::prove::{ConsistencyProof, InclusionProof};
 use esm_audit::store::{Db, Filter};
 use time::OffsetDateTime;
@@ -17,7 +18,11 @@ use crate::exit::usage;
 /// A proof file is small; anything bigger is not one of ours.
 const MAX_PROOF_LEN: u64 = 1 << 20;
 
-pub fn run(cfg: &Config, command: AuditCommand) -> anyhow::Result<()> {
+pub fn run(
+    cfg: &Config,
+    env: &BTreeMap<String, String>,
+    command: AuditCommand,
+) -> anyhow::Result<()> {
     if let AuditCommand::Verify {
         export: Some(path),
         key,
@@ -29,11 +34,9 @@ pub fn run(cfg: &Config, command: AuditCommand) -> anyhow::Result<()> {
     if let AuditCommand::VerifyProof { file, key, .. } = &command {
         return verify_proof(cfg, file, key);
     }
-    if let AuditCommand::Key { .. } = &command {
-        print!(
-            "{}",
-            public_key(cfg, &PublicKeyArg { public_key: None })?.to_text()
-        );
+    if let AuditCommand::Key { pem, .. } = &command {
+        let key = public_key(cfg, &PublicKeyArg { public_key: None })?;
+        print!("{}", if *pem { key.to_pem() } else { key.to_text() });
         return Ok(());
     }
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -42,13 +45,18 @@ pub fn run(cfg: &Config, command: AuditCommand) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     rt.block_on(async {
         let db = open_db(cfg).await?;
-        let result = with_db(cfg, &db, command).await;
+        let result = with_db(cfg, env, &db, command).await;
         db.close().await;
         result
     })
 }
 
-async fn with_db(cfg: &Config, db: &Db, command: AuditCommand) -> anyhow::Result<()> {
+async fn with_db(
+    cfg: &Config,
+    env: &BTreeMap<String, String>,
+    db: &Db,
+    command: AuditCommand,
+) -> anyhow::Result<()> {
     match command {
         AuditCommand::Verify { from, key, .. } => {
             let key = public_key(cfg, &key)?;
@@ -109,7 +117,7 @@ async fn with_db(cfg: &Config, db: &Db, command: AuditCommand) -> anyhow::Result
             let proof = esm_audit::prove::prove_consistency(db, old, new).await?;
             println!("{}", serde_json::to_string_pretty(&proof)?);
         }
-        AuditCommand::Retain { before, .. } => retain(cfg, db, &before).await?,
+        AuditCommand::Retain { before, .. } => retain(cfg, env, db, &before).await?,
         AuditCommand::VerifyProof { .. } | AuditCommand::Key { .. } => {}
     }
     Ok(())
@@ -146,7 +154,12 @@ async fn tail(db: &Db, lines: u64, follow: bool) -> anyhow::Result<()> {
 
 /// Removes events up to the last checkpoint signed before `before`, under a retention
 /// statement signed with the checkpoint key and appended to the log first.
-async fn retain(cfg: &Config, db: &Db, before: &str) -> anyhow::Result<()> {
+async fn retain(
+    cfg: &Config,
+    env: &BTreeMap<String, String>,
+    db: &Db,
+    before: &str,
+) -> anyhow::Result<()> {
     let before_ns = instant("--before", before)?;
     let first = db.first_seq().await?.unwrap_or(1);
     let Some(cp) = db
@@ -161,8 +174,8 @@ async fn retain(cfg: &Config, db: &Db, before: &str) -> anyhow::Result<()> {
         return Ok(());
     };
     let up_to = cp.checkpoint.tree_size;
-    let key = SigningKey::load_or_create(&cfg.audit_dir())?;
-    let evidence = Evidence::start(cfg).await?;
+    let key = crate::evidence::open_key(cfg, env).await?;
+    let evidence = Evidence::with_key(cfg, key.clone()).await?;
     let reason = format!("retention of events before {before}");
     let done =
         esm_audit::retention::retain(db, &key, &evidence.sink, up_to, &cli_actor(), &reason).await;

@@ -38,7 +38,7 @@ pub fn rotate(
         .map(|step| esm_ca::evidence::ca_rotated(*step, &state, &custody, &actor, now))
         .collect::<Vec<_>>();
     if !events.is_empty() {
-        crate::evidence::record_now(cfg, events)?;
+        crate::evidence::record_now(cfg, env, events)?;
     }
     if done.is_empty() {
         println!("nothing is due");

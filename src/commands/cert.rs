@@ -33,7 +33,7 @@ pub fn issue(cfg: &Config, env: &BTreeMap<String, String>, args: IssueArgs) -> a
                 // A refused CSR is evidence too; the refusal is what the caller sees either way.
                 let now = time::OffsetDateTime::now_utc();
                 let event = evidence::svid_refused(id.as_str(), &actor, &e.to_string(), now);
-                if let Err(rec) = crate::evidence::record_now(cfg, vec![event]) {
+                if let Err(rec) = crate::evidence::record_now(cfg, env, vec![event]) {
                     tracing::error!(error = %rec, "could not record the refused CSR");
                 }
                 return Err(e.into());
@@ -59,7 +59,7 @@ pub fn issue(cfg: &Config, env: &BTreeMap<String, String>, args: IssueArgs) -> a
         Err(e @ esm_ca::Error::Reserved(_)) => {
             // Someone asked for esm's own identity: worth a record, not only a message.
             let event = evidence::svid_refused(id.as_str(), &actor, &e.to_string(), now);
-            if let Err(rec) = crate::evidence::record_now(cfg, vec![event]) {
+            if let Err(rec) = crate::evidence::record_now(cfg, env, vec![event]) {
                 tracing::error!(error = %rec, "could not record the refused issuance");
             }
             return Err(e.into());
@@ -68,8 +68,11 @@ pub fn issue(cfg: &Config, env: &BTreeMap<String, String>, args: IssueArgs) -> a
     };
     let bundle = store.bundle(&state, now)?;
     // Durable evidence first: an SVID that exists must be in the log.
-    let seq =
-        crate::evidence::record_now(cfg, vec![evidence::svid_issued(&svid, &actor, "cli", now)])?;
+    let seq = crate::evidence::record_now(
+        cfg,
+        env,
+        vec![evidence::svid_issued(&svid, &actor, "cli", now)],
+    )?;
 
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;

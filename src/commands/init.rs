@@ -17,7 +17,7 @@ pub fn run(args: InitArgs, env: &BTreeMap<String, String>) -> anyhow::Result<()>
         .map_err(|e| usage(format!("--trust-domain {:?}: {e}", args.trust_domain)))?;
     let algorithm = KeyAlgorithm::parse(&args.key_algorithm)
         .ok_or_else(|| usage(format!("--key-algorithm {:?}", args.key_algorithm)))?;
-    let (backend, backend_toml) = backend_section(&args)?;
+    let (backend, audit_backend, backend_toml) = backend_section(&args)?;
     // Read and check everything before writing anything.
     let upstream = match (&args.upstream_cert, &args.upstream_key) {
         (Some(c), Some(k)) => Some(read_upstream(c, k)?),
@@ -30,12 +30,13 @@ pub fn run(args: InitArgs, env: &BTreeMap<String, String>) -> anyhow::Result<()>
             config_path.display()
         )));
     }
-    let toml = default_toml(&td, algorithm, backend) + &backend_toml;
+    let toml = default_toml(&td, algorithm, backend, audit_backend) + &backend_toml;
     // The key backends are reached (module loaded, token found, PIN checked) before the data
     // dir is touched: a wrong PIN or a missing token leaves nothing behind.
     let cfg = Config::parse(&toml, args.dir.clone(), env).map_err(|e| usage(format!("{e:#}")))?;
     let store = super::ca_store(&cfg, env)?;
     store.check_keys()?;
+    crate::audit_key::check(&cfg, env)?;
     let created_dir = !args.dir.exists();
     let result = (|| {
         create_data_dir(&args.dir, created_dir)?;
@@ -54,11 +55,16 @@ pub fn run(args: InitArgs, env: &BTreeMap<String, String>) -> anyhow::Result<()>
         {
             write_default_policies(dir, &td)?;
         }
-        // The audit log starts with its trust domain's birth; its key is made now too.
-        let custody = store.key_custody(&state)?;
+        // The audit log starts with its trust domain's birth; its key is made now too, and
+        // where it is kept is part of that first event's custody record.
+        let audit_key = crate::audit_key::open(&cfg, env)?;
+        let mut custody = store.key_custody(&state)?;
+        if let Some(roles) = custody.as_object_mut() {
+            roles.insert("audit".into(), audit_key.custody());
+        }
         let event =
             esm_ca::evidence::ca_initialized(&state, &custody, &crate::evidence::cli_actor(), now);
-        crate::evidence::record_now(&cfg, vec![event])?;
+        crate::evidence::record_now_with(&cfg, audit_key, vec![event])?;
         write_owner_only(&config_path, toml.as_bytes())?;
         anyhow::Ok(state)
     })();
@@ -87,49 +93,58 @@ pub fn run(args: InitArgs, env: &BTreeMap<String, String>) -> anyhow::Result<()>
         int.id,
         esm_ca::rfc3339(int.not_after)
     );
+    println!("  {}", crate::audit_key::describe(&cfg));
     println!("  config       {}", config_path.display());
     Ok(())
 }
 
-/// `key_backend` for esm.toml and the backend's own table, from the `--key-backend` flags.
-fn backend_section(args: &InitArgs) -> anyhow::Result<(&'static str, String)> {
+/// The `key_backend` and `audit.key_backend` values for esm.toml and the tables those
+/// backends need (one `[ca.pkcs11]` or `[ca.azure_key_vault]`, shared by the CA and the audit
+/// key), from the flags.
+fn backend_section(args: &InitArgs) -> anyhow::Result<(&'static str, &'static str, String)> {
+    let chosen = [args.key_backend, args.audit_key_backend];
     let pkcs11_flags = args.pkcs11_module.is_some()
         || args.pkcs11_token.is_some()
         || args.pkcs11_pin_file.is_some();
-    match args.key_backend {
-        KeyBackendArg::File if pkcs11_flags => Err(usage(
-            "--pkcs11-module/--pkcs11-token/--pkcs11-pin-file need --key-backend pkcs11",
-        )),
-        KeyBackendArg::File | KeyBackendArg::Pkcs11 if args.azure_vault_url.is_some() => Err(
-            usage("--azure-vault-url goes with --key-backend azure-key-vault"),
-        ),
-        KeyBackendArg::File => Ok(("file", String::new())),
-        KeyBackendArg::Pkcs11 => {
-            let (Some(module), Some(token)) = (&args.pkcs11_module, &args.pkcs11_token) else {
-                return Err(usage(
-                    "--key-backend pkcs11 needs --pkcs11-module PATH and --pkcs11-token LABEL",
-                ));
-            };
-            let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
-            let pin_file = args.pkcs11_pin_file.as_deref().map(abs);
-            Ok((
-                "pkcs11",
-                crate::key_backend_config::pkcs11_toml(&abs(module), token, pin_file.as_deref()),
-            ))
-        }
-        KeyBackendArg::AzureKeyVault if pkcs11_flags => Err(usage(
-            "--pkcs11-module/--pkcs11-token/--pkcs11-pin-file need --key-backend pkcs11",
-        )),
-        KeyBackendArg::AzureKeyVault => {
-            let Some(url) = &args.azure_vault_url else {
-                return Err(usage(
-                    "--key-backend azure-key-vault needs --azure-vault-url",
-                ));
-            };
-            esm_ca::key_backend::azure_key_vault::vault_host(url)
-                .map_err(|e| usage(format!("--azure-vault-url: {e}")))?;
-            Ok(("azure-key-vault", crate::azure_config::toml_table(url)))
-        }
+    if pkcs11_flags && !chosen.contains(&KeyBackendArg::Pkcs11) {
+        return Err(usage(
+            "--pkcs11-module/--pkcs11-token/--pkcs11-pin-file need pkcs11 as --key-backend or --audit-key-backend",
+        ));
+    }
+    if args.azure_vault_url.is_some() && !chosen.contains(&KeyBackendArg::AzureKeyVault) {
+        return Err(usage(
+            "--azure-vault-url goes with azure-key-vault as --key-backend or --audit-key-backend",
+        ));
+    }
+    let mut tables = String::new();
+    if chosen.contains(&KeyBackendArg::Pkcs11) {
+        let (Some(module), Some(token)) = (&args.pkcs11_module, &args.pkcs11_token) else {
+            return Err(usage(
+                "pkcs11 as --key-backend or --audit-key-backend needs --pkcs11-module PATH and --pkcs11-token LABEL",
+            ));
+        };
+        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+        let pin_file = args.pkcs11_pin_file.as_deref().map(abs);
+        tables += &crate::key_backend_config::pkcs11_toml(&abs(module), token, pin_file.as_deref());
+    }
+    if chosen.contains(&KeyBackendArg::AzureKeyVault) {
+        let Some(url) = &args.azure_vault_url else {
+            return Err(usage(
+                "azure-key-vault as --key-backend or --audit-key-backend needs --azure-vault-url",
+            ));
+        };
+        esm_ca::key_backend::azure_key_vault::vault_host(url)
+            .map_err(|e| usage(format!("--azure-vault-url: {e}")))?;
+        tables += &crate::azure_config::toml_table(url);
+    }
+    Ok((name(args.key_backend), name(args.audit_key_backend), tables))
+}
+
+fn name(kind: KeyBackendArg) -> &'static str {
+    match kind {
+        KeyBackendArg::File => "file",
+        KeyBackendArg::Pkcs11 => "pkcs11",
+        KeyBackendArg::AzureKeyVault => "azure-key-vault",
     }
 }
 

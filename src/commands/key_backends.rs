@@ -29,6 +29,25 @@ fn pkcs11_pin(p: &Pkcs11Settings, env: &BTreeMap<String, String>) -> anyhow::Res
         .ok_or_else(|| usage(format!("ca.pkcs11.pin_file {}: empty", file.display())))
 }
 
+/// The token of `[ca.pkcs11]` (nothing loaded yet), with the PIN from the environment or
+/// the PIN file.
+pub fn pkcs11_store(
+    cfg: &Config,
+    env: &BTreeMap<String, String>,
+) -> anyhow::Result<Pkcs11KeyStore> {
+    let p = cfg
+        .ca
+        .key_backends
+        .pkcs11
+        .as_ref()
+        .context("no [ca.pkcs11] settings")?;
+    Ok(Pkcs11KeyStore::new(Pkcs11Config {
+        module: p.module.clone(),
+        token_label: p.token_label.clone(),
+        pin: pkcs11_pin(p, env)?,
+    }))
+}
+
 fn open(
     kind: KeyBackendKind,
     cfg: &Config,
@@ -41,19 +60,7 @@ fn open(
                 .and_then(|p| Passphrase::new(p.as_bytes()));
             Arc::new(FileKeyStore::new(cfg.ca_dir().join("keys"), passphrase))
         }
-        KeyBackendKind::Pkcs11 => {
-            let p = cfg
-                .ca
-                .key_backends
-                .pkcs11
-                .as_ref()
-                .context("no [ca.pkcs11] settings")?;
-            Arc::new(Pkcs11KeyStore::new(Pkcs11Config {
-                module: p.module.clone(),
-                token_label: p.token_label.clone(),
-                pin: pkcs11_pin(p, env)?,
-            }))
-        }
+        KeyBackendKind::Pkcs11 => Arc::new(pkcs11_store(cfg, env)?),
         KeyBackendKind::AzureKeyVault => Arc::new(super::azure_key_vault(cfg, env)?),
     })
 }
@@ -70,7 +77,8 @@ pub fn ca_store(cfg: &Config, env: &BTreeMap<String, String>) -> anyhow::Result<
     })
 }
 
-/// One line per key role for `esm ca show`: which backend, and where in it.
+/// One line per key role for `esm ca show`: which backend, and where in it; the audit
+/// checkpoint key's line too.
 pub fn describe(cfg: &Config) -> Vec<String> {
     let b = &cfg.ca.key_backends;
     let place = |kind: KeyBackendKind| match (kind, &b.pkcs11) {
@@ -89,5 +97,6 @@ pub fn describe(cfg: &Config) -> Vec<String> {
     vec![
         format!("root keys     {}", place(b.root)),
         format!("signing keys  {}", place(b.signing)),
+        crate::audit_key::describe(cfg),
     ]
 }

@@ -40,7 +40,9 @@ pub fn run(cli: Cli, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
             CaCommand::Show { config } => ca::show(&load(&config, env)?, env),
         },
         Command::Policy { command } => policy::run(command),
-        Command::Audit { command } => audit::run(&load(audit_config_args(&command), env)?, command),
+        Command::Audit { command } => {
+            audit::run(&load(audit_config_args(&command), env)?, env, command)
+        }
         Command::Entry { command } => entry::run(command, env),
         Command::Report(args) => {
             let cfg = load(&args.config, env)?;
@@ -59,7 +61,7 @@ fn audit_config_args(c: &crate::cli::AuditCommand) -> &ConfigArgs {
         | A::Consistency { config, .. }
         | A::VerifyProof { config, .. }
         | A::Retain { config, .. }
-        | A::Key { config } => config,
+        | A::Key { config, .. } => config,
     }
 }
 
@@ -67,7 +69,7 @@ fn load(args: &ConfigArgs, env: &BTreeMap<String, String>) -> anyhow::Result<Con
     Config::load(&args.path(), env).map_err(|e| usage(format!("{e:#}")))
 }
 
-pub use key_backends::ca_store;
+pub use key_backends::{ca_store, pkcs11_store};
 
 /// The Key Vault store of an azure-key-vault configuration (nothing sent yet).
 pub fn azure_key_vault(

@@ -39,7 +39,7 @@ async fn serve(cfg: Config, env: &BTreeMap<String, String>) -> anyhow::Result<()
     let state = store.load()?;
     store.signing_ca(&state)?;
     let admin_listener = bind("admin.listen", cfg.admin_listen).await?;
-    let evidence = Evidence::start(&cfg).await?;
+    let evidence = Evidence::start(&cfg, env).await?;
     let (ca_tx, ca_rx) = watch::channel(Arc::new(state));
     let (stop_tx, stop_rx) = watch::channel(false);
     tracing::info!(admin.listen = %cfg.admin_listen, trust_domain = %cfg.trust_domain, "esm serving");

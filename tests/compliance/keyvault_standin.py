@@ -120,6 +120,7 @@ class StandIn:
         self.forbidden = False
         self.log = []             # (method, path, api-version, had_token, status)
         self.sign_times = []
+        self.signs = []           # (key name, JWS alg) of every sign call
         self.lock = threading.Lock()
         self.port = self._free_port()
         self.imds_port = self._free_port()
@@ -296,6 +297,7 @@ class StandIn:
         t0 = time.perf_counter()
         digest = unb64u(body.get("value", ""))
         h, is_ec = self._alg(v, body.get("alg"), digest)
+        self.signs.append((name, body.get("alg")))
         priv = v["priv"]
         if is_ec:
             r, s = utils.decode_dss_signature(priv.sign(digest, ec.ECDSA(utils.Prehashed(h))))

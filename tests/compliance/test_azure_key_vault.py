@@ -2,9 +2,11 @@
 
 The stand-in is first held to the real protocol by the official Azure SDK; then esm's backend
 makes, finds and signs with CA keys through it, and survives token expiry, throttling,
-refusals and the vault going away."""
+refusals and the vault going away. The audit checkpoint key in the vault is P-256 and signs
+with ES256; a log rewritten and re-signed on the host fails verification."""
 
 import hashlib
+import json
 import os
 import re
 import statistics
@@ -12,11 +14,14 @@ import time
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding
 from spiffe import WorkloadApiClient, X509Svid
 
+import audit_forger
 from conftest import run
 from keyvault_standin import CLIENT_ID, CLIENT_SECRET, TENANT, StandIn, unb64u
+from test_pkcs11 import audit_events, events_through_serve
 from test_svid_checkers import openssl_verify, pkilint_findings, split_pem
 
 TD = "example.org"
@@ -278,3 +283,97 @@ def test_signing_latency_as_seen_by_esm(tmp_path, stack, vault):
     assert len(esm_side) == 200
     print(f"sign as esm sees it: median {statistics.median(esm_side) * 1000:.2f} ms, p99 {q(esm_side, 0.99):.2f} ms")
     print(f"SVID fetch via esm+vault: median {statistics.median(seen) * 1000:.2f} ms, p99 {q(seen, 0.99):.2f} ms")
+
+
+def vault_public_pem(vault, name, version, out):
+    """The key's public half as the vault gives it to the official SDK, as a PEM file."""
+    from azure.identity import ClientSecretCredential
+    from azure.keyvault.keys import KeyClient
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import PublicFormat
+
+    ca = str(vault.ca_pem)
+    cred = ClientSecretCredential(TENANT, CLIENT_ID, CLIENT_SECRET, authority=vault.url,
+                                  disable_instance_discovery=True, connection_verify=ca)
+    key = KeyClient(vault.url, cred, connection_verify=ca, verify_challenge_resource=False).get_key(name, version)
+    assert key.key.crv == "P-256"
+    pub = ec.EllipticCurvePublicNumbers(int.from_bytes(key.key.x, "big"), int.from_bytes(key.key.y, "big"),
+                                        ec.SECP256R1()).public_key()
+    out.write_bytes(pub.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    return out
+
+
+def test_audit_checkpoint_key_in_the_vault_signs_es256_and_a_resigned_rewrite_fails(tmp_path, stack, vault):
+    """CA keys in files, the checkpoint key alone in the vault: Key Vault has no Ed25519, so
+    the key is P-256 and each checkpoint is one ES256 sign call; the data dir holds only
+    its public half, and a rewritten log re-signed on the host does not verify."""
+    esm, _, _ = stack
+    env = esm_env(vault)
+    data = tmp_path / "esm-data"
+    run("init", "--trust-domain", TD, "--dir", data, "--audit-key-backend", "azure-key-vault",
+        "--azure-vault-url", vault.url, env=env)
+    ref = json.loads((data / "audit" / "checkpoint-key.json").read_text())
+    assert ref["backend"] == "azure-key-vault" and ref["algorithm"] == "ecdsa-p256-sha256", ref
+    assert ref["key_id"].startswith("p256:")
+    name, version = ref["backend_key_id"].split("/")
+    assert list(vault.keys) == [name] and name.startswith("esm-audit-checkpoint-")
+    assert (data / "audit" / "checkpoint.pub").read_text().startswith("p256:")
+    custody = audit_events(data, env, "ca.initialized")[0]["details"]["key_backend"]
+    assert custody["root"]["backend"] == "file"
+    assert custody["audit"]["backend"] == "azure-key-vault" and custody["audit"]["key_id"] == ref["key_id"]
+    assert set(vault.signs) == {(name, "ES256")}  # init's checkpoint
+
+    vault_pem = vault_public_pem(vault, name, version, tmp_path / "vault.pem")
+    events_through_serve(esm, data, env, tmp_path / "o")
+    # One ES256 call per checkpoint (init, the issuance, the server's last), no other key or alg.
+    assert vault.signs == [(name, "ES256")] * 3, vault.signs
+    issued = audit_events(data, env, "svid.issued")[-1]
+    # Verification is offline: no vault, no credentials.
+    for key_args in [(), ("--public-key", vault_pem)]:
+        ok = run("audit", "verify", *key_args, "--dir", data)
+        assert ok.stdout.startswith("ok:") and ref["key_id"] in ok.stdout, ok.stdout
+    for f in (data / "audit").iterdir():
+        assert b"PRIVATE KEY" not in f.read_bytes() and f.name != "checkpoint.key", f
+
+    # Root rewrites the issuance and re-signs with its own key, under its own id and, to
+    # confuse the verifier, under the vault key's P-256 id: neither verifies.
+    attacker = Ed25519PrivateKey.generate()
+    for key_id in [None, ref["key_id"]]:
+        audit_forger.rewrite(data / "audit.db", issued["seq"], "subject", f"spiffe://{TD}/evil",
+                             attacker, key_id=key_id)
+        (data / "audit" / "checkpoint.pub").write_text(audit_forger.key_text(attacker)[0])
+        bad = run("audit", "verify", "--public-key", vault_pem, "--dir", data, check=False)
+        assert bad.returncode == 1 and "signature does not verify (forged)" in bad.stderr, bad.stderr
+        assert f"sequence {issued['seq']}:" in bad.stderr, bad.stderr
+
+
+def test_proofs_reports_and_retention_verify_under_a_p256_checkpoint_key(tmp_path, esm_bin, vault):
+    """Every statement the audit key signs — checkpoints in proofs, the report's seal, the
+    retention statement — verifies with the vault key's public half alone."""
+    env = esm_env(vault)
+    data = tmp_path / "esm-data"
+    run("init", "--trust-domain", TD, "--dir", data, "--audit-key-backend", "azure-key-vault",
+        "--azure-vault-url", vault.url, env=env)
+    for i in range(3):
+        run("cert", "issue", "--spiffe-id", f"spiffe://{TD}/w{i}", "--out", tmp_path / f"o{i}", "--dir", data,
+            env=env)
+    ref = json.loads((data / "audit" / "checkpoint-key.json").read_text())
+    vault_pem = vault_public_pem(vault, *ref["backend_key_id"].split("/"), tmp_path / "vault.pem")
+    (tmp_path / "incl.json").write_text(run("audit", "prove", "2", "--dir", data).stdout)
+    (tmp_path / "cons.json").write_text(run("audit", "consistency", "2", "--dir", data).stdout)
+    for proof in ["incl.json", "cons.json"]:
+        ok = run("audit", "verify-proof", tmp_path / proof, "--public-key", vault_pem, "--dir", data)
+        assert ok.stdout.startswith("ok:"), ok.stdout
+        assert json.loads((tmp_path / proof).read_text()).__str__().count(ref["key_id"]) >= 1
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    report = tmp_path / "report.json"
+    run("report", "--framework", "soc2", "--from", today, "--to", today, "--format", "json", "--out", report,
+        "--dir", data, env=env, check=False)
+    assert run("report", "verify", report, "--public-key", vault_pem, "--dir", data).returncode == 0
+    # Retention: the statement is signed in the vault too, and the shortened log verifies.
+    signs = len(vault.signs)
+    tomorrow = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 86400))
+    run("audit", "retain", "--before", tomorrow, "--dir", data, env=env)
+    assert len(vault.signs) > signs and {a for _, a in vault.signs} == {"ES256"}
+    ok = run("audit", "verify", "--public-key", vault_pem, "--dir", data)
+    assert "after retention signed in event" in ok.stdout, ok.stdout

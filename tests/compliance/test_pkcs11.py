@@ -1,19 +1,25 @@
 """CA keys in a PKCS#11 token (real SoftHSM2, read back with OpenSC's pkcs11-tool): init,
 issuance, rotation and SDS to real Envoys sign with the token; the keys are sensitive and
 never extractable; no private key of the CA lands in the data dir; the PIN is never written
-down; a wrong PIN, a missing module and a missing token fail in one line and write nothing."""
+down; a wrong PIN, a missing module and a missing token fail in one line and write nothing.
+The audit checkpoint key in the token signs the log, and a log rewritten and re-signed by
+root on the host (who cannot read that key) fails verification."""
 
 import json
 import os
 import re
+import sqlite3
 import subprocess
+import tomllib
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding
 from spiffe import X509Svid
 
+import audit_forger
 from conftest import run
-from envoy_harness import envoy_bin, free_port, request
+from envoy_harness import envoy_bin, free_port, request, stop_process, wait_path
 from test_sds_envoy import CLIENT, SERVER, client_envoy, linked_envoy, server_envoy
 from test_svid_checkers import openssl_verify, pkilint_findings, split_pem
 
@@ -205,3 +211,118 @@ def test_pin_variable_does_not_break_the_file_backend(tmp_path):
     env = {"ESM_PKCS11_PIN": PIN}
     run("init", "--trust-domain", TD, "--dir", data, env=env)
     run("cert", "issue", "--spiffe-id", f"spiffe://{TD}/w", "--out", tmp_path / "o", "--dir", data, env=env)
+
+
+def events_through_serve(esm, data, env, out):
+    """Events 2..4 with `esm serve` running: an entry over the admin socket, a CLI issuance
+    (its own checkpoint) and another entry, which the server's final checkpoint covers."""
+    p, _, _ = esm(data, env)
+    wait_path(data / "admin.sock", p)
+    run("entry", "create", "--spiffe-id", f"spiffe://{TD}/w", "--selector", "unix:uid:1000",
+        "--dir", data, env=env)
+    run("cert", "issue", "--spiffe-id", f"spiffe://{TD}/w", "--out", out, "--dir", data, env=env)
+    run("entry", "create", "--spiffe-id", f"spiffe://{TD}/v", "--selector", "unix:uid:1001",
+        "--dir", data, env=env)
+    stop_process(p)
+
+
+def token_public_key(hsm_env, label, out):
+    """A key's public half as the token itself gives it (PEM), not the data dir's copy."""
+    p = subprocess.run(["pkcs11-tool", "--module", MODULE, "--token-label", "esm-ca", "--read-object",
+                        "--type", "pubkey", "--label", label, "-o", out], env={**os.environ, **hsm_env},
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    return out
+
+
+def test_audit_checkpoint_key_in_the_token_signs_the_log_and_a_resigned_rewrite_fails(
+        tmp_path, stack, hsm):
+    esm, _, _ = stack
+    env = {**hsm, "ESM_PKCS11_PIN": PIN}
+    data = tmp_path / "d"
+    run(*init_args(data), "--audit-key-backend", "pkcs11", env=env)
+    assert tomllib.loads((data / "esm.toml").read_text())["audit"]["key_backend"] == "pkcs11"
+    ref = json.loads((data / "audit" / "checkpoint-key.json").read_text())
+    assert ref["backend"] == "pkcs11" and ref["algorithm"] == "ed25519", ref  # SoftHSM2 has CKM_EDDSA
+    assert ref["key_id"].startswith("ed25519:")
+    label = "esm-" + ref["backend_key_id"]
+    assert "sensitive, always sensitive, never extractable, local" in private_key_access(hsm)[label]
+    # Its custody is in the log's first event, read back from the token.
+    custody = audit_events(data, env, "ca.initialized")[0]["details"]["key_backend"]["audit"]
+    assert custody["backend"] == "pkcs11" and custody["key_label"] == label, custody
+    assert custody["key_type"] == "ec-edwards" and custody["key_id"] == ref["key_id"]
+    assert custody["never_extractable"] is True and custody["extractable"] is False
+    assert "audit key     pkcs11 " + ref["backend_key_id"] in run("ca", "show", "--dir", data).stdout
+
+    # The verifier's copy of the public key comes from the token itself.
+    token_pem = token_public_key(hsm, label, tmp_path / "token.pem")
+
+    events_through_serve(esm, data, env, tmp_path / "o")
+    db = sqlite3.connect(data / "audit.db")
+    key_ids = {r[0] for r in db.execute("SELECT key_id FROM checkpoints")}
+    sizes = [r[0] for r in db.execute("SELECT tree_size FROM checkpoints")]
+    db.close()
+    # init's, the CLI issuance's and the server's final one.
+    assert key_ids == {ref["key_id"]} and sizes == [1, 3, 4], (key_ids, sizes)
+    issued = audit_events(data, env, "svid.issued")[-1]
+    # Verifying needs neither the PIN nor the token (run() passes no SOFTHSM2_CONF).
+    for key_args in [(), ("--public-key", token_pem)]:
+        ok = run("audit", "verify", *key_args, "--dir", data)
+        assert ok.stdout.startswith("ok:") and ref["key_id"] in ok.stdout, ok.stdout
+    assert not (data / "audit" / "checkpoint.key").exists()
+    no_private_key_under(data)
+
+    # The attack: root rewrites whom the SVID went to, relinks the chain, re-signs every
+    # checkpoint with a key of its own (the token's cannot be read) and puts that key's public
+    # half where esm keeps one.
+    attacker = Ed25519PrivateKey.generate()
+    audit_forger.rewrite(data / "audit.db", issued["seq"], "subject", f"spiffe://{TD}/evil", attacker)
+    (data / "audit" / "checkpoint.pub").write_text(audit_forger.key_text(attacker)[0])
+    bad = run("audit", "verify", "--public-key", token_pem, "--dir", data, check=False)
+    assert bad.returncode == 1 and "signature does not verify (forged)" in bad.stderr, bad.stderr
+    assert f"sequence {issued['seq']}:" in bad.stderr, bad.stderr
+    # Nor does esm sign on for the swapped public key.
+    again = run("cert", "issue", "--spiffe-id", f"spiffe://{TD}/w", "--out", tmp_path / "o2", "--dir", data,
+                env=env, check=False)
+    assert again.returncode != 0 and "is not the public half of checkpoint key" in again.stderr, again.stderr
+    assert not (tmp_path / "o2").exists()
+
+
+def test_with_the_checkpoint_key_in_a_file_root_can_resign_a_rewritten_log(tmp_path, esm_bin):
+    """The limit the token removes: whoever can read audit/checkpoint.key re-signs a rewritten
+    log that then verifies even under a copy of the public key kept elsewhere. (This also
+    shows the forger above recomputes the log correctly: only the key gives it away.)"""
+    data = tmp_path / "d"
+    run("init", "--trust-domain", TD, "--dir", data)
+    run("cert", "issue", "--spiffe-id", f"spiffe://{TD}/w", "--out", tmp_path / "o", "--dir", data)
+    offbox = tmp_path / "offbox.pub"
+    offbox.write_text(run("audit", "key", "--dir", data).stdout)
+    stolen = audit_forger.stolen_file_key(data / "audit" / "checkpoint.key")
+    audit_forger.rewrite(data / "audit.db", 2, "subject", f"spiffe://{TD}/evil", stolen)
+    ok = run("audit", "verify", "--public-key", offbox, "--dir", data)
+    assert ok.stdout.startswith("ok: events 1..2 verify")
+    assert audit_events(data, {}, "svid.issued")[0]["subject"] == f"spiffe://{TD}/evil"
+
+
+def test_audit_key_flags_are_checked_and_a_log_keeps_the_key_it_was_made_with(tmp_path, hsm):
+    env = {**hsm, "ESM_PKCS11_PIN": PIN}
+    data = tmp_path / "d"
+    for args, want in [
+        (["--audit-key-backend", "pkcs11"], "needs --pkcs11-module PATH and --pkcs11-token LABEL"),
+        (["--pkcs11-module", MODULE, "--pkcs11-token", "esm-ca"],
+         "need pkcs11 as --key-backend or --audit-key-backend"),
+        (["--audit-key-backend", "hsm"], "invalid value 'hsm'"),
+    ]:
+        p = run("init", "--trust-domain", TD, "--dir", data, *args, env=env, check=False)
+        assert p.returncode == 2 and want in p.stderr, p.stderr
+        assert not data.exists()
+    # CA keys in the token, the audit key in a file: the file key signs from then on, and
+    # switching the log's key to the token later is refused (its checkpoints would no longer
+    # verify under one key); no audit key is made in the token.
+    run(*init_args(data), env=env)
+    assert (data / "audit" / "checkpoint.key").exists()
+    p = run("cert", "issue", "--spiffe-id", f"spiffe://{TD}/w", "--out", tmp_path / "o", "--dir", data,
+            env={**env, "ESM_AUDIT_KEY_BACKEND": "pkcs11"}, check=False)
+    assert p.returncode == 2 and "cannot move to pkcs11" in p.stderr, p.stderr
+    assert not [label for label in private_key_access(hsm) if "audit" in label]
+    assert run("audit", "verify", "--dir", data).stdout.startswith("ok: events 1..1")

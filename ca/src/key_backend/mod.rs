@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 
 pub mod azure_key_vault;
+pub mod checkpoint_key;
 pub mod file;
 pub mod pkcs11;
 

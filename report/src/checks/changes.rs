@@ -1,5 +1,6 @@
 //! Changes: who made each policy, entry and CA change (and to which policy hash), where the
-//! CA's keys are held, and whether CA rotations succeeded.
+//! CA's keys are held (and the audit checkpoint key, as a count: keeping it in a file is
+//! allowed), and whether CA rotations succeeded.
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
@@ -19,6 +20,22 @@ const SCHEDULER: &str = "esm:rotator";
 struct CaDetails<'a> {
     #[serde(borrow, default)]
     authorities: Vec<Authority<'a>>,
+    /// The custody record of each key; `audit` is the checkpoint key's (written by
+    /// `esm init` since the audit key could live in an HSM or vault).
+    #[serde(borrow, default)]
+    key_backend: Option<Custody<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Custody<'a> {
+    #[serde(borrow, default)]
+    audit: Option<KeyCustody<'a>>,
+}
+
+#[derive(Deserialize)]
+struct KeyCustody<'a> {
+    #[serde(borrow, default)]
+    backend: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -37,6 +54,8 @@ pub struct CaChecks {
     backends: BTreeSet<String>,
     first_seen: Option<u64>,
     in_force: BTreeSet<String>,
+    /// The backend of the audit checkpoint key, when a CA event recorded it.
+    audit_key: Option<String>,
     rotation: Tally,
     rotations: u64,
 }
@@ -49,6 +68,9 @@ impl CaChecks {
         let Ok(d) = serde_json::from_str::<CaDetails<'_>>(e.details) else {
             return false;
         };
+        if let Some(b) = d.key_backend.and_then(|k| k.audit?.backend) {
+            self.audit_key = Some(b.into_owned());
+        }
         let now: BTreeSet<String> = d
             .authorities
             .iter()
@@ -113,6 +135,11 @@ impl CaChecks {
                 }
             }
             custody.add("backends", self.backends.len() as u64);
+            match self.audit_key.as_deref() {
+                Some(b) if PROTECTED_BACKENDS.contains(&b) => custody.count("audit_key_protected"),
+                Some(_) => custody.count("audit_key_in_file"),
+                None => {}
+            }
             if custody.exceptions_total == 0 && unknown {
                 custody.result("ca.key_custody", Status::InsufficientEvidence)
             } else {
@@ -210,6 +237,37 @@ mod tests {
         c.prelude(&ev(1, 0, "ca.initialized", HSM_CA));
         c.observe(&ev(2, 5, "authz.decision", "{}"));
         assert_eq!(c.finish()[0].status, Status::Passed);
+    }
+
+    #[test]
+    fn the_audit_keys_custody_is_counted_not_judged() {
+        let with_audit = |ca: &str, audit: &str| {
+            format!(
+                r#"{{"authorities":[{{"key_backend":"{ca}"}}],"key_backend":{{"audit":{{"backend":"{audit}"}}}}}}"#
+            )
+        };
+        let mut c = CaChecks::default();
+        c.prelude(&ev(1, 0, "ca.initialized", &with_audit("pkcs11", "pkcs11")));
+        let r = &c.finish()[0];
+        assert_eq!(r.status, Status::Passed);
+        assert_eq!(r.counts.get("audit_key_protected"), Some(&1));
+        let mut c = CaChecks::default();
+        c.prelude(&ev(1, 0, "ca.initialized", &with_audit("pkcs11", "file")));
+        let r = &c.finish()[0];
+        assert_eq!(r.status, Status::Passed);
+        assert_eq!(r.counts.get("audit_key_in_file"), Some(&1));
+        // A custody record that could not be read (an error) counts nothing.
+        let mut c = CaChecks::default();
+        c.prelude(&ev(
+            1,
+            0,
+            "ca.rotated",
+            r#"{"authorities":[{"key_backend":"pkcs11"}],"key_backend":{"error":"x"}}"#,
+        ));
+        assert!(!c.finish()[0]
+            .counts
+            .keys()
+            .any(|k| k.starts_with("audit_key")));
     }
 
     #[test]

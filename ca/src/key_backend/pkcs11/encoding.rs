@@ -40,6 +40,20 @@ pub fn ec_point(alg: KeyAlgorithm, attr: &[u8]) -> Option<Vec<u8>> {
     (point.len() == point_len && point[0] == 0x04).then(|| point.to_vec())
 }
 
+/// `CKA_EC_PARAMS` of an Ed25519 key: the DER of id-Ed25519 (1.3.101.112, RFC 8410), as
+/// PKCS#11 3.0 lets a token be asked for it.
+pub const ED25519_PARAMS: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
+
+/// The 32-byte Ed25519 public key out of an Edwards key's `CKA_EC_POINT`, with or without its
+/// OCTET STRING wrapper.
+pub fn ed25519_point(attr: &[u8]) -> Option<Vec<u8>> {
+    if attr.len() == 32 {
+        return Some(attr.to_vec());
+    }
+    let (tag, body) = (attr.first()?, der_body(attr.get(1..)?)?);
+    (*tag == 0x04 && body.len() == 32).then(|| body.to_vec())
+}
+
 /// The content of a DER TLV whose tag was already read: checks the length covers it exactly.
 fn der_body(len_and_body: &[u8]) -> Option<&[u8]> {
     let first = *len_and_body.first()?;

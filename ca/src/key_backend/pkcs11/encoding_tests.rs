@@ -57,3 +57,20 @@ fn key_ids_differ_per_ca_generation() {
     assert_eq!(key_cka_id("int-1-aa").len(), 16);
     assert_eq!(key_label("root-1-ab"), "esm-root-1-ab");
 }
+
+#[test]
+fn ed25519_point_with_or_without_its_octet_string() {
+    let key = [7u8; 32];
+    assert_eq!(ed25519_point(&key).unwrap(), key);
+    let mut wrapped = vec![0x04, 32];
+    wrapped.extend(key);
+    assert_eq!(ed25519_point(&wrapped).unwrap(), key);
+    // Another length, another tag, a length that does not cover the body.
+    assert!(ed25519_point(&[7u8; 31]).is_none());
+    wrapped[0] = 0x03;
+    assert!(ed25519_point(&wrapped).is_none());
+    wrapped[0] = 0x04;
+    wrapped[1] = 33;
+    assert!(ed25519_point(&wrapped).is_none());
+    assert!(ed25519_point(&[]).is_none());
+}

@@ -8,11 +8,13 @@
 //! tokens that lack `CKM_ECDSA_SHA256`); RSA with `CKM_SHA256_RSA_PKCS`, the PKCS#1 v1.5
 //! signature the certificates announce, as the file backend does.
 
+mod eddsa;
 mod encoding;
+mod handle;
 mod token;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
@@ -21,7 +23,9 @@ use serde_json::json;
 
 use super::{KeyAlgorithm, KeyBackend, KeyStore};
 use crate::error::{Error, Result};
+pub use eddsa::Pkcs11Ed25519Key;
 use encoding::{ec_params, ec_point, ecdsa_raw_to_der, key_cka_id, key_label};
+use handle::PrivateKeyRef;
 pub use token::Pin;
 use token::{Failure, Token, BACKEND};
 
@@ -117,21 +121,37 @@ impl Pkcs11KeyStore {
 
     fn key(&self, key_id: &str, alg: KeyAlgorithm, public_raw: Vec<u8>) -> Arc<dyn KeyBackend> {
         Arc::new(Pkcs11Key {
-            token: self.token.clone(),
-            key_id: key_id.to_owned(),
-            cka_id: key_cka_id(key_id),
+            private: PrivateKeyRef::new(self.token.clone(), key_id),
             alg,
             public_raw,
-            handle: Mutex::new(None),
         })
     }
 }
 
+/// The mechanism that makes a key pair of `alg` and the public key's attributes for it.
+fn pair_spec(alg: KeyAlgorithm) -> (Mechanism<'static>, Vec<Attribute>) {
+    match ec_params(alg) {
+        Some(params) => (
+            Mechanism::EccKeyPairGen,
+            vec![Attribute::EcParams(params.to_vec())],
+        ),
+        None => (
+            Mechanism::RsaPkcsKeyPairGen,
+            vec![
+                Attribute::ModulusBits(3072.into()),
+                Attribute::PublicExponent(vec![1, 0, 1]),
+            ],
+        ),
+    }
+}
+
+/// The public and private templates of a new pair: a token object found by label and id,
+/// whose private half signs and is sensitive and not extractable.
 fn templates(
     label: &str,
     id: &[u8],
-    alg: KeyAlgorithm,
-) -> (Mechanism<'static>, Vec<Attribute>, Vec<Attribute>) {
+    algorithm: Vec<Attribute>,
+) -> (Vec<Attribute>, Vec<Attribute>) {
     let common = |private: bool| {
         vec![
             Attribute::Token(true),
@@ -142,24 +162,58 @@ fn templates(
     };
     let mut public = common(false);
     public.push(Attribute::Verify(true));
+    public.extend(algorithm);
     let mut private = common(true);
     private.extend([
         Attribute::Sign(true),
         Attribute::Sensitive(true),
         Attribute::Extractable(false),
     ]);
-    match ec_params(alg) {
-        Some(params) => {
-            public.push(Attribute::EcParams(params.to_vec()));
-            (Mechanism::EccKeyPairGen, public, private)
-        }
-        None => {
-            public.extend([
-                Attribute::ModulusBits(3072.into()),
-                Attribute::PublicExponent(vec![1, 0, 1]),
-            ]);
-            (Mechanism::RsaPkcsKeyPairGen, public, private)
-        }
+    (public, private)
+}
+
+/// Reads a key's public half out of its public key object.
+type ReadPublic<'a> = &'a dyn Fn(&Session, ObjectHandle) -> Result<Vec<u8>, Failure>;
+
+impl Pkcs11KeyStore {
+    /// Makes a key pair that never existed under `key_id`; returns its public half.
+    fn generate_pair(
+        &self,
+        key_id: &str,
+        (mech, algorithm): (Mechanism<'static>, Vec<Attribute>),
+        read: ReadPublic<'_>,
+    ) -> Result<Vec<u8>> {
+        let (label, id) = (key_label(key_id), key_cka_id(key_id));
+        let (public, private) = templates(&label, &id, algorithm);
+        let raw = self.token.with_session("generating a key", |s, _| {
+            if Self::find(s, ObjectClass::PRIVATE_KEY, &id)?.is_some() {
+                return Err(Failure::Esm(Error::Bug(format!(
+                    "a key {label} already exists in the token"
+                ))));
+            }
+            let (pubkey, _) = s.generate_key_pair(&mech, &public, &private)?;
+            read(s, pubkey)
+        })?;
+        tracing::info!(key.id = key_id, pkcs11.token = %self.token.label, pkcs11.label = %label, "key generated in the token");
+        Ok(raw)
+    }
+
+    /// Finds the pair made under `key_id`; returns its public half.
+    fn find_pair(&self, key_id: &str, read: ReadPublic<'_>) -> Result<Vec<u8>> {
+        let id = key_cka_id(key_id);
+        self.token.with_session("loading a key", |s, _| {
+            let missing = || {
+                Failure::Esm(Error::Config(format!(
+                    "PKCS#11 token {:?} has no key {} (CKA_ID {})",
+                    self.token.label,
+                    key_label(key_id),
+                    crate::issuer::hex(&id)
+                )))
+            };
+            Self::find(s, ObjectClass::PRIVATE_KEY, &id)?.ok_or_else(missing)?;
+            let pubkey = Self::find(s, ObjectClass::PUBLIC_KEY, &id)?.ok_or_else(missing)?;
+            read(s, pubkey)
+        })
     }
 }
 
@@ -173,36 +227,14 @@ impl KeyStore for Pkcs11KeyStore {
     }
 
     fn generate(&self, key_id: &str, alg: KeyAlgorithm) -> Result<Arc<dyn KeyBackend>> {
-        let (label, id) = (key_label(key_id), key_cka_id(key_id));
-        let raw = self.token.with_session("generating a key", |s, _| {
-            if Self::find(s, ObjectClass::PRIVATE_KEY, &id)?.is_some() {
-                return Err(Failure::Esm(Error::Bug(format!(
-                    "a key {label} already exists in the token"
-                ))));
-            }
-            let (mech, public, private) = templates(&label, &id, alg);
-            let (pubkey, _) = s.generate_key_pair(&mech, &public, &private)?;
-            Self::public_raw(s, pubkey, alg)
-        })?;
-        tracing::info!(key.id = key_id, pkcs11.token = %self.token.label, pkcs11.label = %label, "CA key generated in the token");
+        let read = |s: &Session, h| Self::public_raw(s, h, alg);
+        let raw = self.generate_pair(key_id, pair_spec(alg), &read)?;
         Ok(self.key(key_id, alg, raw))
     }
 
     fn load(&self, key_id: &str, alg: KeyAlgorithm) -> Result<Arc<dyn KeyBackend>> {
-        let id = key_cka_id(key_id);
-        let raw = self.token.with_session("loading a key", |s, _| {
-            let missing = || {
-                Failure::Esm(Error::Config(format!(
-                    "PKCS#11 token {:?} has no key {} (CKA_ID {})",
-                    self.token.label,
-                    key_label(key_id),
-                    crate::issuer::hex(&id)
-                )))
-            };
-            Self::find(s, ObjectClass::PRIVATE_KEY, &id)?.ok_or_else(missing)?;
-            let pubkey = Self::find(s, ObjectClass::PUBLIC_KEY, &id)?.ok_or_else(missing)?;
-            Self::public_raw(s, pubkey, alg)
-        })?;
+        let read = |s: &Session, h| Self::public_raw(s, h, alg);
+        let raw = self.find_pair(key_id, &read)?;
         Ok(self.key(key_id, alg, raw))
     }
 
@@ -259,6 +291,8 @@ impl KeyStore for Pkcs11KeyStore {
                     "key_type",
                     json!(if t == KeyType::EC {
                         "ec"
+                    } else if t == KeyType::EC_EDWARDS {
+                        "ec-edwards"
                     } else if t == KeyType::RSA {
                         "rsa"
                     } else {
@@ -275,40 +309,14 @@ impl KeyStore for Pkcs11KeyStore {
 
 /// A CA key in the token: its public half in memory, the private half behind a handle.
 pub struct Pkcs11Key {
-    token: Arc<Token>,
-    key_id: String,
-    cka_id: Vec<u8>,
+    private: PrivateKeyRef,
     alg: KeyAlgorithm,
     public_raw: Vec<u8>,
-    /// The private key's handle on connection `.0`; found again after a reconnect.
-    handle: Mutex<Option<(u64, ObjectHandle)>>,
-}
-
-impl Pkcs11Key {
-    fn handle(&self, s: &Session, generation: u64) -> Result<ObjectHandle, Failure> {
-        if let Some((g, h)) = self.handle.lock().ok().and_then(|g| *g) {
-            if g == generation {
-                return Ok(h);
-            }
-        }
-        let h =
-            Pkcs11KeyStore::find(s, ObjectClass::PRIVATE_KEY, &self.cka_id)?.ok_or_else(|| {
-                Failure::Esm(Error::Config(format!(
-                    "PKCS#11 token {:?} no longer holds key {}",
-                    self.token.label,
-                    key_label(&self.key_id)
-                )))
-            })?;
-        if let Ok(mut g) = self.handle.lock() {
-            *g = Some((generation, h));
-        }
-        Ok(h)
-    }
 }
 
 impl KeyBackend for Pkcs11Key {
     fn key_id(&self) -> &str {
-        &self.key_id
+        &self.private.key_id
     }
 
     fn algorithm(&self) -> KeyAlgorithm {
@@ -326,8 +334,8 @@ impl KeyBackend for Pkcs11Key {
             KeyAlgorithm::EcP384 => Some(ring::digest::digest(&ring::digest::SHA384, msg)),
             KeyAlgorithm::Rsa3072 => None,
         };
-        self.token.with_session("signing", |s, conn| {
-            let h = self.handle(s, conn.generation)?;
+        self.private.token.with_session("signing", |s, conn| {
+            let h = self.private.handle(s, conn.generation)?;
             match &digest {
                 Some(d) => {
                     let raw = s.sign(&Mechanism::Ecdsa, h, d.as_ref())?;

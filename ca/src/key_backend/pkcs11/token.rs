@@ -255,6 +255,26 @@ impl Token {
         }
     }
 
+    /// Whether the token offers `mechanism` for key pair generation (`generate`) or for
+    /// signing. Asked one mechanism at a time: a module's full list holds vendor mechanisms
+    /// the PKCS#11 library cannot name.
+    pub(super) fn offers(
+        &self,
+        mechanism: cryptoki::mechanism::MechanismType,
+        generate: bool,
+    ) -> Result<bool> {
+        let conn = self.current()?;
+        match conn.ctx.get_mechanism_info(conn.slot, mechanism) {
+            Ok(info) => Ok(if generate {
+                info.generate_key_pair()
+            } else {
+                info.sign()
+            }),
+            Err(P11Error::Pkcs11(RvError::MechanismInvalid, _)) => Ok(false),
+            Err(e) => Err(self.err("reading mechanism info", e)),
+        }
+    }
+
     /// Connects and logs in now: `esm init` checks the token before it writes anything.
     pub fn check(&self) -> Result<()> {
         self.current().map(|_| ())
