@@ -51,7 +51,7 @@ fn free_port() -> u16 {
 }
 
 async fn connect(sock: &Path) -> tonic::transport::Channel {
-    esm_ca::agent::server::connect(sock).await.unwrap()
+    esm_agent::server::connect(sock).await.unwrap()
 }
 
 fn main() {

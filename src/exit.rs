@@ -30,6 +30,16 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
         if let Some(ca) = cause.downcast_ref::<esm_ca::Error>() {
             return if ca.is_usage_error() { USAGE } else { FAILURE };
         }
+        if let Some(agent) = cause.downcast_ref::<esm_agent::Error>() {
+            return if agent.is_usage_error() {
+                USAGE
+            } else {
+                FAILURE
+            };
+        }
+        if let Some(id) = cause.downcast_ref::<esm_identity::Error>() {
+            return if id.is_usage_error() { USAGE } else { FAILURE };
+        }
         if let Some(authz) = cause.downcast_ref::<esm_authz::Error>() {
             return if authz.is_usage_error() {
                 USAGE

@@ -16,7 +16,7 @@ use esm_ca::key_backend::pkcs11::{Pin, Pkcs11Config, Pkcs11KeyStore};
 use esm_ca::key_backend::{KeyAlgorithm, KeyStore};
 use esm_ca::rotation::RotationPolicy;
 use esm_ca::store::{CaStore, InitOptions};
-use esm_ca::{SpiffeId, TrustDomain};
+use esm_identity::{SpiffeId, TrustDomain};
 use time::OffsetDateTime;
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use crate::csr::CsrError;
-use crate::spiffe_id::{SpiffeId, SpiffeIdError};
+use esm_identity::spiffe_id::{SpiffeId, SpiffeIdError};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -72,6 +72,18 @@ impl Error {
                 | Self::AlreadyInitialized(_)
                 | Self::CsrRefused(_)
         )
+    }
+}
+
+/// What esm-identity refuses is the caller's input (an ID, a PEM block), except a root that
+/// cannot go into a bundle: the CA made that root itself, so that one is a bug.
+impl From<esm_identity::Error> for Error {
+    fn from(e: esm_identity::Error) -> Self {
+        match e {
+            esm_identity::Error::InvalidSpiffeId(e) => Self::InvalidSpiffeId(e),
+            esm_identity::Error::NotPem(m) => Self::Refused(format!("not PEM: {m}")),
+            other => Self::Bug(other.to_string()),
+        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! Runs the rotation schedule while `esm serve` runs and publishes each new CA state on a
-//! `watch` channel, so SDS streams and the admin endpoints see rotations as they happen.
+//! Runs the rotation schedule while `esm serve` runs and publishes each new CA generation
+//! ([`CaMaterial`]: state, signing CA, bundle) on one `watch` channel, so SDS streams and
+//! the admin endpoints see rotations as they happen.
 
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use crate::evidence;
+use crate::material::CaMaterial;
 use crate::rotation::{next_due_at, RotationPolicy};
 use crate::state::CaState;
 use crate::store::CaStore;
@@ -60,12 +62,29 @@ async fn custody_of(store: &Arc<CaStore>, state: &CaState) -> serde_json::Value 
     }
 }
 
+/// The material of `state`, built off the async workers (loading a key may talk to an
+/// HSM); `previous`'s signing CA is kept when its intermediate is still active.
+async fn material_of(
+    store: &Arc<CaStore>,
+    state: CaState,
+    previous: Arc<CaMaterial>,
+) -> crate::Result<CaMaterial> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || {
+        CaMaterial::next(&store, &state, OffsetDateTime::now_utc(), &previous)
+    })
+    .await
+    .map_err(|e| crate::Error::Bug(format!("CA material task: {e}")))?
+}
+
 /// Rotates on schedule until `shutdown` fires. Each state that differs from the last is
-/// sent on `tx`; each applied step (and each failure) is an audit event on `audit`.
+/// built into new material and sent on `tx` (which starts with the material of the state
+/// the server started with); each applied step (and each failure) is an audit event on
+/// `audit`.
 pub async fn run(
     store: Arc<CaStore>,
     policy: RotationPolicy,
-    tx: watch::Sender<Arc<CaState>>,
+    tx: watch::Sender<Arc<CaMaterial>>,
     audit: Option<AuditSink>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -89,10 +108,21 @@ pub async fn run(
                     record(audit.as_ref(), e).await;
                 }
                 let wait = next_wake(&state, &policy, OffsetDateTime::now_utc());
-                if **tx.borrow() != state {
-                    tx.send_replace(Arc::new(state));
+                let previous = tx.borrow().clone();
+                if previous.state == state {
+                    wait
+                } else {
+                    match material_of(&store, state, previous).await {
+                        Ok(m) => {
+                            tx.send_replace(Arc::new(m));
+                            wait
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "new CA state unusable; serving the old one, retrying");
+                            RETRY_AFTER
+                        }
+                    }
                 }
-                wait
             }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "CA rotation failed; retrying");

@@ -36,10 +36,11 @@ async fn serve(cfg: Config, env: &BTreeMap<String, String>) -> anyhow::Result<()
     let store = Arc::new(super::ca_store(&cfg, env)?);
     // Fail at start, not at the first request: the state must read and the key must load.
     let state = store.load()?;
-    store.signing_ca(&state)?;
+    let material =
+        esm_ca::material::CaMaterial::load(&store, &state, time::OffsetDateTime::now_utc())?;
     let admin_listener = bind("admin.listen", cfg.admin_listen).await?;
     let evidence = Evidence::start(&cfg).await?;
-    let (ca_tx, ca_rx) = watch::channel(Arc::new(state));
+    let (ca_tx, ca_rx) = watch::channel(Arc::new(material));
     let (stop_tx, stop_rx) = watch::channel(false);
     tracing::info!(admin.listen = %cfg.admin_listen, trust_domain = %cfg.trust_domain, "esm serving");
 
@@ -52,10 +53,9 @@ async fn serve(cfg: Config, env: &BTreeMap<String, String>) -> anyhow::Result<()
     ));
     let authz_metrics = Arc::new(AuthzMetrics::default());
     let authz = start_authz(&cfg, &evidence, authz_metrics.clone(), &stop_rx).await?;
-    let agent_metrics = Arc::new(esm_ca::agent::context::AgentMetrics::default());
+    let agent_metrics = Arc::new(esm_agent::context::AgentMetrics::default());
     let agent = super::agent::start(
         &cfg,
-        store.clone(),
         ca_rx.clone(),
         &evidence,
         agent_metrics.clone(),

@@ -18,11 +18,12 @@ use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
 use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificate};
 
-use super::context::{AgentContext, CaMaterial};
+use esm_ca::material::CaMaterial;
+use esm_identity::SpiffeId;
+
+use super::context::AgentContext;
 use super::svid_set::refresh_at;
 use crate::error::{Error, Result};
-use crate::issuer::{issue_own, OwnIdentity};
-use crate::spiffe_id::SpiffeId;
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -49,12 +50,7 @@ fn build(
     Arc<dyn ClientCertVerifier>,
     time::OffsetDateTime,
 )> {
-    let svid = issue_own(
-        &ca.signing,
-        &ctx.policy,
-        OwnIdentity::Agent,
-        time::OffsetDateTime::now_utc(),
-    )?;
+    let svid = ca.issue_agent_svid(&ctx.policy, time::OffsetDateTime::now_utc())?;
     let key = svid
         .private_key
         .as_ref()
@@ -66,7 +62,7 @@ fn build(
     let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.pkcs8_der().to_vec()));
     let certified = CertifiedKey::from_der(chain, der, &provider()).map_err(tls)?;
     let mut roots = RootCertStore::empty();
-    for r in &ca.bundle_der {
+    for r in ca.bundle_der() {
         roots.add(CertificateDer::from(r.clone())).map_err(tls)?;
     }
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())

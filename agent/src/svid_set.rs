@@ -7,11 +7,13 @@ use std::sync::Arc;
 
 use time::{Duration, OffsetDateTime};
 
-use super::context::{AgentContext, CaMaterial};
+use esm_ca::issuer::{IssuedSvid, LeafKey, SvidRequest};
+use esm_ca::material::CaMaterial;
+use esm_identity::SpiffeId;
+
+use super::context::AgentContext;
 use super::entry::Entry;
 use crate::error::Result;
-use crate::issuer::{issue, IssuedSvid, LeafKey, SvidRequest};
-use crate::spiffe_id::SpiffeId;
 
 /// When an SVID valid from `not_before` to `not_after` should be replaced.
 pub fn refresh_at(not_before: OffsetDateTime, not_after: OffsetDateTime) -> OffsetDateTime {
@@ -74,8 +76,7 @@ impl SvidSet {
                 .and_then(|e| e.ttl_secs)
                 .map(|s| Duration::seconds(s.min(i64::MAX as u64) as i64));
             let dns: Vec<String> = entry.map(|e| e.dns_names.clone()).unwrap_or_default();
-            let svid = Arc::new(issue(
-                &ca.signing,
+            let svid = Arc::new(ca.issue(
                 &ctx.policy,
                 SvidRequest {
                     spiffe_id: id,

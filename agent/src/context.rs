@@ -8,19 +8,11 @@ use std::sync::Arc;
 use esm_audit::writer::AuditSink;
 use tokio::sync::watch;
 
+use esm_ca::issuer::IssuancePolicy;
+use esm_ca::material::CaMaterial;
+
 use super::entry::{matching, Entry, Selector};
 use super::peer_process::PeerBinding;
-use crate::issuer::{IssuancePolicy, SigningCa};
-use crate::spiffe_id::TrustDomain;
-
-/// The CA as the agent uses it: rebuilt from the CA state whenever it changes.
-pub struct CaMaterial {
-    pub trust_domain: TrustDomain,
-    pub signing: SigningCa,
-    pub bundle_pem: String,
-    /// The same roots, DER: what the Workload API sends.
-    pub bundle_der: Vec<Vec<u8>>,
-}
 
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]

@@ -90,7 +90,7 @@ async fn wait<R>(
     caller: &Caller,
     inbound: &mut Streaming<R>,
     svids: &SvidSet,
-    ca: &mut tokio::sync::watch::Receiver<Arc<super::context::CaMaterial>>,
+    ca: &mut tokio::sync::watch::Receiver<Arc<esm_ca::material::CaMaterial>>,
     entries: &mut tokio::sync::watch::Receiver<Arc<Vec<super::entry::Entry>>>,
 ) -> Wake<R> {
     let wake = tokio::select! {

@@ -14,7 +14,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::context::{AgentContext, CaMaterial, Caller};
+use esm_ca::material::CaMaterial;
+
+use super::context::{AgentContext, Caller};
 use super::render::ensure_svids;
 use super::sds::until_refresh;
 use super::secrets::Refusal;
@@ -54,7 +56,7 @@ fn svid_response(
     }
     let ids = super::entry::granted_ids(&entries);
     ensure_svids(ctx, caller, &ids, &entries, &ca, svids, "workload-api")?;
-    let roots: Vec<&[u8]> = ca.bundle_der.iter().map(Vec::as_slice).collect();
+    let roots: Vec<&[u8]> = ca.bundle_der().iter().map(Vec::as_slice).collect();
     let bundle = concat(&roots);
     let mut out = Vec::with_capacity(ids.len());
     for id in &ids {
@@ -153,7 +155,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         tokio::spawn(async move {
             loop {
                 let m = ca.borrow_and_update().clone();
-                let roots: Vec<&[u8]> = m.bundle_der.iter().map(Vec::as_slice).collect();
+                let roots: Vec<&[u8]> = m.bundle_der().iter().map(Vec::as_slice).collect();
                 let resp = X509BundlesResponse {
                     bundles: [(td_id(&m), concat(&roots))].into(),
                     ..Default::default()

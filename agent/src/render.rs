@@ -25,7 +25,7 @@ fn short_hash(parts: &[&[u8]]) -> String {
 }
 
 fn hex_prefix(b: &[u8]) -> String {
-    crate::issuer::hex(&b[..8])
+    esm_ca::issuer::hex(&b[..8])
 }
 
 /// Issues what `svids` lacks of `ids` (or holds past its refresh time), and records each
@@ -33,9 +33,9 @@ fn hex_prefix(b: &[u8]) -> String {
 pub fn ensure_svids(
     ctx: &AgentContext,
     caller: &Caller,
-    ids: &[crate::SpiffeId],
+    ids: &[esm_identity::SpiffeId],
     entries: &[super::entry::Entry],
-    ca: &super::context::CaMaterial,
+    ca: &esm_ca::material::CaMaterial,
     svids: &mut SvidSet,
     via: &str,
 ) -> Result<(), Refusal> {
@@ -47,7 +47,7 @@ pub fn ensure_svids(
         ctx.metrics.svids_issued.fetch_add(1, Ordering::Relaxed);
         tracing::info!(spiffe.id = %svid.spiffe_id, serial = %svid.serial_hex, caller = %caller.actor, via, "SVID issued");
         if let Some(sink) = &ctx.audit {
-            let e = crate::evidence::svid_issued(&svid, &caller.actor, via, now);
+            let e = esm_ca::evidence::svid_issued(&svid, &caller.actor, via, now);
             if let Err(err) = sink.try_append(e) {
                 tracing::warn!(error = %err, "SVID issuance not recorded");
             }

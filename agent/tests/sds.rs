@@ -12,14 +12,15 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
 use envoy_types::pb::google::rpc::Status as RpcStatus;
-use esm_ca::agent::context::{AgentContext, AgentMetrics, CaMaterial};
-use esm_ca::agent::entry::{Entry, Selector};
-use esm_ca::agent::secrets::SECRET_TYPE;
+use esm_agent::context::{AgentContext, AgentMetrics};
+use esm_agent::entry::{Entry, Selector};
+use esm_agent::secrets::SECRET_TYPE;
 use esm_ca::key_backend::file::FileKeyStore;
 use esm_ca::key_backend::KeyAlgorithm;
+use esm_ca::material::CaMaterial;
 use esm_ca::rotation::RotationPolicy;
 use esm_ca::store::{CaStore, InitOptions};
-use esm_ca::{SpiffeId, TrustDomain};
+use esm_identity::{SpiffeId, TrustDomain};
 use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -52,19 +53,11 @@ fn entry(spiffe: &str, sels: &[String], ttl: Option<u64>) -> Entry {
 
 fn material(store: &CaStore) -> CaMaterial {
     let state = store.load().unwrap();
-    let bundle = store
-        .bundle(&state, time::OffsetDateTime::now_utc())
-        .unwrap();
-    CaMaterial {
-        trust_domain: bundle.trust_domain.clone(),
-        signing: store.signing_ca(&state).unwrap(),
-        bundle_pem: bundle.to_pem(),
-        bundle_der: bundle.roots_der.clone(),
-    }
+    CaMaterial::load(store, &state, time::OffsetDateTime::now_utc()).unwrap()
 }
 
 async fn connect(sock: &std::path::Path) -> tonic::transport::Channel {
-    esm_ca::agent::server::connect(sock).await.unwrap()
+    esm_agent::server::connect(sock).await.unwrap()
 }
 
 /// An agent whose entries grant this process WEB (TTL `ttl`), and DB only to another binary.
@@ -113,7 +106,7 @@ async fn agent_with(ttl: u64, more: Vec<Entry>) -> Agent {
     let sock = dir.path().join("agent.sock");
     let listener = tokio::net::UnixListener::bind(&sock).unwrap();
     let (stop, mut stop_rx) = watch::channel(false);
-    tokio::spawn(esm_ca::agent::server::serve(listener, ctx, async move {
+    tokio::spawn(esm_agent::server::serve(listener, ctx, async move {
         let _ = stop_rx.changed().await;
     }));
     Agent {

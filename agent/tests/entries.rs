@@ -2,9 +2,10 @@
 //! damaged row reported rather than served.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use esm_ca::agent::entry::{ImportedEntry, NewEntry, Selector};
-use esm_ca::agent::entry_store::EntryStore;
-use esm_ca::{Error, SpiffeId};
+use esm_agent::entry::{ImportedEntry, NewEntry, Selector};
+use esm_agent::entry_store::EntryStore;
+use esm_agent::Error;
+use esm_identity::SpiffeId;
 
 fn new(spiffe: &str, sels: &[&str]) -> NewEntry {
     NewEntry {
