@@ -26,6 +26,8 @@ pub mod server;
 pub mod svid_set;
 pub mod tcp;
 pub mod unix;
+pub mod wake;
 pub mod workload_api;
+pub mod xds;
 
 pub use error::{Error, Result};

@@ -3,28 +3,28 @@
 //! its registration entries say what it may have, and every stream is pushed a new secret
 //! when an SVID reaches half its life, when the CA rotates, or when entries change.
 //!
-//! xDS rules kept here: a response carries a fresh nonce; a request echoing an older nonce
-//! is stale and ignored; an ACK or NACK with unchanged names sends nothing (a NACK is
-//! logged with Envoy's error_detail and never answered with the same secret again).
+//! The xDS rules (nonces, ACK, NACK, what a delta response carries) are [`super::xds`]'s;
+//! this module does the I/O around them.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Resource,
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryService;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::{Stream, StreamExt};
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::context::{AgentContext, Caller};
-use super::render::{render, version_of, Rendered};
+use super::render::{render, version_of};
 use super::secrets::{Refusal, SECRET_TYPE};
-use super::svid_set::SvidSet;
+use super::svid_set::{until_refresh, SvidSet};
+use super::wake::{Follow, Wake};
+use super::xds::{Delta, Received, Sotw, WrongType};
 
 /// Responses queued per stream; a client that stops reading holds at most this many.
 const QUEUE: usize = 4;
@@ -65,60 +65,29 @@ async fn still_attested<T>(
     }
 }
 
-/// Sleeps until the next SVID refresh, or forever when none is held.
-pub(crate) async fn until_refresh(svids: &SvidSet) {
-    match svids.next_refresh() {
-        Some(at) => {
-            let left = at - time::OffsetDateTime::now_utc();
-            let d = std::time::Duration::try_from(left).unwrap_or_default();
-            tokio::time::sleep(d).await;
-        }
-        None => std::future::pending().await,
-    }
-}
-
-/// What woke a stream.
-enum Wake<R> {
-    Request(R),
-    Closed,
-    Changed,
-}
-
-/// Waits for the next request, an SVID refresh, a CA change or an entries change, and marks
-/// the changes seen.
-async fn wait<R>(
+/// Takes in a request: refuses another resource type (false: the stream ends) and reports
+/// a NACK; `Some(true)` when it must be answered.
+async fn take<T>(
+    ctx: &AgentContext,
     caller: &Caller,
-    inbound: &mut Streaming<R>,
-    svids: &SvidSet,
-    ca: &mut tokio::sync::watch::Receiver<Arc<esm_ca::material::CaMaterial>>,
-    entries: &mut tokio::sync::watch::Receiver<Arc<Vec<super::entry::Entry>>>,
-) -> Wake<R> {
-    let wake = tokio::select! {
-        m = inbound.next() => match m {
-            Some(Ok(req)) => Wake::Request(req),
-            Some(Err(e)) => {
-                tracing::debug!(caller = %caller.actor, error = %e, "SDS stream failed");
-                Wake::Closed
+    received: Result<Received, WrongType>,
+    tx: &mpsc::Sender<Result<T, Status>>,
+) -> Option<bool> {
+    match received {
+        Err(wrong) => {
+            let _ = tx
+                .send(Err(Status::invalid_argument(wrong.to_string())))
+                .await;
+            None
+        }
+        Ok(r) => {
+            if let Some(detail) = r.nack() {
+                ctx.metrics.nacks.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(caller = %caller.actor, error_detail = %detail, "Envoy rejected an SDS response (NACK)");
             }
-            None => Wake::Closed,
-        },
-        _ = until_refresh(svids) => Wake::Changed,
-        r = ca.changed() => if r.is_ok() { Wake::Changed } else { Wake::Closed },
-        r = entries.changed() => if r.is_ok() { Wake::Changed } else { Wake::Closed },
-    };
-    ca.borrow_and_update();
-    entries.borrow_and_update();
-    wake
-}
-
-/// Refuses a request for another resource type; true when it was one.
-async fn wrong_type<T>(type_url: &str, tx: &mpsc::Sender<Result<T, Status>>) -> bool {
-    if type_url.is_empty() || type_url == SECRET_TYPE {
-        return false;
+            Some(r.wants_answer())
+        }
     }
-    let msg = format!("this stream serves {SECRET_TYPE}");
-    let _ = tx.send(Err(Status::invalid_argument(msg))).await;
-    true
 }
 
 /// One SotW stream until the client goes away or is refused.
@@ -128,60 +97,34 @@ async fn sotw(
     mut inbound: Streaming<DiscoveryRequest>,
     tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
 ) {
-    let (mut ca, mut entries) = (ctx.ca.clone(), ctx.entries.clone());
-    let mut names: Option<Vec<String>> = None;
+    let mut follow = Follow::all(&ctx);
+    let mut state = Sotw::default();
     let mut svids = SvidSet::default();
-    let (mut nonce, mut last_nonce, mut last_version) = (0u64, String::new(), String::new());
     loop {
-        let wake = wait(&caller, &mut inbound, &svids, &mut ca, &mut entries).await;
-        let asked = match wake {
+        let asked = match follow.request(&mut inbound, until_refresh(&svids)).await {
             Wake::Closed => return,
             Wake::Changed => false,
-            Wake::Request(req) => {
-                if wrong_type(&req.type_url, &tx).await {
-                    return;
-                }
-                let same = names.as_ref() == Some(&req.resource_names);
-                if !req.response_nonce.is_empty() {
-                    if req.response_nonce != last_nonce {
-                        continue; // stale: an answer to an older response
-                    }
-                    if let Some(err) = &req.error_detail {
-                        ctx.metrics.nacks.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(caller = %caller.actor, version = %req.version_info, error_detail = %err.message, "Envoy rejected an SDS response (NACK)");
-                    }
-                    if same {
-                        continue;
-                    }
-                }
-                names = Some(req.resource_names);
-                true
-            }
+            Wake::Request(req) => match take(&ctx, &caller, state.request(req), &tx).await {
+                None => return,
+                Some(false) => continue,
+                Some(true) => true,
+            },
         };
-        let Some(wanted) = &names else { continue };
+        let Some(names) = state.names().map(<[String]>::to_vec) else {
+            continue;
+        };
         if !still_attested(&ctx, &mut caller, &tx).await {
             return;
         }
-        let rendered = match render(&ctx, &caller, wanted, &mut svids) {
+        let rendered = match render(&ctx, &caller, &names, &mut svids) {
             Ok(r) => r,
             Err(r) => {
                 let _ = tx.send(Err(refuse(&ctx, &caller, &r))).await;
                 return;
             }
         };
-        let version = version_of(&rendered);
-        if !asked && version == last_version {
+        let Some(resp) = state.respond(rendered, asked) else {
             continue;
-        }
-        nonce += 1;
-        last_nonce = nonce.to_string();
-        last_version = version.clone();
-        let resp = DiscoveryResponse {
-            version_info: version,
-            resources: rendered.into_iter().map(|r| r.secret).collect(),
-            type_url: SECRET_TYPE.into(),
-            nonce: last_nonce.clone(),
-            ..Default::default()
         };
         ctx.metrics.responses.fetch_add(1, Ordering::Relaxed);
         if tx.send(Ok(resp)).await.is_err() {
@@ -197,37 +140,20 @@ async fn delta(
     mut inbound: Streaming<DeltaDiscoveryRequest>,
     tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
 ) {
-    let (mut ca, mut entries) = (ctx.ca.clone(), ctx.entries.clone());
-    let mut subscribed: Option<BTreeSet<String>> = None;
-    let mut sent: BTreeMap<String, String> = BTreeMap::new();
+    let mut follow = Follow::all(&ctx);
+    let mut state = Delta::default();
     let mut svids = SvidSet::default();
-    let mut nonce = 0u64;
     loop {
-        let wake = wait(&caller, &mut inbound, &svids, &mut ca, &mut entries).await;
-        match wake {
+        match follow.request(&mut inbound, until_refresh(&svids)).await {
             Wake::Closed => return,
             Wake::Changed => {}
-            Wake::Request(req) => {
-                if wrong_type(&req.type_url, &tx).await {
-                    return;
-                }
-                if let Some(err) = &req.error_detail {
-                    ctx.metrics.nacks.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(caller = %caller.actor, error_detail = %err.message, "Envoy rejected a delta SDS response (NACK)");
-                }
-                let subs = subscribed.get_or_insert_with(|| {
-                    sent.extend(req.initial_resource_versions.clone());
-                    BTreeSet::new()
-                });
-                subs.extend(req.resource_names_subscribe);
-                for n in &req.resource_names_unsubscribe {
-                    subs.remove(n);
-                    sent.remove(n);
-                }
-            }
+            Wake::Request(req) => match take(&ctx, &caller, state.request(req), &tx).await {
+                None => return,
+                Some(false) => continue,
+                Some(true) => {}
+            },
         }
-        let Some(subs) = &subscribed else { continue };
-        let names: Vec<String> = subs.iter().cloned().collect();
+        let Some(names) = state.names() else { continue };
         if !still_attested(&ctx, &mut caller, &tx).await {
             return;
         }
@@ -238,43 +164,8 @@ async fn delta(
                 return;
             }
         };
-        let system_version_info = version_of(&rendered);
-        let now: BTreeSet<&str> = rendered.iter().map(|r| r.name.as_str()).collect();
-        let removed: Vec<String> = sent
-            .keys()
-            .filter(|k| !now.contains(k.as_str()))
-            .cloned()
-            .collect();
-        let changed: Vec<Rendered> = rendered
-            .into_iter()
-            .filter(|r| sent.get(&r.name) != Some(&r.version))
-            .collect();
-        if changed.is_empty() && removed.is_empty() {
+        let Some(resp) = state.respond(rendered) else {
             continue;
-        }
-        for n in &removed {
-            sent.remove(n);
-        }
-        let resources = changed
-            .into_iter()
-            .map(|r| {
-                sent.insert(r.name.clone(), r.version.clone());
-                Resource {
-                    name: r.name,
-                    version: r.version,
-                    resource: Some(r.secret),
-                    ..Default::default()
-                }
-            })
-            .collect();
-        nonce += 1;
-        let resp = DeltaDiscoveryResponse {
-            system_version_info,
-            resources,
-            removed_resources: removed,
-            type_url: SECRET_TYPE.into(),
-            nonce: nonce.to_string(),
-            ..Default::default()
         };
         ctx.metrics.responses.fetch_add(1, Ordering::Relaxed);
         if tx.send(Ok(resp)).await.is_err() {

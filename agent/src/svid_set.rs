@@ -100,6 +100,18 @@ impl SvidSet {
     }
 }
 
+/// Sleeps until the next SVID refresh of `svids`, or forever when none is held.
+pub async fn until_refresh(svids: &SvidSet) {
+    match svids.next_refresh() {
+        Some(at) => {
+            let left = at - OffsetDateTime::now_utc();
+            let d = std::time::Duration::try_from(left).unwrap_or_default();
+            tokio::time::sleep(d).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,6 +23,7 @@ use esm_identity::SpiffeId;
 
 use super::context::AgentContext;
 use super::svid_set::refresh_at;
+use super::wake::{Follow, Wake};
 use crate::error::{Error, Result};
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -105,17 +106,15 @@ impl Credentials {
     /// Re-issues at half of the certificate's life and on every CA change, until the CA
     /// channel closes.
     pub async fn run(self: Arc<Self>, ctx: AgentContext) {
-        let mut ca = ctx.ca.clone();
+        let mut follow = Follow::ca_only(&ctx);
         loop {
             let now = time::OffsetDateTime::now_utc();
             let not_after = self.not_after.read().map(|n| *n).unwrap_or(now);
             let due = refresh_at(now, not_after).max(now) - now;
             let wait = std::time::Duration::try_from(due).unwrap_or_default();
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                r = ca.changed() => if r.is_err() { return },
+            if let Wake::Closed = follow.change_only(tokio::time::sleep(wait)).await {
+                return;
             }
-            ca.borrow_and_update();
             if let Err(e) = self.refresh(&ctx) {
                 tracing::error!(error = %e, "agent TLS certificate not renewed; retrying in 5 s");
                 tokio::time::sleep(std::time::Duration::from_secs(5)).await;

@@ -18,9 +18,9 @@ use esm_ca::material::CaMaterial;
 
 use super::context::{AgentContext, Caller};
 use super::render::ensure_svids;
-use super::sds::until_refresh;
 use super::secrets::Refusal;
-use super::svid_set::SvidSet;
+use super::svid_set::{until_refresh, SvidSet};
+use super::wake::{Follow, Wake};
 
 const HEADER: &str = "workload.spiffe.io";
 
@@ -111,10 +111,8 @@ impl SpiffeWorkloadApi for WorkloadApi {
         // that is not entitled gets PermissionDenied at once.
         let first = svid_response(&ctx, &caller, &mut svids).map_err(|r| r.status())?;
         let (tx, rx) = mpsc::channel(2);
+        let mut follow = Follow::all(&ctx);
         tokio::spawn(async move {
-            let (mut ca, mut entries) = (ctx.ca.clone(), ctx.entries.clone());
-            ca.borrow_and_update();
-            entries.borrow_and_update();
             let mut next = Ok(first);
             loop {
                 let failed = next.is_err();
@@ -126,14 +124,9 @@ impl SpiffeWorkloadApi for WorkloadApi {
                 {
                     return;
                 }
-                tokio::select! {
-                    _ = until_refresh(&svids) => {}
-                    r = ca.changed() => if r.is_err() { return },
-                    r = entries.changed() => if r.is_err() { return },
-                    _ = tx.closed() => return,
+                if let Wake::Closed = follow.change(&tx, until_refresh(&svids)).await {
+                    return;
                 }
-                ca.borrow_and_update();
-                entries.borrow_and_update();
                 if let Err(status) = caller.recheck() {
                     let _ = tx.send(Err(status)).await;
                     return;
@@ -150,11 +143,11 @@ impl SpiffeWorkloadApi for WorkloadApi {
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
         check_header(&request)?;
         let _caller = super::server::caller_of(&request)?;
-        let mut ca = self.ctx.ca.clone();
+        let mut follow = Follow::ca_only(&self.ctx);
         let (tx, rx) = mpsc::channel(2);
         tokio::spawn(async move {
             loop {
-                let m = ca.borrow_and_update().clone();
+                let m = follow.ca();
                 let roots: Vec<&[u8]> = m.bundle_der().iter().map(Vec::as_slice).collect();
                 let resp = X509BundlesResponse {
                     bundles: [(td_id(&m), concat(&roots))].into(),
@@ -163,9 +156,8 @@ impl SpiffeWorkloadApi for WorkloadApi {
                 if tx.send(Ok(resp)).await.is_err() {
                     return;
                 }
-                tokio::select! {
-                    r = ca.changed() => if r.is_err() { return },
-                    _ = tx.closed() => return,
+                if let Wake::Closed = follow.change(&tx, std::future::pending()).await {
+                    return;
                 }
             }
         });
