@@ -241,6 +241,13 @@ pub fn agent_metrics(m: &mut String, a: &esm_agent::context::AgentMetrics) {
     );
     family(
         m,
+        "esm_agent_issuance_failures_total",
+        "counter",
+        "SVID issuances that failed on the CA's side (key backend, expired signing CA); retried, no workload refused.",
+        &[("", n(&a.issuance_failures))],
+    );
+    family(
+        m,
         "esm_agent_responses_total",
         "counter",
         "SDS responses by outcome.",

@@ -1,5 +1,6 @@
 //! What every agent stream shares: the signing CA and bundle (swapped on rotation), the
-//! registration entries (swapped on every change), the issuance policy and the audit sink.
+//! registration entries (swapped on every change), the issuance policy, the audit sink and
+//! the SVIDs held.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::AtomicU64;
@@ -13,6 +14,7 @@ use esm_ca::material::CaMaterial;
 
 use super::entry::{matching, Entry, Selector};
 use super::peer_process::PeerBinding;
+use super::svid_cache::SvidCache;
 
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
@@ -22,6 +24,9 @@ pub struct AgentMetrics {
     pub nacks: AtomicU64,
     pub refused: AtomicU64,
     pub svids_issued: AtomicU64,
+    /// Issuances that failed on the CA's side (a key backend down, an expired signing CA);
+    /// each is retried, and no workload is refused for it.
+    pub issuance_failures: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -31,6 +36,28 @@ pub struct AgentContext {
     pub policy: IssuancePolicy,
     pub audit: Option<AuditSink>,
     pub metrics: Arc<AgentMetrics>,
+    /// The SVIDs held, one per identity, shared by every stream.
+    pub svids: Arc<SvidCache>,
+}
+
+impl AgentContext {
+    pub fn new(
+        ca: watch::Receiver<Arc<CaMaterial>>,
+        entries: watch::Receiver<Arc<Vec<Entry>>>,
+        policy: IssuancePolicy,
+        audit: Option<AuditSink>,
+        metrics: Arc<AgentMetrics>,
+    ) -> Self {
+        let svids = SvidCache::new(ca.clone(), policy, audit.clone(), metrics.clone());
+        Self {
+            ca,
+            entries,
+            policy,
+            audit,
+            metrics,
+            svids,
+        }
+    }
 }
 
 /// Who is on the other end of a stream, as attested.

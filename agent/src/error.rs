@@ -31,6 +31,10 @@ pub enum Error {
     /// A stored entry cannot be read back: it was edited or is damaged.
     #[error("{path} is damaged: {reason}")]
     CorruptState { path: PathBuf, reason: String },
+    /// The CA cannot issue now (its key backend fails, its signing CA has expired): the
+    /// CA's fault, retried, never the caller's.
+    #[error("the CA cannot issue now: {0}")]
+    CaUnavailable(String),
     /// The CA failed to issue or to load its material.
     #[error(transparent)]
     Ca(#[from] esm_ca::Error),

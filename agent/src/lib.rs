@@ -3,7 +3,8 @@
 //! - Registration entries: [`entry`] (what a workload gets, by selectors) and [`entry_store`].
 //! - Workload attestation: [`attestation`] decides, [`peer_process`] gathers the facts.
 //! - What is served: [`sds`] (Envoy SDS), [`workload_api`] (the SPIFFE Workload API), both
-//!   built from [`secrets`] and [`render`]; SVIDs held and refreshed in [`svid_set`].
+//!   built from [`secrets`] and [`render`]; SVIDs held once per identity in [`svid_cache`]
+//!   (followed per stream through [`subscriptions`]) and renewed as [`svid_refresh`] says.
 //! - Transports: [`unix`] (the agent socket, relayed through [`h2_authority`] and bounded by
 //!   [`connection_limits`]) and [`tcp`] (mutual TLS), wired in [`server`].
 //!
@@ -23,7 +24,9 @@ pub mod render;
 pub mod sds;
 pub mod secrets;
 pub mod server;
-pub mod svid_set;
+pub mod subscriptions;
+pub mod svid_cache;
+pub mod svid_refresh;
 pub mod tcp;
 pub mod unix;
 pub mod wake;

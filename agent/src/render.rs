@@ -1,12 +1,14 @@
-//! Turning a caller's request into secrets: resolve the names against its entries, issue
-//! what is missing or due (recording each issuance), and render Envoy `Secret`s with a
-//! version per resource. Shared by SDS and the Workload API.
+//! Turning a caller's request into secrets: resolve the names against its entries, follow
+//! the shared SVIDs they stand for, and render Envoy `Secret`s with a version per resource.
+//! Shared by SDS and the Workload API.
 
-use std::sync::atomic::Ordering;
+use esm_identity::SpiffeId;
 
 use super::context::{AgentContext, Caller};
+use super::entry::Entry;
 use super::secrets::{self, resolve, Refusal, Want};
-use super::svid_set::SvidSet;
+use super::subscriptions::{NotReady, Subscriptions, Svids};
+use super::svid_cache::{Opener, SvidSpec};
 
 /// One rendered resource: its name, its version and the encoded secret.
 pub struct Rendered {
@@ -28,41 +30,49 @@ fn hex_prefix(b: &[u8]) -> String {
     esm_ca::issuer::hex(&b[..8])
 }
 
-/// Issues what `svids` lacks of `ids` (or holds past its refresh time), and records each
-/// issuance: the SDS and Workload API paths share it.
-pub fn ensure_svids(
-    ctx: &AgentContext,
-    caller: &Caller,
-    ids: &[esm_identity::SpiffeId],
-    entries: &[super::entry::Entry],
-    ca: &esm_ca::material::CaMaterial,
-    svids: &mut SvidSet,
-    via: &str,
-) -> Result<(), Refusal> {
-    let now = time::OffsetDateTime::now_utc();
-    let issued = svids
-        .ensure(ids, entries, ca, ctx, now)
-        .map_err(|e| Refusal::NotEntitled(format!("issuance failed: {e}")))?;
-    for svid in issued {
-        ctx.metrics.svids_issued.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(spiffe.id = %svid.spiffe_id, serial = %svid.serial_hex, caller = %caller.actor, via, "SVID issued");
-        if let Some(sink) = &ctx.audit {
-            let e = esm_ca::evidence::svid_issued(&svid, &caller.actor, via, now);
-            if let Err(err) = sink.try_append(e) {
-                tracing::warn!(error = %err, "SVID issuance not recorded");
-            }
-        }
-    }
-    Ok(())
+/// The shared SVIDs `ids` stand for, each as the caller's first entry granting it says.
+pub fn specs_for(ids: &[SpiffeId], entries: &[Entry]) -> Vec<SvidSpec> {
+    ids.iter()
+        .map(|id| SvidSpec::for_entry(id, entries.iter().find(|e| &e.spiffe_id == id)))
+        .collect()
 }
 
-/// Resolves `names` for `caller`, issues what is missing or due, and renders the secrets.
+/// What a stream can answer now.
+pub enum Rendering {
+    Ready(Vec<Rendered>),
+    /// Not yet: an SVID is still being issued, or the CA cannot issue now.
+    Waiting(NotReady),
+}
+
+/// Follows the SVIDs of `specs` for `caller` on `subs` and returns them, or why not yet.
+/// A refusal of the CA on principle refuses the caller.
+pub fn svids_for(
+    ctx: &AgentContext,
+    caller: &Caller,
+    specs: &[SvidSpec],
+    subs: &mut Subscriptions,
+    via: &'static str,
+) -> Result<Result<Svids, NotReady>, Refusal> {
+    let opener = Opener {
+        actor: caller.actor.clone(),
+        via,
+    };
+    subs.keep(&ctx.svids, specs, &opener);
+    match subs.current() {
+        Err(NotReady::Refused(why)) => {
+            Err(Refusal::NotEntitled(format!("issuance refused: {why}")))
+        }
+        other => Ok(other),
+    }
+}
+
+/// Resolves `names` for `caller`, follows the SVIDs they stand for, and renders the secrets.
 pub fn render(
     ctx: &AgentContext,
     caller: &Caller,
     names: &[String],
-    svids: &mut SvidSet,
-) -> Result<Vec<Rendered>, Refusal> {
+    subs: &mut Subscriptions,
+) -> Result<Rendering, Refusal> {
     let ca = ctx.ca.borrow().clone();
     let entries = caller.entries(&ctx.entries.borrow());
     let refs: Vec<_> = entries.iter().collect();
@@ -74,7 +84,11 @@ pub fn render(
             Want::Bundle => None,
         })
         .collect();
-    ensure_svids(ctx, caller, &ids, &entries, &ca, svids, "sds")?;
+    let specs = specs_for(&ids, &entries);
+    let svids = match svids_for(ctx, caller, &specs, subs, "sds")? {
+        Ok(svids) => svids,
+        Err(waiting) => return Ok(Rendering::Waiting(waiting)),
+    };
     let bundle_version = short_hash(&[ca.bundle_pem.as_bytes()]);
     let mut out = Vec::with_capacity(wanted.len());
     for (name, want) in wanted {
@@ -85,7 +99,9 @@ pub fn render(
             ),
             Want::Svid(id) => {
                 let svid = svids
-                    .get(&id)
+                    .iter()
+                    .map(|(_, s)| s)
+                    .find(|s| s.spiffe_id == id)
                     .ok_or_else(|| Refusal::NotEntitled(format!("no SVID for {id}")))?;
                 (svid.serial_hex.clone(), secrets::tls_secret(&name, svid))
             }
@@ -96,7 +112,7 @@ pub fn render(
             version,
         });
     }
-    Ok(out)
+    Ok(Rendering::Ready(out))
 }
 
 /// The version of a whole response: changes when any resource does.

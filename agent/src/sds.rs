@@ -20,14 +20,16 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::context::{AgentContext, Caller};
-use super::render::{render, version_of};
+use super::render::{render, version_of, Rendered, Rendering};
 use super::secrets::{Refusal, SECRET_TYPE};
-use super::svid_set::{until_refresh, SvidSet};
+use super::subscriptions::{NotReady, Subscriptions};
 use super::wake::{Follow, Wake};
 use super::xds::{Delta, Received, Sotw, WrongType};
 
 /// Responses queued per stream; a client that stops reading holds at most this many.
 const QUEUE: usize = 4;
+/// How long FetchSecrets waits for an SVID being issued before it answers Unavailable.
+const FETCH_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -90,6 +92,25 @@ async fn take<T>(
     }
 }
 
+/// Renders `names` for a stream: `Some(None)` while its SVIDs are not ready (the stream
+/// stays open and waits), `None` when the caller was refused (the refusal sent).
+async fn answer<T>(
+    ctx: &AgentContext,
+    caller: &Caller,
+    names: &[String],
+    subs: &mut Subscriptions,
+    tx: &mpsc::Sender<Result<T, Status>>,
+) -> Option<Option<Vec<Rendered>>> {
+    match render(ctx, caller, names, subs) {
+        Ok(Rendering::Ready(r)) => Some(Some(r)),
+        Ok(Rendering::Waiting(_)) => Some(None),
+        Err(r) => {
+            let _ = tx.send(Err(refuse(ctx, caller, &r))).await;
+            None
+        }
+    }
+}
+
 /// One SotW stream until the client goes away or is refused.
 async fn sotw(
     ctx: AgentContext,
@@ -99,9 +120,9 @@ async fn sotw(
 ) {
     let mut follow = Follow::all(&ctx);
     let mut state = Sotw::default();
-    let mut svids = SvidSet::default();
+    let mut subs = Subscriptions::default();
     loop {
-        let asked = match follow.request(&mut inbound, until_refresh(&svids)).await {
+        let asked = match follow.request(&mut inbound, subs.changed()).await {
             Wake::Closed => return,
             Wake::Changed => false,
             Wake::Request(req) => match take(&ctx, &caller, state.request(req), &tx).await {
@@ -116,14 +137,10 @@ async fn sotw(
         if !still_attested(&ctx, &mut caller, &tx).await {
             return;
         }
-        let rendered = match render(&ctx, &caller, &names, &mut svids) {
-            Ok(r) => r,
-            Err(r) => {
-                let _ = tx.send(Err(refuse(&ctx, &caller, &r))).await;
-                return;
-            }
+        let Some(rendered) = answer(&ctx, &caller, &names, &mut subs, &tx).await else {
+            return;
         };
-        let Some(resp) = state.respond(rendered, asked) else {
+        let Some(resp) = rendered.and_then(|r| state.respond(r, asked)) else {
             continue;
         };
         ctx.metrics.responses.fetch_add(1, Ordering::Relaxed);
@@ -142,9 +159,9 @@ async fn delta(
 ) {
     let mut follow = Follow::all(&ctx);
     let mut state = Delta::default();
-    let mut svids = SvidSet::default();
+    let mut subs = Subscriptions::default();
     loop {
-        match follow.request(&mut inbound, until_refresh(&svids)).await {
+        match follow.request(&mut inbound, subs.changed()).await {
             Wake::Closed => return,
             Wake::Changed => {}
             Wake::Request(req) => match take(&ctx, &caller, state.request(req), &tx).await {
@@ -157,14 +174,10 @@ async fn delta(
         if !still_attested(&ctx, &mut caller, &tx).await {
             return;
         }
-        let rendered = match render(&ctx, &caller, &names, &mut svids) {
-            Ok(r) => r,
-            Err(r) => {
-                let _ = tx.send(Err(refuse(&ctx, &caller, &r))).await;
-                return;
-            }
+        let Some(rendered) = answer(&ctx, &caller, &names, &mut subs, &tx).await else {
+            return;
         };
-        let Some(resp) = state.respond(rendered) else {
+        let Some(resp) = rendered.and_then(|r| state.respond(r)) else {
             continue;
         };
         ctx.metrics.responses.fetch_add(1, Ordering::Relaxed);
@@ -247,9 +260,28 @@ impl SecretDiscoveryService for SdsService {
                 "FetchSecrets serves {SECRET_TYPE}"
             )));
         }
-        let mut svids = SvidSet::default();
-        let rendered = render(&self.ctx, &caller, &req.resource_names, &mut svids)
-            .map_err(|r| refuse(&self.ctx, &caller, &r))?;
+        let mut subs = Subscriptions::default();
+        let deadline = tokio::time::Instant::now() + FETCH_WAIT;
+        let rendered = loop {
+            match render(&self.ctx, &caller, &req.resource_names, &mut subs)
+                .map_err(|r| refuse(&self.ctx, &caller, &r))?
+            {
+                Rendering::Ready(r) => break r,
+                Rendering::Waiting(NotReady::Unavailable(why)) => {
+                    return Err(Status::unavailable(format!(
+                        "the CA cannot issue now; retry: {why}"
+                    )))
+                }
+                Rendering::Waiting(_) => {
+                    if tokio::time::timeout_at(deadline, subs.changed())
+                        .await
+                        .is_err()
+                    {
+                        return Err(Status::unavailable("SVID not issued in time; retry"));
+                    }
+                }
+            }
+        };
         Ok(Response::new(DiscoveryResponse {
             version_info: version_of(&rendered),
             resources: rendered.into_iter().map(|r| r.secret).collect(),

@@ -107,9 +107,10 @@ pub async fn serve_tcp(
     ctx: AgentContext,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), crate::Error> {
-    let creds = super::tcp::Credentials::new(&ctx)?;
+    let mut subs = super::subscriptions::Subscriptions::default();
+    let creds = super::tcp::Credentials::new(&ctx, &mut subs).await?;
     tracing::info!(agent.listen = ?listener.local_addr().ok(), "SDS serving over mTLS");
-    let renew = tokio::spawn(creds.clone().run(ctx.clone()));
+    let renew = tokio::spawn(creds.clone().run(ctx.clone(), subs));
     let incoming = super::tcp::incoming(listener, creds);
     let served = router(ctx)
         .serve_with_incoming_shutdown(incoming, shutdown)

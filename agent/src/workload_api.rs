@@ -17,9 +17,9 @@ use tonic::{Request, Response, Status};
 use esm_ca::material::CaMaterial;
 
 use super::context::{AgentContext, Caller};
-use super::render::ensure_svids;
+use super::render::{specs_for, svids_for};
 use super::secrets::Refusal;
-use super::svid_set::{until_refresh, SvidSet};
+use super::subscriptions::Subscriptions;
 use super::wake::{Follow, Wake};
 
 const HEADER: &str = "workload.spiffe.io";
@@ -41,12 +41,17 @@ fn td_id(ca: &CaMaterial) -> String {
     format!("spiffe://{}", ca.trust_domain)
 }
 
-/// The caller's SVIDs and bundle now, issuing what is due.
+/// How long the first answer waits for SVIDs being issued before the stream is returned
+/// (a refusal of the CA then still comes back as the call's status).
+const FIRST_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The caller's SVIDs and bundle now; `None` while they are not ready (being issued, or the
+/// CA cannot issue now: the stream waits).
 fn svid_response(
     ctx: &AgentContext,
     caller: &Caller,
-    svids: &mut SvidSet,
-) -> Result<X509svidResponse, Refusal> {
+    subs: &mut Subscriptions,
+) -> Result<Option<X509svidResponse>, Refusal> {
     let ca = ctx.ca.borrow().clone();
     let entries = caller.entries(&ctx.entries.borrow());
     if entries.is_empty() {
@@ -55,13 +60,18 @@ fn svid_response(
         ));
     }
     let ids = super::entry::granted_ids(&entries);
-    ensure_svids(ctx, caller, &ids, &entries, &ca, svids, "workload-api")?;
+    let specs = specs_for(&ids, &entries);
+    let Ok(svids) = svids_for(ctx, caller, &specs, subs, "workload-api")? else {
+        return Ok(None);
+    };
     let roots: Vec<&[u8]> = ca.bundle_der().iter().map(Vec::as_slice).collect();
     let bundle = concat(&roots);
     let mut out = Vec::with_capacity(ids.len());
     for id in &ids {
         let svid = svids
-            .get(id)
+            .iter()
+            .map(|(_, s)| s)
+            .find(|s| &s.spiffe_id == id)
             .ok_or_else(|| Refusal::NotEntitled(format!("no SVID for {id}")))?;
         out.push(X509svid {
             spiffe_id: id.to_string(),
@@ -75,10 +85,10 @@ fn svid_response(
             hint: String::new(),
         });
     }
-    Ok(X509svidResponse {
+    Ok(Some(X509svidResponse {
         svids: out,
         ..Default::default()
-    })
+    }))
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -106,32 +116,39 @@ impl SpiffeWorkloadApi for WorkloadApi {
         check_header(&request)?;
         let mut caller = super::server::caller_of(&request)?;
         let ctx = self.ctx.clone();
-        let mut svids = SvidSet::default();
+        let mut subs = Subscriptions::default();
+        let mut follow = Follow::all(&ctx);
         // The first answer (or refusal) is made before the stream is returned, so a caller
         // that is not entitled gets PermissionDenied at once.
-        let first = svid_response(&ctx, &caller, &mut svids).map_err(|r| r.status())?;
+        let mut first = svid_response(&ctx, &caller, &mut subs).map_err(|r| r.status())?;
+        if first.is_none() {
+            let _ = tokio::time::timeout(FIRST_WAIT, subs.changed()).await;
+            first = svid_response(&ctx, &caller, &mut subs).map_err(|r| r.status())?;
+        }
         let (tx, rx) = mpsc::channel(2);
-        let mut follow = Follow::all(&ctx);
         tokio::spawn(async move {
-            let mut next = Ok(first);
+            let mut next: Result<_, Refusal> = Ok(first);
             loop {
-                let failed = next.is_err();
-                if tx
-                    .send(next.map_err(|r: Refusal| r.status()))
-                    .await
-                    .is_err()
-                    || failed
-                {
-                    return;
+                match next {
+                    Err(r) => {
+                        let _ = tx.send(Err(r.status())).await;
+                        return;
+                    }
+                    Ok(Some(resp)) => {
+                        if tx.send(Ok(resp)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => {}
                 }
-                if let Wake::Closed = follow.change(&tx, until_refresh(&svids)).await {
+                if let Wake::Closed = follow.change(&tx, subs.changed()).await {
                     return;
                 }
                 if let Err(status) = caller.recheck() {
                     let _ = tx.send(Err(status)).await;
                     return;
                 }
-                next = svid_response(&ctx, &caller, &mut svids);
+                next = svid_response(&ctx, &caller, &mut subs);
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

@@ -96,13 +96,7 @@ async fn agent_with(ttl: u64, more: Vec<Entry>) -> Agent {
     let (_entries_tx, entries_rx) = watch::channel(Arc::new(entries));
     std::mem::forget(_entries_tx);
     let metrics = Arc::new(AgentMetrics::default());
-    let ctx = AgentContext {
-        ca: ca_rx,
-        entries: entries_rx,
-        policy: Default::default(),
-        audit: None,
-        metrics: metrics.clone(),
-    };
+    let ctx = AgentContext::new(ca_rx, entries_rx, Default::default(), None, metrics.clone());
     let sock = dir.path().join("agent.sock");
     let listener = tokio::net::UnixListener::bind(&sock).unwrap();
     let (stop, mut stop_rx) = watch::channel(false);
@@ -351,4 +345,43 @@ async fn delta_sends_only_changes_and_removals() {
     assert!(tokio::time::timeout(Duration::from_millis(500), s.next())
         .await
         .is_err());
+}
+
+fn serial_of(r: &DiscoveryResponse) -> Vec<u8> {
+    let s = secrets(r)
+        .into_iter()
+        .find(|s| matches!(s.r#type, Some(secret::Type::TlsCertificate(_))))
+        .unwrap();
+    let Some(secret::Type::TlsCertificate(tls)) = s.r#type else {
+        unreachable!()
+    };
+    match tls.certificate_chain.unwrap().specifier.unwrap() {
+        envoy_types::pb::envoy::config::core::v3::data_source::Specifier::InlineBytes(b) => b,
+        _ => panic!("not inline"),
+    }
+}
+
+#[tokio::test]
+async fn streams_and_fetches_for_one_identity_share_one_svid() {
+    let a = agent(3600).await;
+    let mut chains = Vec::new();
+    let mut open_streams = Vec::new();
+    for _ in 0..5 {
+        let (tx, mut rx) = open(&a, req(&["default"])).await;
+        chains.push(serial_of(
+            &next(&mut rx, Duration::from_secs(10)).await.unwrap(),
+        ));
+        open_streams.push((tx, rx));
+    }
+    let mut c = SecretDiscoveryServiceClient::new(connect(&a.sock).await);
+    for _ in 0..3 {
+        let r = c
+            .fetch_secrets(req(&["default"]))
+            .await
+            .unwrap()
+            .into_inner();
+        chains.push(serial_of(&r));
+    }
+    assert!(chains.windows(2).all(|w| w[0] == w[1]), "one SVID for all");
+    assert_eq!(a.metrics.svids_issued.load(Relaxed), 1);
 }

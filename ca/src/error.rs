@@ -37,6 +37,10 @@ pub enum Error {
     /// The data dir's state cannot be read back: it was edited or is damaged.
     #[error("CA state in {path} is damaged: {reason}")]
     CorruptState { path: PathBuf, reason: String },
+    /// The active signing CA is past its validity: nothing can be issued until the CA
+    /// rotates. The CA's state, not the caller's request, is at fault.
+    #[error("signing CA {0} has expired; rotate the CA")]
+    SigningCaExpired(String),
     /// A key backend failed (file unreadable, wrong passphrase, HSM error, …).
     #[error("key backend {backend}: {reason}")]
     KeyBackend {
@@ -89,7 +93,15 @@ impl From<esm_identity::Error> for Error {
 
 impl From<rcgen::Error> for Error {
     fn from(e: rcgen::Error) -> Self {
-        Self::Bug(format!("certificate encoding: {e}"))
+        match e {
+            // The CA key's backend refused to sign (already logged with the key's id): the
+            // backend is at fault, not the encoder.
+            rcgen::Error::RemoteKeyError => Self::KeyBackend {
+                backend: "signing key",
+                reason: "the key backend failed to sign".into(),
+            },
+            other => Self::Bug(format!("certificate encoding: {other}")),
+        }
     }
 }
 

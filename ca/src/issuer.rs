@@ -205,10 +205,7 @@ fn sign(
     }
     let not_after = (now + ttl.min(policy.max_ttl)).min(whole_seconds(ca.not_after));
     if not_after <= now {
-        return Err(Error::Refused(format!(
-            "signing CA {} has expired; rotate the CA",
-            ca.id
-        )));
+        return Err(Error::SigningCaExpired(ca.id.clone()));
     }
 
     let mut p = CertificateParams::default();

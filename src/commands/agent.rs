@@ -65,13 +65,13 @@ pub async fn start(
         return Ok(tasks);
     }
     // Every open stream follows the material the rotator publishes, and pushes each change.
-    let ctx = AgentContext {
+    let ctx = AgentContext::new(
         ca,
-        entries: entries_rx,
-        policy: cfg.issuance_policy(),
-        audit: Some(evidence.sink.clone()),
+        entries_rx,
+        cfg.issuance_policy(),
+        Some(evidence.sink.clone()),
         metrics,
-    };
+    );
     if let Some(path) = &cfg.agent.socket {
         let listener = super::serve::bind_unix("agent.socket", path, 0o666)?;
         let (ctx, shutdown) = (ctx.clone(), until(stop));

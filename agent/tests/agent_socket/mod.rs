@@ -54,13 +54,13 @@ fn context(dir: &std::path::Path) -> AgentContext {
     let (ca_tx, ca) = watch::channel(Arc::new(material));
     let (entries_tx, entries) = watch::channel(Arc::new(Vec::new()));
     std::mem::forget((ca_tx, entries_tx));
-    AgentContext {
+    AgentContext::new(
         ca,
         entries,
-        policy: Default::default(),
-        audit: None,
-        metrics: Arc::new(AgentMetrics::default()),
-    }
+        Default::default(),
+        None,
+        Arc::new(AgentMetrics::default()),
+    )
 }
 
 /// An agent on a fresh socket within `limits`.
