@@ -385,3 +385,100 @@ async fn streams_and_fetches_for_one_identity_share_one_svid() {
     assert!(chains.windows(2).all(|w| w[0] == w[1]), "one SVID for all");
     assert_eq!(a.metrics.svids_issued.load(Relaxed), 1);
 }
+
+/// A CA key whose backend can be made unreachable, as an HSM or a vault can be.
+struct Flaky {
+    key: Arc<dyn esm_ca::key_backend::KeyBackend>,
+    down: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl esm_ca::key_backend::KeyBackend for Flaky {
+    fn key_id(&self) -> &str {
+        self.key.key_id()
+    }
+    fn algorithm(&self) -> KeyAlgorithm {
+        self.key.algorithm()
+    }
+    fn public_key_raw(&self) -> &[u8] {
+        self.key.public_key_raw()
+    }
+    fn sign(&self, msg: &[u8]) -> esm_ca::Result<Vec<u8>> {
+        if self.down.load(Relaxed) {
+            return Err(esm_ca::Error::KeyBackend {
+                backend: "test",
+                reason: "the HSM does not answer".into(),
+            });
+        }
+        self.key.sign(msg)
+    }
+}
+
+/// The agent's CA material with its signing key behind a switch.
+fn flaky_material(store: &CaStore, down: &Arc<std::sync::atomic::AtomicBool>) -> CaMaterial {
+    use esm_ca::key_backend::KeyStore;
+    let mut m = material(store);
+    let int = m.state.active_intermediate().unwrap().clone();
+    let key = FileKeyStore::new(store.dir().join("keys"), None)
+        .load(&int.key_id, int.algorithm)
+        .unwrap();
+    let flaky = Arc::new(Flaky {
+        key,
+        down: down.clone(),
+    });
+    m.signing = Arc::new(
+        esm_ca::issuer::SigningCa::new(
+            int.id.clone(),
+            m.trust_domain.clone(),
+            esm_ca::store::cert_der(&int).unwrap(),
+            int.not_after,
+            flaky,
+        )
+        .unwrap(),
+    );
+    m
+}
+
+#[tokio::test]
+async fn a_stream_stays_open_while_the_ca_cannot_sign_and_gets_its_svid_when_it_can() {
+    let a = agent(3600).await;
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    a.ca_tx
+        .send_replace(Arc::new(flaky_material(&a.store, &down)));
+    let (_tx, mut rx) = open(&a, req(&["default", "ROOTCA"])).await;
+    // Not refused, not answered: the workload is not at fault, and nothing valid exists.
+    let quiet = tokio::time::timeout(Duration::from_millis(1500), rx.next()).await;
+    assert!(quiet.is_err(), "the stream answered or ended: {quiet:?}");
+    assert_eq!(a.metrics.refused.load(Relaxed), 0);
+    assert!(a.metrics.issuance_failures.load(Relaxed) >= 1);
+    // A unary fetch cannot wait: it is told to retry, not that it is not entitled.
+    let mut c = SecretDiscoveryServiceClient::new(connect(&a.sock).await);
+    let err = c.fetch_secrets(req(&["default"])).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{}", err.message());
+    // The CA can sign again: the retry delivers, on the same stream.
+    down.store(false, Relaxed);
+    let r = next(&mut rx, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(secrets(&r).len(), 2);
+    assert_eq!(a.metrics.svids_issued.load(Relaxed), 1);
+    assert_eq!(a.metrics.refused.load(Relaxed), 0);
+}
+
+#[tokio::test]
+async fn new_ca_material_retries_a_failed_issuance_at_once() {
+    let a = agent(3600).await;
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    a.ca_tx
+        .send_replace(Arc::new(flaky_material(&a.store, &down)));
+    let (_tx, mut rx) = open(&a, req(&["default"])).await;
+    // Let the failures pile up so the next retry is seconds away.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert!(a.metrics.issuance_failures.load(Relaxed) >= 2);
+    // Working material (a rotation to a reachable key, say) is tried at once.
+    let started = std::time::Instant::now();
+    a.ca_tx.send_replace(Arc::new(material(&a.store)));
+    next(&mut rx, Duration::from_secs(3)).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}
