@@ -21,6 +21,8 @@ pub struct AdminState {
     pub store: EntryStore,
     pub entries: watch::Sender<Arc<Vec<Entry>>>,
     pub audit: AuditSink,
+    /// Wakes the CA rotator to re-read the CA state now.
+    pub ca_changed: Arc<tokio::sync::Notify>,
 }
 
 type Shared = Arc<AdminState>;
@@ -214,8 +216,17 @@ async fn delete(
     result.unwrap_or_else(|r| r)
 }
 
+/// `esm ca rotate` changed the CA state on disk: re-read it now rather than at the next
+/// poll, so open streams get the new bundle at once. Changes nothing by itself (the
+/// rotator reads what is on disk and records nothing new), so it is not audited.
+async fn ca_changed(State(s): State<Shared>) -> Response {
+    s.ca_changed.notify_one();
+    StatusCode::NO_CONTENT.into_response()
+}
+
 pub fn router(state: Shared) -> Router {
     Router::new()
+        .route("/v1/ca/changed", axum::routing::post(ca_changed))
         .route("/v1/entries", get(list).post(create))
         .route("/v1/entries/import", axum::routing::post(import))
         .route("/v1/entries/{id}", get(show).delete(delete))

@@ -15,8 +15,9 @@ use crate::state::CaState;
 use crate::store::CaStore;
 
 /// How often the loop re-reads the state even when nothing is due, to pick up changes made
-/// by another process (`esm ca rotate`) on the same data dir: SDS streams get a bundle
-/// changed that way within about this long. Reading the small state file is cheap.
+/// by another process on the same data dir. `esm ca rotate` also tells a running server at
+/// once (the `wake` of [`run`], through the admin socket); this poll covers a server it
+/// could not reach. Reading the small state file is cheap.
 pub const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// After a failed rotation, the wait before the next try.
@@ -77,7 +78,8 @@ async fn material_of(
     .map_err(|e| crate::Error::Bug(format!("CA material task: {e}")))?
 }
 
-/// Rotates on schedule until `shutdown` fires. Each state that differs from the last is
+/// Rotates on schedule until `shutdown` fires, and re-reads the state at once when `wake`
+/// is notified (another process changed it). Each state that differs from the last is
 /// built into new material and sent on `tx` (which starts with the material of the state
 /// the server started with); each applied step (and each failure) is an audit event on
 /// `audit`.
@@ -86,6 +88,7 @@ pub async fn run(
     policy: RotationPolicy,
     tx: watch::Sender<Arc<CaMaterial>>,
     audit: Option<AuditSink>,
+    wake: Arc<tokio::sync::Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     // A failure retried every few seconds is recorded once, not once per retry.
@@ -142,6 +145,7 @@ pub async fn run(
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            _ = wake.notified() => {}
             _ = shutdown.changed() => return,
         }
     }

@@ -24,6 +24,7 @@ fn until(stop: &watch::Receiver<bool>) -> impl std::future::Future<Output = ()> 
 pub async fn start(
     cfg: &Config,
     ca: watch::Receiver<Arc<CaMaterial>>,
+    ca_changed: Arc<tokio::sync::Notify>,
     evidence: &Evidence,
     metrics: Arc<AgentMetrics>,
     stop: &watch::Receiver<bool>,
@@ -46,6 +47,7 @@ pub async fn start(
         store: entries_store,
         entries: entries_tx,
         audit: evidence.sink.clone(),
+        ca_changed,
     });
     let shutdown = until(stop);
     tasks.push(tokio::spawn(async move {

@@ -42,6 +42,9 @@ async fn serve(cfg: Config, env: &BTreeMap<String, String>) -> anyhow::Result<()
     let evidence = Evidence::start(&cfg).await?;
     let (ca_tx, ca_rx) = watch::channel(Arc::new(material));
     let (stop_tx, stop_rx) = watch::channel(false);
+    // `esm ca rotate` tells the running server through the admin socket; the rotator then
+    // re-reads the state at once instead of at its next poll.
+    let ca_changed = Arc::new(tokio::sync::Notify::new());
     tracing::info!(admin.listen = %cfg.admin_listen, trust_domain = %cfg.trust_domain, "esm serving");
 
     let rotator = tokio::spawn(esm_ca::rotator::run(
@@ -49,6 +52,7 @@ async fn serve(cfg: Config, env: &BTreeMap<String, String>) -> anyhow::Result<()
         cfg.rotation_policy(),
         ca_tx,
         Some(evidence.sink.clone()),
+        ca_changed.clone(),
         stop_rx.clone(),
     ));
     let authz_metrics = Arc::new(AuthzMetrics::default());
@@ -57,6 +61,7 @@ async fn serve(cfg: Config, env: &BTreeMap<String, String>) -> anyhow::Result<()
     let agent = super::agent::start(
         &cfg,
         ca_rx.clone(),
+        ca_changed,
         &evidence,
         agent_metrics.clone(),
         &stop_rx,
