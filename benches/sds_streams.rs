@@ -7,8 +7,9 @@
 //!
 //! `cargo bench --bench sds_streams` (N from ESM_BENCH_STREAMS, default 1000; I from
 //! ESM_BENCH_IDENTITIES, default 100; streams per connection from ESM_BENCH_PER_CONNECTION,
-//! default 2: an Envoy keeps its SDS streams on one connection, so 1,000 streams are about
-//! 500 Envoys). ESM_BENCH_BIN runs another `esm` binary (a baseline build) instead of this
+//! default 4: an Envoy keeps its SDS streams on one connection, so 1,000 streams are about
+//! 250 Envoys, and all of them run as this process's uid, which the agent socket admits
+//! 256 connections of). ESM_BENCH_BIN runs another `esm` binary (a baseline build) instead of this
 //! one.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -27,8 +28,18 @@ fn esm_bin() -> String {
 }
 const TYPE: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
+/// `esm`, without the bench's own settings: esm reads every `ESM_*` variable as a
+/// configuration key, and refuses keys it does not know.
+fn esm_command() -> Command {
+    let mut c = Command::new(esm_bin());
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ESM_BENCH_")) {
+        c.env_remove(k);
+    }
+    c
+}
+
 fn esm(dir: &Path, args: &[&str]) {
-    let out = Command::new(esm_bin())
+    let out = esm_command()
         .args(args)
         .arg("--dir")
         .arg(dir)
@@ -68,7 +79,7 @@ fn main() {
     let per_connection: usize = std::env::var("ESM_BENCH_PER_CONNECTION")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
+        .unwrap_or(4);
     let identities: usize = std::env::var("ESM_BENCH_IDENTITIES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -77,7 +88,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     esm(d, &["init", "--trust-domain", "example.org"]);
-    let mut server = Command::new(esm_bin())
+    let mut server = esm_command()
         .args(["serve", "--dir"])
         .arg(d)
         .env("ESM_AUTHZ_LISTEN", "")

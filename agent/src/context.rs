@@ -83,10 +83,7 @@ impl Caller {
     }
 
     /// The caller's entries in the current set.
-    pub fn entries(&self, all: &[Entry]) -> Vec<Entry> {
+    pub fn entries<'a>(&self, all: &'a [Entry]) -> Vec<&'a Entry> {
         matching(all, &self.selectors)
-            .into_iter()
-            .cloned()
-            .collect()
     }
 }

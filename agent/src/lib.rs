@@ -22,6 +22,7 @@ pub mod hpack_check;
 pub mod peer_process;
 pub mod render;
 pub mod sds;
+pub mod sds_server;
 pub mod secrets;
 pub mod server;
 pub mod subscriptions;

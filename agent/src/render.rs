@@ -31,9 +31,9 @@ fn hex_prefix(b: &[u8]) -> String {
 }
 
 /// The shared SVIDs `ids` stand for, each as the caller's first entry granting it says.
-pub fn specs_for(ids: &[SpiffeId], entries: &[Entry]) -> Vec<SvidSpec> {
+pub fn specs_for(ids: &[SpiffeId], entries: &[&Entry]) -> Vec<SvidSpec> {
     ids.iter()
-        .map(|id| SvidSpec::for_entry(id, entries.iter().find(|e| &e.spiffe_id == id)))
+        .map(|id| SvidSpec::for_entry(id, entries.iter().copied().find(|e| &e.spiffe_id == id)))
         .collect()
 }
 
@@ -74,9 +74,10 @@ pub fn render(
     subs: &mut Subscriptions,
 ) -> Result<Rendering, Refusal> {
     let ca = ctx.ca.borrow().clone();
-    let entries = caller.entries(&ctx.entries.borrow());
-    let refs: Vec<_> = entries.iter().collect();
-    let wanted = resolve(names, &refs, &ca.trust_domain)?;
+    // A shared snapshot of the entries; the caller's are borrowed from it, not copied.
+    let all = ctx.entries.borrow().clone();
+    let entries = caller.entries(&all);
+    let wanted = resolve(names, &entries, &ca.trust_domain)?;
     let ids: Vec<_> = wanted
         .iter()
         .filter_map(|(_, w)| match w {

@@ -14,8 +14,6 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryService;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -26,8 +24,6 @@ use super::subscriptions::{NotReady, Subscriptions};
 use super::wake::{Follow, Wake};
 use super::xds::{Delta, Received, Sotw, WrongType};
 
-/// Responses queued per stream; a client that stops reading holds at most this many.
-const QUEUE: usize = 4;
 /// How long FetchSecrets waits for an SVID being issued before it answers Unavailable.
 const FETCH_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -50,140 +46,40 @@ fn refuse(ctx: &AgentContext, caller: &Caller, r: &Refusal) -> Status {
     r.status()
 }
 
-/// Attests the caller again before an answer is made; false (the refusal sent) when the
-/// process that connected has exited or exec'd since the stream began.
-async fn still_attested<T>(
-    ctx: &AgentContext,
-    caller: &mut Caller,
-    tx: &mpsc::Sender<Result<T, Status>>,
-) -> bool {
-    match caller.recheck() {
-        Ok(()) => true,
-        Err(status) => {
-            ctx.metrics.refused.fetch_add(1, Ordering::Relaxed);
-            let _ = tx.send(Err(status)).await;
-            false
-        }
+/// The protocol state of one stream flavour (see [`super::xds`]).
+trait Protocol: Default + Send + 'static {
+    type Request: Send + 'static;
+    type Response: Send + 'static;
+    fn request(&mut self, req: Self::Request) -> Result<Received, WrongType>;
+    fn names(&self) -> Option<Vec<String>>;
+    fn respond(&mut self, rendered: Vec<Rendered>, asked: bool) -> Option<Self::Response>;
+}
+
+impl Protocol for Sotw {
+    type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+    fn request(&mut self, req: DiscoveryRequest) -> Result<Received, WrongType> {
+        Sotw::request(self, req)
+    }
+    fn names(&self) -> Option<Vec<String>> {
+        Sotw::names(self).map(<[String]>::to_vec)
+    }
+    fn respond(&mut self, rendered: Vec<Rendered>, asked: bool) -> Option<DiscoveryResponse> {
+        Sotw::respond(self, rendered, asked)
     }
 }
 
-/// Takes in a request: refuses another resource type (false: the stream ends) and reports
-/// a NACK; `Some(true)` when it must be answered.
-async fn take<T>(
-    ctx: &AgentContext,
-    caller: &Caller,
-    received: Result<Received, WrongType>,
-    tx: &mpsc::Sender<Result<T, Status>>,
-) -> Option<bool> {
-    match received {
-        Err(wrong) => {
-            let _ = tx
-                .send(Err(Status::invalid_argument(wrong.to_string())))
-                .await;
-            None
-        }
-        Ok(r) => {
-            if let Some(detail) = r.nack() {
-                ctx.metrics.nacks.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(caller = %caller.actor, error_detail = %detail, "Envoy rejected an SDS response (NACK)");
-            }
-            Some(r.wants_answer())
-        }
+impl Protocol for Delta {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+    fn request(&mut self, req: DeltaDiscoveryRequest) -> Result<Received, WrongType> {
+        Delta::request(self, req)
     }
-}
-
-/// Renders `names` for a stream: `Some(None)` while its SVIDs are not ready (the stream
-/// stays open and waits), `None` when the caller was refused (the refusal sent).
-async fn answer<T>(
-    ctx: &AgentContext,
-    caller: &Caller,
-    names: &[String],
-    subs: &mut Subscriptions,
-    tx: &mpsc::Sender<Result<T, Status>>,
-) -> Option<Option<Vec<Rendered>>> {
-    match render(ctx, caller, names, subs) {
-        Ok(Rendering::Ready(r)) => Some(Some(r)),
-        Ok(Rendering::Waiting(_)) => Some(None),
-        Err(r) => {
-            let _ = tx.send(Err(refuse(ctx, caller, &r))).await;
-            None
-        }
+    fn names(&self) -> Option<Vec<String>> {
+        Delta::names(self)
     }
-}
-
-/// One SotW stream until the client goes away or is refused.
-async fn sotw(
-    ctx: AgentContext,
-    mut caller: Caller,
-    mut inbound: Streaming<DiscoveryRequest>,
-    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
-) {
-    let mut follow = Follow::all(&ctx);
-    let mut state = Sotw::default();
-    let mut subs = Subscriptions::default();
-    loop {
-        let asked = match follow.request(&mut inbound, subs.changed()).await {
-            Wake::Closed => return,
-            Wake::Changed => false,
-            Wake::Request(req) => match take(&ctx, &caller, state.request(req), &tx).await {
-                None => return,
-                Some(false) => continue,
-                Some(true) => true,
-            },
-        };
-        let Some(names) = state.names().map(<[String]>::to_vec) else {
-            continue;
-        };
-        if !still_attested(&ctx, &mut caller, &tx).await {
-            return;
-        }
-        let Some(rendered) = answer(&ctx, &caller, &names, &mut subs, &tx).await else {
-            return;
-        };
-        let Some(resp) = rendered.and_then(|r| state.respond(r, asked)) else {
-            continue;
-        };
-        ctx.metrics.responses.fetch_add(1, Ordering::Relaxed);
-        if tx.send(Ok(resp)).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// One delta stream: only changed resources are sent, removed ones are named.
-async fn delta(
-    ctx: AgentContext,
-    mut caller: Caller,
-    mut inbound: Streaming<DeltaDiscoveryRequest>,
-    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
-) {
-    let mut follow = Follow::all(&ctx);
-    let mut state = Delta::default();
-    let mut subs = Subscriptions::default();
-    loop {
-        match follow.request(&mut inbound, subs.changed()).await {
-            Wake::Closed => return,
-            Wake::Changed => {}
-            Wake::Request(req) => match take(&ctx, &caller, state.request(req), &tx).await {
-                None => return,
-                Some(false) => continue,
-                Some(true) => {}
-            },
-        }
-        let Some(names) = state.names() else { continue };
-        if !still_attested(&ctx, &mut caller, &tx).await {
-            return;
-        }
-        let Some(rendered) = answer(&ctx, &caller, &names, &mut subs, &tx).await else {
-            return;
-        };
-        let Some(resp) = rendered.and_then(|r| state.respond(r)) else {
-            continue;
-        };
-        ctx.metrics.responses.fetch_add(1, Ordering::Relaxed);
-        if tx.send(Ok(resp)).await.is_err() {
-            return;
-        }
+    fn respond(&mut self, rendered: Vec<Rendered>, _asked: bool) -> Option<DeltaDiscoveryResponse> {
+        Delta::respond(self, rendered)
     }
 }
 
@@ -203,30 +99,111 @@ impl Drop for OpenStream {
     }
 }
 
+/// One SDS stream. It has no task or queue of its own: the response stream is this session,
+/// run each time the server asks it for the next response, so a client that stops reading
+/// stops it (HTTP/2 flow control) and one that goes away drops it.
+struct Session<P: Protocol> {
+    ctx: AgentContext,
+    caller: Caller,
+    inbound: Streaming<P::Request>,
+    follow: Follow,
+    protocol: P,
+    subs: Subscriptions,
+    ended: bool,
+    _open: OpenStream,
+}
+
+impl<P: Protocol> Session<P> {
+    fn new(ctx: AgentContext, caller: Caller, inbound: Streaming<P::Request>) -> Self {
+        Self {
+            follow: Follow::all(&ctx),
+            _open: OpenStream::new(&ctx.metrics),
+            ctx,
+            caller,
+            inbound,
+            protocol: P::default(),
+            subs: Subscriptions::default(),
+            ended: false,
+        }
+    }
+
+    /// Ends the stream with `status`.
+    fn end(&mut self, status: Status) -> Option<Result<P::Response, Status>> {
+        self.ended = true;
+        Some(Err(status))
+    }
+
+    /// Waits for the next response to send: after a request that wants one, or when what
+    /// the client subscribes to changes. `None` when the stream is over.
+    async fn next(&mut self) -> Option<Result<P::Response, Status>> {
+        if self.ended {
+            return None;
+        }
+        loop {
+            let wake = self
+                .follow
+                .request(&mut self.inbound, self.subs.changed())
+                .await;
+            let asked = match wake {
+                Wake::Closed => return None,
+                Wake::Changed => false,
+                Wake::Request(req) => match self.protocol.request(req) {
+                    Err(wrong) => return self.end(Status::invalid_argument(wrong.to_string())),
+                    Ok(received) => {
+                        if let Some(detail) = received.nack() {
+                            self.ctx.metrics.nacks.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(caller = %self.caller.actor, error_detail = %detail, "Envoy rejected an SDS response (NACK)");
+                        }
+                        if !received.wants_answer() {
+                            continue;
+                        }
+                        true
+                    }
+                },
+            };
+            let Some(names) = self.protocol.names() else {
+                continue;
+            };
+            // Attested again before every answer: the process that connected may have
+            // exited or exec'd since.
+            if let Err(status) = self.caller.recheck() {
+                self.ctx.metrics.refused.fetch_add(1, Ordering::Relaxed);
+                return self.end(status);
+            }
+            let rendered = match render(&self.ctx, &self.caller, &names, &mut self.subs) {
+                Ok(Rendering::Ready(r)) => r,
+                // Not yet issued, or the CA cannot sign now: the stream waits, open.
+                Ok(Rendering::Waiting(_)) => continue,
+                Err(r) => {
+                    let status = refuse(&self.ctx, &self.caller, &r);
+                    return self.end(status);
+                }
+            };
+            if let Some(resp) = self.protocol.respond(rendered, asked) {
+                self.ctx.metrics.responses.fetch_add(1, Ordering::Relaxed);
+                return Some(Ok(resp));
+            }
+        }
+    }
+}
+
+/// The response stream of `session`.
+fn responses<P: Protocol>(session: Session<P>) -> BoxStream<P::Response> {
+    Box::pin(futures_util::stream::unfold(session, |mut s| async move {
+        let item = s.next().await?;
+        Some((item, s))
+    }))
+}
+
 impl SdsService {
-    /// Attests the caller, then runs `body` for the stream on its own task, counted while
-    /// it lives; responses go through a short queue.
-    fn spawn<Req, Resp, F, Fut>(
+    /// Attests the caller and starts its stream.
+    fn open<P: Protocol>(
         &self,
-        request: Request<Streaming<Req>>,
-        body: F,
-    ) -> Result<Response<BoxStream<Resp>>, Status>
-    where
-        Req: Send + 'static,
-        Resp: Send + 'static,
-        F: FnOnce(AgentContext, Caller, Streaming<Req>, mpsc::Sender<Result<Resp, Status>>) -> Fut,
-        Fut: std::future::Future<Output = ()> + Send + 'static,
-    {
+        request: Request<Streaming<P::Request>>,
+    ) -> Result<Response<BoxStream<P::Response>>, Status> {
         let caller = super::server::caller_of(&request)?;
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let ctx = self.ctx.clone();
-        let open = OpenStream::new(&ctx.metrics);
-        let run = body(ctx, caller, request.into_inner(), tx);
-        tokio::spawn(async move {
-            let _open = open;
-            run.await;
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let session = Session::<P>::new(self.ctx.clone(), caller, request.into_inner());
+        Ok(Response::new(responses(session)))
     }
 }
 
@@ -239,14 +216,14 @@ impl SecretDiscoveryService for SdsService {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamSecretsStream>, Status> {
-        self.spawn(request, sotw)
+        self.open::<Sotw>(request)
     }
 
     async fn delta_secrets(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaSecretsStream>, Status> {
-        self.spawn(request, delta)
+        self.open::<Delta>(request)
     }
 
     async fn fetch_secrets(

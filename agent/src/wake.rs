@@ -1,7 +1,8 @@
 //! The one wait of every long-lived thing the agent serves: an SDS stream, a Workload API
 //! stream, and the TCP listener's own certificate. Each sleeps until one of these happens:
-//! its client sends a request (SDS) or goes away (Workload API), an SVID it holds is due,
-//! the CA publishes new material, or the registration entries change. It then looks at the
+//! its client sends a request (SDS), an SVID it follows changes, the CA publishes new
+//! material, or the registration entries change. (A client going away drops the stream
+//! itself, and with it the wait.) It then looks at the
 //! world again and decides what to send; the deciding is elsewhere and pure (see
 //! [`super::xds`]).
 
@@ -9,7 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use esm_ca::material::CaMaterial;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_stream::StreamExt;
 use tonic::Streaming;
 
@@ -75,20 +76,7 @@ impl Follow {
         self.wait(request, refresh).await
     }
 
-    /// Waits for `refresh` or a change; `Closed` when the reader of `outbound` went away.
-    pub async fn change<T>(
-        &mut self,
-        outbound: &mpsc::Sender<T>,
-        refresh: impl Future<Output = ()>,
-    ) -> Wake<()> {
-        let gone = async {
-            outbound.closed().await;
-            Wake::Closed
-        };
-        self.wait(gone, refresh).await
-    }
-
-    /// Waits for `refresh` or a change, with no client to watch.
+    /// Waits for `refresh` or a change, with no requests to read.
     pub async fn change_only(&mut self, refresh: impl Future<Output = ()>) -> Wake<()> {
         self.wait(std::future::pending(), refresh).await
     }

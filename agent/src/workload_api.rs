@@ -9,8 +9,6 @@ use esm_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApi;
 use esm_proto::workload::{
     X509BundlesRequest, X509BundlesResponse, X509svid, X509svidRequest, X509svidResponse,
 };
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -53,13 +51,14 @@ fn svid_response(
     subs: &mut Subscriptions,
 ) -> Result<Option<X509svidResponse>, Refusal> {
     let ca = ctx.ca.borrow().clone();
-    let entries = caller.entries(&ctx.entries.borrow());
+    let all = ctx.entries.borrow().clone();
+    let entries = caller.entries(&all);
     if entries.is_empty() {
         return Err(Refusal::NotEntitled(
             "no registration entry matches this workload".into(),
         ));
     }
-    let ids = super::entry::granted_ids(&entries);
+    let ids = super::entry::granted_ids(entries.iter().copied());
     let specs = specs_for(&ids, &entries);
     let Ok(svids) = svids_for(ctx, caller, &specs, subs, "workload-api")? else {
         return Ok(None);
@@ -104,6 +103,45 @@ impl WorkloadApi {
     }
 }
 
+/// One FetchX509SVID stream; like an SDS stream, it runs when the server asks it for the
+/// next response, with no task or queue of its own.
+struct SvidSession {
+    ctx: AgentContext,
+    caller: Caller,
+    follow: Follow,
+    subs: Subscriptions,
+    /// The answer made before the stream was returned, sent first.
+    first: Option<X509svidResponse>,
+    ended: bool,
+}
+
+impl SvidSession {
+    async fn next(&mut self) -> Option<Result<X509svidResponse, Status>> {
+        if self.ended {
+            return None;
+        }
+        if let Some(first) = self.first.take() {
+            return Some(Ok(first));
+        }
+        loop {
+            if let Wake::Closed = self.follow.change_only(self.subs.changed()).await {
+                return None;
+            }
+            let answer = self.caller.recheck().and_then(|()| {
+                svid_response(&self.ctx, &self.caller, &mut self.subs).map_err(|r| r.status())
+            });
+            match answer {
+                Ok(Some(resp)) => return Some(Ok(resp)),
+                Ok(None) => continue,
+                Err(status) => {
+                    self.ended = true;
+                    return Some(Err(status));
+                }
+            }
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl SpiffeWorkloadApi for WorkloadApi {
     type FetchX509SVIDStream = BoxStream<X509svidResponse>;
@@ -114,10 +152,10 @@ impl SpiffeWorkloadApi for WorkloadApi {
         request: Request<X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
         check_header(&request)?;
-        let mut caller = super::server::caller_of(&request)?;
+        let caller = super::server::caller_of(&request)?;
         let ctx = self.ctx.clone();
         let mut subs = Subscriptions::default();
-        let mut follow = Follow::all(&ctx);
+        let follow = Follow::all(&ctx);
         // The first answer (or refusal) is made before the stream is returned, so a caller
         // that is not entitled gets PermissionDenied at once.
         let mut first = svid_response(&ctx, &caller, &mut subs).map_err(|r| r.status())?;
@@ -125,33 +163,21 @@ impl SpiffeWorkloadApi for WorkloadApi {
             let _ = tokio::time::timeout(FIRST_WAIT, subs.changed()).await;
             first = svid_response(&ctx, &caller, &mut subs).map_err(|r| r.status())?;
         }
-        let (tx, rx) = mpsc::channel(2);
-        tokio::spawn(async move {
-            let mut next: Result<_, Refusal> = Ok(first);
-            loop {
-                match next {
-                    Err(r) => {
-                        let _ = tx.send(Err(r.status())).await;
-                        return;
-                    }
-                    Ok(Some(resp)) => {
-                        if tx.send(Ok(resp)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(None) => {}
-                }
-                if let Wake::Closed = follow.change(&tx, subs.changed()).await {
-                    return;
-                }
-                if let Err(status) = caller.recheck() {
-                    let _ = tx.send(Err(status)).await;
-                    return;
-                }
-                next = svid_response(&ctx, &caller, &mut subs);
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let session = SvidSession {
+            ctx,
+            caller,
+            follow,
+            subs,
+            first,
+            ended: false,
+        };
+        Ok(Response::new(Box::pin(futures_util::stream::unfold(
+            session,
+            |mut s| async move {
+                let item = s.next().await?;
+                Some((item, s))
+            },
+        ))))
     }
 
     async fn fetch_x509_bundles(
@@ -160,24 +186,24 @@ impl SpiffeWorkloadApi for WorkloadApi {
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
         check_header(&request)?;
         let _caller = super::server::caller_of(&request)?;
-        let mut follow = Follow::ca_only(&self.ctx);
-        let (tx, rx) = mpsc::channel(2);
-        tokio::spawn(async move {
-            loop {
+        // The bundle now, then again on every CA change.
+        let follow = Follow::ca_only(&self.ctx);
+        Ok(Response::new(Box::pin(futures_util::stream::unfold(
+            (follow, true),
+            |(mut follow, first)| async move {
+                if !first {
+                    if let Wake::Closed = follow.change_only(std::future::pending()).await {
+                        return None;
+                    }
+                }
                 let m = follow.ca();
                 let roots: Vec<&[u8]> = m.bundle_der().iter().map(Vec::as_slice).collect();
                 let resp = X509BundlesResponse {
                     bundles: [(td_id(&m), concat(&roots))].into(),
                     ..Default::default()
                 };
-                if tx.send(Ok(resp)).await.is_err() {
-                    return;
-                }
-                if let Wake::Closed = follow.change(&tx, std::future::pending()).await {
-                    return;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+                Some((Ok(resp), (follow, false)))
+            },
+        ))))
     }
 }

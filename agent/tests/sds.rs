@@ -482,3 +482,31 @@ async fn new_ca_material_retries_a_failed_issuance_at_once() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn an_unknown_sds_method_is_unimplemented_and_an_oversized_request_refused() {
+    let a = agent(3600).await;
+    let mut grpc = tonic::client::Grpc::new(a.channel.clone());
+    grpc.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static(
+        "/envoy.service.secret.v3.SecretDiscoveryService/FetchEverything",
+    );
+    let codec = tonic_prost::ProstCodec::<DiscoveryRequest, DiscoveryResponse>::default();
+    let err = grpc
+        .unary(tonic::Request::new(req(&["ROOTCA"])), path, codec)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
+    // Over the 4 MiB a request may have: refused before it is decoded into names.
+    let mut c = SecretDiscoveryServiceClient::new(a.channel.clone());
+    let huge = "x".repeat(5 << 20);
+    let err = c.fetch_secrets(req(&[&huge])).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::OutOfRange, "{}", err.message());
+    // The stream after it is served as usual.
+    let r = c
+        .fetch_secrets(req(&["ROOTCA"]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(secrets(&r).len(), 1);
+}
