@@ -17,9 +17,7 @@ pub enum Error {
     #[error("{0}")]
     Refused(String),
     /// An entry for one of esm's own identities: refused on principle, not a typo.
-    #[error(
-        "{0} is reserved: SPIFFE IDs under /esm are esm's own identities and are never granted to a workload"
-    )]
+    #[error("{0} is reserved: {why}", why = esm_identity::spiffe_id::RESERVED_WHY)]
     Reserved(SpiffeId),
     /// The configuration is wrong (an unsupported database URL, an unusable listener).
     #[error("configuration error: {0}")]

@@ -21,7 +21,7 @@ use super::context::{AgentContext, Caller};
 use super::render::{render, version_of, Rendered, Rendering};
 use super::secrets::{Refusal, SECRET_TYPE};
 use super::subscriptions::{NotReady, Subscriptions};
-use super::wake::{Follow, Wake};
+use super::wake::{responses, Follow, Responder, Wake};
 use super::xds::{Delta, Received, Sotw, WrongType};
 
 /// How long FetchSecrets waits for an SVID being issued before it answers Unavailable.
@@ -99,9 +99,7 @@ impl Drop for OpenStream {
     }
 }
 
-/// One SDS stream. It has no task or queue of its own: the response stream is this session,
-/// run each time the server asks it for the next response, so a client that stops reading
-/// stops it (HTTP/2 flow control) and one that goes away drops it.
+/// One SDS stream (a [`Responder`]: no task or queue of its own).
 struct Session<P: Protocol> {
     ctx: AgentContext,
     caller: Caller,
@@ -132,6 +130,10 @@ impl<P: Protocol> Session<P> {
         self.ended = true;
         Some(Err(status))
     }
+}
+
+impl<P: Protocol> Responder for Session<P> {
+    type Item = Result<P::Response, Status>;
 
     /// Waits for the next response to send: after a request that wants one, or when what
     /// the client subscribes to changes. `None` when the stream is over.
@@ -185,14 +187,6 @@ impl<P: Protocol> Session<P> {
             }
         }
     }
-}
-
-/// The response stream of `session`.
-fn responses<P: Protocol>(session: Session<P>) -> BoxStream<P::Response> {
-    Box::pin(futures_util::stream::unfold(session, |mut s| async move {
-        let item = s.next().await?;
-        Some((item, s))
-    }))
 }
 
 impl SdsService {

@@ -7,15 +7,33 @@
 //! [`super::xds`]).
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use esm_ca::material::CaMaterial;
 use tokio::sync::watch;
-use tokio_stream::StreamExt;
+use tokio_stream::{Stream, StreamExt};
 use tonic::Streaming;
 
 use super::context::AgentContext;
 use super::entry::Entry;
+
+/// A long-lived answer (an SDS or Workload API stream) with no task or queue of its own:
+/// its next response is made when the server asks for one, so a client that stops reading
+/// stops it (HTTP/2 flow control), and one that goes away drops it.
+pub trait Responder: Send + 'static {
+    type Item: Send + 'static;
+    /// The next response; `None` once the stream is over.
+    fn next(&mut self) -> impl Future<Output = Option<Self::Item>> + Send;
+}
+
+/// The response stream of `r`.
+pub fn responses<R: Responder>(r: R) -> Pin<Box<dyn Stream<Item = R::Item> + Send>> {
+    Box::pin(futures_util::stream::unfold(r, |mut r| async move {
+        let item = r.next().await?;
+        Some((item, r))
+    }))
+}
 
 /// What woke the waiter.
 #[derive(Debug)]

@@ -18,7 +18,7 @@ use super::context::{AgentContext, Caller};
 use super::render::{specs_for, svids_for};
 use super::secrets::Refusal;
 use super::subscriptions::Subscriptions;
-use super::wake::{Follow, Wake};
+use super::wake::{responses, Follow, Responder, Wake};
 
 const HEADER: &str = "workload.spiffe.io";
 
@@ -103,8 +103,7 @@ impl WorkloadApi {
     }
 }
 
-/// One FetchX509SVID stream; like an SDS stream, it runs when the server asks it for the
-/// next response, with no task or queue of its own.
+/// One FetchX509SVID stream (a [`Responder`]).
 struct SvidSession {
     ctx: AgentContext,
     caller: Caller,
@@ -115,7 +114,9 @@ struct SvidSession {
     ended: bool,
 }
 
-impl SvidSession {
+impl Responder for SvidSession {
+    type Item = Result<X509svidResponse, Status>;
+
     async fn next(&mut self) -> Option<Result<X509svidResponse, Status>> {
         if self.ended {
             return None;
@@ -139,6 +140,30 @@ impl SvidSession {
                 }
             }
         }
+    }
+}
+
+/// One FetchX509Bundles stream: the bundle now, then again on every CA change.
+struct BundleSession {
+    follow: Follow,
+    first: bool,
+}
+
+impl Responder for BundleSession {
+    type Item = Result<X509BundlesResponse, Status>;
+
+    async fn next(&mut self) -> Option<Result<X509BundlesResponse, Status>> {
+        if !std::mem::take(&mut self.first) {
+            if let Wake::Closed = self.follow.change_only(std::future::pending()).await {
+                return None;
+            }
+        }
+        let m = self.follow.ca();
+        let roots: Vec<&[u8]> = m.bundle_der().iter().map(Vec::as_slice).collect();
+        Some(Ok(X509BundlesResponse {
+            bundles: [(td_id(&m), concat(&roots))].into(),
+            ..Default::default()
+        }))
     }
 }
 
@@ -171,13 +196,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
             first,
             ended: false,
         };
-        Ok(Response::new(Box::pin(futures_util::stream::unfold(
-            session,
-            |mut s| async move {
-                let item = s.next().await?;
-                Some((item, s))
-            },
-        ))))
+        Ok(Response::new(responses(session)))
     }
 
     async fn fetch_x509_bundles(
@@ -188,22 +207,9 @@ impl SpiffeWorkloadApi for WorkloadApi {
         let _caller = super::server::caller_of(&request)?;
         // The bundle now, then again on every CA change.
         let follow = Follow::ca_only(&self.ctx);
-        Ok(Response::new(Box::pin(futures_util::stream::unfold(
-            (follow, true),
-            |(mut follow, first)| async move {
-                if !first {
-                    if let Wake::Closed = follow.change_only(std::future::pending()).await {
-                        return None;
-                    }
-                }
-                let m = follow.ca();
-                let roots: Vec<&[u8]> = m.bundle_der().iter().map(Vec::as_slice).collect();
-                let resp = X509BundlesResponse {
-                    bundles: [(td_id(&m), concat(&roots))].into(),
-                    ..Default::default()
-                };
-                Some((Ok(resp), (follow, false)))
-            },
-        ))))
+        Ok(Response::new(responses(BundleSession {
+            follow,
+            first: true,
+        })))
     }
 }

@@ -21,9 +21,7 @@ pub enum Error {
     /// The caller asked for one of esm's own identities (`spiffe://<td>/esm/...`) for a
     /// workload. Not a typo but a refusal on principle, so not a usage error: whoever held
     /// such an SVID could pose as esm's agent to every Envoy that checks it.
-    #[error(
-        "{0} is reserved: SPIFFE IDs under /esm are esm's own identities and are never granted to a workload"
-    )]
+    #[error("{0} is reserved: {why}", why = esm_identity::spiffe_id::RESERVED_WHY)]
     Reserved(SpiffeId),
     /// The configuration or the data dir's settings are wrong.
     #[error("configuration error: {0}")]

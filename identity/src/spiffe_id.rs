@@ -15,6 +15,9 @@ pub const MAX_SPIFFE_ID_LEN: usize = 2048;
 /// listener). No registration entry or `cert issue` may grant one: a workload holding it
 /// could pose as esm to every Envoy that checks the agent's SPIFFE ID.
 pub const RESERVED_PATH: &str = "/esm";
+/// Why an identity under [`RESERVED_PATH`] is refused, as every crate that refuses one says.
+pub const RESERVED_WHY: &str =
+    "SPIFFE IDs under /esm are esm's own identities and are never granted to a workload";
 
 /// Why a string is not a SPIFFE ID or trust domain; the message is shown to users as is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
