@@ -2,9 +2,11 @@
 //!
 //! - Registration entries: [`entry`] (what a workload gets, by selectors) and [`entry_store`].
 //! - Workload attestation: [`attestation`] decides, [`peer_process`] gathers the facts.
-//! - What is served: [`sds`] (Envoy SDS), [`workload_api`] (the SPIFFE Workload API), both
-//!   built from [`secrets`] and [`render`]; SVIDs held once per identity in [`svid_cache`]
-//!   (followed per stream through [`subscriptions`]) and renewed as [`svid_refresh`] says.
+//! - What is served: [`sds`] (Envoy SDS, on the wire through [`sds_server`]) and
+//!   [`workload_api`] (the SPIFFE Workload API), both built from [`secrets`] and [`render`].
+//!   The xDS protocol state is [`xds`] (pure); every stream waits in [`wake`].
+//! - SVIDs: held once per identity in [`svid_cache`] (followed per stream through
+//!   [`subscriptions`]) and renewed as [`svid_refresh`] says.
 //! - Transports: [`unix`] (the agent socket, relayed through [`h2_authority`] and bounded by
 //!   [`connection_limits`]) and [`tcp`] (mutual TLS), wired in [`server`].
 //!
