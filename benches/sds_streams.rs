@@ -1,11 +1,16 @@
-//! SDS at scale against a real `esm serve`: N concurrent StreamSecrets streams (each holding
-//! an SVID and ROOTCA), then a root CA rotation made with `esm ca rotate prepare --root`.
-//! Reports the server's RSS per stream, and how long after the rotation the first and the
-//! last stream received the new bundle (the fan-out is last − first).
+//! SDS at scale against a real `esm serve`: N concurrent StreamSecrets streams over I
+//! identities (stream k asks for the SVID of `spiffe://example.org/bench/<k mod I>` and
+//! ROOTCA), then a root CA rotation made with `esm ca rotate prepare --root`. Reports the
+//! server's RSS per stream, and how long after the rotation the first and the last stream
+//! received the new bundle (the fan-out is last − first), counted from the start of the CLI
+//! command and from its end.
 //!
-//! `cargo bench --bench sds_streams` (N from ESM_BENCH_STREAMS, default 1000; streams per
-//! connection from ESM_BENCH_PER_CONNECTION, default 2: an Envoy keeps its SDS streams on
-//! one connection, so 1,000 streams are about 500 Envoys).
+//! `cargo bench --bench sds_streams` (N from ESM_BENCH_STREAMS, default 1000; I from
+//! ESM_BENCH_IDENTITIES, default 100; streams per connection from ESM_BENCH_PER_CONNECTION,
+//! default 4: an Envoy keeps its SDS streams on one connection, so 1,000 streams are about
+//! 250 Envoys, and all of them run as this process's uid, which the agent socket admits
+//! 256 connections of). ESM_BENCH_BIN runs another `esm` binary (a baseline build) instead of this
+//! one.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::path::Path;
@@ -18,11 +23,23 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
-const ESM: &str = env!("CARGO_BIN_EXE_esm");
+fn esm_bin() -> String {
+    std::env::var("ESM_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_esm").to_owned())
+}
 const TYPE: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
+/// `esm`, without the bench's own settings: esm reads every `ESM_*` variable as a
+/// configuration key, and refuses keys it does not know.
+fn esm_command() -> Command {
+    let mut c = Command::new(esm_bin());
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ESM_BENCH_")) {
+        c.env_remove(k);
+    }
+    c
+}
+
 fn esm(dir: &Path, args: &[&str]) {
-    let out = Command::new(ESM)
+    let out = esm_command()
         .args(args)
         .arg("--dir")
         .arg(dir)
@@ -51,7 +68,7 @@ fn free_port() -> u16 {
 }
 
 async fn connect(sock: &Path) -> tonic::transport::Channel {
-    esm_ca::agent::server::connect(sock).await.unwrap()
+    esm_agent::server::connect(sock).await.unwrap()
 }
 
 fn main() {
@@ -62,11 +79,16 @@ fn main() {
     let per_connection: usize = std::env::var("ESM_BENCH_PER_CONNECTION")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
+        .unwrap_or(4);
+    let identities: usize = std::env::var("ESM_BENCH_IDENTITIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100)
+        .max(1);
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     esm(d, &["init", "--trust-domain", "example.org"]);
-    let mut server = Command::new(ESM)
+    let mut server = esm_command()
         .args(["serve", "--dir"])
         .arg(d)
         .env("ESM_AUTHZ_LISTEN", "")
@@ -84,17 +106,19 @@ fn main() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    esm(
-        d,
-        &[
-            "entry",
-            "create",
-            "--spiffe-id",
-            "spiffe://example.org/bench",
-            "--selector",
-            &format!("unix:uid:{}", uid()),
-        ],
-    );
+    let id_of = |k: usize| format!("spiffe://example.org/bench/{}", k % identities);
+    let entries: String = (0..identities)
+        .map(|k| {
+            format!(
+                "{{\"spiffe_id\":\"{}\",\"selectors\":[\"unix:uid:{}\"]}}\n",
+                id_of(k),
+                uid()
+            )
+        })
+        .collect();
+    let import = d.join("entries.jsonl");
+    std::fs::write(&import, entries).unwrap();
+    esm(d, &["entry", "import", import.to_str().unwrap()]);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -110,8 +134,9 @@ fn main() {
             for s in 0..per_connection.min(n - c * per_connection) {
                 let id = c * per_connection + s;
                 let (tx, rx) = mpsc::channel::<DiscoveryRequest>(4);
+                let names = vec![id_of(id), "ROOTCA".to_string()];
                 tx.send(DiscoveryRequest {
-                    resource_names: vec!["default".into(), "ROOTCA".into()],
+                    resource_names: names.clone(),
                     type_url: TYPE.into(),
                     ..Default::default()
                 })
@@ -130,7 +155,7 @@ fn main() {
                             .send(DiscoveryRequest {
                                 version_info: r.version_info.clone(),
                                 response_nonce: r.nonce.clone(),
-                                resource_names: vec!["default".into(), "ROOTCA".into()],
+                                resource_names: names.clone(),
                                 type_url: TYPE.into(),
                                 ..Default::default()
                             })
@@ -161,10 +186,11 @@ fn main() {
         }
         let first_at = got.values().min().unwrap().duration_since(rotated_at);
         let last_at = got.values().max().unwrap().duration_since(rotated_at);
-        println!("streams: {n} on {} connections; opened and all first responses (an SVID each) in {:.0} ms", n.div_ceil(per_connection), setup.as_secs_f64() * 1e3);
+        println!("streams: {n} over {identities} identities on {} connections; opened and all first responses in {:.0} ms", n.div_ceil(per_connection), setup.as_secs_f64() * 1e3);
         println!("server RSS: {before} KiB idle, {after} KiB with {n} streams: {:.1} KiB per stream", (after.saturating_sub(before)) as f64 / n as f64);
-        println!("root rotation (CLI took {:.0} ms): first stream updated after {:.0} ms, last after {:.0} ms; fan-out {:.0} ms",
-            cli_done.as_secs_f64() * 1e3, first_at.as_secs_f64() * 1e3, last_at.as_secs_f64() * 1e3, (last_at - first_at).as_secs_f64() * 1e3);
+        println!("root rotation (CLI took {:.0} ms): first stream updated after {:.0} ms, last after {:.0} ms; fan-out {:.0} ms; last {:.0} ms after the CLI ended",
+            cli_done.as_secs_f64() * 1e3, first_at.as_secs_f64() * 1e3, last_at.as_secs_f64() * 1e3, (last_at - first_at).as_secs_f64() * 1e3,
+            last_at.saturating_sub(cli_done).as_secs_f64() * 1e3);
         drop(keep);
     });
     let _ = Command::new("kill").arg(server.id().to_string()).status();

@@ -8,15 +8,16 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use esm_audit::writer::Metrics as AuditMetrics;
+use esm_ca::material::CaMaterial;
 use esm_ca::state::{CaState, Status};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
 pub fn router(
-    ca: watch::Receiver<Arc<CaState>>,
+    ca: watch::Receiver<Arc<CaMaterial>>,
     audit: Arc<AuditMetrics>,
     authz: Arc<esm_authz::service::Metrics>,
-    agent: Arc<esm_ca::agent::context::AgentMetrics>,
+    agent: Arc<esm_agent::context::AgentMetrics>,
 ) -> Router {
     let ready = ca.clone();
     let store = audit.clone();
@@ -30,7 +31,7 @@ pub fn router(
                     .store_failing
                     .load(std::sync::atomic::Ordering::Relaxed);
                 async move {
-                    match readiness(&state, OffsetDateTime::now_utc()) {
+                    match readiness(&state.state, OffsetDateTime::now_utc()) {
                         ok if ok.0 == StatusCode::OK && store_failing => (
                             StatusCode::SERVICE_UNAVAILABLE,
                             "the audit store refuses writes\n".into(),
@@ -46,7 +47,7 @@ pub fn router(
                 let state = ca.borrow().clone();
                 let (audit, authz, agent) = (audit.clone(), authz.clone(), agent.clone());
                 async move {
-                    let mut m = metrics(&state, OffsetDateTime::now_utc());
+                    let mut m = metrics(&state.state, OffsetDateTime::now_utc());
                     audit_metrics(&mut m, &audit);
                     authz_metrics(&mut m, &authz);
                     agent_metrics(&mut m, &agent);
@@ -287,7 +288,7 @@ fn samples(v: &[(String, f64)]) -> Vec<(&str, f64)> {
 }
 
 /// The agent socket: open SDS / Workload API streams, what they were sent and refused.
-pub fn agent_metrics(m: &mut String, a: &esm_ca::agent::context::AgentMetrics) {
+pub fn agent_metrics(m: &mut String, a: &esm_agent::context::AgentMetrics) {
     use std::sync::atomic::Ordering::Relaxed;
     let n = |v: &std::sync::atomic::AtomicU64| v.load(Relaxed) as f64;
     family(
@@ -303,6 +304,13 @@ pub fn agent_metrics(m: &mut String, a: &esm_ca::agent::context::AgentMetrics) {
         "counter",
         "SVIDs issued over SDS and the Workload API.",
         &[("", n(&a.svids_issued))],
+    );
+    family(
+        m,
+        "esm_agent_issuance_failures_total",
+        "counter",
+        "SVID issuances that failed on the CA's side (key backend, expired signing CA); retried, no workload refused.",
+        &[("", n(&a.issuance_failures))],
     );
     family(
         m,

@@ -9,10 +9,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use esm_agent::entry::{Entry, ImportedEntry, NewEntry};
+use esm_agent::entry_store::EntryStore;
 use esm_audit::writer::AuditSink;
 use esm_audit::{kind, Event, Outcome};
-use esm_ca::agent::entry::{Entry, ImportedEntry, NewEntry};
-use esm_ca::agent::entry_store::EntryStore;
 use tokio::sync::watch;
 
 use crate::admin_peer::{claimed_actor, read_passwd, AdminPeer};
@@ -21,6 +21,8 @@ pub struct AdminState {
     pub store: EntryStore,
     pub entries: watch::Sender<Arc<Vec<Entry>>>,
     pub audit: AuditSink,
+    /// Wakes the CA rotator to re-read the CA state now.
+    pub ca_changed: Arc<tokio::sync::Notify>,
 }
 
 type Shared = Arc<AdminState>;
@@ -29,12 +31,12 @@ fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response {
     (status, format!("{msg}\n")).into_response()
 }
 
-fn ca_error(e: esm_ca::Error) -> Response {
+fn entry_error(e: esm_agent::Error) -> Response {
     match e {
-        esm_ca::Error::Refused(_) | esm_ca::Error::InvalidSpiffeId(_) => {
+        esm_agent::Error::Refused(_) | esm_agent::Error::InvalidSpiffeId(_) => {
             error(StatusCode::UNPROCESSABLE_ENTITY, e)
         }
-        esm_ca::Error::Reserved(_) => {
+        esm_agent::Error::Reserved(_) => {
             tracing::warn!(error = %e, "admin API: refused an entry for esm's own identity");
             error(StatusCode::FORBIDDEN, e)
         }
@@ -82,7 +84,7 @@ fn who(peer: AdminPeer, headers: &HeaderMap) -> Result<Who, UnknownPeer> {
 }
 
 async fn publish(s: &AdminState) -> Result<(), Response> {
-    let all = s.store.list().await.map_err(ca_error)?;
+    let all = s.store.list().await.map_err(entry_error)?;
     s.entries.send_replace(Arc::new(all));
     Ok(())
 }
@@ -116,8 +118,8 @@ async fn record(s: &AdminState, ev: Event) -> Result<(), Response> {
 
 /// The answer to a refused change. An attempt at esm's own identity is also recorded (a
 /// failed `entry.created` under the peer's uid): it is worth more than a log line.
-async fn refused(s: &AdminState, action: &str, who: &Who, e: esm_ca::Error) -> Response {
-    if let esm_ca::Error::Reserved(id) = &e {
+async fn refused(s: &AdminState, action: &str, who: &Who, e: esm_agent::Error) -> Response {
+    if let esm_agent::Error::Reserved(id) = &e {
         let mut ev = Event::new(kind::ENTRY_CREATED, Outcome::Failure);
         ev.actor = who.actor.clone();
         ev.subject = id.to_string();
@@ -128,7 +130,7 @@ async fn refused(s: &AdminState, action: &str, who: &Who, e: esm_ca::Error) -> R
             return r;
         }
     }
-    ca_error(e)
+    entry_error(e)
 }
 
 async fn create(
@@ -180,7 +182,7 @@ async fn import(
 async fn list(State(s): State<Shared>) -> Response {
     match s.store.list().await {
         Ok(all) => Json(all).into_response(),
-        Err(e) => ca_error(e),
+        Err(e) => entry_error(e),
     }
 }
 
@@ -190,7 +192,7 @@ async fn show(State(s): State<Shared>, Path(id): Path<String>) -> Response {
             Some(e) => Json(e).into_response(),
             None => error(StatusCode::NOT_FOUND, format!("no entry {id}")),
         },
-        Err(e) => ca_error(e),
+        Err(e) => entry_error(e),
     }
 }
 
@@ -202,7 +204,7 @@ async fn delete(
 ) -> Response {
     let result = async {
         let who = who(peer, &headers)?;
-        let Some(entry) = s.store.delete(&id).await.map_err(ca_error)? else {
+        let Some(entry) = s.store.delete(&id).await.map_err(entry_error)? else {
             return Err(error(StatusCode::NOT_FOUND, format!("no entry {id}")));
         };
         tracing::info!(entry.id = %entry.id, spiffe.id = %entry.spiffe_id, "registration entry deleted");
@@ -214,8 +216,17 @@ async fn delete(
     result.unwrap_or_else(|r| r)
 }
 
+/// `esm ca rotate` changed the CA state on disk: re-read it now rather than at the next
+/// poll, so open streams get the new bundle at once. Changes nothing by itself (the
+/// rotator reads what is on disk and records nothing new), so it is not audited.
+async fn ca_changed(State(s): State<Shared>) -> Response {
+    s.ca_changed.notify_one();
+    StatusCode::NO_CONTENT.into_response()
+}
+
 pub fn router(state: Shared) -> Router {
     Router::new()
+        .route("/v1/ca/changed", axum::routing::post(ca_changed))
         .route("/v1/entries", get(list).post(create))
         .route("/v1/entries/import", axum::routing::post(import))
         .route("/v1/entries/{id}", get(show).delete(delete))

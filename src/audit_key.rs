@@ -214,7 +214,7 @@ mod tests {
     fn a_file_log_refuses_a_reference_to_a_backend_key() {
         let d = tempfile::tempdir().unwrap();
         let text = crate::config::default_toml(
-            &esm_ca::TrustDomain::parse("example.org").unwrap(),
+            &esm_identity::TrustDomain::parse("example.org").unwrap(),
             esm_ca::key_backend::KeyAlgorithm::EcP256,
             "file",
             "file",

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
 use esm_ca::key_backend::KeyAlgorithm;
-use esm_ca::TrustDomain;
+use esm_identity::TrustDomain;
 use serde::Deserialize;
 
 /// The file `esm init` writes; the defaults in it are part of esm's interface.

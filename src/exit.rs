@@ -27,29 +27,40 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<Usage>().is_some() {
             return USAGE;
         }
-        if let Some(ca) = cause.downcast_ref::<esm_ca::Error>() {
-            return if ca.is_usage_error() { USAGE } else { FAILURE };
-        }
-        if let Some(authz) = cause.downcast_ref::<esm_authz::Error>() {
-            return if authz.is_usage_error() {
-                USAGE
-            } else {
-                FAILURE
-            };
-        }
-        if let Some(report) = cause.downcast_ref::<esm_report::Error>() {
-            return if report.is_usage_error() {
-                USAGE
-            } else {
-                FAILURE
-            };
-        }
-        if let Some(audit) = cause.downcast_ref::<esm_audit::Error>() {
-            return if audit.is_usage_error() {
-                USAGE
-            } else {
-                FAILURE
-            };
+        // Each crate's error says whether the caller or the configuration is at fault.
+        let usage = None
+            .or_else(|| {
+                cause
+                    .downcast_ref::<esm_identity::Error>()
+                    .map(|e| e.is_usage_error())
+            })
+            .or_else(|| {
+                cause
+                    .downcast_ref::<esm_ca::Error>()
+                    .map(|e| e.is_usage_error())
+            })
+            .or_else(|| {
+                cause
+                    .downcast_ref::<esm_agent::Error>()
+                    .map(|e| e.is_usage_error())
+            })
+            .or_else(|| {
+                cause
+                    .downcast_ref::<esm_authz::Error>()
+                    .map(|e| e.is_usage_error())
+            })
+            .or_else(|| {
+                cause
+                    .downcast_ref::<esm_report::Error>()
+                    .map(|e| e.is_usage_error())
+            })
+            .or_else(|| {
+                cause
+                    .downcast_ref::<esm_audit::Error>()
+                    .map(|e| e.is_usage_error())
+            });
+        if let Some(usage) = usage {
+            return if usage { USAGE } else { FAILURE };
         }
     }
     FAILURE

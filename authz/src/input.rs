@@ -249,17 +249,12 @@ fn http(h: &HttpRequest, headers: &Headers<'_>, need: &Projection) -> Value {
     o.done()
 }
 
-/// A principal that is a SPIFFE ID, lightly checked: authz does not depend on the CA crate,
-/// and the principal already passed Envoy's certificate validation.
+/// A principal that is a SPIFFE ID, checked as the CA and the agent check one (esm-identity),
+/// so a policy never sees as `spiffe_id` a string esm would refuse to issue to.
 pub fn spiffe_id_of(principal: &str) -> Option<&str> {
-    let rest = principal.strip_prefix("spiffe://")?;
-    let ok = principal.len() <= 2048
-        && !rest.is_empty()
-        && !rest.starts_with('/')
-        && !principal
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control());
-    ok.then_some(principal)
+    esm_identity::SpiffeId::check(principal)
+        .is_ok()
+        .then_some(principal)
 }
 
 fn principal_of(p: Option<&Peer>) -> &str {

@@ -134,6 +134,11 @@ fn principal_that_is_not_a_spiffe_id_gives_none() {
     assert_eq!(spiffe_id_of("CN=web"), None);
     assert_eq!(spiffe_id_of("spiffe://"), None);
     assert_eq!(spiffe_id_of("spiffe://a b/x"), None);
+    // What esm-identity refuses, authz does not take for a SPIFFE ID either.
+    assert_eq!(spiffe_id_of("spiffe://Example.org/x"), None);
+    assert_eq!(spiffe_id_of("spiffe://td/a/../b"), None);
+    assert_eq!(spiffe_id_of("spiffe://td/x?q=1"), None);
+    assert_eq!(spiffe_id_of("spiffe://td:443/x"), None);
     assert_eq!(spiffe_id_of("spiffe://td/x"), Some("spiffe://td/x"));
 }
 

@@ -213,28 +213,52 @@ impl AuthzService {
     /// Decides `req` and queues its record without waiting for it (the `async` mode's whole
     /// answer); pure apart from the counters and the audit queue.
     pub fn decide(&self, req: &CheckRequest) -> CheckResponse {
-        self.decide_recorded(req, false).0
+        let (response, _, outcome) = self.decide_recorded(req, false);
+        self.count(outcome);
+        response
     }
 
     /// Decides `req` and, in `sync` mode, waits until its record is committed; a record that
     /// fails denies with 503.
     pub async fn decide_durably(&self, req: &CheckRequest) -> CheckResponse {
-        let (response, receipt) = self.decide_recorded(req, self.mode == DecisionLogMode::Sync);
+        let (response, receipt, outcome) =
+            self.decide_recorded(req, self.mode == DecisionLogMode::Sync);
         let Some(receipt) = receipt else {
+            self.count(outcome);
             return response;
         };
         match receipt.committed().await {
-            Ok(_) => response,
+            Ok(_) => {
+                self.count(outcome);
+                response
+            }
             Err(e) => {
-                tracing::warn!(error = %e, decision = "deny", "authz decision not recorded; denied");
-                self.metrics.audit_refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, decision = "deny", failure = "audit", "authz failed closed: the decision's record was not committed");
+                self.count(Counted::AuditRefused);
                 crate::response::check_response(&audit_refused(), header(req, "x-request-id"))
             }
         }
     }
 
-    /// The decision's response, and the receipt of its record when `wait` asks for one.
-    fn decide_recorded(&self, req: &CheckRequest, wait: bool) -> (CheckResponse, Option<Receipt>) {
+    /// Counts a decision under exactly one result.
+    fn count(&self, outcome: Counted) {
+        let m = &self.metrics;
+        match outcome {
+            Counted::Allowed => &m.allowed,
+            Counted::Denied => &m.denied,
+            Counted::FailedClosed => &m.failed_closed,
+            Counted::AuditRefused => &m.audit_refused,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The decision's response, the receipt of its record when `wait` asks for one, and the
+    /// result it is to be counted under once its record is settled.
+    fn decide_recorded(
+        &self,
+        req: &CheckRequest,
+        wait: bool,
+    ) -> (CheckResponse, Option<Receipt>, Counted) {
         let wanted = req
             .attributes
             .as_ref()
@@ -262,6 +286,7 @@ impl AuthzService {
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         let hash = set.as_ref().map_or("", |s| s.hash.as_str());
         let mut receipt = None;
+        let mut unrecorded = false;
         if let Some(sink) = self
             .audit
             .as_ref()
@@ -278,8 +303,8 @@ impl AuthzService {
                 Err(e) => {
                     if wait || (matches!(e, esm_audit::Error::QueueFull) && sink.fails_closed()) {
                         // Evidence cannot be kept: deny rather than let an unrecorded
-                        // request in.
-                        self.metrics.audit_refused.fetch_add(1, Ordering::Relaxed);
+                        // request in. esm failed closed; the policy did not deny.
+                        unrecorded = true;
                         c.decision = audit_refused();
                     }
                     tracing::warn!(error = %e, "authz decision not recorded");
@@ -287,10 +312,11 @@ impl AuthzService {
             }
         }
         let m = &self.metrics;
-        match (&c.failure, c.decision.allowed) {
-            (Some(_), _) => m.failed_closed.fetch_add(1, Ordering::Relaxed),
-            (None, true) => m.allowed.fetch_add(1, Ordering::Relaxed),
-            (None, false) => m.denied.fetch_add(1, Ordering::Relaxed),
+        let outcome = match (&c.failure, c.decision.allowed) {
+            _ if unrecorded => Counted::AuditRefused,
+            (Some(_), _) => Counted::FailedClosed,
+            (None, true) => Counted::Allowed,
+            (None, false) => Counted::Denied,
         };
         if c.memoized {
             m.memoized.fetch_add(1, Ordering::Relaxed);
@@ -298,7 +324,9 @@ impl AuthzService {
         if opts.dry_run && !c.policy_allowed {
             m.dry_run_would_deny.fetch_add(1, Ordering::Relaxed);
         }
-        if let Some((f, reason)) = &c.failure {
+        if unrecorded {
+            tracing::warn!(decision = "deny", failure = "audit", policy.set = %set_name, policy.hash = %hash, "authz failed closed: the decision could not be recorded");
+        } else if let Some((f, reason)) = &c.failure {
             tracing::warn!(decision = "deny", failure = f.as_str(), reason = %reason, policy.set = %set_name, policy.hash = %hash, "authz failed closed");
         } else if opts.dry_run && !c.policy_allowed {
             tracing::info!(decision = "allow", policy.decision = "deny", policy.set = %set_name, policy.hash = %hash, "dry-run: the policy would deny");
@@ -306,11 +334,28 @@ impl AuthzService {
             tracing::debug!(decision = if c.decision.allowed { "allow" } else { "deny" }, policy.set = %set_name, policy.hash = %hash, "authz decision");
         }
         let id = header(req, "x-request-id");
-        (crate::response::check_response(&c.decision, id), receipt)
+        (
+            crate::response::check_response(&c.decision, id),
+            receipt,
+            outcome,
+        )
     }
 }
 
 /// The denial of a request whose decision could not be recorded.
+/// The one result a decision is counted under (`esm_authz_decisions_total{result}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counted {
+    Allowed,
+    /// The policy denied.
+    Denied,
+    /// The policy could not decide: denied by esm.
+    FailedClosed,
+    /// The decision could not be recorded (audit queue full and failing closed, or in
+    /// `sync` mode not committed): denied by esm, whatever the policy said.
+    AuditRefused,
+}
+
 fn audit_refused() -> crate::decision::Decision {
     crate::decision::Decision {
         allowed: false,

@@ -169,4 +169,55 @@ async fn sync_mode_denies_when_the_record_cannot_be_kept() {
     };
     assert_eq!(status, Some(503));
     assert_eq!(metrics.audit_refused.load(Ordering::Relaxed), 1);
+    // Counted once, as esm failing closed: not also as the allow the policy gave.
+    assert_eq!(metrics.allowed.load(Ordering::Relaxed), 1);
+    assert_eq!(metrics.denied.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_audit_queue_fails_closed_and_is_not_counted_as_a_policy_deny() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let url = format!("sqlite://{}", path.display());
+    let db = Db::open(&url, None).await.unwrap();
+    // The store refuses every record from now on: the writer retries its batch while the
+    // small queue fills behind it.
+    let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query(
+        "CREATE TRIGGER test_refuses_all BEFORE INSERT ON events \
+         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+    )
+    .execute(&raw)
+    .await
+    .unwrap();
+    raw.close().await;
+    let key = SigningKey::load_or_create(dir.path()).unwrap();
+    let opts = WriterOptions {
+        queue_capacity: 2,
+        max_batch: 1,
+        linger: Duration::ZERO,
+        ..WriterOptions::default()
+    };
+    let (sink, _handle) = start(db, key, Redactor::from_secret(&[3; 32]), opts)
+        .await
+        .unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let svc = service(sink, DecisionLogMode::Async, &metrics);
+    let mut refused = 0;
+    for id in 0..200 {
+        if !allowed(&svc.decide_durably(&request(id)).await) {
+            refused += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(refused > 0, "the queue never filled");
+    // Every refusal is esm failing closed; the policy allows GET and denied nothing.
+    assert_eq!(metrics.audit_refused.load(Ordering::Relaxed), refused);
+    assert_eq!(metrics.denied.load(Ordering::Relaxed), 0);
+    assert_eq!(metrics.failed_closed.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        metrics.allowed.load(Ordering::Relaxed) + refused,
+        200,
+        "one result per decision"
+    );
 }

@@ -12,7 +12,7 @@ use esm_ca::key_backend::file::FileKeyStore;
 use esm_ca::key_backend::KeyAlgorithm;
 use esm_ca::rotation::RotationPolicy;
 use esm_ca::store::{CaStore, InitOptions};
-use esm_ca::{SpiffeId, TrustDomain};
+use esm_identity::{SpiffeId, TrustDomain};
 use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
 use time::OffsetDateTime;

@@ -17,7 +17,7 @@ use esm_ca::key_backend::file::FileKeyStore;
 use esm_ca::key_backend::{KeyAlgorithm, KeyStore};
 use esm_ca::rotation::RotationPolicy;
 use esm_ca::store::{CaStore, InitOptions};
-use esm_ca::{SpiffeId, TrustDomain};
+use esm_identity::{SpiffeId, TrustDomain};
 use time::OffsetDateTime;
 
 #[path = "../tests/softhsm/mod.rs"]

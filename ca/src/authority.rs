@@ -12,7 +12,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::error::{Error, Result};
 use crate::key_backend::{KeyBackend, Signer};
-use crate::spiffe_id::TrustDomain;
+use esm_identity::spiffe_id::TrustDomain;
 
 /// How far back `notBefore` is set so that peers with slightly slow clocks accept a new
 /// certificate at once.

@@ -9,7 +9,7 @@ use x509_parser::oid_registry::{
 };
 use x509_parser::prelude::FromDer;
 
-use crate::spiffe_id::SpiffeId;
+use esm_identity::spiffe_id::SpiffeId;
 
 /// Larger than any honest CSR (an RSA-8192 CSR is under 2 KiB).
 pub const MAX_CSR_LEN: usize = 64 * 1024;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use crate::csr::CsrError;
-use crate::spiffe_id::{SpiffeId, SpiffeIdError};
+use esm_identity::spiffe_id::{SpiffeId, SpiffeIdError};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -21,9 +21,7 @@ pub enum Error {
     /// The caller asked for one of esm's own identities (`spiffe://<td>/esm/...`) for a
     /// workload. Not a typo but a refusal on principle, so not a usage error: whoever held
     /// such an SVID could pose as esm's agent to every Envoy that checks it.
-    #[error(
-        "{0} is reserved: SPIFFE IDs under /esm are esm's own identities and are never granted to a workload"
-    )]
+    #[error("{0} is reserved: {why}", why = esm_identity::spiffe_id::RESERVED_WHY)]
     Reserved(SpiffeId),
     /// The configuration or the data dir's settings are wrong.
     #[error("configuration error: {0}")]
@@ -37,6 +35,10 @@ pub enum Error {
     /// The data dir's state cannot be read back: it was edited or is damaged.
     #[error("CA state in {path} is damaged: {reason}")]
     CorruptState { path: PathBuf, reason: String },
+    /// The active signing CA is past its validity: nothing can be issued until the CA
+    /// rotates. The CA's state, not the caller's request, is at fault.
+    #[error("signing CA {0} has expired; rotate the CA")]
+    SigningCaExpired(String),
     /// A key backend failed (file unreadable, wrong passphrase, HSM error, …).
     #[error("key backend {backend}: {reason}")]
     KeyBackend {
@@ -75,9 +77,29 @@ impl Error {
     }
 }
 
+/// What esm-identity refuses is the caller's input (an ID, a PEM block), except a root that
+/// cannot go into a bundle: the CA made that root itself, so that one is a bug.
+impl From<esm_identity::Error> for Error {
+    fn from(e: esm_identity::Error) -> Self {
+        match e {
+            esm_identity::Error::InvalidSpiffeId(e) => Self::InvalidSpiffeId(e),
+            esm_identity::Error::NotPem(m) => Self::Refused(format!("not PEM: {m}")),
+            other => Self::Bug(other.to_string()),
+        }
+    }
+}
+
 impl From<rcgen::Error> for Error {
     fn from(e: rcgen::Error) -> Self {
-        Self::Bug(format!("certificate encoding: {e}"))
+        match e {
+            // The CA key's backend refused to sign (already logged with the key's id): the
+            // backend is at fault, not the encoder.
+            rcgen::Error::RemoteKeyError => Self::KeyBackend {
+                backend: "signing key",
+                reason: "the key backend failed to sign".into(),
+            },
+            other => Self::Bug(format!("certificate encoding: {other}")),
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use crate::authority::{random_serial, whole_seconds, CLOCK_SKEW_ALLOWANCE};
 use crate::csr::ValidatedCsr;
 use crate::error::{Error, Result};
 use crate::key_backend::{file::generate_pkcs8, KeyAlgorithm, KeyBackend, Signer};
-use crate::spiffe_id::{SpiffeId, TrustDomain};
+use esm_identity::spiffe_id::{SpiffeId, TrustDomain};
 
 /// TTL limits for SVIDs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +87,7 @@ impl LeafPrivateKey {
     }
 
     pub fn to_pem(&self) -> String {
-        crate::pem::encode("PRIVATE KEY", &self.0)
+        esm_identity::pem::encode("PRIVATE KEY", &self.0)
     }
 }
 
@@ -107,8 +107,11 @@ pub struct IssuedSvid {
 impl IssuedSvid {
     /// Leaf first, then the intermediate: what `svid.pem` holds and what peers need.
     pub fn chain_pem(&self) -> String {
-        let mut s = crate::pem::encode("CERTIFICATE", &self.cert_der);
-        s.push_str(&crate::pem::encode("CERTIFICATE", &self.intermediate_der));
+        let mut s = esm_identity::pem::encode("CERTIFICATE", &self.cert_der);
+        s.push_str(&esm_identity::pem::encode(
+            "CERTIFICATE",
+            &self.intermediate_der,
+        ));
         s
     }
 }
@@ -118,7 +121,8 @@ impl IssuedSvid {
 /// The TTL is the requested one (or the default), capped by the policy's maximum and by the
 /// signing CA's remaining life, so that no SVID outlives its issuer. esm's own identities
 /// (under `/esm`) are refused here, whoever asks (`cert issue`, a registration entry over
-/// SDS): only [`issue_own`], which no caller outside this crate can reach, makes them.
+/// SDS): only [`issue_own`], crate-private, makes them, and outside this crate only
+/// [`crate::material::CaMaterial::issue_agent_svid`] reaches it, for the agent's listener.
 pub fn issue(
     ca: &SigningCa,
     policy: &IssuancePolicy,
@@ -146,7 +150,7 @@ impl OwnIdentity {
         };
         let id = SpiffeId::parse(&format!(
             "spiffe://{td}{}/{path}",
-            crate::spiffe_id::RESERVED_PATH
+            esm_identity::spiffe_id::RESERVED_PATH
         ))?;
         debug_assert!(id.is_reserved_for_esm());
         Ok(id)
@@ -154,7 +158,8 @@ impl OwnIdentity {
 }
 
 /// Issues esm's own SVID `who` (key made here, default TTL): the one way to a reserved
-/// identity, crate-private so that neither the CLI nor the admin API can call it.
+/// identity, crate-private so that no path taking a caller's SPIFFE ID (`cert issue`, an
+/// entry) can reach it.
 pub(crate) fn issue_own(
     ca: &SigningCa,
     policy: &IssuancePolicy,
@@ -200,10 +205,7 @@ fn sign(
     }
     let not_after = (now + ttl.min(policy.max_ttl)).min(whole_seconds(ca.not_after));
     if not_after <= now {
-        return Err(Error::Refused(format!(
-            "signing CA {} has expired; rotate the CA",
-            ca.id
-        )));
+        return Err(Error::SigningCaExpired(ca.id.clone()));
     }
 
     let mut p = CertificateParams::default();

@@ -1,5 +1,6 @@
-//! Runs the rotation schedule while `esm serve` runs and publishes each new CA state on a
-//! `watch` channel, so SDS streams and the admin endpoints see rotations as they happen.
+//! Runs the rotation schedule while `esm serve` runs and publishes each new CA generation
+//! ([`CaMaterial`]: state, signing CA, bundle) on one `watch` channel, so SDS streams and
+//! the admin endpoints see rotations as they happen.
 
 use std::sync::Arc;
 
@@ -8,13 +9,15 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use crate::evidence;
+use crate::material::CaMaterial;
 use crate::rotation::{next_due_at, RotationPolicy};
 use crate::state::CaState;
 use crate::store::CaStore;
 
 /// How often the loop re-reads the state even when nothing is due, to pick up changes made
-/// by another process (`esm ca rotate`) on the same data dir: SDS streams get a bundle
-/// changed that way within about this long. Reading the small state file is cheap.
+/// by another process on the same data dir. `esm ca rotate` also tells a running server at
+/// once (the `wake` of [`run`], through the admin socket); this poll covers a server it
+/// could not reach. Reading the small state file is cheap.
 pub const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// After a failed rotation, the wait before the next try.
@@ -60,13 +63,32 @@ async fn custody_of(store: &Arc<CaStore>, state: &CaState) -> serde_json::Value 
     }
 }
 
-/// Rotates on schedule until `shutdown` fires. Each state that differs from the last is
-/// sent on `tx`; each applied step (and each failure) is an audit event on `audit`.
+/// The material of `state`, built off the async workers (loading a key may talk to an
+/// HSM); `previous`'s signing CA is kept when its intermediate is still active.
+async fn material_of(
+    store: &Arc<CaStore>,
+    state: CaState,
+    previous: Arc<CaMaterial>,
+) -> crate::Result<CaMaterial> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || {
+        CaMaterial::next(&store, &state, OffsetDateTime::now_utc(), &previous)
+    })
+    .await
+    .map_err(|e| crate::Error::Bug(format!("CA material task: {e}")))?
+}
+
+/// Rotates on schedule until `shutdown` fires, and re-reads the state at once when `wake`
+/// is notified (another process changed it). Each state that differs from the last is
+/// built into new material and sent on `tx` (which starts with the material of the state
+/// the server started with); each applied step (and each failure) is an audit event on
+/// `audit`.
 pub async fn run(
     store: Arc<CaStore>,
     policy: RotationPolicy,
-    tx: watch::Sender<Arc<CaState>>,
+    tx: watch::Sender<Arc<CaMaterial>>,
     audit: Option<AuditSink>,
+    wake: Arc<tokio::sync::Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     // A failure retried every few seconds is recorded once, not once per retry.
@@ -89,10 +111,21 @@ pub async fn run(
                     record(audit.as_ref(), e).await;
                 }
                 let wait = next_wake(&state, &policy, OffsetDateTime::now_utc());
-                if **tx.borrow() != state {
-                    tx.send_replace(Arc::new(state));
+                let previous = tx.borrow().clone();
+                if previous.state == state {
+                    wait
+                } else {
+                    match material_of(&store, state, previous).await {
+                        Ok(m) => {
+                            tx.send_replace(Arc::new(m));
+                            wait
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "new CA state unusable; serving the old one, retrying");
+                            RETRY_AFTER
+                        }
+                    }
                 }
-                wait
             }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "CA rotation failed; retrying");
@@ -112,6 +145,7 @@ pub async fn run(
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            _ = wake.notified() => {}
             _ = shutdown.changed() => return,
         }
     }

@@ -126,7 +126,8 @@ impl CaState {
         if self.version != STATE_VERSION {
             return Err(format!("unsupported state version {}", self.version));
         }
-        crate::spiffe_id::TrustDomain::parse(&self.trust_domain).map_err(|e| e.to_string())?;
+        esm_identity::spiffe_id::TrustDomain::parse(&self.trust_domain)
+            .map_err(|e| e.to_string())?;
         for (kind, status) in [
             (AuthorityKind::Root, Status::Active),
             (AuthorityKind::Intermediate, Status::Active),

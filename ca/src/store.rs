@@ -13,13 +13,13 @@ use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 
 use crate::authority::{make_intermediate, make_root, NewCaCert};
-use crate::bundle::TrustBundle;
 use crate::error::{Error, Result};
 use crate::issuer::{hex, IssuedSvid, SigningCa};
 use crate::key_backend::{spki_der, KeyAlgorithm, KeyBackend, KeyStore};
 use crate::rotation::{due_step, RotationPolicy, Step};
-use crate::spiffe_id::TrustDomain;
 use crate::state::{Authority, AuthorityKind, CaState, Status, STATE_VERSION};
+use esm_identity::bundle::TrustBundle;
+use esm_identity::spiffe_id::TrustDomain;
 
 /// An upstream CA to put the signing intermediates under instead of a self-made root.
 pub struct Upstream {
@@ -362,7 +362,7 @@ impl CaStore {
             .to_owned(),
             key_id: key.key_id().to_owned(),
             algorithm: key.algorithm(),
-            cert_pem: crate::pem::encode("CERTIFICATE", &cert.der),
+            cert_pem: esm_identity::pem::encode("CERTIFICATE", &cert.der),
             not_before: cert.not_before,
             not_after: cert.not_after,
             activated_at: None,
@@ -461,7 +461,7 @@ pub(crate) fn new_id(prefix: &str, now: OffsetDateTime) -> Result<String> {
 
 /// The DER of an authority's certificate as stored.
 pub fn cert_der(a: &Authority) -> Result<Vec<u8>> {
-    crate::pem::decode(&a.cert_pem)
+    esm_identity::pem::decode(&a.cert_pem)
         .map(|(_, der)| der)
         .map_err(|e| Error::CorruptState {
             path: PathBuf::from("state.json"),

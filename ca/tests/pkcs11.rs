@@ -12,7 +12,8 @@ use esm_ca::key_backend::file::FileKeyStore;
 use esm_ca::key_backend::{KeyAlgorithm, KeyBackend, KeyStore};
 use esm_ca::rotation::RotationPolicy;
 use esm_ca::store::{CaStore, InitOptions};
-use esm_ca::{Error, SpiffeId, TrustDomain};
+use esm_ca::Error;
+use esm_identity::{SpiffeId, TrustDomain};
 use ring::signature::{self, UnparsedPublicKey};
 use softhsm::{
     assert_held_by_the_token, init_token, softhsm, softhsm2_util, store, store_for, unique, MODULE,

@@ -1,7 +1,7 @@
 //! Any bytes as a CSR (PEM or DER): validation returns a result, never panics.
 #![no_main]
 
-use esm_ca::SpiffeId;
+use esm_identity::SpiffeId;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

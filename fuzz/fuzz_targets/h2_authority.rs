@@ -2,7 +2,7 @@
 //! error, never panics, however the stream is split.
 #![no_main]
 
-use esm_ca::agent::h2_authority::Rewriter;
+use esm_agent::h2_authority::Rewriter;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 //! compared byte for byte across the mesh, so parse ∘ print must be the identity).
 #![no_main]
 
-use esm_ca::SpiffeId;
+use esm_identity::SpiffeId;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|s: &str| {

@@ -1,29 +1,18 @@
 //! The agent part of `esm serve`: the registration entries (store and admin socket) and
-//! the SDS server on the agent socket, fed by the CA state the rotator publishes.
+//! the SDS server on the agent socket, fed by the CA material the rotator publishes.
 
 use std::sync::Arc;
 
 use anyhow::Context;
-use esm_ca::agent::context::{AgentContext, AgentMetrics, CaMaterial};
-use esm_ca::agent::entry_store::EntryStore;
-use esm_ca::state::CaState;
-use esm_ca::store::CaStore;
+use esm_agent::context::{AgentContext, AgentMetrics};
+use esm_agent::entry_store::EntryStore;
+use esm_ca::material::CaMaterial;
 use esm_listener::{GuardedListener, Limits};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::evidence::Evidence;
-
-fn material(store: &CaStore, state: &CaState) -> esm_ca::Result<CaMaterial> {
-    let bundle = store.bundle(state, time::OffsetDateTime::now_utc())?;
-    Ok(CaMaterial {
-        trust_domain: bundle.trust_domain.clone(),
-        signing: store.signing_ca(state)?,
-        bundle_pem: bundle.to_pem(),
-        bundle_der: bundle.roots_der.clone(),
-    })
-}
 
 fn until(stop: &watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
     let mut stop = stop.clone();
@@ -35,8 +24,8 @@ fn until(stop: &watch::Receiver<bool>) -> impl std::future::Future<Output = ()> 
 /// Starts the admin socket and, when configured, the agent socket.
 pub async fn start(
     cfg: &Config,
-    store: Arc<CaStore>,
-    mut ca_rx: watch::Receiver<Arc<CaState>>,
+    ca: watch::Receiver<Arc<CaMaterial>>,
+    ca_changed: Arc<tokio::sync::Notify>,
     evidence: &Evidence,
     metrics: Arc<AgentMetrics>,
     stop: &watch::Receiver<bool>,
@@ -59,6 +48,7 @@ pub async fn start(
         store: entries_store,
         entries: entries_tx,
         audit: evidence.sink.clone(),
+        ca_changed,
     });
     let shutdown = until(stop);
     tasks.push(tokio::spawn(async move {
@@ -77,40 +67,19 @@ pub async fn start(
     if cfg.agent.socket.is_none() && cfg.agent.listen.is_none() {
         return Ok(tasks);
     }
-    let first = material(&store, &ca_rx.borrow_and_update())?;
-    let (ca_tx, ca_material) = watch::channel(Arc::new(first));
-    // Each CA state the rotator publishes becomes new signing material and bundle, which
-    // every open stream picks up (and pushes) at once.
-    let mut stop_ca = stop.clone();
-    tasks.push(tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                r = ca_rx.changed() => if r.is_err() { return },
-                _ = stop_ca.changed() => return,
-            }
-            let state = ca_rx.borrow_and_update().clone();
-            match material(&store, &state) {
-                Ok(m) => {
-                    ca_tx.send_replace(Arc::new(m));
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "new CA state unusable; SDS keeps the old one")
-                }
-            }
-        }
-    }));
-    let ctx = AgentContext {
-        ca: ca_material,
-        entries: entries_rx,
-        policy: cfg.issuance_policy(),
-        audit: Some(evidence.sink.clone()),
+    // Every open stream follows the material the rotator publishes, and pushes each change.
+    let ctx = AgentContext::new(
+        ca,
+        entries_rx,
+        cfg.issuance_policy(),
+        Some(evidence.sink.clone()),
         metrics,
-    };
+    );
     if let Some(path) = &cfg.agent.socket {
         let listener = super::serve::bind_unix("agent.socket", path, 0o666)?;
         let (ctx, shutdown) = (ctx.clone(), until(stop));
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = esm_ca::agent::server::serve(listener, ctx, shutdown).await {
+            if let Err(e) = esm_agent::server::serve(listener, ctx, shutdown).await {
                 tracing::error!(error = %e, "agent socket failed");
             }
         }));
@@ -119,7 +88,7 @@ pub async fn start(
         let listener = super::serve::bind("agent.listen", addr).await?;
         let shutdown = until(stop);
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = esm_ca::agent::server::serve_tcp(listener, ctx, shutdown).await {
+            if let Err(e) = esm_agent::server::serve_tcp(listener, ctx, shutdown).await {
                 tracing::error!(error = %e, "agent TCP listener failed");
             }
         }));

@@ -27,6 +27,9 @@ pub fn rotate(
     let store = super::ca_store(cfg, env)?;
     let now = time::OffsetDateTime::now_utc();
     let (state, done) = store.rotate(&cfg.rotation_policy(), now, force)?;
+    if !done.is_empty() {
+        tell_server(cfg);
+    }
     let actor = crate::evidence::cli_actor();
     let custody = if done.is_empty() {
         serde_json::Value::Null
@@ -48,6 +51,24 @@ pub fn rotate(
     }
     print_state(&state);
     Ok(())
+}
+
+/// Tells an `esm serve` running on this data dir that the CA state changed, so its streams
+/// get the new bundle at once rather than at its next poll. Nobody listening (no server) is
+/// not an error: the state on disk is what counts, and a server started later reads it.
+fn tell_server(cfg: &Config) {
+    let socket = &cfg.agent.admin_socket;
+    if !socket.exists() {
+        return;
+    }
+    let timeout = std::time::Duration::from_secs(2);
+    match super::entry::call_within(socket, "POST", "/v1/ca/changed", None, timeout) {
+        Ok((204, _)) => tracing::debug!("the running server re-reads the CA state now"),
+        Ok((status, body)) => {
+            tracing::debug!(status, body = %body.trim(), "the running server was not told")
+        }
+        Err(e) => tracing::debug!(error = %e, "no running server told of the rotation"),
+    }
 }
 
 /// Needs no PIN: where keys live is read from the configuration and the CA state.

@@ -7,7 +7,7 @@ use anyhow::Context;
 use esm_ca::csr::MAX_CSR_LEN;
 use esm_ca::evidence;
 use esm_ca::issuer::{issue as issue_svid, LeafKey, SvidRequest};
-use esm_ca::SpiffeId;
+use esm_identity::SpiffeId;
 
 use crate::cli::IssueArgs;
 use crate::config::{duration, Config};

@@ -25,13 +25,24 @@ fn call(
     path: &str,
     body: Option<&str>,
 ) -> anyhow::Result<(u16, String)> {
+    call_within(socket, method, path, body, Duration::from_secs(30))
+}
+
+/// [`call`], waiting at most `timeout` for the answer.
+pub(super) fn call_within(
+    socket: &std::path::Path,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    timeout: Duration,
+) -> anyhow::Result<(u16, String)> {
     let mut s = UnixStream::connect(socket).map_err(|e| {
         crate::exit::usage(format!(
             "admin socket {}: {e} (is `esm serve` running for this data dir?)",
             socket.display()
         ))
     })?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.set_read_timeout(Some(timeout))?;
     let body = body.unwrap_or("");
     let req = format!(
         "{method} {path} HTTP/1.1\r\nhost: esm\r\nconnection: close\r\nx-esm-actor: {}\r\n\

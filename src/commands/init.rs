@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 use esm_ca::key_backend::KeyAlgorithm;
 use esm_ca::store::{InitOptions, Upstream};
-use esm_ca::TrustDomain;
+use esm_identity::TrustDomain;
 
 use crate::cli::{InitArgs, KeyBackendArg};
 use crate::config::{default_toml, Config};
@@ -212,7 +212,7 @@ fn pkcs8_pem(text: &str) -> anyhow::Result<(String, Vec<u8>)> {
         .find("\n")
         .map(|i| start + end_marker + i + 1)
         .unwrap_or(text.len());
-    let (label, der) = esm_ca::pem::decode(&text[start..end])?;
+    let (label, der) = esm_identity::pem::decode(&text[start..end])?;
     Ok((label, der))
 }
 

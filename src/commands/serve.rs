@@ -37,11 +37,15 @@ async fn serve(cfg: Config, env: &BTreeMap<String, String>) -> anyhow::Result<()
     let store = Arc::new(super::ca_store(&cfg, env)?);
     // Fail at start, not at the first request: the state must read and the key must load.
     let state = store.load()?;
-    store.signing_ca(&state)?;
+    let material =
+        esm_ca::material::CaMaterial::load(&store, &state, time::OffsetDateTime::now_utc())?;
     let admin_listener = bind("admin.listen", cfg.admin_listen).await?;
     let evidence = Evidence::start(&cfg, env).await?;
-    let (ca_tx, ca_rx) = watch::channel(Arc::new(state));
+    let (ca_tx, ca_rx) = watch::channel(Arc::new(material));
     let (stop_tx, stop_rx) = watch::channel(false);
+    // `esm ca rotate` tells the running server through the admin socket; the rotator then
+    // re-reads the state at once instead of at its next poll.
+    let ca_changed = Arc::new(tokio::sync::Notify::new());
     tracing::info!(admin.listen = %cfg.admin_listen, trust_domain = %cfg.trust_domain, "esm serving");
 
     let rotator = tokio::spawn(esm_ca::rotator::run(
@@ -49,15 +53,16 @@ async fn serve(cfg: Config, env: &BTreeMap<String, String>) -> anyhow::Result<()
         cfg.rotation_policy(),
         ca_tx,
         Some(evidence.sink.clone()),
+        ca_changed.clone(),
         stop_rx.clone(),
     ));
     let authz_metrics = Arc::new(AuthzMetrics::default());
     let authz = start_authz(&cfg, &evidence, authz_metrics.clone(), &stop_rx).await?;
-    let agent_metrics = Arc::new(esm_ca::agent::context::AgentMetrics::default());
+    let agent_metrics = Arc::new(esm_agent::context::AgentMetrics::default());
     let agent = super::agent::start(
         &cfg,
-        store.clone(),
         ca_rx.clone(),
+        ca_changed,
         &evidence,
         agent_metrics.clone(),
         &stop_rx,

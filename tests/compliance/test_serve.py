@@ -111,3 +111,25 @@ def test_serve_refuses_a_taken_port(tmp_path, ca):
         port = s.getsockname()[1]
         p = run("serve", "--dir", ca, env={"ESM_ADMIN_LISTEN": f"127.0.0.1:{port}"}, check=False)
     assert p.returncode == 2 and "admin.listen" in p.stderr
+
+
+def ca_metrics(base):
+    """What /metrics says of the CA the server serves (its authorities and bundle)."""
+    _, metrics = get(base + "/metrics")
+    return [l for l in metrics.splitlines() if l.startswith("esm_ca_")]
+
+
+def test_ca_rotate_from_the_cli_reaches_the_running_server_at_once(tmp_path, ca, serve):
+    # Without being told, the server would see a rotation made by another process at its
+    # next poll (every second); `esm ca rotate` tells it through the admin socket.
+    p, base = serve(ca)
+    for step in (["prepare", "--root"], ["activate", "--root"], ["prepare"]):
+        before = ca_metrics(base)
+        out = run("ca", "rotate", *step, "--dir", ca)
+        assert out.stdout.startswith("done:"), out.stdout
+        told = time.time()
+        while ca_metrics(base) == before:
+            assert time.time() - told < 0.3, f"{step}: the server did not follow at once"
+            time.sleep(0.01)
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=10) == 0

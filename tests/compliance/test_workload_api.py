@@ -14,7 +14,7 @@ WEB = f"spiffe://{TD}/ns/prod/sa/web"
 
 def test_py_spiffe_fetches_svid_and_bundle(tmp_path, stack):
     """Unmodified py-spiffe: gRPC C-core sends the %-encoded socket path as :authority, which
-    esm's agent socket repairs (ca/src/agent/h2_authority.rs)."""
+    esm's agent socket repairs (agent/src/h2_authority.rs)."""
     esm, _, _ = stack
     data = tmp_path / "d"
     run("init", "--trust-domain", TD, "--dir", data)

@@ -10,8 +10,8 @@ use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 
 use super::entry::{granted_ids, Entry};
-use crate::issuer::IssuedSvid;
-use crate::spiffe_id::{SpiffeId, TrustDomain};
+use esm_ca::issuer::IssuedSvid;
+use esm_identity::{SpiffeId, TrustDomain};
 
 pub const SECRET_TYPE: &str =
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";

@@ -8,8 +8,8 @@ mod agent_socket;
 use std::time::Duration;
 
 use agent_socket::*;
-use esm_ca::agent::connection_limits::Limits;
-use esm_ca::agent::server::{MAX_LOCAL_ERROR_RESETS, MAX_STREAMS};
+use esm_agent::connection_limits::Limits;
+use esm_agent::server::{MAX_LOCAL_ERROR_RESETS, MAX_STREAMS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 

@@ -12,14 +12,15 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
 use envoy_types::pb::google::rpc::Status as RpcStatus;
-use esm_ca::agent::context::{AgentContext, AgentMetrics, CaMaterial};
-use esm_ca::agent::entry::{Entry, Selector};
-use esm_ca::agent::secrets::SECRET_TYPE;
+use esm_agent::context::{AgentContext, AgentMetrics};
+use esm_agent::entry::{Entry, Selector};
+use esm_agent::secrets::SECRET_TYPE;
 use esm_ca::key_backend::file::FileKeyStore;
 use esm_ca::key_backend::KeyAlgorithm;
+use esm_ca::material::CaMaterial;
 use esm_ca::rotation::RotationPolicy;
 use esm_ca::store::{CaStore, InitOptions};
-use esm_ca::{SpiffeId, TrustDomain};
+use esm_identity::{SpiffeId, TrustDomain};
 use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -52,19 +53,11 @@ fn entry(spiffe: &str, sels: &[String], ttl: Option<u64>) -> Entry {
 
 fn material(store: &CaStore) -> CaMaterial {
     let state = store.load().unwrap();
-    let bundle = store
-        .bundle(&state, time::OffsetDateTime::now_utc())
-        .unwrap();
-    CaMaterial {
-        trust_domain: bundle.trust_domain.clone(),
-        signing: store.signing_ca(&state).unwrap(),
-        bundle_pem: bundle.to_pem(),
-        bundle_der: bundle.roots_der.clone(),
-    }
+    CaMaterial::load(store, &state, time::OffsetDateTime::now_utc()).unwrap()
 }
 
 async fn connect(sock: &std::path::Path) -> tonic::transport::Channel {
-    esm_ca::agent::server::connect(sock).await.unwrap()
+    esm_agent::server::connect(sock).await.unwrap()
 }
 
 /// An agent whose entries grant this process WEB (TTL `ttl`), and DB only to another binary.
@@ -103,17 +96,11 @@ async fn agent_with(ttl: u64, more: Vec<Entry>) -> Agent {
     let (_entries_tx, entries_rx) = watch::channel(Arc::new(entries));
     std::mem::forget(_entries_tx);
     let metrics = Arc::new(AgentMetrics::default());
-    let ctx = AgentContext {
-        ca: ca_rx,
-        entries: entries_rx,
-        policy: Default::default(),
-        audit: None,
-        metrics: metrics.clone(),
-    };
+    let ctx = AgentContext::new(ca_rx, entries_rx, Default::default(), None, metrics.clone());
     let sock = dir.path().join("agent.sock");
     let listener = tokio::net::UnixListener::bind(&sock).unwrap();
     let (stop, mut stop_rx) = watch::channel(false);
-    tokio::spawn(esm_ca::agent::server::serve(listener, ctx, async move {
+    tokio::spawn(esm_agent::server::serve(listener, ctx, async move {
         let _ = stop_rx.changed().await;
     }));
     Agent {
@@ -173,6 +160,17 @@ async fn next(
         .ok()
         .flatten()
         .map(|r| r.unwrap())
+}
+
+/// FetchSecrets of the bundle on `channel` answers it.
+async fn bundle_fetched(channel: Channel) {
+    let mut c = SecretDiscoveryServiceClient::new(channel);
+    let r = c
+        .fetch_secrets(req(&["ROOTCA"]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(secrets(&r).len(), 1);
 }
 
 #[tokio::test]
@@ -308,13 +306,7 @@ async fn garbage_and_a_client_that_never_reads_do_not_stop_other_streams() {
     // A stream that never reads or ACKs while its SVID refreshes every second.
     let (_idle_tx, _idle_rx) = open(&a, req(&["default"])).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let mut c = SecretDiscoveryServiceClient::new(connect(&a.sock).await);
-    let r = c
-        .fetch_secrets(req(&["ROOTCA"]))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(secrets(&r).len(), 1);
+    bundle_fetched(connect(&a.sock).await).await;
     assert!(a.metrics.open_streams.load(Relaxed) >= 1);
 }
 
@@ -358,4 +350,163 @@ async fn delta_sends_only_changes_and_removals() {
     assert!(tokio::time::timeout(Duration::from_millis(500), s.next())
         .await
         .is_err());
+}
+
+fn serial_of(r: &DiscoveryResponse) -> Vec<u8> {
+    let s = secrets(r)
+        .into_iter()
+        .find(|s| matches!(s.r#type, Some(secret::Type::TlsCertificate(_))))
+        .unwrap();
+    let Some(secret::Type::TlsCertificate(tls)) = s.r#type else {
+        unreachable!()
+    };
+    match tls.certificate_chain.unwrap().specifier.unwrap() {
+        envoy_types::pb::envoy::config::core::v3::data_source::Specifier::InlineBytes(b) => b,
+        _ => panic!("not inline"),
+    }
+}
+
+#[tokio::test]
+async fn streams_and_fetches_for_one_identity_share_one_svid() {
+    let a = agent(3600).await;
+    let mut chains = Vec::new();
+    let mut open_streams = Vec::new();
+    for _ in 0..5 {
+        let (tx, mut rx) = open(&a, req(&["default"])).await;
+        chains.push(serial_of(
+            &next(&mut rx, Duration::from_secs(10)).await.unwrap(),
+        ));
+        open_streams.push((tx, rx));
+    }
+    let mut c = SecretDiscoveryServiceClient::new(connect(&a.sock).await);
+    for _ in 0..3 {
+        let r = c
+            .fetch_secrets(req(&["default"]))
+            .await
+            .unwrap()
+            .into_inner();
+        chains.push(serial_of(&r));
+    }
+    assert!(chains.windows(2).all(|w| w[0] == w[1]), "one SVID for all");
+    assert_eq!(a.metrics.svids_issued.load(Relaxed), 1);
+}
+
+/// A CA key whose backend can be made unreachable, as an HSM or a vault can be.
+struct Flaky {
+    key: Arc<dyn esm_ca::key_backend::KeyBackend>,
+    down: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl esm_ca::key_backend::KeyBackend for Flaky {
+    fn key_id(&self) -> &str {
+        self.key.key_id()
+    }
+    fn algorithm(&self) -> KeyAlgorithm {
+        self.key.algorithm()
+    }
+    fn public_key_raw(&self) -> &[u8] {
+        self.key.public_key_raw()
+    }
+    fn sign(&self, msg: &[u8]) -> esm_ca::Result<Vec<u8>> {
+        if self.down.load(Relaxed) {
+            return Err(esm_ca::Error::KeyBackend {
+                backend: "test",
+                reason: "the HSM does not answer".into(),
+            });
+        }
+        self.key.sign(msg)
+    }
+}
+
+/// The agent's CA material with its signing key behind a switch.
+fn flaky_material(store: &CaStore, down: &Arc<std::sync::atomic::AtomicBool>) -> CaMaterial {
+    use esm_ca::key_backend::KeyStore;
+    let mut m = material(store);
+    let int = m.state.active_intermediate().unwrap().clone();
+    let key = FileKeyStore::new(store.dir().join("keys"), None)
+        .load(&int.key_id, int.algorithm)
+        .unwrap();
+    let flaky = Arc::new(Flaky {
+        key,
+        down: down.clone(),
+    });
+    m.signing = Arc::new(
+        esm_ca::issuer::SigningCa::new(
+            int.id.clone(),
+            m.trust_domain.clone(),
+            esm_ca::store::cert_der(&int).unwrap(),
+            int.not_after,
+            flaky,
+        )
+        .unwrap(),
+    );
+    m
+}
+
+#[tokio::test]
+async fn a_stream_stays_open_while_the_ca_cannot_sign_and_gets_its_svid_when_it_can() {
+    let a = agent(3600).await;
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    a.ca_tx
+        .send_replace(Arc::new(flaky_material(&a.store, &down)));
+    let (_tx, mut rx) = open(&a, req(&["default", "ROOTCA"])).await;
+    // Not refused, not answered: the workload is not at fault, and nothing valid exists.
+    let quiet = tokio::time::timeout(Duration::from_millis(1500), rx.next()).await;
+    assert!(quiet.is_err(), "the stream answered or ended: {quiet:?}");
+    assert_eq!(a.metrics.refused.load(Relaxed), 0);
+    assert!(a.metrics.issuance_failures.load(Relaxed) >= 1);
+    // A unary fetch cannot wait: it is told to retry, not that it is not entitled.
+    let mut c = SecretDiscoveryServiceClient::new(connect(&a.sock).await);
+    let err = c.fetch_secrets(req(&["default"])).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{}", err.message());
+    // The CA can sign again: the retry delivers, on the same stream.
+    down.store(false, Relaxed);
+    let r = next(&mut rx, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(secrets(&r).len(), 2);
+    assert_eq!(a.metrics.svids_issued.load(Relaxed), 1);
+    assert_eq!(a.metrics.refused.load(Relaxed), 0);
+}
+
+#[tokio::test]
+async fn new_ca_material_retries_a_failed_issuance_at_once() {
+    let a = agent(3600).await;
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    a.ca_tx
+        .send_replace(Arc::new(flaky_material(&a.store, &down)));
+    let (_tx, mut rx) = open(&a, req(&["default"])).await;
+    // Let the failures pile up so the next retry is seconds away.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert!(a.metrics.issuance_failures.load(Relaxed) >= 2);
+    // Working material (a rotation to a reachable key, say) is tried at once.
+    let started = std::time::Instant::now();
+    a.ca_tx.send_replace(Arc::new(material(&a.store)));
+    next(&mut rx, Duration::from_secs(3)).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_sds_method_is_unimplemented_and_an_oversized_request_refused() {
+    let a = agent(3600).await;
+    let mut grpc = tonic::client::Grpc::new(a.channel.clone());
+    grpc.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static(
+        "/envoy.service.secret.v3.SecretDiscoveryService/FetchEverything",
+    );
+    let codec = tonic_prost::ProstCodec::<DiscoveryRequest, DiscoveryResponse>::default();
+    let err = grpc
+        .unary(tonic::Request::new(req(&["ROOTCA"])), path, codec)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
+    // Over the 4 MiB a request may have: refused before it is decoded into names.
+    let mut c = SecretDiscoveryServiceClient::new(a.channel.clone());
+    let huge = "x".repeat(5 << 20);
+    let err = c.fetch_secrets(req(&[&huge])).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::OutOfRange, "{}", err.message());
+    // The call after it is served as usual.
+    bundle_fetched(a.channel.clone()).await;
 }

@@ -2,9 +2,10 @@
 //! damaged row reported rather than served.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use esm_ca::agent::entry::{ImportedEntry, NewEntry, Selector};
-use esm_ca::agent::entry_store::EntryStore;
-use esm_ca::{Error, SpiffeId};
+use esm_agent::entry::{ImportedEntry, NewEntry, Selector};
+use esm_agent::entry_store::EntryStore;
+use esm_agent::Error;
+use esm_identity::SpiffeId;
 
 fn new(spiffe: &str, sels: &[&str]) -> NewEntry {
     NewEntry {
@@ -134,5 +135,25 @@ async fn postgres_entries_round_trip() {
 
 #[tokio::test]
 async fn unsupported_urls_are_configuration_errors() {
-    assert!(EntryStore::open("mysql://x").await.is_err());
+    let Err(e) = EntryStore::open("mysql://x").await else {
+        panic!("opened")
+    };
+    assert!(e.is_usage_error(), "{e}");
+}
+
+#[tokio::test]
+async fn a_database_that_fails_is_a_failure_not_a_usage_error() {
+    // A SQLite file in a directory that does not exist: the URL is well formed, opening
+    // it fails.
+    let d = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/missing/dir/entries.db", d.path().display());
+    let Err(e) = EntryStore::open(&url).await else {
+        panic!("opened")
+    };
+    assert!(matches!(e, Error::Database(_)), "{e}");
+    assert!(!e.is_usage_error());
+    assert!(
+        std::error::Error::source(&e).is_some(),
+        "the sqlx error is kept"
+    );
 }

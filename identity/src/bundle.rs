@@ -45,7 +45,7 @@ impl TrustBundle {
 }
 
 fn jwk(der: &[u8]) -> Result<Value> {
-    let bad = |what: &str| Error::Bug(format!("root certificate {what}"));
+    let bad = Error::UnusableRoot;
     let (_, cert) = X509Certificate::from_der(der).map_err(|_| bad("does not parse"))?;
     let spki = cert.public_key();
     let mut key = match spki.parsed().map_err(|_| bad("has an unreadable key"))? {
@@ -85,3 +85,7 @@ fn jwk(der: &[u8]) -> Result<Value> {
     key["x5c"] = json!([STANDARD.encode(der)]);
     Ok(key)
 }
+
+#[cfg(test)]
+#[path = "bundle_tests.rs"]
+mod tests;

@@ -24,8 +24,8 @@ pub struct EntryStore {
     pool: Pool,
 }
 
-fn db(e: impl std::fmt::Display) -> Error {
-    Error::Config(format!("registration entries database: {e}"))
+fn db(e: sqlx::Error) -> Error {
+    Error::Database(e)
 }
 
 const CREATE: &str = "CREATE TABLE IF NOT EXISTS registration_entries (
@@ -49,7 +49,7 @@ fn row_to_entry(
         reason: format!("entry {id}: {why}"),
     };
     Ok(Entry {
-        spiffe_id: crate::SpiffeId::parse(&spiffe).map_err(|e| corrupt(e.to_string()))?,
+        spiffe_id: esm_identity::SpiffeId::parse(&spiffe).map_err(|e| corrupt(e.to_string()))?,
         selectors: serde_json::from_str(&sels).map_err(|e| corrupt(e.to_string()))?,
         ttl_secs: ttl.map(|t| t.max(1) as u64),
         dns_names: serde_json::from_str(&dns).map_err(|e| corrupt(e.to_string()))?,
@@ -80,7 +80,7 @@ fn random_id() -> Result<String> {
     let mut raw = [0u8; 16];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw)
         .map_err(|_| Error::Bug("no randomness".into()))?;
-    Ok(crate::issuer::hex(&raw))
+    Ok(esm_ca::issuer::hex(&raw))
 }
 
 impl EntryStore {
@@ -155,7 +155,7 @@ impl EntryStore {
             selectors: new.selectors,
             ttl_secs: new.ttl_secs,
             dns_names: new.dns_names,
-            created_at: crate::rfc3339(now),
+            created_at: esm_ca::rfc3339(now),
         };
         self.insert_all(std::slice::from_ref(&entry)).await?;
         Ok(entry)
@@ -191,7 +191,7 @@ impl EntryStore {
                 selectors: item.selectors,
                 ttl_secs: item.ttl_secs,
                 dns_names: item.dns_names,
-                created_at: item.created_at.unwrap_or_else(|| crate::rfc3339(now)),
+                created_at: item.created_at.unwrap_or_else(|| esm_ca::rfc3339(now)),
             });
         }
         let added = all.split_off(before);

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::spiffe_id::SpiffeId;
+use esm_identity::SpiffeId;
 
 /// At most this many selectors per entry, DNS names per entry, bytes per selector.
 pub const MAX_SELECTORS: usize = 32;

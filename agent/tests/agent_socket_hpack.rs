@@ -8,7 +8,7 @@ mod agent_socket;
 use std::time::Duration;
 
 use agent_socket::*;
-use esm_ca::agent::connection_limits::Limits;
+use esm_agent::connection_limits::Limits;
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 

@@ -141,6 +141,15 @@ proptest! {
     }
 
     #[test]
+    fn check_agrees_with_parse(s in "(spiffe://)?\\PC{0,60}") {
+        match (SpiffeId::check(&s), SpiffeId::parse(&s)) {
+            (Ok(td_len), Ok(id)) => prop_assert_eq!(td_len, id.trust_domain().as_str().len()),
+            (Err(a), Err(b)) => prop_assert_eq!(a, b),
+            (a, b) => prop_assert!(false, "check {a:?} but parse {b:?}"),
+        }
+    }
+
+    #[test]
     fn uppercase_in_trust_domain_is_refused(td in "[a-z]{0,5}[A-Z][a-z]{0,5}") {
         prop_assert_eq!(
             SpiffeId::parse(&format!("spiffe://{td}/x")),

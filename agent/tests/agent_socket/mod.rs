@@ -7,14 +7,15 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
-use esm_ca::agent::connection_limits::Limits;
-use esm_ca::agent::context::{AgentContext, AgentMetrics, CaMaterial};
-use esm_ca::agent::secrets::{ROOTCA, SECRET_TYPE};
+use esm_agent::connection_limits::Limits;
+use esm_agent::context::{AgentContext, AgentMetrics};
+use esm_agent::secrets::{ROOTCA, SECRET_TYPE};
 use esm_ca::key_backend::file::FileKeyStore;
 use esm_ca::key_backend::KeyAlgorithm;
+use esm_ca::material::CaMaterial;
 use esm_ca::rotation::RotationPolicy;
 use esm_ca::store::{CaStore, InitOptions};
-use esm_ca::TrustDomain;
+use esm_identity::TrustDomain;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::watch;
@@ -49,25 +50,17 @@ fn context(dir: &std::path::Path) -> AgentContext {
         )
         .unwrap();
     let state = store.load().unwrap();
-    let bundle = store
-        .bundle(&state, time::OffsetDateTime::now_utc())
-        .unwrap();
-    let material = CaMaterial {
-        trust_domain: bundle.trust_domain.clone(),
-        signing: store.signing_ca(&state).unwrap(),
-        bundle_pem: bundle.to_pem(),
-        bundle_der: bundle.roots_der.clone(),
-    };
+    let material = CaMaterial::load(&store, &state, time::OffsetDateTime::now_utc()).unwrap();
     let (ca_tx, ca) = watch::channel(Arc::new(material));
     let (entries_tx, entries) = watch::channel(Arc::new(Vec::new()));
     std::mem::forget((ca_tx, entries_tx));
-    AgentContext {
+    AgentContext::new(
         ca,
         entries,
-        policy: Default::default(),
-        audit: None,
-        metrics: Arc::new(AgentMetrics::default()),
-    }
+        Default::default(),
+        None,
+        Arc::new(AgentMetrics::default()),
+    )
 }
 
 /// An agent on a fresh socket within `limits`.
@@ -80,7 +73,7 @@ pub async fn agent(limits: Limits) -> Agent {
     let shutdown = async move {
         let _ = stop_rx.changed().await;
     };
-    tokio::spawn(esm_ca::agent::server::serve_with_limits(
+    tokio::spawn(esm_agent::server::serve_with_limits(
         listener, ctx, limits, shutdown,
     ));
     Agent {
@@ -93,7 +86,7 @@ pub async fn agent(limits: Limits) -> Agent {
 /// A well-behaved client: a new connection and one SDS fetch of the trust bundle.
 pub async fn served(sock: &std::path::Path) -> Result<(), String> {
     let call = async {
-        let channel = esm_ca::agent::server::connect(sock)
+        let channel = esm_agent::server::connect(sock)
             .await
             .map_err(|e| e.to_string())?;
         let r = SecretDiscoveryServiceClient::new(channel)

@@ -10,5 +10,5 @@ pub fn encode(label: &str, der: &[u8]) -> String {
 pub fn decode(text: &str) -> Result<(String, Vec<u8>)> {
     pkcs8::der::pem::decode_vec(text.trim().as_bytes())
         .map(|(label, der)| (label.to_owned(), der))
-        .map_err(|e| Error::Refused(format!("not PEM: {e}")))
+        .map_err(|e| Error::NotPem(e.to_string()))
 }

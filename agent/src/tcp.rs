@@ -18,11 +18,16 @@ use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
 use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificate};
 
-use super::context::{AgentContext, CaMaterial};
-use super::svid_set::refresh_at;
+use esm_ca::material::CaMaterial;
+use esm_identity::SpiffeId;
+
+use esm_ca::issuer::IssuedSvid;
+
+use super::context::AgentContext;
+use super::subscriptions::{NotReady, Subscriptions};
+use super::svid_cache::{Opener, SvidSpec};
+use super::wake::{Follow, Wake};
 use crate::error::{Error, Result};
-use crate::issuer::{issue_own, OwnIdentity};
-use crate::spiffe_id::SpiffeId;
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -37,24 +42,14 @@ fn tls(e: impl std::fmt::Display) -> Error {
 pub struct Credentials {
     key: RwLock<Arc<CertifiedKey>>,
     verifier: RwLock<Arc<dyn ClientCertVerifier>>,
-    not_after: RwLock<time::OffsetDateTime>,
 }
 
-/// Issues the agent's own SVID and builds the verifier for `ca`.
+/// The listener's SVID (esm's own, held in the SVID cache like any other) and the verifier
+/// of client certificates for `ca`'s bundle.
 fn build(
     ca: &CaMaterial,
-    ctx: &AgentContext,
-) -> Result<(
-    CertifiedKey,
-    Arc<dyn ClientCertVerifier>,
-    time::OffsetDateTime,
-)> {
-    let svid = issue_own(
-        &ca.signing,
-        &ctx.policy,
-        OwnIdentity::Agent,
-        time::OffsetDateTime::now_utc(),
-    )?;
+    svid: &IssuedSvid,
+) -> Result<(CertifiedKey, Arc<dyn ClientCertVerifier>)> {
     let key = svid
         .private_key
         .as_ref()
@@ -66,35 +61,70 @@ fn build(
     let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.pkcs8_der().to_vec()));
     let certified = CertifiedKey::from_der(chain, der, &provider()).map_err(tls)?;
     let mut roots = RootCertStore::empty();
-    for r in &ca.bundle_der {
+    for r in ca.bundle_der() {
         roots.add(CertificateDer::from(r.clone())).map_err(tls)?;
     }
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
         .build()
         .map_err(tls)?;
-    Ok((certified, verifier, svid.not_after))
+    Ok((certified, verifier))
+}
+
+/// Who holds the listener's SVID, for the cache.
+fn opener() -> Opener {
+    Opener {
+        actor: "esm:agent".into(),
+        via: "agent",
+    }
+}
+
+/// How long the listener waits for its first certificate before it gives up.
+const FIRST_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The listener's SVID as held now.
+fn own_svid(subs: &mut Subscriptions) -> Result<Arc<IssuedSvid>, NotReady> {
+    let mut held = subs.current()?;
+    held.pop().map(|(_, svid)| svid).ok_or(NotReady::Pending)
 }
 
 impl Credentials {
-    pub fn new(ctx: &AgentContext) -> Result<Arc<Self>> {
-        let (key, verifier, not_after) = build(&ctx.ca.borrow(), ctx)?;
+    /// Waits for the listener's first SVID and builds the credentials; `subs` then follows
+    /// that SVID for [`Credentials::run`].
+    pub async fn new(ctx: &AgentContext, subs: &mut Subscriptions) -> Result<Arc<Self>> {
+        subs.keep(&ctx.svids, &[SvidSpec::Agent], &opener());
+        let deadline = tokio::time::Instant::now() + FIRST_WAIT;
+        let svid = loop {
+            match own_svid(subs) {
+                Ok(svid) => break svid,
+                Err(NotReady::Pending) => {
+                    if tokio::time::timeout_at(deadline, subs.changed())
+                        .await
+                        .is_err()
+                    {
+                        return Err(Error::CaUnavailable(
+                            "no listener certificate in time".into(),
+                        ));
+                    }
+                }
+                Err(NotReady::Unavailable(why) | NotReady::Refused(why)) => {
+                    return Err(Error::CaUnavailable(why))
+                }
+            }
+        };
+        let (key, verifier) = build(&ctx.ca.borrow(), &svid)?;
         Ok(Arc::new(Self {
             key: RwLock::new(Arc::new(key)),
             verifier: RwLock::new(verifier),
-            not_after: RwLock::new(not_after),
         }))
     }
 
-    fn refresh(&self, ctx: &AgentContext) -> Result<()> {
-        let (key, verifier, not_after) = build(&ctx.ca.borrow(), ctx)?;
+    fn refresh(&self, ca: &CaMaterial, svid: &IssuedSvid) -> Result<()> {
+        let (key, verifier) = build(ca, svid)?;
         if let Ok(mut k) = self.key.write() {
             *k = Arc::new(key);
         }
         if let Ok(mut v) = self.verifier.write() {
             *v = verifier;
-        }
-        if let Ok(mut n) = self.not_after.write() {
-            *n = not_after;
         }
         Ok(())
     }
@@ -106,23 +136,24 @@ impl Credentials {
             .map_err(|_| rustls::Error::General("verifier lock poisoned".into()))
     }
 
-    /// Re-issues at half of the certificate's life and on every CA change, until the CA
-    /// channel closes.
-    pub async fn run(self: Arc<Self>, ctx: AgentContext) {
-        let mut ca = ctx.ca.clone();
+    /// Follows the listener's SVID (renewed at half its life and on a new signing CA by the
+    /// cache) and the CA's bundle, until the CA channel closes. While the cache cannot
+    /// renew, the certificate held is kept.
+    pub async fn run(self: Arc<Self>, ctx: AgentContext, mut subs: Subscriptions) {
+        let mut follow = Follow::ca_only(&ctx);
         loop {
-            let now = time::OffsetDateTime::now_utc();
-            let not_after = self.not_after.read().map(|n| *n).unwrap_or(now);
-            let due = refresh_at(now, not_after).max(now) - now;
-            let wait = std::time::Duration::try_from(due).unwrap_or_default();
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                r = ca.changed() => if r.is_err() { return },
+            if let Wake::Closed = follow.change_only(subs.changed()).await {
+                return;
             }
-            ca.borrow_and_update();
-            if let Err(e) = self.refresh(&ctx) {
-                tracing::error!(error = %e, "agent TLS certificate not renewed; retrying in 5 s");
-                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            let rebuilt = match own_svid(&mut subs) {
+                Ok(svid) => self.refresh(&follow.ca(), &svid),
+                Err(NotReady::Pending) => continue,
+                Err(NotReady::Unavailable(why) | NotReady::Refused(why)) => {
+                    Err(Error::CaUnavailable(why))
+                }
+            };
+            if let Err(e) = rebuilt {
+                tracing::error!(error = %e, "agent TLS certificate not renewed; the one held is kept");
             }
         }
     }

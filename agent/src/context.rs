@@ -1,5 +1,6 @@
 //! What every agent stream shares: the signing CA and bundle (swapped on rotation), the
-//! registration entries (swapped on every change), the issuance policy and the audit sink.
+//! registration entries (swapped on every change), the issuance policy, the audit sink and
+//! the SVIDs held.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::AtomicU64;
@@ -8,19 +9,12 @@ use std::sync::Arc;
 use esm_audit::writer::AuditSink;
 use tokio::sync::watch;
 
+use esm_ca::issuer::IssuancePolicy;
+use esm_ca::material::CaMaterial;
+
 use super::entry::{matching, Entry, Selector};
 use super::peer_process::PeerBinding;
-use crate::issuer::{IssuancePolicy, SigningCa};
-use crate::spiffe_id::TrustDomain;
-
-/// The CA as the agent uses it: rebuilt from the CA state whenever it changes.
-pub struct CaMaterial {
-    pub trust_domain: TrustDomain,
-    pub signing: SigningCa,
-    pub bundle_pem: String,
-    /// The same roots, DER: what the Workload API sends.
-    pub bundle_der: Vec<Vec<u8>>,
-}
+use super::svid_cache::SvidCache;
 
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
@@ -30,6 +24,9 @@ pub struct AgentMetrics {
     pub nacks: AtomicU64,
     pub refused: AtomicU64,
     pub svids_issued: AtomicU64,
+    /// Issuances that failed on the CA's side (a key backend down, an expired signing CA);
+    /// each is retried, and no workload is refused for it.
+    pub issuance_failures: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -39,6 +36,28 @@ pub struct AgentContext {
     pub policy: IssuancePolicy,
     pub audit: Option<AuditSink>,
     pub metrics: Arc<AgentMetrics>,
+    /// The SVIDs held, one per identity, shared by every stream.
+    pub svids: Arc<SvidCache>,
+}
+
+impl AgentContext {
+    pub fn new(
+        ca: watch::Receiver<Arc<CaMaterial>>,
+        entries: watch::Receiver<Arc<Vec<Entry>>>,
+        policy: IssuancePolicy,
+        audit: Option<AuditSink>,
+        metrics: Arc<AgentMetrics>,
+    ) -> Self {
+        let svids = SvidCache::new(ca.clone(), policy, audit.clone(), metrics.clone());
+        Self {
+            ca,
+            entries,
+            policy,
+            audit,
+            metrics,
+            svids,
+        }
+    }
 }
 
 /// Who is on the other end of a stream, as attested.
@@ -64,10 +83,7 @@ impl Caller {
     }
 
     /// The caller's entries in the current set.
-    pub fn entries(&self, all: &[Entry]) -> Vec<Entry> {
+    pub fn entries<'a>(&self, all: &'a [Entry]) -> Vec<&'a Entry> {
         matching(all, &self.selectors)
-            .into_iter()
-            .cloned()
-            .collect()
     }
 }

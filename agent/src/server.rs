@@ -1,7 +1,6 @@
 //! The agent socket: SDS and, beside it, the SPIFFE Workload API, over gRPC on a Unix
 //! socket. Every caller is attested from its peer credentials before anything is served.
 
-use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryServiceServer;
 use tonic::{Request, Status};
 
 use super::connection_limits::Limits;
@@ -9,6 +8,7 @@ use super::context::{AgentContext, Caller};
 use super::entry::Selector;
 use super::h2_authority::{MAX_FRAME, MAX_HEADER_LIST};
 use super::sds::SdsService;
+use super::sds_server::SdsServer;
 use super::tcp::PeerSpiffeId;
 use super::unix::UnixPeer;
 use super::workload_api::WorkloadApi;
@@ -68,10 +68,7 @@ fn router(ctx: AgentContext) -> tonic::transport::server::Router {
         .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
         .http2_max_header_list_size(MAX_HEADER_LIST as u32)
         .max_frame_size(MAX_FRAME as u32)
-        .add_service(
-            SecretDiscoveryServiceServer::new(SdsService::new(ctx.clone()))
-                .max_decoding_message_size(MAX_MESSAGE),
-        )
+        .add_service(SdsServer::new(SdsService::new(ctx.clone()), MAX_MESSAGE))
         .add_service(
             SpiffeWorkloadApiServer::new(WorkloadApi::new(ctx))
                 .max_decoding_message_size(MAX_MESSAGE),
@@ -107,9 +104,10 @@ pub async fn serve_tcp(
     ctx: AgentContext,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), crate::Error> {
-    let creds = super::tcp::Credentials::new(&ctx)?;
+    let mut subs = super::subscriptions::Subscriptions::default();
+    let creds = super::tcp::Credentials::new(&ctx, &mut subs).await?;
     tracing::info!(agent.listen = ?listener.local_addr().ok(), "SDS serving over mTLS");
-    let renew = tokio::spawn(creds.clone().run(ctx.clone()));
+    let renew = tokio::spawn(creds.clone().run(ctx.clone(), subs));
     let incoming = super::tcp::incoming(listener, creds);
     let served = router(ctx)
         .serve_with_incoming_shutdown(incoming, shutdown)

@@ -1,0 +1,206 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+use super::*;
+use esm_ca::key_backend::file::FileKeyStore;
+use esm_ca::key_backend::KeyAlgorithm;
+use esm_ca::rotation::{RotationPolicy, Step};
+use esm_ca::store::{CaStore, InitOptions};
+use esm_identity::TrustDomain;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: CaStore,
+    ca_tx: watch::Sender<Arc<CaMaterial>>,
+    cache: Arc<SvidCache>,
+    metrics: Arc<AgentMetrics>,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = CaStore::new(
+        dir.path().join("ca"),
+        Arc::new(FileKeyStore::new(dir.path().join("ca/keys"), None)),
+    );
+    let init = InitOptions {
+        trust_domain: TrustDomain::parse("example.org").unwrap(),
+        algorithm: KeyAlgorithm::EcP256,
+        upstream: None,
+    };
+    let state = store
+        .init(init, &RotationPolicy::default(), OffsetDateTime::now_utc())
+        .unwrap();
+    let m = CaMaterial::load(&store, &state, OffsetDateTime::now_utc()).unwrap();
+    let (ca_tx, ca_rx) = watch::channel(Arc::new(m));
+    let metrics = Arc::new(AgentMetrics::default());
+    let cache = SvidCache::new(ca_rx, IssuancePolicy::default(), None, metrics.clone());
+    Fixture {
+        _dir: dir,
+        store,
+        ca_tx,
+        cache,
+        metrics,
+    }
+}
+
+fn spec(id: &str, ttl_secs: Option<u64>) -> SvidSpec {
+    SvidSpec::Workload {
+        spiffe_id: SpiffeId::parse(id).unwrap(),
+        ttl_secs,
+        dns_names: vec![],
+    }
+}
+
+fn opener() -> Opener {
+    Opener {
+        actor: "unix:uid:1000".into(),
+        via: "sds",
+    }
+}
+
+/// The next value of `rx` that is not `Pending`.
+async fn settled(rx: &mut watch::Receiver<Current>) -> Current {
+    let wait = rx.wait_for(|c| !matches!(c, Current::Pending));
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), wait)
+        .await
+        .expect("settled in time")
+        .expect("holder alive");
+    got.clone()
+}
+
+fn ready(c: Current) -> Arc<IssuedSvid> {
+    match c {
+        Current::Ready(s) => s,
+        Current::Pending => panic!("pending"),
+        Current::Refused(m) => panic!("refused: {m}"),
+        Current::Unavailable(m) => panic!("unavailable: {m}"),
+    }
+}
+
+#[tokio::test]
+async fn holders_of_one_identity_share_one_svid() {
+    let f = fixture();
+    let web = spec("spiffe://example.org/web", None);
+    let mut streams: Vec<_> = (0..50)
+        .map(|_| f.cache.subscribe(&web, &opener()))
+        .collect();
+    let first = ready(settled(&mut streams[0]).await);
+    for rx in &mut streams {
+        assert!(Arc::ptr_eq(&first, &ready(settled(rx).await)));
+    }
+    assert_eq!(f.metrics.svids_issued.load(Ordering::Relaxed), 1);
+    assert_eq!(f.cache.len(), 1);
+}
+
+#[tokio::test]
+async fn another_ttl_or_identity_is_another_svid() {
+    let f = fixture();
+    let mut a = f
+        .cache
+        .subscribe(&spec("spiffe://example.org/web", None), &opener());
+    let mut b = f
+        .cache
+        .subscribe(&spec("spiffe://example.org/web", Some(600)), &opener());
+    let mut c = f
+        .cache
+        .subscribe(&spec("spiffe://example.org/db", None), &opener());
+    let (a, b, c) = (
+        ready(settled(&mut a).await),
+        ready(settled(&mut b).await),
+        ready(settled(&mut c).await),
+    );
+    assert_ne!(a.serial_hex, b.serial_hex);
+    assert!(b.not_after < a.not_after);
+    assert_eq!(c.spiffe_id.as_str(), "spiffe://example.org/db");
+    assert_eq!(f.cache.len(), 3);
+}
+
+#[tokio::test]
+async fn a_new_signing_ca_renews_and_a_new_bundle_alone_does_not() {
+    let f = fixture();
+    let mut rx = f
+        .cache
+        .subscribe(&spec("spiffe://example.org/web", None), &opener());
+    let first = ready(settled(&mut rx).await);
+    let policy = RotationPolicy::default();
+    let now = OffsetDateTime::now_utc();
+
+    // A prepared root changes the bundle, not the signer: the SVID held stays.
+    let (state, _) = f
+        .store
+        .rotate(&policy, now, Some(Step::PrepareRoot))
+        .unwrap();
+    let prev = f.ca_tx.borrow().clone();
+    f.ca_tx.send_replace(Arc::new(
+        CaMaterial::next(&f.store, &state, now, &prev).unwrap(),
+    ));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!rx.has_changed().unwrap());
+
+    // The new root takes over with a new intermediate: renewed under it.
+    let (state, _) = f
+        .store
+        .rotate(&policy, now, Some(Step::ActivateRoot))
+        .unwrap();
+    let prev = f.ca_tx.borrow().clone();
+    let next = CaMaterial::next(&f.store, &state, now, &prev).unwrap();
+    let signer = next.signing.id.clone();
+    f.ca_tx.send_replace(Arc::new(next));
+    rx.changed().await.unwrap();
+    let renewed = ready(rx.borrow_and_update().clone());
+    assert_ne!(renewed.serial_hex, first.serial_hex);
+    assert_eq!(renewed.signed_by, signer);
+    assert_eq!(f.metrics.svids_issued.load(Ordering::Relaxed), 2);
+}
+
+#[tokio::test]
+async fn renews_at_half_of_the_lifetime() {
+    let f = fixture();
+    let mut rx = f
+        .cache
+        .subscribe(&spec("spiffe://example.org/web", Some(2)), &opener());
+    let first = ready(settled(&mut rx).await);
+    tokio::time::timeout(std::time::Duration::from_secs(5), rx.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    let second = ready(rx.borrow_and_update().clone());
+    assert_ne!(first.serial_hex, second.serial_hex);
+}
+
+#[tokio::test]
+async fn a_reserved_identity_is_refused_on_principle() {
+    let f = fixture();
+    let mut rx = f
+        .cache
+        .subscribe(&spec("spiffe://example.org/esm/agent", None), &opener());
+    match settled(&mut rx).await {
+        Current::Refused(m) => assert!(m.contains("reserved"), "{m}"),
+        _ => panic!("not refused"),
+    }
+    assert_eq!(f.metrics.svids_issued.load(Ordering::Relaxed), 0);
+    assert_eq!(f.metrics.issuance_failures.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn the_agents_own_svid_is_held_like_any_other_but_not_counted() {
+    let f = fixture();
+    let mut rx = f.cache.subscribe(&SvidSpec::Agent, &opener());
+    let svid = ready(settled(&mut rx).await);
+    assert_eq!(svid.spiffe_id.as_str(), "spiffe://example.org/esm/agent");
+    assert_eq!(f.metrics.svids_issued.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn an_identity_nobody_holds_is_dropped_once_it_would_be_renewed() {
+    let f = fixture();
+    let web = spec("spiffe://example.org/web", Some(2));
+    let mut rx = f.cache.subscribe(&web, &opener());
+    let first = ready(settled(&mut rx).await);
+    drop(rx);
+    // Kept while valid: a holder coming back gets the same one.
+    let mut again = f.cache.subscribe(&web, &opener());
+    assert!(Arc::ptr_eq(&first, &ready(settled(&mut again).await)));
+    drop(again);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(f.cache.is_empty());
+    assert_eq!(f.metrics.svids_issued.load(Ordering::Relaxed), 1);
+}
