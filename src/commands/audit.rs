@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 
 use crate::cli::{AuditCommand, PublicKeyArg};
 use crate::config::Config;
-use crate::evidence::{cli_actor, open_db, Evidence};
+use crate::evidence::{cli_actor, open_db, open_db_to_read, Evidence};
 use crate::exit::usage;
 
 /// A proof file is small; anything bigger is not one of ours.
@@ -36,12 +36,17 @@ pub fn run(cfg: &Config, command: AuditCommand) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
+    // Two workers: verification decodes and hashes pages beside the walk.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async {
-        let db = open_db(cfg).await?;
+        let db = match command {
+            AuditCommand::Retain { .. } => open_db(cfg).await?,
+            _ => open_db_to_read(cfg).await?,
+        };
         let result = with_db(cfg, &db, command).await;
         db.close().await;
         result
