@@ -7,8 +7,8 @@
 //! - `read DIR`: the baseline: one sequential read of every event, page by page, by one
 //!   reader, with no checks and no hashing; prints the count and the seconds it took.
 //!
-//! Both take the store's URL as a last argument to use a PostgreSQL store instead of DIR's
-//! SQLite file.
+//! Both take a PostgreSQL store's URL and schema as last arguments to use it instead of
+//! DIR's SQLite file.
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -28,11 +28,20 @@ use time::{Duration, OffsetDateTime};
 
 const SERVICES: u64 = 40;
 
-/// The store: `URL` when given (a PostgreSQL database), else DIR's SQLite file.
-fn url(dir: &Path, given: Option<&String>) -> String {
-    given
-        .cloned()
-        .unwrap_or_else(|| format!("sqlite://{}", dir.join("audit.db").display()))
+/// The store named after DIR on the command line: `URL [SCHEMA]` (a PostgreSQL database),
+/// else DIR's SQLite file.
+struct Store<'a>(Option<&'a String>, Option<&'a String>);
+
+impl Store<'_> {
+    fn url(&self, dir: &Path) -> String {
+        self.0
+            .cloned()
+            .unwrap_or_else(|| format!("sqlite://{}", dir.join("audit.db").display()))
+    }
+
+    fn schema(&self) -> Option<&str> {
+        self.1.map(String::as_str)
+    }
 }
 
 fn id(n: u64) -> String {
@@ -98,8 +107,8 @@ fn event_at(i: u64, t: OffsetDateTime) -> Event {
     e
 }
 
-async fn generate(dir: &Path, n: u64, days: i64, given: Option<&String>) {
-    let db = Db::open(&url(dir, given), None).await.unwrap();
+async fn generate(dir: &Path, n: u64, days: i64, store: Store<'_>) {
+    let db = Db::open(&store.url(dir), store.schema()).await.unwrap();
     let audit = dir.join("audit");
     let key = SigningKey::load_or_create(&audit).unwrap();
     let redactor = Redactor::load_or_create(&audit).unwrap();
@@ -138,13 +147,16 @@ async fn generate(dir: &Path, n: u64, days: i64, given: Option<&String>) {
     );
 }
 
-async fn read(dir: &Path, given: Option<&String>) {
+async fn read(dir: &Path, store: Store<'_>) {
     let started = Instant::now();
-    let db = Db::open_to_read(&url(dir, given), None).await.unwrap();
+    let db = Db::open_to_read(&store.url(dir), store.schema())
+        .await
+        .unwrap();
     let end = db.last_seq().await.unwrap().unwrap_or(0);
     let one_reader = ScanOptions {
         lanes: 1,
         hashes: false,
+        ..ScanOptions::default()
     };
     let mut scan = db.scan(0, end, one_reader);
     let mut count = 0u64;
@@ -170,9 +182,11 @@ fn main() {
             Path::new(&args[2]),
             args[3].parse().unwrap(),
             args[4].parse().unwrap(),
-            args.get(5),
+            Store(args.get(5), args.get(6)),
         )),
-        Some("read") => rt.block_on(read(Path::new(&args[2]), args.get(3))),
-        _ => eprintln!("usage: report_bench generate DIR N DAYS [URL] | read DIR [URL]"),
+        Some("read") => rt.block_on(read(Path::new(&args[2]), Store(args.get(3), args.get(4)))),
+        _ => eprintln!(
+            "usage: report_bench generate DIR N DAYS [URL [SCHEMA]] | read DIR [URL [SCHEMA]]"
+        ),
     }
 }

@@ -40,14 +40,14 @@ fn ev<'a>(r: &RecordRef<'a>) -> Ev<'a> {
     Ev {
         seq: r.seq,
         time_ns: r.time_ns,
-        kind: &r.kind,
-        actor: &r.actor,
-        subject: &r.subject,
-        action: &r.action,
-        outcome: &r.outcome,
-        reason: &r.reason,
-        node: &r.node,
-        details: &r.details,
+        kind: r.kind,
+        actor: r.actor,
+        subject: r.subject,
+        action: r.action,
+        outcome: r.outcome,
+        reason: r.reason,
+        node: r.node,
+        details: r.details,
     }
 }
 

@@ -84,15 +84,38 @@ impl Db {
     }
 
     async fn open_with(url: &str, schema: Option<&str>, check: bool) -> Result<Self> {
+        let db = Self::connect(url, schema, check).await?;
+        match &db {
+            Self::Sqlite(_) => db.migrate(&sqlite::MIGRATIONS).await?,
+            Self::Postgres(_) => db.migrate(&postgres::MIGRATIONS).await?,
+        }
+        Ok(db)
+    }
+
+    /// Connects without touching any table: the layer for another store in the same
+    /// database (the same SQLite file with its owner-only mode and durability settings, or
+    /// the same PostgreSQL schema), which then runs its own migrations ([`Db::migrate`]).
+    /// `check` reads a SQLite file whole first, as [`Db::open`] does.
+    pub async fn connect(url: &str, schema: Option<&str>, check: bool) -> Result<Self> {
         if let Some(path) = url.strip_prefix("sqlite://") {
-            Ok(Self::Sqlite(sqlite::open(path, check).await?))
+            Ok(Self::Sqlite(sqlite::connect(path, check).await?))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Self::Postgres(postgres::open(url, schema).await?))
+            Ok(Self::Postgres(postgres::connect(url, schema).await?))
         } else {
             Err(Error::Config(format!(
                 "audit.url {url:?}: expected sqlite://PATH or postgres://…"
             )))
         }
+    }
+
+    /// Applies `migrator` (one per dialect, from `sqlx::migrate!`). Stores sharing a
+    /// database share sqlx's migration table: give each its own version range and
+    /// `set_ignore_missing(true)`, so each ignores the others' versions.
+    pub async fn migrate(&self, migrator: &sqlx::migrate::Migrator) -> Result<()> {
+        each!(self, Self::Sqlite, Self::Postgres, |_D, p| migrator
+            .run(p)
+            .await?);
+        Ok(())
     }
 
     /// The store for the writer thread: on SQLite a connection of its own, opened from the

@@ -26,6 +26,8 @@ pub struct ScanOptions {
     pub lanes: usize,
     /// Recompute every event's hash on the readers ([`super::RecordRef::recomputed`]).
     pub hashes: bool,
+    /// Sequence numbers per range (and so events per page at most).
+    pub page: u64,
 }
 
 impl Default for ScanOptions {
@@ -33,6 +35,7 @@ impl Default for ScanOptions {
         Self {
             lanes: 2,
             hashes: true,
+            page: SCAN_PAGE,
         }
     }
 }
@@ -44,17 +47,18 @@ pub(crate) type Sent = (Page, Option<Error>);
 pub(crate) fn lane_ranges(
     after: u64,
     to: u64,
+    page: u64,
     lane: usize,
     lanes: usize,
 ) -> impl Iterator<Item = (u64, u64)> {
-    let count = range_count(after, to);
-    (lane as u64..count)
+    let page = page.max(1);
+    (lane as u64..range_count(after, to, page))
         .step_by(lanes.max(1))
-        .map(move |i| (after + i * SCAN_PAGE, (after + (i + 1) * SCAN_PAGE).min(to)))
+        .map(move |i| (after + i * page, (after + (i + 1) * page).min(to)))
 }
 
-fn range_count(after: u64, to: u64) -> u64 {
-    to.saturating_sub(after).div_ceil(SCAN_PAGE)
+fn range_count(after: u64, to: u64, page: u64) -> u64 {
+    to.saturating_sub(after).div_ceil(page.max(1))
 }
 
 /// Pages of events, in sequence order; see the module doc.
@@ -81,12 +85,12 @@ impl Scan {
         for lane in 0..lanes {
             let (tx, rx) = mpsc::channel(LANE_DEPTH);
             receivers.push(rx);
-            let ranges = lane_ranges(after, to, lane, lanes);
+            let ranges = lane_ranges(after, to, opts.page, lane, lanes);
             match &file {
                 Some(path) => {
                     let path = path.clone();
                     tasks.push(tokio::task::spawn_blocking(move || {
-                        super::sqlite_scan::lane(&path, ranges, opts.hashes, &tx)
+                        super::sqlite_scan::lane(&path, ranges, opts, &tx)
                     }));
                 }
                 None => {
@@ -100,7 +104,7 @@ impl Scan {
         }
         Self {
             lanes: receivers,
-            left: range_count(after, to),
+            left: range_count(after, to, opts.page),
             next: 0,
             failed: None,
             done: false,
@@ -180,7 +184,7 @@ mod tests {
     #[test]
     fn lanes_cover_the_range_once_in_turn() {
         let all: Vec<Vec<(u64, u64)>> = (0..3)
-            .map(|l| lane_ranges(5, 5 + 7 * SCAN_PAGE + 3, l, 3).collect())
+            .map(|l| lane_ranges(5, 5 + 7 * SCAN_PAGE + 3, SCAN_PAGE, l, 3).collect())
             .collect();
         let mut merged = Vec::new();
         for i in 0..8 {
@@ -196,7 +200,7 @@ mod tests {
 
     #[test]
     fn an_empty_stretch_has_no_ranges() {
-        assert_eq!(lane_ranges(10, 10, 0, 2).count(), 0);
-        assert_eq!(lane_ranges(10, 3, 0, 2).count(), 0);
+        assert_eq!(lane_ranges(10, 10, 4, 0, 2).count(), 0);
+        assert_eq!(lane_ranges(10, 3, 4, 0, 2).count(), 0);
     }
 }

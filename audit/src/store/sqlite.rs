@@ -4,6 +4,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
@@ -19,12 +20,12 @@ use crate::event::Record;
 /// one for every batch size. 256 rows bind 3,328 values (SQLite allows 32,766).
 const INSERT_SIZES: [usize; 5] = [256, 64, 16, 4, 1];
 
-/// Opens the store at `path`, creating it if missing. With `check`, SQLite first reads the
+/// Connects to the database at `path`, creating it if missing. With `check`, SQLite first reads the
 /// whole file (`PRAGMA quick_check`), so a damaged store fails here, before a writer appends
 /// to it; that costs a read of every page (13 s for a 4.5 GiB store), which commands that
 /// only read skip: every page they need is checked by SQLite as it is read, and every row
 /// by its hash.
-pub async fn open(path: &str, check: bool) -> Result<SqlitePool> {
+pub async fn connect(path: &str, check: bool) -> Result<SqlitePool> {
     create_owner_only(path);
     let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
         .map_err(|e| Error::Config(format!("audit.url sqlite://{path}: {e}")))?
@@ -51,7 +52,6 @@ pub async fn open(path: &str, check: bool) -> Result<SqlitePool> {
     if let Some(damage) = found.filter(|f| f != "ok") {
         return Err(Error::Database(format!("{path}: damaged: {damage}")));
     }
-    sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
     Ok(pool)
 }
 
@@ -81,6 +81,9 @@ pub async fn dedicated(pool: &SqlitePool) -> Result<SqlitePool> {
         .await
         .map_err(|e| Error::Database(format!("audit writer connection: {e}")))
 }
+
+/// The audit tables' schema history.
+pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 impl Dialect for Sqlite {
     async fn begin_write(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>> {
