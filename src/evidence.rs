@@ -20,6 +20,14 @@ pub async fn open_db(cfg: &Config) -> anyhow::Result<Db> {
         .with_context(|| format!("opening the audit store {}", redacted_url(&cfg.audit.url)))
 }
 
+/// The store for a command that only reads it (verify, export, report): no whole-file
+/// check of a SQLite store first, which would read all of it once more.
+pub async fn open_db_to_read(cfg: &Config) -> anyhow::Result<Db> {
+    Db::open_to_read(&cfg.audit.url, cfg.audit.schema.as_deref())
+        .await
+        .with_context(|| format!("opening the audit store {}", redacted_url(&cfg.audit.url)))
+}
+
 /// The URL without a password, for messages.
 pub fn redacted_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

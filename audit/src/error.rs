@@ -33,6 +33,27 @@ pub enum Error {
     /// The database file or server failed or holds something esm did not write.
     #[error("audit database: {0}")]
     Database(String),
+    /// The database driver failed: the server is unreachable, refused a statement, the
+    /// disk is full, a value has the wrong type. The driver's error is the source, so a
+    /// caller can tell a lost connection from a constraint the database enforced.
+    #[error("audit database: {source}")]
+    Sql {
+        #[source]
+        source: sqlx::Error,
+    },
+    /// Reading the SQLite file directly (verification and report scans) failed.
+    #[error("audit database {path}: {source}")]
+    Sqlite {
+        path: std::path::PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The schema migrations failed (a store from a newer esm, a half-applied migration).
+    #[error("audit database migration: {source}")]
+    Migration {
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
     #[error("{path}: {source}")]
     Io {
         path: std::path::PathBuf,
@@ -45,14 +66,14 @@ pub enum Error {
 }
 
 impl From<sqlx::Error> for Error {
-    fn from(e: sqlx::Error) -> Self {
-        Self::Database(e.to_string())
+    fn from(source: sqlx::Error) -> Self {
+        Self::Sql { source }
     }
 }
 
 impl From<sqlx::migrate::MigrateError> for Error {
-    fn from(e: sqlx::migrate::MigrateError) -> Self {
-        Self::Database(format!("migration: {e}"))
+    fn from(source: sqlx::migrate::MigrateError) -> Self {
+        Self::Migration { source }
     }
 }
 

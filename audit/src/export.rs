@@ -222,7 +222,7 @@ pub fn verify_export(input: &mut dyn BufRead, key: &PublicKey) -> Result<Report>
             walker = Some(Walker::new(key, None, [])?);
         }
         if let Some(w) = walker.as_mut() {
-            w.push(&r)?;
+            w.push(&r.view())?;
         }
     }
     match walker {

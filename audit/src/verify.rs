@@ -6,11 +6,11 @@
 
 use crate::checkpoint::{Checkpoint, PublicKey};
 use crate::error::{Error, Result, Tampered};
-use crate::event::{kind, Record};
-use crate::hash_chain::{recompute, GENESIS};
+use crate::event::kind;
+use crate::hash_chain::GENESIS;
 use crate::merkle::{Frontier, Hash};
 use crate::retention;
-use crate::store::{Db, Filter, StoredCheckpoint, PAGE};
+use crate::store::{Db, RecordRef, ScanOptions, StoredCheckpoint};
 
 /// What a successful verification covered.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -106,7 +106,7 @@ impl<'k> Walker<'k> {
         Ok(w)
     }
 
-    pub fn push(&mut self, r: &Record) -> Result<(), Tampered> {
+    pub fn push(&mut self, r: &RecordRef<'_>) -> Result<(), Tampered> {
         let expected = self.seq + 1;
         if r.seq != expected {
             return Err(bad(
@@ -114,13 +114,13 @@ impl<'k> Walker<'k> {
                 format!("event is missing (next stored is {})", r.seq),
             ));
         }
-        if r.prev_hash != self.hash {
+        if *r.prev_hash != self.hash {
             return Err(bad(
                 r.seq,
                 "link to the previous event is broken (deleted, inserted or reordered)",
             ));
         }
-        if recompute(r) != r.hash {
+        if r.content_hash() != *r.hash {
             return Err(bad(
                 r.seq,
                 "event contents do not match its hash (modified)",
@@ -129,14 +129,14 @@ impl<'k> Walker<'k> {
         if r.kind == kind::AUDIT_RETENTION {
             // Every retention record must be a statement the key holder signed; the one
             // naming the walk's starting checkpoint accounts for the events before it.
-            let st = retention::check_record(r, self.key)?;
+            let st = retention::check_record(&r.to_record(), self.key)?;
             if self.retained.as_ref().is_some_and(|a| st.covers(a)) {
                 self.report.retention.get_or_insert(r.seq);
             }
         }
-        self.frontier.push(&r.hash);
+        self.frontier.push(r.hash);
         self.seq = r.seq;
-        self.hash = r.hash;
+        self.hash = *r.hash;
         self.report.events += 1;
         self.report.last_seq = r.seq;
         while self
@@ -238,27 +238,13 @@ pub async fn verify(db: &Db, key: &PublicKey, from: Option<u64>) -> Result<Repor
         }
         (None, None) => Walker::new(key, None, later)?,
     };
-    // Pages are fixed seq ranges read ahead concurrently while the walker hashes the current
-    // one; a gap or an extra row inside a range still shows up as a broken sequence.
+    // Readers fetch and hash pages ahead while the walker links them ([`Db::scan`]); a gap
+    // or an extra row inside a range still shows up as a broken sequence.
     let end = db.last_seq().await?.unwrap_or(0);
-    let mut next = start_size;
-    let mut ahead = std::collections::VecDeque::new();
-    loop {
-        while ahead.len() < READ_AHEAD && next < end {
-            let (db, from, to) = (db.clone(), next, (next + PAGE as u64).min(end));
-            let range = Filter {
-                to_seq: Some(to),
-                ..Filter::default()
-            };
-            ahead.push_back(tokio::spawn(async move { db.page(from, &range).await }));
-            next = to;
-        }
-        let Some(task) = ahead.pop_front() else { break };
-        let page = task
-            .await
-            .map_err(|e| Error::Bug(format!("verify reader: {e}")))??;
-        for r in &page {
-            walker.push(r)?;
+    let mut scan = db.scan(start_size, end, ScanOptions::default());
+    while let Some(page) = scan.next().await {
+        for r in page?.iter() {
+            walker.push(&r)?;
         }
     }
     let mut report = walker.finish()?;
@@ -268,9 +254,6 @@ pub async fn verify(db: &Db, key: &PublicKey, from: Option<u64>) -> Result<Repor
     }
     Ok(report)
 }
-
-/// Pages read concurrently ahead of the walker.
-const READ_AHEAD: usize = 3;
 
 impl From<Tampered> for Error {
     fn from(t: Tampered) -> Self {

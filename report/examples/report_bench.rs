@@ -4,8 +4,11 @@
 //!   of data dir DIR (made by `esm init`), through esm-audit's writer with DIR's audit keys:
 //!   decisions between a few dozen services (about 8 % denied), SDS issuances and renewals,
 //!   registration entries, policy reloads and CA rotations.
-//! - `read DIR`: the baseline: one sequential read of every event, page by page, with no
-//!   checks; prints the count and the seconds it took.
+//! - `read DIR`: the baseline: one sequential read of every event, page by page, by one
+//!   reader, with no checks and no hashing; prints the count and the seconds it took.
+//!
+//! Both take a PostgreSQL store's URL and schema as last arguments to use it instead of
+//! DIR's SQLite file.
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -18,15 +21,27 @@ use std::time::Instant;
 
 use esm_audit::checkpoint::SigningKey;
 use esm_audit::redact::Redactor;
-use esm_audit::store::{Db, Filter};
+use esm_audit::store::{Db, ScanOptions};
 use esm_audit::writer::{start, WriterOptions};
 use esm_audit::{kind, Event, FlatObject, Outcome};
 use time::{Duration, OffsetDateTime};
 
 const SERVICES: u64 = 40;
 
-fn url(dir: &Path) -> String {
-    format!("sqlite://{}", dir.join("audit.db").display())
+/// The store named after DIR on the command line: `URL [SCHEMA]` (a PostgreSQL database),
+/// else DIR's SQLite file.
+struct Store<'a>(Option<&'a String>, Option<&'a String>);
+
+impl Store<'_> {
+    fn url(&self, dir: &Path) -> String {
+        self.0
+            .cloned()
+            .unwrap_or_else(|| format!("sqlite://{}", dir.join("audit.db").display()))
+    }
+
+    fn schema(&self) -> Option<&str> {
+        self.1.map(String::as_str)
+    }
 }
 
 fn id(n: u64) -> String {
@@ -92,8 +107,8 @@ fn event_at(i: u64, t: OffsetDateTime) -> Event {
     e
 }
 
-async fn generate(dir: &Path, n: u64, days: i64) {
-    let db = Db::open(&url(dir), None).await.unwrap();
+async fn generate(dir: &Path, n: u64, days: i64, store: Store<'_>) {
+    let db = Db::open(&store.url(dir), store.schema()).await.unwrap();
     let audit = dir.join("audit");
     let key = SigningKey::load_or_create(&audit).unwrap();
     let redactor = Redactor::load_or_create(&audit).unwrap();
@@ -132,15 +147,21 @@ async fn generate(dir: &Path, n: u64, days: i64) {
     );
 }
 
-async fn read(dir: &Path) {
-    let db = Db::open(&url(dir), None).await.unwrap();
+async fn read(dir: &Path, store: Store<'_>) {
     let started = Instant::now();
-    let (mut after, mut count) = (0, 0u64);
-    loop {
-        let page = db.page(after, &Filter::default()).await.unwrap();
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        count += page.len() as u64;
+    let db = Db::open_to_read(&store.url(dir), store.schema())
+        .await
+        .unwrap();
+    let end = db.last_seq().await.unwrap().unwrap_or(0);
+    let one_reader = ScanOptions {
+        lanes: 1,
+        hashes: false,
+        ..ScanOptions::default()
+    };
+    let mut scan = db.scan(0, end, one_reader);
+    let mut count = 0u64;
+    while let Some(page) = scan.next().await {
+        count += page.unwrap().len() as u64;
     }
     println!(
         "read {count} events in {:.2} s",
@@ -161,8 +182,11 @@ fn main() {
             Path::new(&args[2]),
             args[3].parse().unwrap(),
             args[4].parse().unwrap(),
+            Store(args.get(5), args.get(6)),
         )),
-        Some("read") => rt.block_on(read(Path::new(&args[2]))),
-        _ => eprintln!("usage: report_bench generate DIR N DAYS | read DIR"),
+        Some("read") => rt.block_on(read(Path::new(&args[2]), Store(args.get(3), args.get(4)))),
+        _ => eprintln!(
+            "usage: report_bench generate DIR N DAYS [URL [SCHEMA]] | read DIR [URL [SCHEMA]]"
+        ),
     }
 }

@@ -3,20 +3,18 @@
 //! stops at the first checkpoint after the period that covers all of it. Memory is one
 //! page of records plus the accumulators' bounded state, whatever the period holds.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 
 use esm_audit::checkpoint::PublicKey;
 use esm_audit::event::Record;
-use esm_audit::store::{Db, Filter, StoredCheckpoint, PAGE};
+use esm_audit::store::{Db, Filter, RecordRef, ScanOptions, StoredCheckpoint};
 use esm_audit::verify::Walker;
 
 use crate::checks::{Accumulators, Ev, Params};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::{Activity, CheckResult, CheckpointText, Integrity};
 use crate::period::{rfc3339, Period};
 
-/// Pages read concurrently ahead of the checks.
-const READ_AHEAD: usize = 2;
 /// Nodes and trust domains named in the scope.
 const MAX_NAMES: usize = 20;
 /// Kinds that carry state from before the period (registered entries, the CA's keys).
@@ -38,18 +36,18 @@ pub struct Outcome {
     pub trust_domains: Vec<String>,
 }
 
-fn ev(r: &Record) -> Ev<'_> {
+fn ev<'a>(r: &RecordRef<'a>) -> Ev<'a> {
     Ev {
         seq: r.seq,
         time_ns: r.time_ns,
-        kind: &r.kind,
-        actor: &r.actor,
-        subject: &r.subject,
-        action: &r.action,
-        outcome: &r.outcome,
-        reason: &r.reason,
-        node: &r.node,
-        details: &r.details,
+        kind: r.kind,
+        actor: r.actor,
+        subject: r.subject,
+        action: r.action,
+        outcome: r.outcome,
+        reason: r.reason,
+        node: r.node,
+        details: r.details,
     }
 }
 
@@ -60,9 +58,9 @@ struct Names {
 }
 
 impl Names {
-    fn note(&mut self, r: &Record) {
-        if !r.node.is_empty() && self.nodes.len() < MAX_NAMES && !self.nodes.contains(&r.node) {
-            self.nodes.insert(r.node.clone());
+    fn note(&mut self, r: &RecordRef<'_>) {
+        if !r.node.is_empty() && self.nodes.len() < MAX_NAMES && !self.nodes.contains(r.node) {
+            self.nodes.insert(r.node.to_owned());
         }
         if r.kind.starts_with("ca.") && self.domains.len() < MAX_NAMES {
             if let Some(td) = r.subject.strip_prefix("spiffe://") {
@@ -93,9 +91,9 @@ async fn prelude(db: &Db, to_seq: u64, acc: &mut Accumulators, names: &mut Names
         }
     }
     state.sort_by_key(|r| r.seq);
-    for r in &state {
-        names.note(r);
-        acc.prelude(&ev(r));
+    for r in state.iter().map(Record::view) {
+        names.note(&r);
+        acc.prelude(&ev(&r));
     }
     Ok(())
 }
@@ -165,24 +163,10 @@ pub async fn run(
     let (mut first_seq, mut last_seq, mut in_period) = (None, None, 0u64);
     let mut passed_cover = false;
     let stop_after_ns = period.to_ns.saturating_add(params.clock_tolerance_ns);
-    let mut next = start_size;
-    let mut ahead = VecDeque::new();
+    let mut scan = db.scan(start_size, end, ScanOptions::default());
     let mut stopped = false;
-    'pages: loop {
-        while ahead.len() < READ_AHEAD && next < end {
-            let (db, from, to) = (db.clone(), next, (next + PAGE as u64).min(end));
-            let range = Filter {
-                to_seq: Some(to),
-                ..Filter::default()
-            };
-            ahead.push_back(tokio::spawn(async move { db.page(from, &range).await }));
-            next = to;
-        }
-        let Some(task) = ahead.pop_front() else { break };
-        let page = match task
-            .await
-            .map_err(|e| Error::Bug(format!("store reader: {e}")))?
-        {
+    'pages: while let Some(page) = scan.next().await {
+        let page = match page {
             Ok(p) => p,
             Err(esm_audit::Error::Tampered(t)) => {
                 failure.get_or_insert_with(|| t.to_string());
@@ -191,25 +175,25 @@ pub async fn run(
             }
             Err(e) => return Err(e.into()),
         };
-        for r in &page {
+        for r in page.iter() {
             if let Some(w) = walker.as_mut() {
-                if let Err(t) = w.push(r) {
+                if let Err(t) = w.push(&r) {
                     failure = Some(t.to_string());
                     walker = None;
                 }
             }
             walked = r.seq;
             walked_events += 1;
-            let e = ev(r);
+            let e = ev(&r);
             if period.contains(r.time_ns) {
                 in_period += 1;
                 first_seq.get_or_insert(r.seq);
                 last_seq = Some(r.seq);
                 passed_cover = false;
-                names.note(r);
+                names.note(&r);
                 acc.observe(&e);
             } else if r.time_ns < period.from_ns {
-                names.note(r);
+                names.note(&r);
                 acc.prelude(&e);
             }
             while let Some(cp) = upcoming.next_if(|c| c.tree_size <= r.seq) {
@@ -223,9 +207,7 @@ pub async fn run(
             }
         }
     }
-    for t in ahead {
-        t.abort();
-    }
+    drop(scan);
     if let (Some(w), false) = (walker.take(), stopped) {
         if let Err(t) = w.finish() {
             failure.get_or_insert_with(|| t.to_string());

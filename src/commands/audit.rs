@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 use crate::cli::{AuditCommand, PublicKeyArg};
 use crate::config::Config;
-use crate::evidence::{cli_actor, open_db, Evidence};
+use crate::evidence::{cli_actor, open_db, open_db_to_read, Evidence};
 use crate::exit::usage;
 
 /// A proof file is small; anything bigger is not one of ours.
@@ -39,12 +39,17 @@ pub fn run(
         print!("{}", if *pem { key.to_pem() } else { key.to_text() });
         return Ok(());
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
+    // Two workers: verification decodes and hashes pages beside the walk.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async {
-        let db = open_db(cfg).await?;
+        let db = match command {
+            AuditCommand::Retain { .. } => open_db(cfg).await?,
+            _ => open_db_to_read(cfg).await?,
+        };
         let result = with_db(cfg, env, &db, command).await;
         db.close().await;
         result

@@ -61,7 +61,7 @@ pub fn run(cfg: &Config, args: ReportArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let report = rt.block_on(async {
-        let db = crate::evidence::open_db(cfg)
+        let db = crate::evidence::open_db_to_read(cfg)
             .await
             .map_err(|e| usage(format!("{e:#}")))?;
         let r = esm_report::generate(&db, &key, &req).await;

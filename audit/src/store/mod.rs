@@ -1,11 +1,22 @@
-//! Where records live: SQLite (the default, a file in the data dir) or PostgreSQL. Each
-//! backend module holds only its SQL; this module chooses one by URL and dispatches.
+//! Where records live: SQLite (the default, a file in the data dir) or PostgreSQL. The
+//! store is written once ([`dialect`]) over what the two databases do differently (their
+//! modules); this module chooses one by URL and dispatches. Long reads go through
+//! [`scan`], which reads ahead on several readers while the caller consumes in order.
 
+mod dialect;
+mod page;
 mod postgres;
+mod scan;
 mod sqlite;
+mod sqlite_scan;
+
+use dialect::Dialect;
+pub use page::{Page, RecordRef};
+pub use scan::{Scan, ScanOptions, SCAN_PAGE};
+use sqlx::{Postgres, Sqlite};
 
 use crate::checkpoint::Checkpoint;
-use crate::error::{Error, Result, Tampered};
+use crate::error::{Error, Result};
 use crate::event::Record;
 use crate::merkle::Hash;
 
@@ -29,30 +40,20 @@ pub struct Filter {
     pub kind: Option<String>,
 }
 
-/// `SELECT … WHERE seq > after` with the filter's conditions, ordered, one page long: the
-/// same query on both backends (`push_bind` writes each dialect's placeholders).
-fn page_query<'a, DB>(after: u64, f: &Filter) -> sqlx::QueryBuilder<'a, DB>
-where
-    DB: sqlx::Database,
-    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
-    String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
-{
-    let mut qb = sqlx::QueryBuilder::new(format!("SELECT {COLUMNS} FROM events WHERE seq > "));
-    qb.push_bind(after.max(f.from_seq.unwrap_or(0).saturating_sub(1)) as i64);
-    if let Some(to) = f.to_seq {
-        qb.push(" AND seq <= ").push_bind(to as i64);
-    }
-    if let Some(t) = f.from_time_ns {
-        qb.push(" AND time_ns >= ").push_bind(t);
-    }
-    if let Some(t) = f.to_time_ns {
-        qb.push(" AND time_ns < ").push_bind(t);
-    }
-    if let Some(k) = &f.kind {
-        qb.push(" AND kind = ").push_bind(k.clone());
-    }
-    qb.push(" ORDER BY seq LIMIT ").push_bind(PAGE);
-    qb
+/// Runs `$body` with `$p` bound to the pool (or transaction) and `$D` to its dialect.
+macro_rules! each {
+    ($on:expr, $Sq:path, $Pg:path, |$D:ident, $p:ident| $body:expr) => {
+        match $on {
+            $Sq($p) => {
+                type $D = Sqlite;
+                $body
+            }
+            $Pg($p) => {
+                type $D = Postgres;
+                $body
+            }
+        }
+    };
 }
 
 #[derive(Clone)]
@@ -69,17 +70,52 @@ pub enum WriteTx {
 
 impl Db {
     /// Opens (creating and migrating) the store at `url`: `sqlite://PATH` or
-    /// `postgres://…`. `schema` puts PostgreSQL tables in their own schema.
+    /// `postgres://…`. `schema` puts PostgreSQL tables in their own schema. A SQLite file is
+    /// checked whole first ([`sqlite::open`]), since a writer is about to append to it.
     pub async fn open(url: &str, schema: Option<&str>) -> Result<Self> {
+        Self::open_with(url, schema, true).await
+    }
+
+    /// Opens the store for commands that only read it (verification, reports): as
+    /// [`Db::open`], without reading the whole SQLite file up front (the reads check every
+    /// page they touch, and verification every row).
+    pub async fn open_to_read(url: &str, schema: Option<&str>) -> Result<Self> {
+        Self::open_with(url, schema, false).await
+    }
+
+    async fn open_with(url: &str, schema: Option<&str>, check: bool) -> Result<Self> {
+        let db = Self::connect(url, schema, check).await?;
+        match &db {
+            Self::Sqlite(_) => db.migrate(&sqlite::MIGRATIONS).await?,
+            Self::Postgres(_) => db.migrate(&postgres::MIGRATIONS).await?,
+        }
+        Ok(db)
+    }
+
+    /// Connects without touching any table: the layer for another store in the same
+    /// database (the same SQLite file with its owner-only mode and durability settings, or
+    /// the same PostgreSQL schema), which then runs its own migrations ([`Db::migrate`]).
+    /// `check` reads a SQLite file whole first, as [`Db::open`] does.
+    pub async fn connect(url: &str, schema: Option<&str>, check: bool) -> Result<Self> {
         if let Some(path) = url.strip_prefix("sqlite://") {
-            Ok(Self::Sqlite(sqlite::open(path).await?))
+            Ok(Self::Sqlite(sqlite::connect(path, check).await?))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Self::Postgres(postgres::open(url, schema).await?))
+            Ok(Self::Postgres(postgres::connect(url, schema).await?))
         } else {
             Err(Error::Config(format!(
                 "audit.url {url:?}: expected sqlite://PATH or postgres://…"
             )))
         }
+    }
+
+    /// Applies `migrator` (one per dialect, from `sqlx::migrate!`). Stores sharing a
+    /// database share sqlx's migration table: give each its own version range and
+    /// `set_ignore_missing(true)`, so each ignores the others' versions.
+    pub async fn migrate(&self, migrator: &sqlx::migrate::Migrator) -> Result<()> {
+        each!(self, Self::Sqlite, Self::Postgres, |_D, p| migrator
+            .run(p)
+            .await?);
+        Ok(())
     }
 
     /// The store for the writer thread: on SQLite a connection of its own, opened from the
@@ -94,157 +130,131 @@ impl Db {
 
     pub async fn begin_write(&self) -> Result<WriteTx> {
         Ok(match self {
-            Self::Sqlite(p) => WriteTx::Sqlite(sqlite::begin_write(p).await?),
-            Self::Postgres(p) => WriteTx::Postgres(postgres::begin_write(p).await?),
+            Self::Sqlite(p) => WriteTx::Sqlite(Sqlite::begin_write(p).await?),
+            Self::Postgres(p) => WriteTx::Postgres(Postgres::begin_write(p).await?),
         })
     }
 
     pub async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>> {
-        match self {
-            Self::Sqlite(p) => sqlite::checkpoints(p).await,
-            Self::Postgres(p) => postgres::checkpoints(p).await,
-        }
+        each!(self, Self::Sqlite, Self::Postgres, |D, p| D::checkpoints(
+            p, false
+        )
+        .await)
     }
 
     /// The newest stored event's sequence number, if any.
     pub async fn last_seq(&self) -> Result<Option<u64>> {
-        match self {
-            Self::Sqlite(p) => sqlite::last_seq(p).await,
-            Self::Postgres(p) => postgres::last_seq(p).await,
-        }
+        each!(self, Self::Sqlite, Self::Postgres, |D, p| D::seq_bound(
+            p, false
+        )
+        .await)
     }
 
     /// The oldest stored event's sequence number, if any: above 1 once retention removed
     /// events (or someone deleted them; [`crate::verify`] tells which).
     pub async fn first_seq(&self) -> Result<Option<u64>> {
-        match self {
-            Self::Sqlite(p) => sqlite::first_seq(p).await,
-            Self::Postgres(p) => postgres::first_seq(p).await,
-        }
+        each!(self, Self::Sqlite, Self::Postgres, |D, p| D::seq_bound(
+            p, true
+        )
+        .await)
     }
 
     /// Event hashes with `after < seq <= to`, in order.
     pub async fn hashes(&self, after: u64, to: u64) -> Result<Vec<(u64, Hash)>> {
-        match self {
-            Self::Sqlite(p) => sqlite::hashes(p, after, to).await,
-            Self::Postgres(p) => postgres::hashes(p, after, to).await,
-        }
+        each!(self, Self::Sqlite, Self::Postgres, |D, p| D::hashes(
+            p, after, to
+        )
+        .await)
     }
 
     /// One page of records with `seq > after` matching `filter`, in order. A record whose
     /// stored fields cannot be read is reported as tampering at its sequence number.
     pub async fn page(&self, after: u64, filter: &Filter) -> Result<Vec<Record>> {
-        match self {
-            Self::Sqlite(p) => sqlite::page(p, after, filter).await,
-            Self::Postgres(p) => postgres::page(p, after, filter).await,
+        match self.read_page(after, filter.clone(), PAGE as usize).await {
+            (_, Some(e)) => Err(e),
+            (page, None) => Ok(page.to_records()),
         }
+    }
+
+    /// As [`Db::page`], `limit` rows at most, as a [`Page`]; when a row is unreadable, the
+    /// rows before it come with the error.
+    pub(crate) async fn read_page(
+        &self,
+        after: u64,
+        filter: Filter,
+        limit: usize,
+    ) -> (Page, Option<Error>) {
+        each!(self, Self::Sqlite, Self::Postgres, |D, p| D::page(
+            p, after, filter, limit
+        )
+        .await)
+    }
+
+    /// Reads the events with `after < seq <= to` in order, several pages ahead of the
+    /// caller ([`scan`]). Needs a Tokio runtime.
+    pub fn scan(&self, after: u64, to: u64, opts: ScanOptions) -> Scan {
+        Scan::start(self, after, to, opts)
     }
 
     /// Removes events up to the checkpoint at `up_to`, under the signed `audit.retention`
     /// statement already stored at `statement_seq` (see [`crate::retention::retain`]); the
     /// database refuses a statement that is missing or names another prefix.
     pub async fn retain(&self, up_to: u64, statement_seq: u64, now_ns: i64) -> Result<u64> {
-        match self {
-            Self::Sqlite(p) => sqlite::retain(p, up_to, statement_seq, now_ns).await,
-            Self::Postgres(p) => postgres::retain(p, up_to, statement_seq, now_ns).await,
-        }
+        each!(self, Self::Sqlite, Self::Postgres, |D, p| {
+            D::retain(p, up_to, statement_seq, now_ns).await
+        })
     }
 
     pub async fn close(&self) {
-        match self {
-            Self::Sqlite(p) => p.close().await,
-            Self::Postgres(p) => p.close().await,
-        }
+        each!(self, Self::Sqlite, Self::Postgres, |_D, p| p.close().await)
     }
 }
 
 impl WriteTx {
     /// The last stored (seq, hash).
     pub async fn tail(&mut self) -> Result<Option<(u64, Hash)>> {
-        match self {
-            Self::Sqlite(t) => sqlite::tail(t).await,
-            Self::Postgres(t) => postgres::tail(t).await,
-        }
+        each!(self, Self::Sqlite, Self::Postgres, |D, t| D::tail(&mut **t)
+            .await)
     }
 
     pub async fn latest_checkpoint(&mut self) -> Result<Option<StoredCheckpoint>> {
-        match self {
-            Self::Sqlite(t) => sqlite::latest_checkpoint(t).await,
-            Self::Postgres(t) => postgres::latest_checkpoint(t).await,
-        }
+        each!(self, Self::Sqlite, Self::Postgres, |D, t| {
+            Ok(D::checkpoints(&mut **t, true).await?.pop())
+        })
     }
 
     /// Event hashes with seq > `after`, in order (to rebuild the Merkle frontier).
     pub async fn hashes_after(&mut self, after: u64) -> Result<Vec<Hash>> {
-        match self {
-            Self::Sqlite(t) => sqlite::hashes_after(t, after).await,
-            Self::Postgres(t) => postgres::hashes_after(t, after).await,
-        }
+        each!(self, Self::Sqlite, Self::Postgres, |D, t| {
+            let all = D::hashes(&mut **t, after, u64::MAX).await?;
+            Ok(all.into_iter().map(|(_, h)| h).collect())
+        })
     }
 
     pub async fn insert(&mut self, records: &[Record]) -> Result<()> {
-        match self {
-            Self::Sqlite(t) => sqlite::insert(t, records).await,
-            Self::Postgres(t) => postgres::insert(t, records).await,
-        }
+        each!(self, Self::Sqlite, Self::Postgres, |D, t| D::insert(
+            t, records
+        )
+        .await)
     }
 
     pub async fn insert_checkpoint(&mut self, cp: &Checkpoint, frontier: &[u8]) -> Result<()> {
-        match self {
-            Self::Sqlite(t) => sqlite::insert_checkpoint(t, cp, frontier).await,
-            Self::Postgres(t) => postgres::insert_checkpoint(t, cp, frontier).await,
-        }
+        each!(self, Self::Sqlite, Self::Postgres, |D, t| {
+            D::insert_checkpoint(&mut **t, cp, frontier).await
+        })
     }
 
     pub async fn commit(self) -> Result<()> {
-        match self {
-            Self::Sqlite(t) => t.commit().await?,
-            Self::Postgres(t) => t.commit().await?,
-        }
+        each!(self, Self::Sqlite, Self::Postgres, |_D, t| t
+            .commit()
+            .await?);
         Ok(())
     }
 }
 
-pub(crate) fn hash32(seq: u64, what: &str, v: &[u8]) -> Result<Hash> {
-    v.try_into().map_err(|_| {
-        Error::Tampered(Tampered {
-            seq,
-            reason: format!("{what} is {} bytes, not 32", v.len()),
-        })
-    })
-}
-
-pub(crate) fn text(seq: u64, what: &str, v: &[u8]) -> Result<String> {
-    String::from_utf8(v.to_vec()).map_err(|_| {
-        Error::Tampered(Tampered {
-            seq,
-            reason: format!("{what} is not valid UTF-8"),
-        })
-    })
-}
-
-pub(crate) fn checkpoint_from(
-    tree_size: i64,
-    root: &[u8],
-    last_hash: &[u8],
-    frontier: Vec<u8>,
-    time_ns: i64,
-    key_id: String,
-    signature: Vec<u8>,
-) -> Result<StoredCheckpoint> {
-    let seq = tree_size as u64;
-    Ok(StoredCheckpoint {
-        checkpoint: Checkpoint {
-            tree_size: seq,
-            root: hash32(seq, "checkpoint root", root)?,
-            last_hash: hash32(seq, "checkpoint last hash", last_hash)?,
-            time_ns,
-            key_id,
-            signature,
-        },
-        frontier,
-    })
-}
-
 /// The columns every read selects, in [`Record`] order.
 pub(crate) const COLUMNS: &str = "seq, time_ns, kind, actor, subject, action, outcome, reason, correlation_id, node, details, prev_hash, hash";
+
+/// The checkpoint columns, in [`StoredCheckpoint`] order as `dialect` reads them.
+pub(crate) const CP_COLUMNS: &str =
+    "tree_size, root, last_hash, frontier, time_ns, key_id, signature";

@@ -115,9 +115,9 @@ impl AnomalyChecks {
             .max(params.spike_factor.saturating_mul(baseline));
         for (hour, (n, seq)) in &self.hourly {
             if *n >= threshold {
-                spikes.except(
+                spikes.except_with(
                     Some(*seq),
-                    format!(
+                    || format!(
                         "{n} denials in the hour from {} (baseline {baseline}/hour, threshold {threshold})",
                         rfc3339(self.period.from_ns + hour * NS_PER_HOUR)
                     ),
@@ -139,23 +139,21 @@ impl AnomalyChecks {
             .collect();
         new.sort_by_key(|(_, _, p)| p.first_seq);
         for (caller, service, p) in &new {
-            fresh.except(
-                Some(p.first_seq),
+            fresh.except_with(Some(p.first_seq), || {
                 format!(
                     "{caller} → {service} first seen {}: {} allowed, {} denied",
                     rfc3339(p.first_ns),
                     p.allow,
                     p.deny
-                ),
-            );
+                )
+            });
         }
         fresh.add("pairs", self.pair_count as u64);
         fresh.add("new_after_baseline", new.len() as u64);
         let status = if self.overflow {
-            fresh.except(
-                None,
-                format!("more than {MAX_KEYS} pairs: the rest not tracked"),
-            );
+            fresh.except_with(None, || {
+                format!("more than {MAX_KEYS} pairs: the rest not tracked")
+            });
             Status::InsufficientEvidence
         } else if !new.is_empty() {
             Status::Manual

@@ -127,13 +127,12 @@ impl AuthzChecks {
                 self.by_policy.support(e.seq);
                 self.note_hash(h, e.seq);
             }
-            _ => self.by_policy.except(
-                Some(e.seq),
+            _ => self.by_policy.except_with(Some(e.seq), || {
                 format!(
                     "{} → {} decided without a policy (set {set}): {}",
                     e.actor, e.subject, e.reason
-                ),
-            ),
+                )
+            }),
         }
         if d.dry_run {
             let would_deny = u64::from(d.policy_allowed == Some(false));
@@ -167,9 +166,9 @@ impl AuthzChecks {
 
     fn close_dry(t: &mut Tally, set: &str, r: &DryRun) {
         t.add("dry_run_decisions", r.decisions);
-        t.except(
+        t.except_with(
             Some(r.first_seq),
-            format!(
+            || format!(
                 "policy set {set} in dry-run from {} to {}: {} decisions, {} the policy would have denied",
                 rfc3339(r.from_ns),
                 rfc3339(r.to_ns),
@@ -218,15 +217,14 @@ impl AuthzChecks {
                     dbd.count("deny_by_default");
                     dbd.support(*seq);
                 }
-                Some(false) => dbd.except(
-                    Some(*seq),
-                    format!("policy {h} allows a request it does not grant"),
-                ),
+                Some(false) => dbd.except_with(Some(*seq), || {
+                    format!("policy {h} allows a request it does not grant")
+                }),
                 None => {
                     unknown_hashes += 1;
-                    dbd.except(
+                    dbd.except_with(
                         Some(*seq),
-                        format!("policy {h} was not available to examine (pass its files with --policies)"),
+                        || format!("policy {h} was not available to examine (pass its files with --policies)"),
                     );
                 }
             }
@@ -247,22 +245,20 @@ impl AuthzChecks {
 
         for (id, u) in &self.unknown {
             let who = if id.is_empty() { "(no identity)" } else { id };
-            self.callers.except(
-                Some(u.first_seq),
+            self.callers.except_with(Some(u.first_seq), || {
                 format!(
                     "caller {who} has no registration entry: {} allowed, {} denied",
                     u.allow, u.deny
-                ),
-            );
+                )
+            });
         }
         self.callers.add("decisions", n);
         self.callers
             .add("unknown_identities", self.unknown.len() as u64);
         let callers = if self.overflow {
-            self.callers.except(
-                None,
-                format!("more than {MAX_KEYS} identities or entries: not all tracked"),
-            );
+            self.callers.except_with(None, || {
+                format!("more than {MAX_KEYS} identities or entries: not all tracked")
+            });
             self.callers
                 .result("authz.known_callers", Status::InsufficientEvidence)
         } else {

@@ -102,7 +102,7 @@ impl CaChecks {
                 self.rotation.support(e.seq);
             } else {
                 self.rotation
-                    .except(Some(e.seq), format!("CA rotation failed: {}", e.reason));
+                    .except_with(Some(e.seq), || format!("CA rotation failed: {}", e.reason));
             }
         }
     }
@@ -205,10 +205,9 @@ impl ChangeChecks {
         if problems.is_empty() {
             self.t.support(e.seq);
         } else {
-            self.t.except(
-                Some(e.seq),
-                format!("{} change of {}: {}", what, e.subject, problems.join("; ")),
-            );
+            self.t.except_with(Some(e.seq), || {
+                format!("{} change of {}: {}", what, e.subject, problems.join("; "))
+            });
         }
     }
 

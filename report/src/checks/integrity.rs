@@ -43,7 +43,7 @@ impl AuditChecks {
         if e.kind == esm_audit::kind::AUDIT_GAP {
             self.gap_records += 1;
             self.gaps
-                .except(Some(e.seq), format!("audit gap: {}", e.reason));
+                .except_with(Some(e.seq), || format!("audit gap: {}", e.reason));
         }
         self.pending += 1;
         match &mut self.pending_first {
@@ -61,9 +61,9 @@ impl AuditChecks {
         self.schedule.support(tree_size);
         let limit = self.every + MAX_BATCH;
         if self.pending > limit {
-            self.schedule.except(
+            self.schedule.except_with(
                 Some(tree_size),
-                format!(
+                || format!(
                     "checkpoint at {tree_size} came after {} events (seq {first} on), more than {limit}",
                     self.pending
                 ),
@@ -71,9 +71,9 @@ impl AuditChecks {
         }
         let waited = time_ns - earliest;
         if waited > self.interval_ns + SCHEDULE_SLACK_NS {
-            self.schedule.except(
+            self.schedule.except_with(
                 Some(first),
-                format!(
+                || format!(
                     "events from seq {first} ({}) waited {}s for the checkpoint at {tree_size}; the interval is {}s",
                     rfc3339(earliest),
                     waited / NS_PER_SEC,
@@ -88,13 +88,12 @@ impl AuditChecks {
     pub fn finish(mut self, now_ns: i64) -> Vec<CheckResult> {
         if let Some((first, earliest)) = self.pending_first {
             if now_ns - earliest > self.interval_ns + SCHEDULE_SLACK_NS {
-                self.schedule.except(
-                    Some(first),
+                self.schedule.except_with(Some(first), || {
                     format!(
                         "{} events from seq {first} are covered by no signed checkpoint",
                         self.pending
-                    ),
-                );
+                    )
+                });
             } else {
                 self.schedule.count("awaiting_checkpoint");
             }
@@ -154,16 +153,15 @@ impl ClockCheck {
         self.events += 1;
         match self.latest {
             Some((seq, t)) if e.time_ns < t - self.tolerance_ns => {
-                self.t.except(
-                    Some(e.seq),
+                self.t.except_with(Some(e.seq), || {
                     format!(
                         "seq {} at {} is {}s before seq {seq} at {}",
                         e.seq,
                         rfc3339(e.time_ns),
                         (t - e.time_ns) / NS_PER_SEC,
                         rfc3339(t)
-                    ),
-                );
+                    )
+                });
             }
             Some((_, t)) if e.time_ns <= t => {}
             _ => self.latest = Some((e.seq, e.time_ns)),

@@ -119,11 +119,18 @@ impl Tally {
     }
 
     pub fn except(&mut self, seq: Option<u64>, message: impl Into<String>) {
+        self.except_with(seq, || message.into());
+    }
+
+    /// As [`Tally::except`], writing the message only when it is kept: a check that finds
+    /// an exception in every event (a clock set back, then every later event is early)
+    /// would otherwise format millions of messages to keep fifty.
+    pub fn except_with(&mut self, seq: Option<u64>, message: impl FnOnce() -> String) {
         self.exceptions_total += 1;
         if self.exceptions.len() < MAX_EXCEPTIONS {
             self.exceptions.push(Exception {
                 seq,
-                message: message.into(),
+                message: message(),
             });
         }
     }

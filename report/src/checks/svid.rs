@@ -73,24 +73,22 @@ impl SvidChecks {
         self.issued += 1;
         self.ttl.count("issued");
         let Some((not_after, by_cli)) = not_after_ns(e.details) else {
-            self.ttl.except(
-                Some(e.seq),
-                format!("SVID for {}: no readable not_after", e.subject),
-            );
+            self.ttl.except_with(Some(e.seq), || {
+                format!("SVID for {}: no readable not_after", e.subject)
+            });
             return;
         };
         let lifetime = not_after - e.time_ns;
         if let Some(max) = self.max_ttl_ns {
             if lifetime > max + TTL_SLACK_NS {
-                self.ttl.except(
-                    Some(e.seq),
+                self.ttl.except_with(Some(e.seq), || {
                     format!(
                         "SVID for {} lives {}, over the maximum of {}",
                         e.subject,
                         minutes(lifetime),
                         minutes(max)
-                    ),
-                );
+                    )
+                });
             } else {
                 self.ttl.support(e.seq);
             }
@@ -105,8 +103,7 @@ impl SvidChecks {
         if let Some(prev) = self.holders.get(&key) {
             self.renewals += 1;
             if e.time_ns > prev.not_after_ns {
-                self.renew.except(
-                    Some(e.seq),
+                self.renew.except_with(Some(e.seq), || {
                     format!(
                         "{} (caller {}) had no valid SVID from {} (seq {} expired) to {}",
                         e.subject,
@@ -114,8 +111,8 @@ impl SvidChecks {
                         rfc3339(prev.not_after_ns),
                         prev.seq,
                         rfc3339(e.time_ns)
-                    ),
-                );
+                    )
+                });
             } else {
                 self.renew.count("renewed_in_time");
                 self.renew.support(e.seq);
@@ -153,10 +150,9 @@ impl SvidChecks {
         self.renew.add("expired_without_successor", lapsed);
         self.renew.add("renewals", self.renewals);
         let renew = if self.overflow {
-            self.renew.except(
-                None,
-                format!("more than {MAX_KEYS} SVID holders: renewals of the rest not tracked"),
-            );
+            self.renew.except_with(None, || {
+                format!("more than {MAX_KEYS} SVID holders: renewals of the rest not tracked")
+            });
             self.renew
                 .result("svid.renewed_before_expiry", Status::InsufficientEvidence)
         } else {

@@ -1,0 +1,373 @@
+//! A page of stored events as read: every text field of every row in one buffer, so reading
+//! a row costs a copy of its bytes and no allocation per field. Both databases' readers
+//! fill pages through [`PageBuilder`], which is also where a row that cannot be an event esm
+//! wrote (text that is not UTF-8, a hash that is not 32 bytes) is reported as tampering at
+//! its sequence number.
+
+use crate::error::{Error, Result, Tampered};
+use crate::event::Record;
+use crate::hash_chain;
+use crate::merkle::Hash;
+
+/// The text columns, in [`Record`] order (also their order in every SELECT).
+pub(crate) const TEXT_FIELDS: [&str; 9] = [
+    "kind",
+    "actor",
+    "subject",
+    "action",
+    "outcome",
+    "reason",
+    "correlation_id",
+    "node",
+    "details",
+];
+
+/// One stored event, borrowed from the page (or the [`Record`]) that holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    pub seq: u64,
+    pub time_ns: i64,
+    pub kind: &'a str,
+    pub actor: &'a str,
+    pub subject: &'a str,
+    pub action: &'a str,
+    pub outcome: &'a str,
+    pub reason: &'a str,
+    pub correlation_id: &'a str,
+    pub node: &'a str,
+    pub details: &'a str,
+    pub prev_hash: &'a Hash,
+    pub hash: &'a Hash,
+    /// The event's hash recomputed from the fields above and `prev_hash`, when the reader
+    /// already did it (a scan hashes on its reader threads, beside the consumer).
+    pub recomputed: Option<&'a Hash>,
+}
+
+impl RecordRef<'_> {
+    pub fn fields(&self) -> [&str; 9] {
+        [
+            self.kind,
+            self.actor,
+            self.subject,
+            self.action,
+            self.outcome,
+            self.reason,
+            self.correlation_id,
+            self.node,
+            self.details,
+        ]
+    }
+
+    /// The hash the event's fields give, computed now unless the reader already did.
+    pub fn content_hash(&self) -> Hash {
+        match self.recomputed {
+            Some(h) => *h,
+            None => hash_chain::event_hash(self.prev_hash, self.seq, self.time_ns, self.fields()),
+        }
+    }
+
+    pub fn to_record(&self) -> Record {
+        Record {
+            seq: self.seq,
+            time_ns: self.time_ns,
+            kind: self.kind.to_owned(),
+            actor: self.actor.to_owned(),
+            subject: self.subject.to_owned(),
+            action: self.action.to_owned(),
+            outcome: self.outcome.to_owned(),
+            reason: self.reason.to_owned(),
+            correlation_id: self.correlation_id.to_owned(),
+            node: self.node.to_owned(),
+            details: self.details.to_owned(),
+            prev_hash: *self.prev_hash,
+            hash: *self.hash,
+        }
+    }
+}
+
+impl Record {
+    pub fn view(&self) -> RecordRef<'_> {
+        RecordRef {
+            seq: self.seq,
+            time_ns: self.time_ns,
+            kind: &self.kind,
+            actor: &self.actor,
+            subject: &self.subject,
+            action: &self.action,
+            outcome: &self.outcome,
+            reason: &self.reason,
+            correlation_id: &self.correlation_id,
+            node: &self.node,
+            details: &self.details,
+            prev_hash: &self.prev_hash,
+            hash: &self.hash,
+            recomputed: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Row {
+    seq: u64,
+    time_ns: i64,
+    /// Where each text field ends in the page's text; the first starts at `start`.
+    start: usize,
+    ends: [usize; 9],
+    prev_hash: Hash,
+    hash: Hash,
+}
+
+/// Consecutive stored events (by sequence number), in order.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    text: String,
+    rows: Vec<Row>,
+    recomputed: Vec<Hash>,
+}
+
+impl Page {
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    pub fn last_seq(&self) -> Option<u64> {
+        self.rows.last().map(|r| r.seq)
+    }
+
+    pub fn get(&self, i: usize) -> Option<RecordRef<'_>> {
+        let r = self.rows.get(i)?;
+        let mut at = r.start;
+        let f = r.ends.map(|end| {
+            let s = self.text.get(at..end).unwrap_or_default();
+            at = end;
+            s
+        });
+        Some(RecordRef {
+            seq: r.seq,
+            time_ns: r.time_ns,
+            kind: f[0],
+            actor: f[1],
+            subject: f[2],
+            action: f[3],
+            outcome: f[4],
+            reason: f[5],
+            correlation_id: f[6],
+            node: f[7],
+            details: f[8],
+            prev_hash: &r.prev_hash,
+            hash: &r.hash,
+            recomputed: self.recomputed.get(i),
+        })
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = RecordRef<'_>> + '_ {
+        (0..self.rows.len()).filter_map(|i| self.get(i))
+    }
+
+    pub fn to_records(&self) -> Vec<Record> {
+        self.iter().map(|r| r.to_record()).collect()
+    }
+
+    /// Recomputes every event's hash from its fields, for [`RecordRef::recomputed`].
+    pub(crate) fn recompute_hashes(&mut self) {
+        let hashes: Vec<Hash> = self.iter().map(|r| r.content_hash()).collect();
+        self.recomputed = hashes;
+    }
+}
+
+/// Fills a [`Page`] one row at a time, checking each field as it comes.
+#[derive(Debug, Default)]
+pub(crate) struct PageBuilder {
+    page: Page,
+    row: Option<Row>,
+    field: usize,
+}
+
+impl PageBuilder {
+    pub fn with_capacity(rows: usize) -> Self {
+        let mut page = Page::default();
+        page.rows.reserve(rows);
+        page.text.reserve(rows * 256);
+        Self {
+            page,
+            row: None,
+            field: 0,
+        }
+    }
+
+    /// Starts the row of the event at `seq`.
+    pub fn row(&mut self, seq: u64, time_ns: i64) {
+        self.row = Some(Row {
+            seq,
+            time_ns,
+            start: self.page.text.len(),
+            ends: [0; 9],
+            prev_hash: [0; 32],
+            hash: [0; 32],
+        });
+        self.field = 0;
+    }
+
+    /// The row's next text field, as the database holds it.
+    pub fn text(&mut self, bytes: &[u8]) -> Result<()> {
+        let (seq, field) = (self.seq(), self.field);
+        let what = TEXT_FIELDS.get(field).copied().unwrap_or("text");
+        let s = std::str::from_utf8(bytes)
+            .map_err(|_| tampered(seq, format!("{what} is not valid UTF-8")))?;
+        self.page.text.push_str(s);
+        let end = self.page.text.len();
+        let row = self.row.as_mut().ok_or_else(|| bug("text before row"))?;
+        *row.ends
+            .get_mut(field)
+            .ok_or_else(|| bug("more than nine text fields"))? = end;
+        self.field += 1;
+        Ok(())
+    }
+
+    /// Ends the row with its two hashes.
+    pub fn hashes(&mut self, prev_hash: &[u8], hash: &[u8]) -> Result<()> {
+        let seq = self.seq();
+        let mut row = self.row.take().ok_or_else(|| bug("hashes before row"))?;
+        if self.field != TEXT_FIELDS.len() {
+            return Err(bug("row ended before its text fields"));
+        }
+        row.prev_hash = hash32(seq, "prev_hash", prev_hash)?;
+        row.hash = hash32(seq, "hash", hash)?;
+        self.page.rows.push(row);
+        Ok(())
+    }
+
+    /// The sequence number of the row being read (for naming it in a finding).
+    pub fn seq(&self) -> u64 {
+        self.row.as_ref().map_or(0, |r| r.seq)
+    }
+
+    /// The rows completed so far; a row left half read is dropped.
+    pub fn finish(self) -> Page {
+        self.page
+    }
+}
+
+pub(crate) fn tampered(seq: u64, reason: impl Into<String>) -> Error {
+    Error::Tampered(Tampered {
+        seq,
+        reason: reason.into(),
+    })
+}
+
+fn bug(what: &str) -> Error {
+    Error::Bug(format!("page builder: {what}"))
+}
+
+pub(crate) fn hash32(seq: u64, what: &str, v: &[u8]) -> Result<Hash> {
+    v.try_into()
+        .map_err(|_| tampered(seq, format!("{what} is {} bytes, not 32", v.len())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(rows: &[(u64, [&[u8]; 9])]) -> (Page, Option<Error>) {
+        let mut b = PageBuilder::with_capacity(rows.len());
+        for (seq, fields) in rows {
+            b.row(*seq, *seq as i64 * 10);
+            for f in fields {
+                if let Err(e) = b.text(f) {
+                    return (b.finish(), Some(e));
+                }
+            }
+            if let Err(e) = b.hashes(&[1; 32], &[2; 32]) {
+                return (b.finish(), Some(e));
+            }
+        }
+        (b.finish(), None)
+    }
+
+    const F: [&[u8]; 9] = [b"k", b"a", b"", b"act", b"allow", b"", b"c", b"n", b"{}"];
+
+    #[test]
+    fn rows_read_back_field_by_field() {
+        let mut second = F;
+        second[8] = b"{\"x\":1}";
+        let (page, err) = build(&[(7, F), (8, second)]);
+        assert!(err.is_none());
+        assert_eq!(page.len(), 2);
+        let r = page.get(1).unwrap();
+        assert_eq!(
+            (r.seq, r.time_ns, r.kind, r.details),
+            (8, 80, "k", "{\"x\":1}")
+        );
+        assert_eq!(r.outcome, "allow");
+        assert_eq!(
+            page.to_records()[0].view().fields(),
+            F.map(|f| std::str::from_utf8(f).unwrap())
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_tampering_at_its_row_and_keeps_the_rows_before() {
+        let mut bad = F;
+        bad[1] = b"\xff\x00";
+        let (page, err) = build(&[(3, F), (4, bad)]);
+        match err {
+            Some(Error::Tampered(t)) => {
+                assert_eq!(t.seq, 4);
+                assert!(t.reason.contains("actor"), "{t}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(page.last_seq(), Some(3));
+    }
+
+    #[test]
+    fn a_short_hash_is_tampering() {
+        let mut b = PageBuilder::with_capacity(1);
+        b.row(9, 0);
+        for f in F {
+            b.text(f).unwrap();
+        }
+        match b.hashes(&[0; 31], &[0; 32]) {
+            Err(Error::Tampered(t)) => assert_eq!(
+                (t.seq, t.reason.as_str()),
+                (9, "prev_hash is 31 bytes, not 32")
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn recomputed_hashes_match_the_chain() {
+        let rec = hash_chain::link(
+            crate::event::Prepared {
+                time_ns: 5,
+                kind: "svid.issued".into(),
+                actor: "a".into(),
+                subject: "s".into(),
+                action: "issue".into(),
+                outcome: "success".into(),
+                reason: String::new(),
+                correlation_id: String::new(),
+                node: "n".into(),
+                details: "{}".into(),
+            },
+            0,
+            hash_chain::GENESIS,
+        );
+        let mut b = PageBuilder::with_capacity(1);
+        b.row(rec.seq, rec.time_ns);
+        for f in rec.view().fields() {
+            b.text(f.as_bytes()).unwrap();
+        }
+        b.hashes(&rec.prev_hash, &rec.hash).unwrap();
+        let mut page = b.finish();
+        assert_eq!(page.get(0).unwrap().recomputed, None);
+        page.recompute_hashes();
+        assert_eq!(page.get(0).unwrap().recomputed, Some(&rec.hash));
+        assert_eq!(page.get(0).unwrap().to_record(), rec);
+    }
+}
