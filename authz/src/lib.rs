@@ -8,15 +8,19 @@
 
 pub mod bundle;
 mod bundle_json;
+mod bytecode_check;
+mod bytecode_sources;
 pub mod check;
 pub mod decision;
 pub mod decision_memo;
+pub mod engine;
 pub mod error;
 pub mod input;
 pub mod input_reads;
 pub mod jwt;
 pub mod jwt_builtins;
 mod jwt_pem;
+pub mod memo_key;
 pub mod parsed;
 pub mod policy_set;
 pub mod projection;
@@ -24,6 +28,7 @@ pub mod reload;
 pub mod response;
 pub mod service;
 pub mod source;
+mod view;
 pub mod xfcc;
 
 pub use error::{Error, Result};
