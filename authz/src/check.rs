@@ -64,6 +64,14 @@ pub struct Checked {
     pub memoized: bool,
 }
 
+impl Checked {
+    /// Whether the rule was evaluated for this decision (not answered by the memo, not
+    /// refused before evaluation).
+    pub fn evaluated(&self) -> bool {
+        !self.memoized && !matches!(self.failure, Some((Failure::Input, _)))
+    }
+}
+
 /// A denial (allowed in dry-run) the policy did not make.
 pub fn refuse(kind: Failure, reason: String, opts: &CheckOptions) -> Checked {
     Checked {

@@ -65,6 +65,14 @@ impl std::fmt::Debug for Bytecode {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// VM answers the interpreter evaluated again (undefined, or a VM error), process-wide.
+static RECHECKED: AtomicU64 = AtomicU64::new(0);
+
+/// How many VM answers the interpreter has evaluated again since the process started.
+pub fn rechecked_total() -> u64 {
+    RECHECKED.load(Ordering::Relaxed)
+}
+
 /// A thread's VM for one set.
 struct Loaded {
     id: u64,
@@ -123,8 +131,12 @@ impl Bytecode {
     /// Evaluates the rule for `input` on this thread's VM; the interpreter answers instead
     /// when the VM's answer is undefined or an error other than a limit (the time budget).
     pub fn eval(&self, input: Value) -> Result<Value> {
+        let recheck = |input| {
+            RECHECKED.fetch_add(1, Ordering::Relaxed);
+            interpret(&self.policy, input)
+        };
         match self.run(&input) {
-            Ok(Value::Undefined) => interpret(&self.policy, input),
+            Ok(Value::Undefined) => recheck(input),
             Ok(v) => Ok(v),
             Err(
                 e @ (VmError::TimeLimitExceeded { .. }
@@ -132,7 +144,7 @@ impl Bytecode {
                 | VmError::MemoryBudgetExceeded { .. }
                 | VmError::RegexSizeLimitExceeded { .. }),
             ) => Err(Error::Evaluation(e.to_string())),
-            Err(_) => interpret(&self.policy, input),
+            Err(_) => recheck(input),
         }
     }
 

@@ -285,9 +285,12 @@ pub(crate) fn build_view(view: &View<'_>, opts: InputOptions, need: &Projection)
         let v = parsed::parsed_query(view.path())?;
         input.set("parsed_query", |_| v);
     }
-    let (parsed_body, truncated) = view.parsed_body()?;
-    input.set("parsed_body", |_| parsed_body);
-    input.set("truncated_body", |_| Value::from(truncated));
+    // Only a body can be refused for what it holds: without one, it is made only if read.
+    if view.has_body() || need.wants("parsed_body") || need.wants("truncated_body") {
+        let (parsed_body, truncated) = view.parsed_body()?;
+        input.set("parsed_body", |_| parsed_body);
+        input.set("truncated_body", |_| Value::from(truncated));
+    }
     input.set("version", |need| {
         let mut version = Obj::new(need);
         version
@@ -305,7 +308,7 @@ pub(crate) fn build_view(view: &View<'_>, opts: InputOptions, need: &Projection)
         let mut src = Obj::new(need);
         src.put("spiffe_id", |_| {
             view.source_spiffe_id(opts)
-                .map_or(Value::Undefined, |id| Value::from(&*id))
+                .map_or(Value::Undefined, Value::from)
         });
         src.done()
     });

@@ -13,6 +13,7 @@ mod bytecode_sources;
 pub mod check;
 pub mod decision;
 pub mod decision_memo;
+pub mod decision_record;
 pub mod engine;
 pub mod error;
 pub mod input;

@@ -215,7 +215,7 @@ fn write_part(part: &Part, view: &View<'_>, opts: InputOptions, out: &mut Vec<u8
             out,
             view.attrs.context_extensions.get(name).map(String::as_str),
         ),
-        Part::SpiffeId(Side::Source) => opt_str(out, view.source_spiffe_id(opts).as_deref()),
+        Part::SpiffeId(Side::Source) => opt_str(out, view.source_spiffe_id(opts)),
         Part::SpiffeId(Side::Destination) => opt_str(out, view.destination_spiffe_id()),
         Part::SourcePrincipal => opt_str(out, Some(principal_of(view.attrs.source.as_ref()))),
         Part::ParsedPath => opt_str(out, Some(parsed::path_part(view.path()))),

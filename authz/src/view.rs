@@ -4,6 +4,7 @@
 //! makes a memo hit answer exactly the requests a fresh evaluation would.
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::collections::HashMap;
 
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer};
@@ -72,6 +73,9 @@ pub(crate) struct View<'r> {
     pub(crate) attrs: &'r AttributeContext,
     pub(crate) http: Option<&'r HttpRequest>,
     pub(crate) headers: Option<Headers<'r>>,
+    /// The callers' SPIFFE IDs, found once for the key and the input both.
+    source_id: OnceCell<Option<Cow<'r, str>>>,
+    destination_id: OnceCell<Option<&'r str>>,
 }
 
 impl<'r> View<'r> {
@@ -84,6 +88,8 @@ impl<'r> View<'r> {
             attrs,
             http,
             headers,
+            source_id: OnceCell::new(),
+            destination_id: OnceCell::new(),
         })
     }
 
@@ -99,6 +105,12 @@ impl<'r> View<'r> {
     /// Only an escape can make the path or query fail to parse.
     pub(crate) fn path_has_escapes(&self) -> bool {
         self.path().contains('%')
+    }
+
+    /// Whether the request has a body (only a body can be refused for what it holds).
+    pub(crate) fn has_body(&self) -> bool {
+        self.http
+            .is_some_and(|h| !h.body.is_empty() || !h.raw_body.is_empty())
     }
 
     /// The body as text: `body`, else `raw_body` decoded lossily.
@@ -136,26 +148,36 @@ impl<'r> View<'r> {
             parsed::parsed_path(self.path())?;
             parsed::parsed_query(self.path())?;
         }
-        self.parsed_body().map(drop)
+        if self.has_body() {
+            self.parsed_body()?;
+        }
+        Ok(())
     }
 
     /// The caller's SPIFFE ID: its principal, or (with `xfcc`) the URI of the last
     /// `x-forwarded-client-cert` element.
-    pub(crate) fn source_spiffe_id(&self, opts: InputOptions) -> Option<Cow<'r, str>> {
-        if let Some(id) = spiffe_id_of(principal_of(self.attrs.source.as_ref())) {
-            return Some(Cow::Borrowed(id));
-        }
-        if !opts.xfcc {
-            return None;
-        }
-        self.header("x-forwarded-client-cert")
-            .and_then(crate::xfcc::caller_uri)
-            .filter(|uri| spiffe_id_of(uri).is_some())
-            .map(Cow::Owned)
+    /// `opts` must be the same for every call on one view.
+    pub(crate) fn source_spiffe_id(&self, opts: InputOptions) -> Option<&str> {
+        self.source_id
+            .get_or_init(|| {
+                if let Some(id) = spiffe_id_of(principal_of(self.attrs.source.as_ref())) {
+                    return Some(Cow::Borrowed(id));
+                }
+                if !opts.xfcc {
+                    return None;
+                }
+                self.header("x-forwarded-client-cert")
+                    .and_then(crate::xfcc::caller_uri)
+                    .filter(|uri| spiffe_id_of(uri).is_some())
+                    .map(Cow::Owned)
+            })
+            .as_deref()
     }
 
     pub(crate) fn destination_spiffe_id(&self) -> Option<&'r str> {
-        spiffe_id_of(principal_of(self.attrs.destination.as_ref()))
+        *self
+            .destination_id
+            .get_or_init(|| spiffe_id_of(principal_of(self.attrs.destination.as_ref())))
     }
 }
 
@@ -169,13 +191,14 @@ pub fn spiffe_id_of(principal: &str) -> Option<&str> {
     let rest = principal.strip_prefix("spiffe://")?;
     // ASCII white space and controls are all at or below a space, or DEL; only a principal
     // with other bytes needs the Unicode classes.
-    let clean = if principal.is_ascii() {
-        !principal.bytes().any(|b| b <= b' ' || b == 0x7f)
-    } else {
-        !principal
+    let mut ascii = true;
+    let clean = principal.bytes().all(|b| {
+        ascii &= b < 0x80;
+        b > b' ' && b != 0x7f
+    }) && (ascii
+        || !principal
             .chars()
-            .any(|c| c.is_whitespace() || c.is_control())
-    };
+            .any(|c| c.is_whitespace() || c.is_control()));
     let ok = principal.len() <= 2048 && !rest.is_empty() && !rest.starts_with('/') && clean;
     ok.then_some(principal)
 }
