@@ -20,14 +20,15 @@ pub trait LazyEvent: Send + 'static {
 
 /// An event as queued: checked, or still to be made.
 pub(crate) enum Pending {
-    Checked(Event),
+    /// Boxed: a queue slot stays the size of the lazy case, the hot path's.
+    Checked(Box<Event>),
     Lazy(Box<dyn LazyEvent>),
 }
 
 impl Pending {
     pub(crate) fn into_event(self) -> Event {
         match self {
-            Self::Checked(e) => e,
+            Self::Checked(e) => *e,
             Self::Lazy(l) => l.into_event(),
         }
     }
@@ -65,7 +66,7 @@ pub struct AuditSink {
 impl AuditSink {
     fn job(&self, e: Event) -> Result<(Job, Receipt)> {
         check(&e)?;
-        Ok(Self::awaited(Pending::Checked(e)))
+        Ok(Self::awaited(Pending::Checked(Box::new(e))))
     }
 
     fn awaited(event: Pending) -> (Job, Receipt) {

@@ -13,7 +13,7 @@
 //! evaluated again by the interpreter ([`crate::engine`]).
 //!
 //! A loop over something that is not a collection is an error to the interpreter and no
-//! iterations to the VM: [`crate::bytecode_sources`] keeps a program whose loops it cannot
+//! iterations to the VM: [`crate::bytecode_uses`] keeps a program whose loops it cannot
 //! show are over collections on the interpreter. Builtin errors agree: both engines make
 //! the failing call undefined (OPA's semantics).
 
@@ -39,7 +39,7 @@ pub(crate) fn refusal(program: &Program, entry: &str, data: &Value) -> Option<St
             return Some(format!("{}: {why}", rule.name));
         }
     }
-    crate::bytecode_sources::refusal(program, data)
+    crate::bytecode_uses::refusal(program, data)
 }
 
 fn unsupported(program: &Program, ins: &Instruction) -> Option<&'static str> {

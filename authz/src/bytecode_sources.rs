@@ -1,34 +1,27 @@
-//! Where a program's values come from, for the two differences between the VM and the
-//! interpreter that depend on them:
-//!
-//! - `some … in` over a string or a number fails the interpreter's evaluation; the VM
-//!   iterates nothing. Every such loop must be over a collection (or nothing).
-//! - `data…[k]` with a number `k` finds the interpreter a string key of that number; the
-//!   VM finds nothing. Every key into data that may be an object must be a string.
-//!
-//! Each register is traced to a path into the set's data (checked against the data
-//! itself), a path into the input (checked against the shape esm builds,
-//! [`crate::input`]), a constant, a collection the program makes, or unknown. A function's
-//! parameters come from every call of it. The trace is per body and ignores order (every
-//! write to a register counts), so it can only be too cautious.
+//! Where a program's values come from: each register traced to a path into the set's data,
+//! a path into the input, a constant, a collection the program makes, or unknown. A
+//! function's parameters come from every call of it. The trace is per body and ignores order
+//! (every write to a register counts), so what it says holds for every run, only less
+//! precisely than it could. [`crate::bytecode_uses`] checks what the traced values are used
+//! for.
 
 use std::collections::HashMap;
 
-use regorus::rvm::instructions::{LiteralOrRegister, LoopMode};
+use regorus::rvm::instructions::LiteralOrRegister;
 use regorus::rvm::program::{Program, RuleType};
 use regorus::rvm::Instruction;
 use regorus::Value;
 
 /// One step of a path: a constant key, or any key.
 #[derive(Debug, Clone, PartialEq)]
-enum Step {
+pub(crate) enum Step {
     Key(Value),
     Any,
 }
 
 /// What a path starts from.
 #[derive(Debug, Clone, PartialEq)]
-enum Root {
+pub(crate) enum Root {
     Data,
     Input,
     /// A rule or literal whose value is this constant.
@@ -36,14 +29,14 @@ enum Root {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-enum Source {
+pub(crate) enum Source {
     Path(Root, Vec<Step>),
     Collection,
     Unknown,
 }
 
 impl Source {
-    fn constant(v: Value) -> Source {
+    pub(crate) fn constant(v: Value) -> Source {
         Source::Path(Root::Const(v), Vec::new())
     }
 
@@ -57,7 +50,7 @@ impl Source {
         }
     }
 
-    fn then(&self, step: Step) -> Source {
+    pub(crate) fn then(&self, step: Step) -> Source {
         match self {
             Source::Path(r, p) => {
                 Source::Path(r.clone(), p.iter().cloned().chain([step]).collect())
@@ -75,59 +68,13 @@ fn merge(a: Vec<Step>, b: &[Step]) -> Vec<Step> {
 }
 
 /// The program and what its data paths are checked against.
-struct Ctx<'a> {
-    program: &'a Program,
-    data: &'a Value,
-}
-
-/// The first loop or data key that may behave differently on the two engines, described;
-/// None when there is none.
-pub(crate) fn refusal(program: &Program, data: &Value) -> Option<String> {
-    let cx = Ctx { program, data };
-    let params = cx.parameters()?;
-    for (index, rule) in program.rule_infos.iter().enumerate() {
-        for (def, bodies) in rule.definitions.iter().enumerate() {
-            for start in bodies {
-                let unit = cx.unit(index, def, *start as usize);
-                let p = params.get(index).map_or(&[][..], Vec::as_slice);
-                let regs = cx.trace(&unit, p);
-                for ins in &unit {
-                    if let Some(why) = cx.check(ins, &regs) {
-                        return Some(format!("{}: {why}", rule.name));
-                    }
-                }
-            }
-        }
-    }
-    None
-}
-
-fn describe(s: &Source) -> String {
-    let path = |root: &str, p: &[Step]| {
-        let mut out = root.to_owned();
-        for step in p {
-            match step {
-                Step::Key(Value::String(k)) => {
-                    out.push('.');
-                    out.push_str(k);
-                }
-                Step::Key(k) => out.push_str(&format!("[{k}]")),
-                Step::Any => out.push_str("[_]"),
-            }
-        }
-        out
-    };
-    match s {
-        Source::Path(Root::Data, p) => path("data", p),
-        Source::Path(Root::Input, p) => path("input", p),
-        Source::Path(Root::Const(v), p) => path(&v.to_string(), p),
-        Source::Collection => "a collection".into(),
-        Source::Unknown => "a computed value".into(),
-    }
+pub(crate) struct Ctx<'a> {
+    pub(crate) program: &'a Program,
+    pub(crate) data: &'a Value,
 }
 
 impl Ctx<'_> {
-    fn literal(&self, i: u16) -> Value {
+    pub(crate) fn literal(&self, i: u16) -> Value {
         self.program
             .literals
             .get(usize::from(i))
@@ -136,7 +83,7 @@ impl Ctx<'_> {
     }
 
     /// A body with its definition's parameter checks before it.
-    fn unit(&self, rule: usize, def: usize, start: usize) -> Vec<&Instruction> {
+    pub(crate) fn unit(&self, rule: usize, def: usize, start: usize) -> Vec<&Instruction> {
         let from = |pc: usize, end: fn(&Instruction) -> bool| {
             let rest = self.program.instructions.get(pc..).unwrap_or_default();
             let n = rest.iter().position(end).map_or(rest.len(), |i| i + 1);
@@ -161,7 +108,7 @@ impl Ctx<'_> {
 
     /// Where each function's parameters come from, joined over every call; None when the
     /// calls do not settle (bounded; the compiler's programs settle in a few rounds).
-    fn parameters(&self) -> Option<Vec<Vec<Source>>> {
+    pub(crate) fn parameters(&self) -> Option<Vec<Vec<Source>>> {
         let program = self.program;
         let mut params: Vec<Vec<Source>> = vec![Vec::new(); program.rule_infos.len()];
         for _ in 0..64 {
@@ -202,7 +149,7 @@ impl Ctx<'_> {
 
     /// Where each register of `unit` gets its value from; a function's argument `i`
     /// arrives in register `i + 1`.
-    fn trace(&self, unit: &[&Instruction], params: &[Source]) -> HashMap<u8, Source> {
+    pub(crate) fn trace(&self, unit: &[&Instruction], params: &[Source]) -> HashMap<u8, Source> {
         let mut regs: HashMap<u8, Source> = params
             .iter()
             .enumerate()
@@ -226,7 +173,7 @@ impl Ctx<'_> {
         regs
     }
 
-    fn key_step(&self, c: &LiteralOrRegister, regs: &HashMap<u8, Source>) -> Step {
+    pub(crate) fn key_step(&self, c: &LiteralOrRegister, regs: &HashMap<u8, Source>) -> Step {
         match c {
             LiteralOrRegister::Literal(i) => Step::Key(self.literal(*i)),
             LiteralOrRegister::Register(r) => match regs.get(r) {
@@ -327,57 +274,6 @@ impl Ctx<'_> {
         }
     }
 
-    /// Why `ins` may behave differently on the two engines, given the sources.
-    fn check(&self, ins: &Instruction, regs: &HashMap<u8, Source>) -> Option<String> {
-        let get = |r: &u8| regs.get(r).cloned().unwrap_or(Source::Unknown);
-        let data = &self.program.instruction_data;
-        match ins {
-            Instruction::LoopStart { params_index } => {
-                let p = data.loop_params.get(usize::from(*params_index))?;
-                let source = get(&p.collection);
-                let ok = matches!(p.mode, LoopMode::Every) || self.iterable(&source);
-                (!ok).then(|| format!("a loop over {} (maybe not a collection)", describe(&source)))
-            }
-            Instruction::IndexLiteral {
-                container,
-                literal_idx,
-                ..
-            } => self.data_key(
-                &get(container),
-                &Source::constant(self.literal(*literal_idx)),
-            ),
-            Instruction::Index { container, key, .. } => self.data_key(&get(container), &get(key)),
-            Instruction::ChainedIndex { params_index } => {
-                let p = data.chained_index_params.get(usize::from(*params_index))?;
-                let mut container = get(&p.root);
-                for c in &p.path_components {
-                    let key = match c {
-                        LiteralOrRegister::Literal(i) => Source::constant(self.literal(*i)),
-                        LiteralOrRegister::Register(r) => get(r),
-                    };
-                    if let Some(why) = self.data_key(&container, &key) {
-                        return Some(why);
-                    }
-                    container = container.then(self.key_step(c, regs));
-                }
-                None
-            }
-            Instruction::VirtualDataDocumentLookup { params_index } => {
-                let p = data
-                    .virtual_data_document_lookup_params
-                    .get(usize::from(*params_index))?;
-                p.path_components.iter().find_map(|c| match c {
-                    LiteralOrRegister::Register(r) if !self.string(&get(r)) => Some(format!(
-                        "a data lookup by {} (maybe a number)",
-                        describe(&get(r))
-                    )),
-                    _ => None,
-                })
-            }
-            _ => None,
-        }
-    }
-
     /// What a rule gives: a collection for a partial rule, the constant of a complete rule
     /// with one body and no default that only ever gives that constant.
     fn rule_value(&self, index: usize) -> Source {
@@ -401,151 +297,5 @@ impl Ctx<'_> {
             }
             None => Source::Unknown,
         }
-    }
-
-    /// A key into data that may be an object must be a string.
-    fn data_key(&self, container: &Source, key: &Source) -> Option<String> {
-        let Source::Path(Root::Data, path) = container else {
-            return None;
-        };
-        if self.string(key) || !self.reaches(&Root::Data, path, &|v| matches!(v, Value::Object(_)))
-        {
-            return None;
-        }
-        Some(format!(
-            "{} indexed by {} (maybe a number)",
-            describe(container),
-            describe(key)
-        ))
-    }
-
-    /// Whether some value the path reaches from `root` (not counting absent ones) may be
-    /// `bad`; a data path that may reach a rule's value may be anything.
-    fn reaches(&self, root: &Root, path: &[Step], bad: &dyn Fn(&Value) -> bool) -> bool {
-        match root {
-            Root::Data => {
-                reaches_rule(&self.program.rule_tree, path) || value_reaches(self.data, path, bad)
-            }
-            Root::Const(v) => value_reaches(v, path, bad),
-            Root::Input => true,
-        }
-    }
-
-    /// Whether every value from `s` is a string (or undefined).
-    fn string(&self, s: &Source) -> bool {
-        match s {
-            Source::Path(Root::Input, p) => input_string(p),
-            Source::Path(root, p) => !self.reaches(root, p, &|v| !matches!(v, Value::String(_))),
-            Source::Collection | Source::Unknown => false,
-        }
-    }
-
-    /// Whether every value from `s` is a collection (or undefined).
-    fn iterable(&self, s: &Source) -> bool {
-        let collection =
-            |v: &Value| matches!(v, Value::Array(_) | Value::Set(_) | Value::Object(_));
-        match s {
-            Source::Collection => true,
-            Source::Unknown => false,
-            Source::Path(Root::Input, p) => input_iterable(p),
-            Source::Path(root, p) => !self.reaches(root, p, &|v| !collection(v)),
-        }
-    }
-}
-
-/// Whether the path may lead into a rule's value rather than base data.
-fn reaches_rule(tree: &Value, path: &[Step]) -> bool {
-    let Value::Object(children) = tree else {
-        return true;
-    };
-    let Some((step, rest)) = path.split_first() else {
-        return !children.is_empty();
-    };
-    match step {
-        Step::Key(k) => children.get(k).is_some_and(|t| reaches_rule(t, rest)),
-        Step::Any => children.values().any(|t| reaches_rule(t, rest)),
-    }
-}
-
-/// Whether some value the path reaches in `v` (not counting absent ones) is `bad`.
-fn value_reaches(v: &Value, path: &[Step], bad: &dyn Fn(&Value) -> bool) -> bool {
-    let Some((step, rest)) = path.split_first() else {
-        return !matches!(v, Value::Undefined) && bad(v);
-    };
-    let children: Vec<&Value> = match (v, step) {
-        (Value::Object(o), Step::Key(k)) => o.get(k).into_iter().collect(),
-        (Value::Array(a), Step::Key(k)) => k
-            .as_u64()
-            .ok()
-            .and_then(|i| a.get(usize::try_from(i).ok()?))
-            .into_iter()
-            .collect(),
-        (Value::Object(o), Step::Any) => o.values().collect(),
-        (Value::Array(a), Step::Any) => a.iter().collect(),
-        (Value::Set(s), Step::Any) => s.iter().collect(),
-        // A set indexed by a member gives `true`.
-        (Value::Set(_), Step::Key(_)) => return rest.is_empty() && bad(&Value::from(true)),
-        // Anything else indexed gives undefined.
-        _ => Vec::new(),
-    };
-    children.into_iter().any(|c| value_reaches(c, rest, bad))
-}
-
-fn keys(path: &[Step]) -> Vec<Option<&str>> {
-    path.iter()
-        .map(|s| match s {
-            Step::Key(Value::String(k)) => Some(&**k),
-            _ => None,
-        })
-        .collect()
-}
-
-fn side(k: &Option<&str>) -> bool {
-    matches!(k, Some("source" | "destination"))
-}
-
-/// Whether the input esm builds has a collection (or nothing) at the path: the objects of
-/// the CheckRequest, `parsed_path`, `parsed_query` and its values, `version`, `source` and
-/// `destination`. Not `parsed_body`, whose shape is the client's.
-fn input_iterable(path: &[Step]) -> bool {
-    match keys(path).as_slice() {
-        []
-        | [Some("attributes")]
-        | [Some("attributes"), Some("request" | "contextExtensions" | "tlsSession")]
-        | [Some("attributes"), Some("request"), Some("http")]
-        | [Some("attributes"), Some("request"), Some("http"), Some("headers")]
-        | [Some("attributes"), Some("metadataContext" | "routeMetadataContext")]
-        | [Some("attributes"), Some("metadataContext" | "routeMetadataContext"), Some("filterMetadata")]
-        | [Some("parsed_path" | "parsed_query" | "version")]
-        | [Some("parsed_query"), _] => true,
-        [Some("attributes"), s] | [s] => side(s),
-        [Some("attributes"), s, Some("address" | "labels")] => side(s),
-        [Some("attributes"), s, Some("address"), Some("socketAddress" | "pipe")] => side(s),
-        _ => false,
-    }
-}
-
-/// Whether the input esm builds has a string (or nothing) at the path.
-fn input_string(path: &[Step]) -> bool {
-    const HTTP: [&str; 11] = [
-        "id", "method", "path", "host", "scheme", "query", "fragment", "protocol", "body", "size",
-        "rawBody",
-    ];
-    match keys(path).as_slice() {
-        [Some("attributes"), Some("request"), Some("http"), Some(f)] => HTTP.contains(f),
-        [Some("attributes"), Some("request"), Some("http"), Some("headers"), _]
-        | [Some("attributes"), Some("request"), Some("time")]
-        | [Some("attributes"), Some("contextExtensions"), _]
-        | [Some("attributes"), Some("tlsSession"), Some("sni")]
-        | [Some("parsed_path"), _]
-        | [Some("parsed_query"), _, _]
-        | [Some("source_principal")]
-        | [Some("version"), _] => true,
-        [s, Some("spiffe_id")] => side(s),
-        [Some("attributes"), s, Some("principal" | "service" | "certificate")] => side(s),
-        [Some("attributes"), s, Some("labels"), _] => side(s),
-        [Some("attributes"), s, Some("address"), Some("socketAddress"), Some("address")] => side(s),
-        [Some("attributes"), s, Some("address"), Some("pipe"), Some("path")] => side(s),
-        _ => false,
     }
 }

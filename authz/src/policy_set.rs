@@ -3,7 +3,7 @@
 //! decision rule, and to bytecode where regorus' bytecode compiler takes it ([`crate::engine`]),
 //! so a request never parses or compiles anything and any number of requests evaluate at once.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use envoy_types::ext_authz::v3::pb::CheckRequest;
 use regorus::{CompiledPolicy, Engine, Value};
@@ -17,14 +17,7 @@ use crate::jwt_builtins::JwtKeys;
 use crate::projection::Projection;
 use crate::view::View;
 
-thread_local! {
-    /// The memo key of this thread's current request, kept for the next one's.
-    static KEY: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
-}
-
-/// Bounds on what a policy directory may hold, against a runaway or hostile directory.
-pub const MAX_FILES: usize = 1000;
-pub const MAX_FILE_LEN: u64 = 4 << 20;
+pub use crate::policy_files::{read_dir, SourceFile, MAX_FILES, MAX_FILE_LEN};
 
 /// Bounds every evaluation in this process: over budget, evaluation fails and the request
 /// is denied. Process-wide because regorus reads it when a compiled policy starts an engine.
@@ -37,12 +30,9 @@ pub fn set_decision_budget(budget: std::time::Duration) {
     ));
 }
 
-/// One file of a policy set, as read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourceFile {
-    /// Path relative to the set's root, with `/` separators.
-    pub path: String,
-    pub text: String,
+thread_local! {
+    /// The memo key of this thread's current request, kept for the next one's.
+    static KEY: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// The outcome of one `test_*` rule.
@@ -82,59 +72,6 @@ impl std::fmt::Debug for PolicySet {
             .field("memo", &self.memo)
             .finish()
     }
-}
-
-/// Reads every `.rego`, `data.json`, `data.yaml`/`data.yml` under `root`, sorted by path.
-pub fn read_dir(root: &Path) -> Result<Vec<SourceFile>> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(Error::io(&dir))?;
-        for entry in entries {
-            let entry = entry.map_err(Error::io(&dir))?;
-            let path = entry.path();
-            let meta = std::fs::metadata(&path).map_err(Error::io(&path))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') {
-                continue;
-            }
-            if meta.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            let wanted = name.ends_with(".rego")
-                || matches!(name.as_str(), "data.json" | "data.yaml" | "data.yml");
-            if !wanted {
-                continue;
-            }
-            let rel = rel_path(root, &path);
-            if meta.len() > MAX_FILE_LEN {
-                return Err(Error::policy(
-                    rel,
-                    format!("larger than {MAX_FILE_LEN} bytes"),
-                ));
-            }
-            if out.len() >= MAX_FILES {
-                return Err(Error::policy(
-                    root.display().to_string(),
-                    format!("more than {MAX_FILES} policy files"),
-                ));
-            }
-            let bytes = std::fs::read(&path).map_err(Error::io(&path))?;
-            let text = String::from_utf8(bytes).map_err(|_| Error::policy(&rel, "not UTF-8"))?;
-            out.push(SourceFile { path: rel, text });
-        }
-    }
-    out.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(out)
-}
-
-fn rel_path(root: &Path, p: &Path) -> String {
-    let rel: PathBuf = p.strip_prefix(root).unwrap_or(p).to_path_buf();
-    rel.components()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 fn hash_files(files: &[SourceFile]) -> String {
