@@ -10,18 +10,7 @@ use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use proptest::prelude::*;
 
 fn reads(paths: &[&str]) -> InputReads {
-    InputReads {
-        paths: paths
-            .iter()
-            .map(|p| {
-                p.split('.')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .collect(),
-        deterministic: true,
-    }
+    InputReads::of_paths(paths)
 }
 
 fn key(plan: &KeyPlan, req: &CheckRequest, opts: InputOptions) -> Option<Vec<u8>> {

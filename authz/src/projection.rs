@@ -96,18 +96,7 @@ mod tests {
     use super::*;
 
     fn reads(paths: &[&str]) -> InputReads {
-        InputReads {
-            paths: paths
-                .iter()
-                .map(|p| {
-                    p.split('.')
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .collect(),
-            deterministic: true,
-        }
+        InputReads::of_paths(paths)
     }
 
     #[test]
