@@ -10,8 +10,8 @@ each under two loads: the same path on every request (esm's decision memo answer
 hit") and a new path on every request (bench/new_path.lua: every request is a first-seen
 decision, evaluated on regorus' bytecode VM), and each with the client talking TLS to Envoy
 or plain HTTP. Also, as a floor, Envoy without ext_authz. BENCH_EXTRA=1 adds esm with
-decision_log = "off" (what auditing costs) and decision_log_mode = "sync" (each Check
-answered only once its record is committed).
+decision_log = "off" under both loads in plain HTTP (what auditing costs) and
+decision_log_mode = "sync" (each Check answered only once its record is committed).
 
 The caller's SPIFFE ID reaches the policy in x-forwarded-client-cert ([authz] xfcc), the
 destination's from Envoy's own esm-issued certificate; the policy grants the request, so
@@ -186,10 +186,13 @@ def main():
                 configs[f"no-op, {load}, {client}"] = (noop_port, noop.pid, new_paths, tls)
                 configs[f"esm, {load}, {client}"] = (*esm[tls], new_paths, tls)
         if os.environ.get("BENCH_EXTRA"):
-            # One recording no decisions, one answering each Check only once it is committed.
-            quiet_port = variant("quiet", ESM_AUTHZ_DECISION_LOG="off")
+            # One recording no decisions (what the audit store costs), one answering each Check
+            # only once its record is committed.
+            quiet_port = variant("quiet", change=fixed_destination, ESM_AUTHZ_DECISION_LOG="off")
+            quiet_pid = procs[-1].pid
+            for load, new_paths in (("memo hit", False), ("first-seen", True)):
+                configs[f"esm, decisions not audited, {load}, plain HTTP"] = (quiet_port, quiet_pid, new_paths, False)
             sync_port = variant("sync", ESM_AUTHZ_DECISION_LOG_MODE="sync")
-            configs["esm, decisions not audited, memo hit, TLS"] = (quiet_port, procs[-2].pid, False, True)
             configs["esm, decision_log_mode = sync, memo hit, TLS"] = (sync_port, procs[-1].pid, False, True)
         # BENCH_ONLY="esm, first-seen;no-op, first-seen" keeps the configurations whose label
         # holds one of those (labels have commas: entries are separated by semicolons).
@@ -213,9 +216,11 @@ def main():
         print("\n| esm / no-op | throughput | p50 | p99 | server CPU |")
         print("|---|---|---|---|---|")
         for name in med:
-            if not name.startswith("esm, ") or name.replace("esm, ", "no-op, ", 1) not in med:
+            # Against the no-op server under the same load and client: the label's last two parts.
+            base = "no-op, " + ", ".join(name.split(", ")[-2:])
+            if not name.startswith("esm, ") or base not in med:
                 continue
-            a, b = med[name], med[name.replace("esm, ", "no-op, ", 1)]
+            a, b = med[name], med[base]
             cpu = f"{a['cpu_us'] / b['cpu_us']:.2f}x" if b["cpu_us"] else "-"
             print(f"| {name[5:]} | {a['rps'] / b['rps']:.3f} | {a['p50'] / b['p50']:.3f}x | "
                   f"{a['p99'] / b['p99']:.3f}x | {cpu} |")

@@ -4,7 +4,7 @@
 //! counts over the difference of N is the cost of one decision.
 //!
 //! Scenarios: `build` (the default policy's input only), `hit` / `miss` (the decision memo
-//! answers / a new path every time), `service-hit` / `service-miss` (the same through
+//! answers / a new path every time), `fresh` (no memo: evaluated every time), `service-hit` / `service-miss` (the same through
 //! [`AuthzService::decide`] with every decision audited to SQLite, as `esm serve` does); each
 //! with `-interpreter` appended runs on regorus' interpreter instead of its bytecode VM.
 #![allow(clippy::print_stderr, clippy::unwrap_used, clippy::expect_used)]
@@ -27,7 +27,9 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(scenario), Some(n)) = (args.get(1), args.get(2).and_then(|n| n.parse::<u64>().ok()))
     else {
-        eprintln!("usage: decision_cost build|hit|miss|service-hit|service-miss[-interpreter] N");
+        eprintln!(
+            "usage: decision_cost build|hit|miss|fresh|service-hit|service-miss[-interpreter] N"
+        );
         std::process::exit(2);
     };
     // `miss-interpreter` and the like: the same on regorus' interpreter, not the bytecode VM.
@@ -35,10 +37,17 @@ fn main() {
         Some(s) => (s.to_owned(), true),
         None => (scenario.clone(), false),
     };
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/default");
+    // ESM_POLICY=examples/rbac and the like: another shipped set (default: the default).
+    let policy = std::env::var("ESM_POLICY").unwrap_or_else(|_| "default".into());
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../policies")
+        .join(policy);
     let mut set = PolicySet::load(&dir, "data.envoy.authz.allow").unwrap();
     if interpreted {
         set = set.interpreted();
+    }
+    if scenario == "fresh" {
+        set = set.with_memo_capacity(0);
     }
     let set = Arc::new(set);
     let opts = CheckOptions::default();
@@ -49,6 +58,11 @@ fn main() {
             for _ in 0..n {
                 let input = build_projected(&req, InputOptions::default(), set.projection());
                 allowed += u64::from(input.is_ok());
+            }
+        }
+        "fresh" => {
+            for _ in 0..n {
+                allowed += u64::from(check(&set, &req, &opts).decision.allowed);
             }
         }
         "hit" | "miss" => {

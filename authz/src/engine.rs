@@ -103,7 +103,7 @@ impl Bytecode {
         data: Value,
     ) -> Result<Self, String> {
         let program =
-            Compiler::compile_from_policy(policy, &[rule]).map_err(|e| format!("{e:#}"))?;
+            Compiler::compile_from_policy(policy, &[rule]).map_err(|e| one_line(&e.to_string()))?;
         let compiled = Self {
             program,
             data,
@@ -175,6 +175,27 @@ impl Bytecode {
             });
             out
         })
+    }
+}
+
+/// A compiler error as one line: its innermost `error:` with the file and position it
+/// points at (regorus draws the source around each).
+fn one_line(e: &str) -> String {
+    let at = e
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("--> "))
+        .unwrap_or("");
+    let what = e
+        .lines()
+        .rev()
+        .filter_map(|l| l.trim().strip_prefix("error: "))
+        .find(|l| !l.trim().is_empty() && !l.trim_end().ends_with(':'))
+        .unwrap_or(e.trim());
+    if at.is_empty() {
+        what.to_owned()
+    } else {
+        format!("{at}: {what}")
     }
 }
 

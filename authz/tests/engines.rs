@@ -87,3 +87,19 @@ fn a_set_the_vm_does_not_run_is_interpreted_and_counted_apart() {
     assert_eq!(metrics.evaluated_rvm.load(Ordering::Relaxed), 2);
     assert_eq!(metrics.evaluated_interpreter.load(Ordering::Relaxed), 1);
 }
+
+#[test]
+fn a_set_calling_esm_token_builtins_stays_on_the_interpreter_with_a_one_line_reason() {
+    let s = set(r#"package envoy.authz
+import rego.v1
+default allow := false
+allow if {
+    [valid, _, _] := io.jwt.decode_verify(input.attributes.request.http.headers.authorization, {})
+    valid
+}
+"#);
+    assert_eq!(s.engine_kind(), Kind::Interpreter);
+    let why = s.interpreted_because().unwrap();
+    assert!(why.contains("io.jwt.decode_verify"), "{why}");
+    assert!(why.starts_with("p.rego:") && !why.contains('\n'), "{why}");
+}
