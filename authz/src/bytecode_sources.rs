@@ -67,6 +67,9 @@ fn merge(a: Vec<Step>, b: &[Step]) -> Vec<Step> {
         .collect()
 }
 
+/// A traced body: its rule's index, its instructions, where each register's value comes from.
+pub(crate) type Traced<'p> = (usize, Vec<&'p Instruction>, HashMap<u8, Source>);
+
 /// The program and what its data paths are checked against.
 pub(crate) struct Ctx<'a> {
     pub(crate) program: &'a Program,
@@ -113,29 +116,22 @@ impl Ctx<'_> {
         let mut params: Vec<Vec<Source>> = vec![Vec::new(); program.rule_infos.len()];
         for _ in 0..64 {
             let before = params.clone();
-            for (index, rule) in program.rule_infos.iter().enumerate() {
-                for (def, bodies) in rule.definitions.iter().enumerate() {
-                    for start in bodies {
-                        let unit = self.unit(index, def, *start as usize);
-                        let p = before.get(index).map_or(&[][..], Vec::as_slice);
-                        let regs = self.trace(&unit, p);
-                        for ins in &unit {
-                            let Instruction::FunctionCall { params_index } = ins else {
-                                continue;
-                            };
-                            let call = program
-                                .instruction_data
-                                .function_call_params
-                                .get(usize::from(*params_index))?;
-                            let callee = params.get_mut(usize::from(call.func_rule_index))?;
-                            let args = call.args.iter().take(usize::from(call.num_args));
-                            for (i, arg) in args.enumerate() {
-                                let src = regs.get(arg).cloned().unwrap_or(Source::Unknown);
-                                match callee.get_mut(i) {
-                                    Some(p) => *p = p.clone().join(&src),
-                                    None => callee.push(src),
-                                }
-                            }
+            for (_, unit, regs) in self.traced(&before) {
+                for ins in &unit {
+                    let Instruction::FunctionCall { params_index } = ins else {
+                        continue;
+                    };
+                    let call = program
+                        .instruction_data
+                        .function_call_params
+                        .get(usize::from(*params_index))?;
+                    let callee = params.get_mut(usize::from(call.func_rule_index))?;
+                    let args = call.args.iter().take(usize::from(call.num_args));
+                    for (i, arg) in args.enumerate() {
+                        let src = regs.get(arg).cloned().unwrap_or(Source::Unknown);
+                        match callee.get_mut(i) {
+                            Some(p) => *p = p.clone().join(&src),
+                            None => callee.push(src),
                         }
                     }
                 }
@@ -145,6 +141,22 @@ impl Ctx<'_> {
             }
         }
         None
+    }
+
+    /// Every body of every rule, traced with the rule's parameters as `params` says.
+    pub(crate) fn traced(&self, params: &[Vec<Source>]) -> Vec<Traced<'_>> {
+        let mut out = Vec::new();
+        for (index, rule) in self.program.rule_infos.iter().enumerate() {
+            for (def, bodies) in rule.definitions.iter().enumerate() {
+                for start in bodies {
+                    let unit = self.unit(index, def, *start as usize);
+                    let p = params.get(index).map_or(&[][..], Vec::as_slice);
+                    let regs = self.trace(&unit, p);
+                    out.push((index, unit, regs));
+                }
+            }
+        }
+        out
     }
 
     /// Where each register of `unit` gets its value from; a function's argument `i`

@@ -24,17 +24,14 @@ use crate::input_shape;
 pub(crate) fn refusal(program: &Program, data: &Value) -> Option<String> {
     let cx = Ctx { program, data };
     let params = cx.parameters()?;
-    for (index, rule) in program.rule_infos.iter().enumerate() {
-        for (def, bodies) in rule.definitions.iter().enumerate() {
-            for start in bodies {
-                let unit = cx.unit(index, def, *start as usize);
-                let p = params.get(index).map_or(&[][..], Vec::as_slice);
-                let regs = cx.trace(&unit, p);
-                for ins in &unit {
-                    if let Some(why) = cx.check(ins, &regs) {
-                        return Some(format!("{}: {why}", rule.name));
-                    }
-                }
+    for (index, unit, regs) in cx.traced(&params) {
+        for ins in &unit {
+            if let Some(why) = cx.check(ins, &regs) {
+                let rule = program
+                    .rule_infos
+                    .get(index)
+                    .map_or("", |r| r.name.as_str());
+                return Some(format!("{rule}: {why}"));
             }
         }
     }
