@@ -150,17 +150,12 @@ impl PolicySet {
             .compile_with_entrypoint(&entry)
             .map_err(|e| Error::policy(rule, e))?;
         let reads = input_reads::analyze(&files);
-        let (bytecode, interpreted_because) = match Bytecode::compile(
-            &compiled,
-            rule,
-            engine.get_data(),
-        ) {
-            Ok(b) => (Some(b), None),
-            Err(reason) => {
-                tracing::warn!(policy.rule = rule, policy.hash = %hash_files(&files), reason = %reason, "policy set evaluates on regorus' interpreter, not its bytecode VM");
-                (None, Some(reason))
-            }
-        };
+        let (bytecode, interpreted_because) =
+            match Bytecode::compile(&compiled, rule, engine.get_data()) {
+                Ok(b) => (Some(b), None),
+                // Said once when the set starts serving ([`crate::reload::log_engine`]).
+                Err(reason) => (None, Some(reason)),
+            };
         Ok(Self {
             rule: rule.to_owned(),
             hash: hash_files(&files),
