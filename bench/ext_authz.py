@@ -1,20 +1,27 @@
-"""Envoy-through ext_authz benchmark: the same Envoy (1.40, --concurrency 1, TLS listener
-answering with direct_response) and the same wrk load, three ways in one run:
+"""Envoy-through ext_authz benchmark: the same Envoy (1.40, --concurrency 1, a listener
+answering with direct_response) and the same wrk load, configurations interleaved in one run:
 
-  (i)   no ext_authz filter                                 (the floor)
-  (ii)  ext_authz → a no-op server that always says OK      (the baseline)
-  (iii) ext_authz → esm serve, default zero-trust policy, decisions audited to SQLite
-  (iv)  the same esm with decision_log = "off": what auditing every decision costs
-  (v)   (iii) with a new path on every request, so esm's decision memo never answers and
-        every request is evaluated, against (ii′), the no-op under that same load
-  (vi)  (iii) with decision_log_mode = "sync": each Check answered only once its record
-        is committed (group commit), against (iii)
+  no-op     ext_authz -> a server that answers OK and does nothing else (the baseline,
+            authz/examples/noop_authz.rs)
+  esm       ext_authz -> esm serve, default zero-trust policy, every decision audited to
+            SQLite (decision_log_mode = "async")
+
+each under two loads: the same path on every request (esm's decision memo answers: "memo
+hit") and a new path on every request (bench/new_path.lua: every request is a first-seen
+decision, evaluated on regorus' bytecode VM), and each with the client talking TLS to Envoy
+or plain HTTP. Also, as a floor, Envoy without ext_authz. BENCH_EXTRA=1 adds esm with
+decision_log = "off" under both loads in plain HTTP (what auditing costs) and
+decision_log_mode = "sync" (each Check answered only once its record is committed).
 
 The caller's SPIFFE ID reaches the policy in x-forwarded-client-cert ([authz] xfcc), the
 destination's from Envoy's own esm-issued certificate; the policy grants the request, so
-every request is a full evaluation that allows. Prints a Markdown table and the ratios.
+every request is a decision that allows. Prints a Markdown table (requests/s, latency p50
+and p99, the ext_authz server's CPU per request) and esm's ratios to the no-op server.
 
-Run: bench/ext_authz.sh (builds release binaries, installs wrk and Envoy if missing)."""
+Run: bench/ext_authz.sh (builds release binaries, installs wrk and Envoy if missing).
+BENCH_DURATION (10s), BENCH_CONNECTIONS (16), BENCH_ROUNDS (5), BENCH_ONLY (parts of the
+labels to keep, separated by semicolons: "plain HTTP" or "esm, memo hit, TLS;no-op, memo hit,
+TLS"), BENCH_EXTRA."""
 
 import json
 import os
@@ -40,7 +47,7 @@ CONNECTIONS = os.environ.get("BENCH_CONNECTIONS", "16")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 
 
-def envoy_config(admin, port, authz_port, cert):
+def envoy_config(admin, port, authz_port, cert, tls=True):
     filters = []
     if authz_port:
         filters.append({"name": "envoy.filters.http.ext_authz", "typed_config": {
@@ -55,7 +62,7 @@ def envoy_config(admin, port, authz_port, cert):
         "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
             {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}]}]},
         "http_filters": filters}}
-    tls = {"name": "envoy.transport_sockets.tls", "typed_config": {
+    tls_socket = {"name": "envoy.transport_sockets.tls", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
         "common_tls_context": {"tls_certificates": [{"certificate_chain": {"filename": str(cert / "svid.pem")},
                                                      "private_key": {"filename": str(cert / "svid.key")}}]}}}
@@ -70,7 +77,7 @@ def envoy_config(admin, port, authz_port, cert):
     return {"admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
             "static_resources": {"clusters": clusters, "listeners": [{
                 "name": "bench", "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-                "filter_chains": [{"filters": [hcm], "transport_socket": tls}]}]}}
+                "filter_chains": [{"filters": [hcm], **({"transport_socket": tls_socket} if tls else {})}]}]}}
 
 
 def parse_wrk(out):
@@ -93,33 +100,22 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-# A new path per request (wrk keeps the -H headers).
-NEW_PATH_LUA = """
-local n = 0
-request = function()
-  n = n + 1
-  return wrk.format("GET", "/items/" .. n)
-end
-"""
+NEW_PATH_LUA = ROOT / "bench" / "new_path.lua"
 
 
-def measure(tmp, name, authz_port, cert, server_pid, new_paths=False):
+def measure(tmp, name, authz_port, cert, server_pid, new_paths=False, tls=True):
     admin, port = free_port(), free_port()
     cfg = tmp / f"envoy-{name}.json"
-    cfg.write_text(json.dumps(envoy_config(admin, port, authz_port, cert)))
+    cfg.write_text(json.dumps(envoy_config(admin, port, authz_port, cert, tls)))
     log = open(tmp / f"envoy-{name}.log", "w")
     envoy = subprocess.Popen([str(envoy_bin()), "-c", str(cfg), "--concurrency", "1", "--base-id", str(admin),
                               "--log-level", "error"], stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_port(port)
-        url = f"https://127.0.0.1:{port}/items/7"
+        url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/items/7"
         xfcc = f"x-forwarded-client-cert: By={API};URI={WEB}"
         subprocess.run(["wrk", "-t1", "-c4", "-d2s", "-H", xfcc, url], capture_output=True, timeout=60)  # warm up
-        script = []
-        if new_paths:
-            lua = tmp / "new_path.lua"
-            lua.write_text(NEW_PATH_LUA)
-            script = ["-s", str(lua)]
+        script = ["-s", str(NEW_PATH_LUA)] if new_paths else []
         cpu = cpu_seconds(server_pid)
         out = subprocess.run(["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION}", "--latency", "-H", xfcc,
                               *script, url], capture_output=True, text=True, timeout=300).stdout
@@ -132,6 +128,17 @@ def measure(tmp, name, authz_port, cert, server_pid, new_paths=False):
     finally:
         stop_process(envoy)
         log.close()
+
+
+def fixed_destination(data):
+    """A plain-HTTP listener has no certificate, so Envoy's CheckRequest names no destination and
+    the default policy would deny everything. This esm serves the same policy with the destination
+    fixed to the identity the TLS listener's certificate gives (its Rego tests, written for any
+    destination, are left out)."""
+    policies = data / "policies"
+    rego = policies / "zero_trust.rego"
+    rego.write_text(rego.read_text().replace("input.destination.spiffe_id", f'"{API}"'))
+    (policies / "zero_trust_test.rego").unlink()
 
 
 def main():
@@ -149,10 +156,12 @@ def main():
                     "ESM_AUTHZ_XFCC": "true", "ESM_LOG": "warn", "ESM_AGENT_SOCKET": ""})
         procs.append(subprocess.Popen([str(ESM), "serve", "--dir", str(data)], env=env,
                                       stdout=subprocess.DEVNULL, stderr=open(tmp / "esm.log", "w")))
-        def variant(name, **overrides):
-            """Another esm on a copy of the data dir, with other settings; its port."""
+        def variant(name, change=None, **overrides):
+            """Another esm on a copy of the data dir (changed by `change`), with other settings; its port."""
             copy, port = tmp / name, free_port()
             shutil.copytree(data, copy, ignore=shutil.ignore_patterns("*.sock"))
+            if change:
+                change(copy)
             venv = dict(env, ESM_AUTHZ_LISTEN=f"127.0.0.1:{port}",
                         ESM_ADMIN_LISTEN=f"127.0.0.1:{free_port()}", **overrides)
             procs.append(subprocess.Popen([str(ESM), "serve", "--dir", str(copy)], env=venv,
@@ -160,35 +169,43 @@ def main():
             wait_port(port)
             return port
 
-        # One recording no decisions, one answering each Check only once its record is committed.
-        quiet_port = variant("quiet", ESM_AUTHZ_DECISION_LOG="off")
-        sync_port = variant("sync", ESM_AUTHZ_DECISION_LOG_MODE="sync")
         noop = subprocess.Popen([str(NOOP), f"127.0.0.1:{noop_port}"], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         procs.append(noop)
         wait_port(esm_port)
         wait_port(noop_port)
-        # name → (Envoy's ext_authz port, server pid, new path per request)
-        configs = {
-            "(i) direct_response": (None, None, False),
-            "(ii) no-op ext_authz": (noop_port, noop.pid, False),
-            "(iii) esm ext_authz": (esm_port, procs[0].pid, False),
-            "(iv) esm, decisions not audited": (quiet_port, procs[1].pid, False),
-            "(vi) esm, decision_log_mode = sync": (sync_port, procs[2].pid, False),
-            "(ii′) no-op, new path per request": (noop_port, noop.pid, True),
-            "(v) esm, new path per request (memo misses)": (esm_port, procs[0].pid, True),
-        }
-        # BENCH_ONLY=iii,iv keeps the configurations whose label holds one of those (for profiling).
-        only = [w for w in os.environ.get("BENCH_ONLY", "").split(",") if w]
+        esm = {True: (esm_port, procs[0].pid)}
+        plain_port = variant("plain", change=fixed_destination)
+        esm[False] = (plain_port, procs[-1].pid)
+        # label -> (Envoy's ext_authz port, server pid, new path per request, TLS to Envoy)
+        configs = {}
+        for tls in (True, False):
+            client = "TLS" if tls else "plain HTTP"
+            configs[f"Envoy alone, {client}"] = (None, None, False, tls)
+            for load, new_paths in (("memo hit", False), ("first-seen", True)):
+                configs[f"no-op, {load}, {client}"] = (noop_port, noop.pid, new_paths, tls)
+                configs[f"esm, {load}, {client}"] = (*esm[tls], new_paths, tls)
+        if os.environ.get("BENCH_EXTRA"):
+            # One recording no decisions (what the audit store costs), one answering each Check
+            # only once its record is committed.
+            quiet_port = variant("quiet", change=fixed_destination, ESM_AUTHZ_DECISION_LOG="off")
+            quiet_pid = procs[-1].pid
+            for load, new_paths in (("memo hit", False), ("first-seen", True)):
+                configs[f"esm, decisions not audited, {load}, plain HTTP"] = (quiet_port, quiet_pid, new_paths, False)
+            sync_port = variant("sync", ESM_AUTHZ_DECISION_LOG_MODE="sync")
+            configs["esm, decision_log_mode = sync, memo hit, TLS"] = (sync_port, procs[-1].pid, False, True)
+        # BENCH_ONLY="esm, first-seen;no-op, first-seen" keeps the configurations whose label
+        # holds one of those (labels have commas: entries are separated by semicolons).
+        only = [w.strip().lower() for w in os.environ.get("BENCH_ONLY", "").split(";") if w.strip()]
         if only:
-            configs = {k: v for k, v in configs.items() if any(f"({w})" in k for w in only)}
+            configs = {k: v for k, v in configs.items() if any(w in k.lower() for w in only)}
         runs = {name: [] for name in configs}
         # Interleaved rounds, so drift on a shared machine hits every configuration alike.
         for _ in range(ROUNDS):
-            for i, (name, (port, pid, new_paths)) in enumerate(configs.items()):
-                runs[name].append(measure(tmp, str(i), port, tmp / "api", pid, new_paths))
+            for i, (name, (port, pid, new_paths, tls)) in enumerate(configs.items()):
+                runs[name].append(measure(tmp, str(i), port, tmp / "api", pid, new_paths, tls))
         med = {}
-        print(f"wrk -t1 -c{CONNECTIONS} -d{DURATION}, Envoy --concurrency 1, TLS, medians of {ROUNDS} interleaved rounds\n")
+        print(f"wrk -t1 -c{CONNECTIONS} -d{DURATION}, Envoy --concurrency 1, medians of {ROUNDS} interleaved rounds\n")
         print("| configuration | requests/s | p50 ms | p99 ms | server CPU µs/request | non-2xx |")
         print("|---|---|---|---|---|---|")
         for name, rs in runs.items():
@@ -196,15 +213,17 @@ def main():
             med[name] = pick = {k: sorted(r[k] for r in rs)[len(rs) // 2] for k in ("rps", "p50", "p99", "cpu_us")}
             print(f"| {name} | {pick['rps']:.0f} | {pick['p50']:.3f} | {pick['p99']:.3f} | "
                   f"{pick['cpu_us']:.1f} | {sum(r['non2xx'] for r in rs)} |")
-        pairs = [("(iii)/(ii)", "(iii) esm ext_authz", "(ii) no-op ext_authz"),
-                 ("(iv)/(ii)", "(iv) esm, decisions not audited", "(ii) no-op ext_authz"),
-                 ("(v)/(ii′)", "(v) esm, new path per request (memo misses)", "(ii′) no-op, new path per request")]
-        print()
-        for label, a, b in pairs:
-            if a in med and b in med:
-                a, b = med[a], med[b]
-                print(f"{label} throughput {a['rps'] / b['rps']:.3f}, "
-                      f"p99 {a['p99'] / b['p99']:.3f}x, p50 {a['p50'] / b['p50']:.3f}x")
+        print("\n| esm / no-op | throughput | p50 | p99 | server CPU |")
+        print("|---|---|---|---|---|")
+        for name in med:
+            # Against the no-op server under the same load and client: the label's last two parts.
+            base = "no-op, " + ", ".join(name.split(", ")[-2:])
+            if not name.startswith("esm, ") or base not in med:
+                continue
+            a, b = med[name], med[base]
+            cpu = f"{a['cpu_us'] / b['cpu_us']:.2f}x" if b["cpu_us"] else "-"
+            print(f"| {name[5:]} | {a['rps'] / b['rps']:.3f} | {a['p50'] / b['p50']:.3f}x | "
+                  f"{a['p99'] / b['p99']:.3f}x | {cpu} |")
         audited = subprocess.run([str(ESM), "audit", "verify", "--dir", str(data)], capture_output=True,
                                  text=True, env={k: v for k, v in os.environ.items() if not k.startswith("ESM_")})
         print(f"audit verify after the run: exit {audited.returncode}")

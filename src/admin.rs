@@ -225,6 +225,23 @@ pub fn authz_metrics(m: &mut String, a: &esm_authz::service::Metrics) {
         "Decisions answered from the decision memo instead of a fresh evaluation.",
         &[("", n(&a.memoized))],
     );
+    family(
+        m,
+        "esm_authz_evaluations_total",
+        "counter",
+        "Fresh evaluations by engine: regorus' bytecode VM, or its interpreter for a policy set the VM does not run.",
+        &[
+            ("{engine=\"rvm\"}", n(&a.evaluated_rvm)),
+            ("{engine=\"interpreter\"}", n(&a.evaluated_interpreter)),
+        ],
+    );
+    family(
+        m,
+        "esm_authz_rvm_rechecked_total",
+        "counter",
+        "Bytecode VM answers (undefined, or a VM error) evaluated again by the interpreter, whose answer counts.",
+        &[("", esm_authz::engine::rechecked_total() as f64)],
+    );
 }
 
 /// The bounded listeners (ext_authz, admin): connections held, refused at a limit, and

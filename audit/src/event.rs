@@ -134,8 +134,8 @@ pub struct Prepared {
     pub details: String,
 }
 
-/// Checks and bounds an event. `redact` replaces the values of sensitive detail keys.
-pub fn prepare(e: Event, redact: &dyn Fn(&str) -> String) -> Result<Prepared> {
+/// Checks an event as [`prepare`] does, without preparing it; its time in nanoseconds.
+pub fn check(e: &Event) -> Result<i64> {
     let kind_ok = !e.kind.is_empty()
         && e.kind.len() <= MAX_KIND_LEN
         && e.kind
@@ -147,8 +147,13 @@ pub fn prepare(e: Event, redact: &dyn Fn(&str) -> String) -> Result<Prepared> {
             truncate(&e.kind)
         )));
     }
-    let time_ns = i64::try_from(e.time.unix_timestamp_nanos())
-        .map_err(|_| Error::InvalidEvent("time is out of range".into()))?;
+    i64::try_from(e.time.unix_timestamp_nanos())
+        .map_err(|_| Error::InvalidEvent("time is out of range".into()))
+}
+
+/// Checks and bounds an event. `redact` replaces the values of sensitive detail keys.
+pub fn prepare(e: Event, redact: &dyn Fn(&str) -> String) -> Result<Prepared> {
+    let time_ns = check(&e)?;
     let details = match e.details {
         Details::Flat(o) => match o.into_text() {
             (text, true) if text.len() <= MAX_DETAILS_LEN => text,

@@ -1,6 +1,8 @@
-//! The producers' side of the audit queue: events are checked and bounded here, on the
-//! producer's thread, and queued for the single writer ([`crate::writer`]); a [`Receipt`]
-//! resolves once the event's transaction committed.
+//! The producers' side of the audit queue: events are checked here, on the producer's
+//! thread, and queued for the single writer ([`crate::writer`]), which bounds, redacts and
+//! writes them; a [`Receipt`] resolves once the event's transaction committed. A producer on
+//! a hot path hands over a [`LazyEvent`] instead (what it decided, not yet an event) and,
+//! when nobody waits for it, no receipt: the writer makes the event on its own thread.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -8,13 +10,34 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
-use crate::event::{prepare, Event, Prepared};
-use crate::redact::Redactor;
+use crate::event::{check, Event};
 use crate::writer::{Metrics, OnFull};
 
+/// An event the writer makes itself, from what the producer handed over.
+pub trait LazyEvent: Send + 'static {
+    fn into_event(self: Box<Self>) -> Event;
+}
+
+/// An event as queued: checked, or still to be made.
+pub(crate) enum Pending {
+    /// Boxed: a queue slot stays the size of the lazy case, the hot path's.
+    Checked(Box<Event>),
+    Lazy(Box<dyn LazyEvent>),
+}
+
+impl Pending {
+    pub(crate) fn into_event(self) -> Event {
+        match self {
+            Self::Checked(e) => *e,
+            Self::Lazy(l) => l.into_event(),
+        }
+    }
+}
+
 pub(crate) struct Job {
-    pub(crate) event: Prepared,
-    pub(crate) ack: oneshot::Sender<Result<u64>>,
+    pub(crate) event: Pending,
+    /// None: nobody waits for this event.
+    pub(crate) ack: Option<oneshot::Sender<Result<u64>>>,
 }
 
 /// Wakes a lingering writer when an event someone waits for is queued.
@@ -36,20 +59,23 @@ pub struct AuditSink {
     pub(crate) tx: mpsc::Sender<Job>,
     pub(crate) on_full: OnFull,
     pub(crate) pending_gap: Arc<AtomicU64>,
-    pub(crate) redactor: Arc<Redactor>,
-    pub(crate) node: Arc<str>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) urgent: Arc<Urgent>,
 }
 
 impl AuditSink {
-    fn job(&self, mut e: Event) -> Result<(Job, Receipt)> {
-        if e.node.is_empty() {
-            e.node = self.node.to_string();
-        }
-        let event = prepare(e, &|v| self.redactor.redact(v))?;
+    fn job(&self, e: Event) -> Result<(Job, Receipt)> {
+        check(&e)?;
+        Ok(Self::awaited(Pending::Checked(Box::new(e))))
+    }
+
+    fn awaited(event: Pending) -> (Job, Receipt) {
         let (ack, rx) = oneshot::channel();
-        Ok((Job { event, ack }, Receipt(rx)))
+        let job = Job {
+            event,
+            ack: Some(ack),
+        };
+        (job, Receipt(rx))
     }
 
     fn count_drop(&self) -> Error {
@@ -78,8 +104,32 @@ impl AuditSink {
     /// [`Error::QueueFull`]; with `OnFull::Drop` the loss is counted into a gap record.
     pub fn try_append(&self, e: Event) -> Result<Receipt> {
         let (job, receipt) = self.job(e)?;
+        self.try_send(job)?;
+        Ok(receipt)
+    }
+
+    /// As [`AuditSink::try_append`] for an event nobody waits for, made by the writer: the
+    /// producer pays for neither the event nor a receipt. One the writer cannot record (an
+    /// invalid kind) is counted into a gap record.
+    pub fn try_append_lazy(&self, e: Box<dyn LazyEvent>) -> Result<()> {
+        self.try_send(Job {
+            event: Pending::Lazy(e),
+            ack: None,
+        })
+    }
+
+    /// As [`AuditSink::try_append_lazy`], for a producer that waits for the receipt (see
+    /// [`AuditSink::try_append_awaited`]).
+    pub fn try_append_lazy_awaited(&self, e: Box<dyn LazyEvent>) -> Result<Receipt> {
+        let (job, receipt) = Self::awaited(Pending::Lazy(e));
+        self.try_send(job)?;
+        self.urgent.0.notify_one();
+        Ok(receipt)
+    }
+
+    fn try_send(&self, job: Job) -> Result<()> {
         match self.tx.try_send(job) {
-            Ok(()) => Ok(receipt),
+            Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => match self.on_full {
                 OnFull::Drop => Err(self.count_drop()),
                 OnFull::Block => Err(Error::QueueFull),

@@ -18,7 +18,7 @@ use crate::hash_chain::{link, unlink, GENESIS};
 use crate::merkle::{Frontier, Hash};
 use crate::redact::Redactor;
 use crate::retry::{Retry, Stop};
-pub use crate::sink::{AuditSink, Receipt};
+pub use crate::sink::{AuditSink, LazyEvent, Receipt};
 use crate::sink::{Job, Urgent};
 use crate::store::{Db, WriteTx};
 
@@ -122,6 +122,9 @@ struct Chain {
 /// The writer thread's name.
 pub const WRITER_THREAD: &str = "esm-audit";
 
+/// How the writer tells a waiting producer its event's sequence number.
+type Ack = oneshot::Sender<Result<u64>>;
+
 /// Opens the chain where the store left it and starts the writer thread.
 pub async fn start(
     db: Db,
@@ -141,8 +144,6 @@ pub async fn start(
         tx: jobs_tx,
         on_full: opts.on_full,
         pending_gap: pending_gap.clone(),
-        redactor: Arc::new(redactor),
-        node: opts.node.clone().into(),
         metrics: metrics.clone(),
         urgent: urgent.clone(),
     };
@@ -153,6 +154,7 @@ pub async fn start(
         stop: Stop::new(stop_rx),
         unconfirmed: None,
         checkpointer: Checkpointer::new(key, opts.checkpoint_interval),
+        redactor,
         opts,
         chain,
         rx: jobs_rx,
@@ -249,6 +251,7 @@ struct Writer {
     /// without saying whether it landed.
     unconfirmed: Option<(u64, (u64, Hash))>,
     checkpointer: Checkpointer,
+    redactor: Redactor,
     opts: WriterOptions,
     chain: Chain,
     rx: mpsc::Receiver<Job>,
@@ -339,9 +342,8 @@ impl Writer {
     /// and `block` mode refuses new events — the request path fails closed until the store
     /// takes writes again.
     async fn commit(&mut self, jobs: Vec<Job>, force_checkpoint: bool) {
+        let (mut events, acks) = self.prepare(jobs);
         let gap = self.pending_gap.swap(0, Ordering::Relaxed);
-        let (mut events, acks): (Vec<Prepared>, Vec<_>) =
-            jobs.into_iter().map(|j| (j.event, j.ack)).unzip();
         let mut retry = Retry::new(self.opts.retry_for);
         self.unconfirmed = None;
         loop {
@@ -360,7 +362,9 @@ impl Writer {
                     self.metrics.store_failing.store(false, Ordering::Relaxed);
                     let offset = first_seq + u64::from(gap > 0);
                     for (i, ack) in acks.into_iter().enumerate() {
-                        let _ = ack.send(Ok(offset + i as u64));
+                        if let Some(ack) = ack {
+                            let _ = ack.send(Ok(offset + i as u64));
+                        }
                     }
                     return;
                 }
@@ -384,18 +388,54 @@ impl Writer {
         }
     }
 
+    /// Makes, checks and bounds the queued events, here on the writer's thread rather than
+    /// the producers'. One that cannot be recorded (a producer's bug: an invalid kind)
+    /// fails its waiter, or — nobody waiting — is counted into the next gap record.
+    fn prepare(&mut self, jobs: Vec<Job>) -> (Vec<Prepared>, Vec<Option<Ack>>) {
+        let mut events = Vec::with_capacity(jobs.len());
+        let mut acks = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let mut e = job.event.into_event();
+            if e.node.is_empty() {
+                e.node.clone_from(&self.opts.node);
+            }
+            match prepare(e, &|v| self.redactor.redact(v)) {
+                Ok(p) => {
+                    events.push(p);
+                    acks.push(job.ack);
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "audit event refused");
+                    match job.ack {
+                        Some(ack) => {
+                            let _ = ack.send(Err(err));
+                        }
+                        None => {
+                            self.pending_gap.fetch_add(1, Ordering::Relaxed);
+                            self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        }
+        (events, acks)
+    }
+
     /// Gives a batch up (retry bound reached, or shutdown with the store still refusing):
     /// waiters hear the error; events nobody waits for — decisions already answered — are
     /// counted into the next gap record, so their loss is itself evidence.
-    fn abandon(&mut self, gap: u64, err: &Error, acks: Vec<oneshot::Sender<Result<u64>>>) {
-        let unheard = acks.iter().filter(|a| a.is_closed()).count() as u64;
+    fn abandon(&mut self, gap: u64, err: &Error, acks: Vec<Option<Ack>>) {
+        let unheard = acks
+            .iter()
+            .filter(|a| a.as_ref().is_none_or(oneshot::Sender::is_closed))
+            .count() as u64;
         tracing::error!(error = %err, audit.events = acks.len(), audit.unheard = unheard, "audit batch given up");
         self.metrics
             .abandoned
             .fetch_add(acks.len() as u64, Ordering::Relaxed);
         self.pending_gap.fetch_add(gap + unheard, Ordering::Relaxed);
         let msg = err.to_string();
-        for ack in acks {
+        for ack in acks.into_iter().flatten() {
             let _ = ack.send(Err(Error::Database(msg.clone())));
         }
     }

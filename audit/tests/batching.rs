@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use common::{event, writer, Backend};
 use esm_audit::checkpoint::SigningKey;
 use esm_audit::verify::verify;
+use esm_audit::writer::LazyEvent;
 use esm_audit::writer::WriterOptions;
 
 fn lingering(linger: Duration) -> WriterOptions {
@@ -26,6 +27,7 @@ both_backends!(
     an_awaited_event_does_not_wait_out_the_linger,
     unawaited_events_commit_together_after_the_linger,
     batches_of_every_size_land_in_order_and_verify,
+    lazy_events_are_made_by_the_writer_and_a_bad_one_is_a_gap,
 );
 
 async fn an_awaited_event_does_not_wait_out_the_linger(b: Backend) {
@@ -136,4 +138,51 @@ async fn a_batch_the_database_refuses_is_retried_until_it_is_taken() {
     assert_eq!(sink.record(event(9)).await.unwrap(), 7);
     handle.shutdown().await.unwrap();
     assert_eq!(common::dropped_in_gaps(&b.open().await).await, 0);
+}
+
+/// A producer's decision handed over unmade: the writer makes the event.
+struct Made(u64);
+
+impl LazyEvent for Made {
+    fn into_event(self: Box<Self>) -> esm_audit::Event {
+        let mut e = event(self.0);
+        if self.0 == 2 {
+            // A producer's bug the writer finds only when it makes the event.
+            e.kind = "Not A Kind".into();
+        }
+        e
+    }
+}
+
+async fn lazy_events_are_made_by_the_writer_and_a_bad_one_is_a_gap(b: Backend) {
+    let key = SigningKey::ephemeral().unwrap();
+    let public = key.public();
+    let (sink, handle) = writer(b.open().await, key, lingering(Duration::ZERO)).await;
+    for i in 0..2 {
+        sink.try_append_lazy(Box::new(Made(i))).unwrap();
+    }
+    // The bad one, nobody waiting: counted, then recorded as a gap with the next batch.
+    sink.try_append_lazy(Box::new(Made(2))).unwrap();
+    let waited = sink.try_append_lazy_awaited(Box::new(Made(3))).unwrap();
+    let seq = waited.committed().await.unwrap();
+    let bad = sink.try_append_lazy_awaited(Box::new(Made(2))).unwrap();
+    assert!(matches!(
+        bad.committed().await,
+        Err(esm_audit::Error::InvalidEvent(_))
+    ));
+    handle.shutdown().await.unwrap();
+    let db = b.open().await;
+    let records = db.page(0, &Default::default()).await.unwrap();
+    let made: Vec<&str> = records
+        .iter()
+        .filter(|r| r.kind == esm_audit::kind::AUTHZ_DECISION)
+        .map(|r| r.correlation_id.as_str())
+        .collect();
+    assert_eq!(made, ["req-0", "req-1", "req-3"]);
+    assert_eq!(records.len(), 4, "and one gap record");
+    assert_eq!(records.last().map(|r| r.seq), Some(seq));
+    // The writer filled in the node, as for events made by the producer.
+    assert!(records.iter().all(|r| r.node == "node-1"));
+    assert_eq!(common::dropped_in_gaps(&db).await, 1);
+    verify(&db, &public, None).await.unwrap();
 }

@@ -5,7 +5,8 @@
 use envoy_types::ext_authz::v3::pb::CheckRequest;
 
 use crate::decision::{from_result, Decision};
-use crate::input::{build_projected, InputOptions};
+use crate::error::Error;
+use crate::input::InputOptions;
 use crate::policy_set::PolicySet;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +64,14 @@ pub struct Checked {
     pub memoized: bool,
 }
 
+impl Checked {
+    /// Whether the rule was evaluated for this decision (not answered by the memo, not
+    /// refused before evaluation).
+    pub fn evaluated(&self) -> bool {
+        !self.memoized && !matches!(self.failure, Some((Failure::Input, _)))
+    }
+}
+
 /// A denial (allowed in dry-run) the policy did not make.
 pub fn refuse(kind: Failure, reason: String, opts: &CheckOptions) -> Checked {
     Checked {
@@ -78,12 +87,9 @@ pub fn refuse(kind: Failure, reason: String, opts: &CheckOptions) -> Checked {
 }
 
 pub fn check(set: &PolicySet, req: &CheckRequest, opts: &CheckOptions) -> Checked {
-    let input = match build_projected(req, opts.input, set.projection()) {
-        Ok(i) => i,
-        Err(e) => return refuse(Failure::Input, e.to_string(), opts),
-    };
-    let (result, memoized) = match set.decide(input) {
+    let (result, memoized) = match set.decide_request(req, opts.input) {
         Ok(v) => v,
+        Err(e @ Error::Request(_)) => return refuse(Failure::Input, e.to_string(), opts),
         Err(e) => return refuse(Failure::Evaluation, e.to_string(), opts),
     };
     if result == regorus::Value::Undefined {

@@ -96,12 +96,12 @@ fn configured_deny_status_applies_when_policy_sets_none() {
 fn decision_event_details_are_the_documented_object() {
     // The flat writer must store exactly what reports and `esm audit export` have read
     // since the first release: the same keys, `status` only on denials, null when unset.
-    let s = set(BY_METHOD);
+    let s = std::sync::Arc::new(set(BY_METHOD));
     let opts = CheckOptions::default();
     for (method, dry_run) in [("GET", false), ("POST", false), ("POST", true)] {
         let req = http_request(method, "/items/7?x=1", &[], "");
         let c = check(&s, &req, &CheckOptions { dry_run, ..opts });
-        let e = crate::service::decision_event(&req, &c, "default", Some(&s), dry_run);
+        let e = crate::service::decision_event(&req, &c, "default", Some(s.clone()), dry_run);
         let want = serde_json::json!({
             "policy.set": "default",
             "policy.hash": s.hash,

@@ -15,6 +15,11 @@ use std::sync::Mutex;
 use regorus::Value;
 
 use crate::input_reads::InputReads;
+use crate::memo_key::KeyPlan;
+
+/// The first byte of a key made from an input value, and of one read from a request.
+pub(crate) const VALUE_KEY: u8 = b'V';
+pub(crate) const REQUEST_KEY: u8 = b'R';
 
 /// Larger keys (a policy that reads a whole body, say) are evaluated every time.
 pub const MAX_KEY: usize = 2048;
@@ -22,14 +27,20 @@ pub const MAX_KEY: usize = 2048;
 /// Entries per set unless configured.
 pub const DEFAULT_CAPACITY: usize = 4096;
 
+/// Keys are hashed with a per-memo random seed (foldhash): a client that picks its paths
+/// cannot aim them at one bucket, and hashing a key costs a fraction of SipHash.
+type Map = HashMap<Box<[u8]>, Value, foldhash::fast::RandomState>;
+
 #[derive(Default)]
 struct Generations {
-    current: HashMap<Box<[u8]>, Value>,
-    previous: HashMap<Box<[u8]>, Value>,
+    current: Map,
+    previous: Map,
 }
 
 pub struct DecisionMemo {
     paths: Vec<Vec<Value>>,
+    /// How to read the key from the request itself; None: from the built input.
+    plan: Option<KeyPlan>,
     capacity: usize,
     gens: Mutex<Generations>,
 }
@@ -38,6 +49,7 @@ impl std::fmt::Debug for DecisionMemo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DecisionMemo")
             .field("paths", &self.paths.len())
+            .field("keyed_from_request", &self.plan.is_some())
             .field("capacity", &self.capacity)
             .finish()
     }
@@ -58,15 +70,23 @@ impl DecisionMemo {
             .collect();
         Some(Self {
             paths,
+            plan: KeyPlan::of(reads),
             capacity,
             gens: Mutex::new(Generations::default()),
         })
+    }
+
+    /// How to key a request without building its input, when every read path is mapped.
+    pub fn plan(&self) -> Option<&KeyPlan> {
+        self.plan.as_ref()
     }
 
     /// The key of `input`: each read path's value (or its absence), tagged and
     /// length-prefixed so different values never encode alike. None when over [`MAX_KEY`].
     pub fn key(&self, input: &Value) -> Option<Box<[u8]>> {
         let mut out = Vec::with_capacity(128);
+        // Apart from the keys read from requests ([`KeyPlan`]): the two never meet.
+        out.push(VALUE_KEY);
         for path in &self.paths {
             let mut v = input;
             for step in path {

@@ -2,13 +2,7 @@
 use super::*;
 
 fn reads(paths: &[&str]) -> InputReads {
-    InputReads {
-        paths: paths
-            .iter()
-            .map(|p| p.split('.').map(str::to_owned).collect())
-            .collect(),
-        deterministic: true,
-    }
+    InputReads::of_paths(paths)
 }
 
 fn json(text: &str) -> Value {

@@ -13,13 +13,12 @@ use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value as PbValue};
 use regorus::Value;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::parsed;
 use crate::projection::Projection;
+use crate::view::{principal_of, Headers, View};
 
-/// More headers than this is not a request Envoy forwards (its own default limit is 100):
-/// the request is denied rather than building a huge input.
-pub const MAX_HEADERS: usize = 1024;
+pub use crate::view::{spiffe_id_of, MAX_HEADERS};
 
 /// How to find the caller's SPIFFE ID.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -57,7 +56,7 @@ impl<'p> Obj<'p> {
                 _ => false,
             };
             if !empty {
-                self.map.insert(Value::from(k), v);
+                self.map.insert(need.key(k), v);
             }
         }
         self
@@ -66,7 +65,7 @@ impl<'p> Obj<'p> {
     /// Adds `k` even when empty.
     fn set(&mut self, k: &str, v: impl FnOnce(&Projection) -> Value) -> &mut Self {
         if let Some(need) = self.need.get(k) {
-            self.map.insert(Value::from(k), v(need));
+            self.map.insert(need.key(k), v(need));
         }
         self
     }
@@ -80,15 +79,18 @@ fn text(s: &str) -> impl FnOnce(&Projection) -> Value + '_ {
     move |_| Value::from(s)
 }
 
-fn string_map<'a>(
-    m: impl IntoIterator<Item = (&'a String, &'a String)>,
-    need: &Projection,
-) -> Value {
-    let o: BTreeMap<Value, Value> = m
-        .into_iter()
-        .filter(|(k, _)| need.wants(k))
-        .map(|(k, v)| (Value::from(k.as_str()), Value::from(v.as_str())))
-        .collect();
+/// The entries of `m` the policy can read: looked up by name when it reads some, all of
+/// them when it reads the whole map.
+fn string_map(m: &HashMap<String, String>, need: &Projection) -> Value {
+    let o: BTreeMap<Value, Value> = match need.children() {
+        Some(wanted) => wanted
+            .filter_map(|(k, p)| Some((p.key(k), Value::from(m.get(k)?.as_str()))))
+            .collect(),
+        None => m
+            .iter()
+            .map(|(k, v)| (Value::from(k.as_str()), Value::from(v.as_str())))
+            .collect(),
+    };
     Value::from(o)
 }
 
@@ -178,53 +180,6 @@ fn peer(p: &Peer, need: &Projection) -> Value {
     o.done()
 }
 
-/// The request's headers: `headers` as sent, or — when Envoy sends raw header bytes
-/// (`encode_raw_headers`) — `header_map`, decoded lossily and joined with `,` like Envoy.
-enum Headers<'a> {
-    Map(&'a HashMap<String, String>),
-    Raw(HashMap<String, String>),
-}
-
-impl Headers<'_> {
-    fn of(h: &HttpRequest) -> Result<Headers<'_>> {
-        let count = h.headers.len() + h.header_map.as_ref().map_or(0, |m| m.headers.len());
-        if count > MAX_HEADERS {
-            return Err(Error::Request(format!(
-                "{count} headers (more than {MAX_HEADERS})"
-            )));
-        }
-        if !h.headers.is_empty() {
-            return Ok(Headers::Map(&h.headers));
-        }
-        let mut out: HashMap<String, String> = HashMap::new();
-        for hv in h.header_map.iter().flat_map(|m| &m.headers) {
-            let value = if hv.raw_value.is_empty() {
-                hv.value.clone()
-            } else {
-                String::from_utf8_lossy(&hv.raw_value).into_owned()
-            };
-            out.entry(hv.key.to_ascii_lowercase())
-                .and_modify(|v| {
-                    v.push(',');
-                    v.push_str(&value);
-                })
-                .or_insert(value);
-        }
-        Ok(Headers::Raw(out))
-    }
-
-    fn map(&self) -> &HashMap<String, String> {
-        match self {
-            Headers::Map(m) => m,
-            Headers::Raw(m) => m,
-        }
-    }
-
-    fn get(&self, name: &str) -> Option<&str> {
-        self.map().get(name).map(String::as_str)
-    }
-}
-
 fn http(h: &HttpRequest, headers: &Headers<'_>, need: &Projection) -> Value {
     let mut o = Obj::new(need);
     o.put("id", text(&h.id))
@@ -247,18 +202,6 @@ fn http(h: &HttpRequest, headers: &Headers<'_>, need: &Projection) -> Value {
         });
     }
     o.done()
-}
-
-/// A principal that is a SPIFFE ID, checked as the CA and the agent check one (esm-identity),
-/// so a policy never sees as `spiffe_id` a string esm would refuse to issue to.
-pub fn spiffe_id_of(principal: &str) -> Option<&str> {
-    esm_identity::SpiffeId::check(principal)
-        .is_ok()
-        .then_some(principal)
-}
-
-fn principal_of(p: Option<&Peer>) -> &str {
-    p.map_or("", |p| p.principal.as_str())
 }
 
 fn request_time(t: &envoy_types::pb::google::protobuf::Timestamp) -> Value {
@@ -323,44 +266,31 @@ pub fn build(req: &CheckRequest, opts: InputOptions) -> Result<Value> {
 /// out, a request is refused exactly when the whole document would refuse it (too many
 /// headers, a path with a bad escape, a body that is not what its content-type says).
 pub fn build_projected(req: &CheckRequest, opts: InputOptions, need: &Projection) -> Result<Value> {
-    let empty = Default::default();
-    let attrs = req.attributes.as_ref().unwrap_or(&empty);
-    let http_req = attrs.request.as_ref().and_then(|r| r.http.as_ref());
-    let headers = http_req.map(Headers::of).transpose()?;
-    let header = |name: &str| headers.as_ref().and_then(|h| h.get(name));
+    build_view(&View::of(req)?, opts, need)
+}
 
+pub(crate) fn build_view(view: &View<'_>, opts: InputOptions, need: &Projection) -> Result<Value> {
+    let attrs = view.attrs;
     let mut input = Obj::new(need);
     input.set("attributes", |need| {
-        attributes(attrs, headers.as_ref(), need)
+        attributes(attrs, view.headers.as_ref(), need)
     });
-    let path = http_req.map_or("", |h| h.path.as_str());
     // Only an escape can make the path or query fail to parse: check those even unread.
-    let validate = path.contains('%');
+    let validate = view.path_has_escapes();
     if validate || need.wants("parsed_path") {
-        let v = parsed::parsed_path(path)?;
+        let v = parsed::parsed_path(view.path())?;
         input.set("parsed_path", |_| v);
     }
     if validate || need.wants("parsed_query") {
-        let v = parsed::parsed_query(path)?;
+        let v = parsed::parsed_query(view.path())?;
         input.set("parsed_query", |_| v);
     }
-    let body = http_req.map_or(std::borrow::Cow::Borrowed(""), |h| {
-        if h.body.is_empty() {
-            String::from_utf8_lossy(&h.raw_body)
-        } else {
-            std::borrow::Cow::Borrowed(h.body.as_str())
-        }
-    });
-    let partial =
-        header("x-envoy-auth-partial-body").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    let (parsed_body, truncated) = parsed::parsed_body(
-        header("content-type"),
-        header("content-length"),
-        partial,
-        &body,
-    )?;
-    input.set("parsed_body", |_| parsed_body);
-    input.set("truncated_body", |_| Value::from(truncated));
+    // Only a body can be refused for what it holds: without one, it is made only if read.
+    if view.has_body() || need.wants("parsed_body") || need.wants("truncated_body") {
+        let (parsed_body, truncated) = view.parsed_body()?;
+        input.set("parsed_body", |_| parsed_body);
+        input.set("truncated_body", |_| Value::from(truncated));
+    }
     input.set("version", |need| {
         let mut version = Obj::new(need);
         version
@@ -369,21 +299,15 @@ pub fn build_projected(req: &CheckRequest, opts: InputOptions, need: &Projection
         version.done()
     });
 
-    let source_principal = principal_of(attrs.source.as_ref());
-    input.put("source_principal", text(source_principal));
+    input.put(
+        "source_principal",
+        text(principal_of(attrs.source.as_ref())),
+    );
     // The SPIFFE IDs are parsed (and XFCC read) only for a policy that reads them.
     input.set("source", |need| {
         let mut src = Obj::new(need);
         src.put("spiffe_id", |_| {
-            if let Some(id) = spiffe_id_of(source_principal) {
-                return Value::from(id);
-            }
-            if !opts.xfcc {
-                return Value::Undefined;
-            }
-            header("x-forwarded-client-cert")
-                .and_then(crate::xfcc::caller_uri)
-                .filter(|uri| spiffe_id_of(uri).is_some())
+            view.source_spiffe_id(opts)
                 .map_or(Value::Undefined, Value::from)
         });
         src.done()
@@ -391,7 +315,7 @@ pub fn build_projected(req: &CheckRequest, opts: InputOptions, need: &Projection
     input.set("destination", |need| {
         let mut dst = Obj::new(need);
         dst.put("spiffe_id", |_| {
-            spiffe_id_of(principal_of(attrs.destination.as_ref()))
+            view.destination_spiffe_id()
                 .map_or(Value::Undefined, Value::from)
         });
         dst.done()

@@ -45,6 +45,23 @@ impl InputReads {
         self.paths.iter().any(Vec::is_empty)
     }
 
+    /// A deterministic set reading `paths`, each written `a.b.c` (`""`: the whole input).
+    #[cfg(test)]
+    pub(crate) fn of_paths(paths: &[&str]) -> Self {
+        Self {
+            paths: paths
+                .iter()
+                .map(|p| {
+                    p.split('.')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .collect(),
+            deterministic: true,
+        }
+    }
+
     /// What to assume when the files cannot be tokenized: everything, nondeterministic.
     fn unknown() -> Self {
         Self {

@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 use super::*;
+use crate::error::Error;
 use envoy_types::pb::envoy::config::core::v3::{socket_address::PortSpecifier, SocketAddress};
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::Request;
 use envoy_types::pb::envoy::service::auth::v3::AttributeContext;

@@ -8,22 +8,31 @@
 
 pub mod bundle;
 mod bundle_json;
+mod bytecode_check;
+mod bytecode_sources;
+mod bytecode_uses;
 pub mod check;
 pub mod decision;
 pub mod decision_memo;
+pub mod decision_record;
+pub mod engine;
 pub mod error;
 pub mod input;
 pub mod input_reads;
+mod input_shape;
 pub mod jwt;
 pub mod jwt_builtins;
 mod jwt_pem;
+pub mod memo_key;
 pub mod parsed;
+mod policy_files;
 pub mod policy_set;
 pub mod projection;
 pub mod reload;
 pub mod response;
 pub mod service;
 pub mod source;
+mod view;
 pub mod xfcc;
 
 pub use error::{Error, Result};

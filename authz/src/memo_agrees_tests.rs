@@ -41,7 +41,7 @@ fn literals(files: &[SourceFile], prefix: &str) -> Vec<String> {
     out
 }
 
-fn requests(files: &[SourceFile], n: usize) -> Vec<CheckRequest> {
+pub(crate) fn requests(files: &[SourceFile], n: usize) -> Vec<CheckRequest> {
     let mut ids = literals(files, "spiffe://");
     ids.extend(["".into(), "spiffe://example.org/ns/other/sa/x".into()]);
     let mut paths = literals(files, "/");
@@ -114,6 +114,8 @@ fn assert_agree(name: &str, files: Vec<SourceFile>, n: usize) {
     let fresh = PolicySet::compile(files.clone(), RULE)
         .unwrap()
         .with_memo_capacity(0);
+    // Keyed from the built input, as a set whose reads the request key cannot map is.
+    let by_value = PolicySet::compile(files.clone(), RULE).unwrap();
     let (mut allowed, mut hits) = (0, 0);
     for (i, req) in requests(&files, n).iter().enumerate() {
         let opts = InputOptions::default();
@@ -124,11 +126,21 @@ fn assert_agree(name: &str, files: Vec<SourceFile>, n: usize) {
             projected.is_ok(),
             "{name}: request {i} refused one way only"
         );
+        let got = memo.decide_request(req, opts);
         let (Ok(whole), Ok(projected)) = (whole, projected) else {
+            assert!(
+                matches!(got, Err(crate::Error::Request(_))),
+                "{name}: request {i} refused by the input only"
+            );
             continue;
         };
-        let got = memo.decide(projected).map_err(|_| ());
+        let got = got.map_err(|_| ());
         let want = fresh.eval(whole).map_err(|_| ());
+        let valued = by_value.decide(projected).map(|(v, _)| v).map_err(|_| ());
+        assert_eq!(
+            valued, want,
+            "{name}: request {i} decided differently by value key"
+        );
         hits += usize::from(matches!(got, Ok((_, true))));
         let got = got.map(|(v, _)| v);
         assert_eq!(got, want, "{name}: request {i} decided differently");
@@ -168,60 +180,63 @@ fn rego(text: &str) -> Vec<SourceFile> {
     }]
 }
 
-#[test]
-fn memo_agrees_on_opa_envoy_style_policies() {
-    let policies = [
-        // The OPA-Envoy tutorial's shape: an import alias, parsed_path, a default object.
-        r#"package envoy.authz
+/// OPA-Envoy-style policies using the language features such policies use.
+pub(crate) const OPA_ENVOY_STYLE: [&str; 3] = [
+    // The OPA-Envoy tutorial's shape: an import alias, parsed_path, a default object.
+    r#"package envoy.authz
 import rego.v1
 import input.attributes.request.http as http_request
 default allow := {"allowed": false, "http_status": 401, "body": "no"}
 allow := {"allowed": true, "headers": {"x-path": concat("/", input.parsed_path)}} if {
-    http_request.method == "GET"
-    input.parsed_path[0] in {"items", "reports"}
+http_request.method == "GET"
+input.parsed_path[0] in {"items", "reports"}
 }
 allow := {"allowed": true, "headers": {"x-op": input.parsed_body.op}} if {
-    http_request.method == "POST"
-    input.parsed_body.op in {"start", "stop"}
+http_request.method == "POST"
+input.parsed_body.op in {"start", "stop"}
 }"#,
-        // Partial sets, every, comprehensions, functions, else chains.
-        r#"package envoy.authz
+    // Partial sets, every, comprehensions, functions, else chains.
+    r#"package envoy.authz
 import rego.v1
 deny contains "admin path" if startswith(input.attributes.request.http.path, "/admin")
 deny contains msg if {
-    some k, v in input.parsed_query
-    count(v) > 1
-    msg := sprintf("repeated %s", [k])
+some k, v in input.parsed_query
+count(v) > 1
+msg := sprintf("repeated %s", [k])
 }
 role := r if { r := input.attributes.request.http.headers["x-role"] } else := "anonymous"
 level(r) := 2 if r == "operator"
 level(r) := 1 if r == "viewer"
 level(r) := 0 if not r in {"operator", "viewer"}
 allow := {"allowed": count(deny) == 0, "headers": {"x-level": format_int(level(role), 10), "x-deny": concat(",", sort([d | some d in deny]))}} if {
-    every h in ["x-request-id"] { input.attributes.request.http.headers[h] }
+every h in ["x-request-id"] { input.attributes.request.http.headers[h] }
 }"#,
-        // Network filter: CIDRs, ports, regexes, globs, object.get.
-        r#"package envoy.authz
+    // Network filter: CIDRs, ports, regexes, globs, object.get.
+    r#"package envoy.authz
 import rego.v1
 default allow := false
 src_ip := input.attributes.source.address.socketAddress.address
 allow if {
-    not input.attributes.request.http
-    net.cidr_contains("192.168.0.0/16", src_ip)
-    object.get(input.attributes.destination.address.socketAddress, "portValue", 0) in {502, 4840}
+not input.attributes.request.http
+net.cidr_contains("192.168.0.0/16", src_ip)
+object.get(input.attributes.destination.address.socketAddress, "portValue", 0) in {502, 4840}
 }
 allow if {
-    regex.match(`^spiffe://example\.org/ns/[a-z]+/sa/web$`, input.source.spiffe_id)
-    glob.match("/items/*", ["/"], input.attributes.request.http.path)
+regex.match(`^spiffe://example\.org/ns/[a-z]+/sa/web$`, input.source.spiffe_id)
+glob.match("/items/*", ["/"], input.attributes.request.http.path)
 }
 allow if {
-    input.attributes.request.http.headers.authorization
-    parts := split(input.attributes.request.http.headers.authorization, " ")
-    count(parts) == 2
-    parts[0] == "Bearer"
-    json.marshal({"n": count(parts[1])}) == "{\"n\":11}"
+input.attributes.request.http.headers.authorization
+parts := split(input.attributes.request.http.headers.authorization, " ")
+count(parts) == 2
+parts[0] == "Bearer"
+json.marshal({"n": count(parts[1])}) == "{\"n\":11}"
 }"#,
-    ];
+];
+
+#[test]
+fn memo_agrees_on_opa_envoy_style_policies() {
+    let policies = OPA_ENVOY_STYLE;
     for (i, p) in policies.iter().enumerate() {
         let mut files = rego(p);
         files.push(SourceFile {

@@ -53,10 +53,21 @@ pub fn percent_decode(s: &str, plus: bool) -> Result<String> {
     String::from_utf8(out).map_err(|_| Error::Request(format!("{s:?} does not decode to UTF-8")))
 }
 
+/// The path of a request path: before its query and fragment.
+pub fn path_part(path: &str) -> &str {
+    path.split(['?', '#']).next().unwrap_or_default()
+}
+
+/// The query of a request path: after `?`, before the fragment.
+pub fn query_part(path: &str) -> &str {
+    path.split_once('?')
+        .map(|(_, q)| q.split('#').next().unwrap_or_default())
+        .unwrap_or_default()
+}
+
 /// `/a/b%20c?x=1` → `["a", "b c"]`; `/` → `[""]` (leading slashes trimmed, then split).
 pub fn parsed_path(path: &str) -> Result<Value> {
-    let p = path.split(['?', '#']).next().unwrap_or_default();
-    let decoded = percent_decode(p, false)?;
+    let decoded = percent_decode(path_part(path), false)?;
     let segments: Vec<Value> = decoded
         .trim_start_matches('/')
         .split('/')
@@ -83,11 +94,7 @@ pub fn parse_query(query: &str) -> Result<Value> {
 
 /// The query of a request path, as `parsed_query`.
 pub fn parsed_query(path: &str) -> Result<Value> {
-    let q = path
-        .split_once('?')
-        .map(|(_, q)| q.split('#').next().unwrap_or_default())
-        .unwrap_or_default();
-    parse_query(q)
+    parse_query(query_part(path))
 }
 
 fn json_depth_ok(body: &str) -> bool {

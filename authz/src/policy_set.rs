@@ -1,21 +1,23 @@
 //! A policy set: every `.rego` file under a directory plus its `data.json` / `data.yaml`
 //! files (placed at the data path of their folder, as OPA does), compiled once for the
-//! decision rule. Evaluation goes through regorus' compiled policy, so a request never
-//! parses or compiles anything and any number of requests evaluate at once.
+//! decision rule, and to bytecode where regorus' bytecode compiler takes it ([`crate::engine`]),
+//! so a request never parses or compiles anything and any number of requests evaluate at once.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use envoy_types::ext_authz::v3::pb::CheckRequest;
 use regorus::{CompiledPolicy, Engine, Value};
 
 use crate::decision_memo::{self, DecisionMemo};
+use crate::engine::{self, Bytecode};
 use crate::error::{Error, Result};
+use crate::input::{build_view, InputOptions};
 use crate::input_reads::{self, InputReads};
 use crate::jwt_builtins::JwtKeys;
 use crate::projection::Projection;
+use crate::view::View;
 
-/// Bounds on what a policy directory may hold, against a runaway or hostile directory.
-pub const MAX_FILES: usize = 1000;
-pub const MAX_FILE_LEN: u64 = 4 << 20;
+pub use crate::policy_files::{read_dir, SourceFile, MAX_FILES, MAX_FILE_LEN};
 
 /// Bounds every evaluation in this process: over budget, evaluation fails and the request
 /// is denied. Process-wide because regorus reads it when a compiled policy starts an engine.
@@ -28,12 +30,9 @@ pub fn set_decision_budget(budget: std::time::Duration) {
     ));
 }
 
-/// One file of a policy set, as read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourceFile {
-    /// Path relative to the set's root, with `/` separators.
-    pub path: String,
-    pub text: String,
+thread_local! {
+    /// The memo key of this thread's current request, kept for the next one's.
+    static KEY: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// The outcome of one `test_*` rule.
@@ -56,6 +55,9 @@ pub struct PolicySet {
     projection: Projection,
     engine: Engine,
     compiled: CompiledPolicy,
+    /// None: the interpreter evaluates, for the reason in `interpreted_because`.
+    bytecode: Option<Bytecode>,
+    interpreted_because: Option<String>,
     memo: Option<DecisionMemo>,
 }
 
@@ -66,62 +68,10 @@ impl std::fmt::Debug for PolicySet {
             .field("hash", &self.hash)
             .field("files", &self.files)
             .field("reads", &self.reads)
+            .field("engine", &self.engine_kind())
             .field("memo", &self.memo)
             .finish()
     }
-}
-
-/// Reads every `.rego`, `data.json`, `data.yaml`/`data.yml` under `root`, sorted by path.
-pub fn read_dir(root: &Path) -> Result<Vec<SourceFile>> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(Error::io(&dir))?;
-        for entry in entries {
-            let entry = entry.map_err(Error::io(&dir))?;
-            let path = entry.path();
-            let meta = std::fs::metadata(&path).map_err(Error::io(&path))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') {
-                continue;
-            }
-            if meta.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            let wanted = name.ends_with(".rego")
-                || matches!(name.as_str(), "data.json" | "data.yaml" | "data.yml");
-            if !wanted {
-                continue;
-            }
-            let rel = rel_path(root, &path);
-            if meta.len() > MAX_FILE_LEN {
-                return Err(Error::policy(
-                    rel,
-                    format!("larger than {MAX_FILE_LEN} bytes"),
-                ));
-            }
-            if out.len() >= MAX_FILES {
-                return Err(Error::policy(
-                    root.display().to_string(),
-                    format!("more than {MAX_FILES} policy files"),
-                ));
-            }
-            let bytes = std::fs::read(&path).map_err(Error::io(&path))?;
-            let text = String::from_utf8(bytes).map_err(|_| Error::policy(&rel, "not UTF-8"))?;
-            out.push(SourceFile { path: rel, text });
-        }
-    }
-    out.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(out)
-}
-
-fn rel_path(root: &Path, p: &Path) -> String {
-    let rel: PathBuf = p.strip_prefix(root).unwrap_or(p).to_path_buf();
-    rel.components()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 fn hash_files(files: &[SourceFile]) -> String {
@@ -150,6 +100,7 @@ fn nest(path: &str, v: Value) -> Value {
 fn engine_for(files: &[SourceFile], v0: bool, keys: &JwtKeys) -> Result<Engine> {
     let mut engine = Engine::new();
     engine.set_rego_v0(v0);
+    engine.set_strict_builtin_errors(false);
     // regorus copies every extension into each evaluation, so a set that never calls
     // io.jwt.* does not pay for them.
     if files.iter().any(|f| f.text.contains("io.jwt.")) {
@@ -199,6 +150,12 @@ impl PolicySet {
             .compile_with_entrypoint(&entry)
             .map_err(|e| Error::policy(rule, e))?;
         let reads = input_reads::analyze(&files);
+        let (bytecode, interpreted_because) =
+            match Bytecode::compile(&compiled, rule, engine.get_data()) {
+                Ok(b) => (Some(b), None),
+                // Said once when the set starts serving ([`crate::reload::log_engine`]).
+                Err(reason) => (None, Some(reason)),
+            };
         Ok(Self {
             rule: rule.to_owned(),
             hash: hash_files(&files),
@@ -208,7 +165,37 @@ impl PolicySet {
             reads,
             engine,
             compiled,
+            bytecode,
+            interpreted_because,
         })
+    }
+
+    /// The same set evaluated by the interpreter alone (to compare the two).
+    pub fn interpreted(mut self) -> Self {
+        self.bytecode = None;
+        self.interpreted_because = Some("asked for".into());
+        self
+    }
+
+    /// Why the interpreter evaluates the set (None: the bytecode VM does).
+    pub fn interpreted_because(&self) -> Option<&str> {
+        self.interpreted_because.as_deref()
+    }
+
+    /// The set's rule on the VM, whether or not [`Bytecode::compile`] would let the VM
+    /// decide it.
+    #[cfg(test)]
+    pub(crate) fn bytecode_unchecked(&self) -> Result<Bytecode, String> {
+        Bytecode::compile_unchecked(&self.compiled, &self.rule, self.engine.get_data())
+    }
+
+    /// What evaluates the decision rule.
+    pub fn engine_kind(&self) -> engine::Kind {
+        if self.bytecode.is_some() {
+            engine::Kind::Bytecode
+        } else {
+            engine::Kind::Interpreter
+        }
     }
 
     /// Memoizes up to `capacity` results (0: none). See [`crate::decision_memo`].
@@ -236,29 +223,78 @@ impl PolicySet {
         Self::compile(read_dir(root)?, rule)
     }
 
-    /// Evaluates the decision rule for `input`.
+    /// Evaluates the decision rule for an input written by hand (`esm policy eval`, a
+    /// report's probes, tests): on the interpreter, which assumes nothing of the input's
+    /// shape (the bytecode VM is only faithful on inputs esm builds, [`crate::engine`]).
     pub fn eval(&self, input: Value) -> Result<Value> {
-        self.decide(input).map(|(v, _)| v)
+        self.memoized_or(input, |i| engine::interpret(&self.compiled, i))
+            .map(|(v, _)| v)
     }
 
-    /// Evaluates the decision rule for `input`, or takes the memoized result of an input
+    /// Decides an input esm built from a request, or takes the memoized result of an input
     /// that agrees on everything the set reads; says which. Errors (a timeout among them)
     /// are never memoized.
     pub fn decide(&self, input: Value) -> Result<(Value, bool)> {
+        self.memoized_or(input, |i| self.evaluate(i))
+    }
+
+    fn memoized_or(
+        &self,
+        input: Value,
+        evaluate: impl FnOnce(Value) -> Result<Value>,
+    ) -> Result<(Value, bool)> {
         let memo = self.memo.as_ref().and_then(|m| Some((m, m.key(&input)?)));
         if let Some((m, key)) = &memo {
             if let Some(v) = m.get(key) {
                 return Ok((v, true));
             }
         }
-        let v = self
-            .compiled
-            .eval_with_input(input)
-            .map_err(|e| Error::Evaluation(e.to_string()))?;
+        let v = evaluate(input)?;
         if let Some((m, key)) = memo {
             m.put(key, v.clone());
         }
         Ok((v, false))
+    }
+
+    /// Decides `req`: from the memo when a request that agrees on everything the set reads
+    /// was decided before (keyed from the request itself where the set's reads allow, so a
+    /// hit builds no input), else by building the input the set reads and evaluating it.
+    /// Says which. An input refusal is [`Error::Request`]; errors are never memoized.
+    pub fn decide_request(&self, req: &CheckRequest, opts: InputOptions) -> Result<(Value, bool)> {
+        let view = View::of(req)?;
+        let Some((memo, plan)) = self.memo.as_ref().and_then(|m| Some((m, m.plan()?))) else {
+            let input = build_view(&view, opts, &self.projection)?;
+            return self.decide(input);
+        };
+        KEY.with(|cell| {
+            let mut key = cell.take();
+            let out = (|| {
+                let keyed = plan.write(&view, opts, &mut key);
+                if keyed {
+                    if let Some(v) = memo.get(&key) {
+                        // The key leaves out what the set does not read, so the checks that
+                        // refuse a request whatever it reads are made here.
+                        view.check_refusals()?;
+                        return Ok((v, true));
+                    }
+                }
+                let v = self.evaluate(build_view(&view, opts, &self.projection)?)?;
+                if keyed {
+                    memo.put(key.as_slice().into(), v.clone());
+                }
+                Ok((v, false))
+            })();
+            cell.set(key);
+            out
+        })
+    }
+
+    /// Evaluates the decision rule for an input esm built, never from the memo.
+    pub fn evaluate(&self, input: Value) -> Result<Value> {
+        match &self.bytecode {
+            Some(b) => b.eval(input),
+            None => engine::interpret(&self.compiled, input),
+        }
     }
 
     /// Evaluates any rule (for `esm policy eval --rule`).

@@ -39,6 +39,15 @@ fn validate_files(spec: &SetSpec, files: Vec<SourceFile>) -> Result<PolicySet> {
     Ok(set)
 }
 
+/// Says, once for each set that starts serving, when it evaluates on the interpreter (the
+/// bytecode VM would not decide it as the interpreter does, or cannot compile it): its
+/// first-seen decisions then cost a few times more.
+pub fn log_engine(set_name: &str, set: &PolicySet) {
+    if let Some(reason) = set.interpreted_because() {
+        tracing::warn!(policy.set = %set_name, policy.hash = %set.hash, reason = %reason, "policy set evaluates on regorus' interpreter, not its bytecode VM");
+    }
+}
+
 /// The audit record of a policy change: accepted (success) or refused (failure).
 pub fn policy_event(
     spec: &SetSpec,
@@ -114,6 +123,7 @@ pub async fn run(
         match result {
             Ok(set) => {
                 tracing::info!(policy.set = %spec.name, policy.hash = %set.hash, previous.hash = %current, "policy reloaded");
+                log_engine(&spec.name, &set);
                 tx.send_replace(Arc::new(set));
                 refused = None;
             }

@@ -57,12 +57,20 @@ fn pb_struct(o: &serde_json::Map<String, serde_json::Value>) -> Struct {
 
 /// Envoy's response for `d`; `decision_id` is added to the dynamic metadata.
 pub fn check_response(d: &Decision, decision_id: &str) -> CheckResponse {
-    let mut meta = match &d.dynamic_metadata {
-        Some(serde_json::Value::Object(o)) => o.clone(),
-        _ => serde_json::Map::new(),
+    let id = PbValue {
+        kind: Some(Kind::StringValue(decision_id.to_owned())),
     };
-    meta.insert("decision_id".into(), decision_id.into());
-    let dynamic_metadata = Some(pb_struct(&meta));
+    let dynamic_metadata = Some(match &d.dynamic_metadata {
+        Some(serde_json::Value::Object(o)) => {
+            let mut meta = pb_struct(o);
+            meta.fields.insert("decision_id".into(), id);
+            meta
+        }
+        // The common case: only the decision id, without a JSON map in between.
+        _ => Struct {
+            fields: HashMap::from([("decision_id".to_owned(), id)]),
+        },
+    });
     if d.allowed {
         CheckResponse {
             status: Some(Status {

@@ -13,12 +13,13 @@ use envoy_types::ext_authz::v3::pb::{
     Authorization, AuthorizationServer, CheckRequest, CheckResponse,
 };
 use esm_audit::writer::{AuditSink, Receipt};
-use esm_audit::{kind, Event, Outcome};
 use esm_listener::{Accept, GuardedListener, Limits};
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use crate::check::{check, CheckOptions, Checked, Failure};
+pub use crate::decision_record::decision_event;
+use crate::decision_record::DecisionRecord;
 use crate::policy_set::PolicySet;
 
 /// Envoy sends at most the configured body (`max_request_bytes`); this bounds what a hostile
@@ -40,6 +41,10 @@ pub struct Metrics {
     pub eval_nanos: AtomicU64,
     /// Decisions answered from a set's decision memo.
     pub memoized: AtomicU64,
+    /// Decisions evaluated on regorus' bytecode VM, and on its interpreter (a set the VM
+    /// does not run: see the warning logged when it was loaded).
+    pub evaluated_rvm: AtomicU64,
+    pub evaluated_interpreter: AtomicU64,
 }
 
 /// Which decisions go to the audit log.
@@ -96,6 +101,8 @@ pub const SET_KEY: &str = "policy_set";
 #[derive(Clone)]
 pub struct AuthzService {
     sets: Arc<Vec<ServedSet>>,
+    /// The sets' names, shared with the decision records that carry them.
+    names: Arc<Vec<Arc<str>>>,
     opts: CheckOptions,
     audit: Option<AuditSink>,
     log: DecisionLog,
@@ -112,74 +119,6 @@ fn header<'a>(req: &'a CheckRequest, name: &str) -> &'a str {
         .map_or("", String::as_str)
 }
 
-/// The audit record of one decision: who (source SPIFFE ID or address), what (method and
-/// path, or `connect` for the network filter), outcome, and why.
-pub fn decision_event(
-    req: &CheckRequest,
-    c: &Checked,
-    set_name: &str,
-    set: Option<&PolicySet>,
-    dry_run: bool,
-) -> Event {
-    let attrs = req.attributes.as_ref();
-    let peer_name =
-        |p: Option<&envoy_types::pb::envoy::service::auth::v3::attribute_context::Peer>| {
-            p.map(|p| {
-                if p.principal.is_empty() {
-                    match p.address.as_ref().and_then(|a| a.address.as_ref()) {
-                    Some(
-                        envoy_types::pb::envoy::config::core::v3::address::Address::SocketAddress(
-                            s,
-                        ),
-                    ) => s.address.clone(),
-                    _ => String::new(),
-                }
-                } else {
-                    p.principal.clone()
-                }
-            })
-            .unwrap_or_default()
-        };
-    let http = attrs
-        .and_then(|a| a.request.as_ref())
-        .and_then(|r| r.http.as_ref());
-    let outcome = if c.decision.allowed {
-        Outcome::Allow
-    } else {
-        Outcome::Deny
-    };
-    let mut e = Event::new(kind::AUTHZ_DECISION, outcome);
-    e.actor = peer_name(attrs.and_then(|a| a.source.as_ref()));
-    e.subject = peer_name(attrs.and_then(|a| a.destination.as_ref()));
-    e.action = http.map_or_else(|| "connect".into(), |h| format!("{} {}", h.method, h.host));
-    e.correlation_id = header(req, "x-request-id").to_owned();
-    if let Some((f, reason)) = &c.failure {
-        e.reason = format!("fail closed ({}): {reason}", f.as_str());
-    } else if dry_run && !c.policy_allowed {
-        e.reason = "dry-run: the policy would deny".into();
-    }
-    // Keys in byte order: the stored text is written here once, not built and re-sorted.
-    e.details = esm_audit::FlatObject::new()
-        .bool("dry_run", dry_run)
-        .opt_str(
-            "path",
-            http.map(|h| h.path.split('?').next().unwrap_or_default()),
-        )
-        .opt_str("policy.hash", set.map(|s| s.hash.as_str()))
-        .opt_str("policy.rule", set.map(|s| s.rule.as_str()))
-        .str("policy.set", set_name)
-        .bool("policy_allowed", c.policy_allowed)
-        .opt_u64(
-            "status",
-            (!c.decision.allowed)
-                .then_some(c.decision.http_status)
-                .flatten()
-                .map(u64::from),
-        )
-        .into();
-    e
-}
-
 impl AuthzService {
     /// `sets` must not be empty; the first serves requests that name no set.
     pub fn new(
@@ -189,6 +128,7 @@ impl AuthzService {
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
+            names: Arc::new(sets.iter().map(|s| Arc::from(s.name.as_str())).collect()),
             sets: Arc::new(sets),
             opts,
             audit,
@@ -263,14 +203,18 @@ impl AuthzService {
             .attributes
             .as_ref()
             .and_then(|a| a.context_extensions.get(SET_KEY));
-        let served = match wanted {
-            None => self.sets.first(),
-            Some(name) => self.sets.iter().find(|s| &s.name == name),
+        let index = match wanted {
+            None => (!self.sets.is_empty()).then_some(0),
+            Some(name) => self.sets.iter().position(|s| &s.name == name),
         };
+        let served = index.and_then(|i| self.sets.get(i));
         let mut opts = self.opts;
         opts.dry_run = served.is_some_and(|s| s.dry_run);
         let set = served.map(|s| s.policies.borrow().clone());
-        let set_name: &str = served.map_or_else(|| wanted.map_or("", String::as_str), |s| &s.name);
+        let set_name: Arc<str> = match index.and_then(|i| self.names.get(i)) {
+            Some(name) => name.clone(),
+            None => Arc::from(wanted.map_or("", String::as_str)),
+        };
         let started = Instant::now();
         let mut c = match &set {
             Some(set) => check(set, req, &opts),
@@ -292,14 +236,15 @@ impl AuthzService {
             .as_ref()
             .filter(|_| self.log.records(&c, opts.dry_run))
         {
-            let event = decision_event(req, &c, set_name, set.as_deref(), opts.dry_run);
+            // The writer makes the event off this thread; only a waiter gets a receipt.
+            let record = DecisionRecord::of(req, &c, set_name.clone(), set.clone(), opts.dry_run);
             let queued = if wait {
-                sink.try_append_awaited(event)
+                sink.try_append_lazy_awaited(Box::new(record)).map(Some)
             } else {
-                sink.try_append(event)
+                sink.try_append_lazy(Box::new(record)).map(|()| None)
             };
             match queued {
-                Ok(r) => receipt = wait.then_some(r),
+                Ok(r) => receipt = r,
                 Err(e) => {
                     if wait || (matches!(e, esm_audit::Error::QueueFull) && sink.fails_closed()) {
                         // Evidence cannot be kept: deny rather than let an unrecorded
@@ -320,6 +265,12 @@ impl AuthzService {
         };
         if c.memoized {
             m.memoized.fetch_add(1, Ordering::Relaxed);
+        } else if let Some(set) = set.as_ref().filter(|_| c.evaluated()) {
+            match set.engine_kind() {
+                crate::engine::Kind::Bytecode => &m.evaluated_rvm,
+                crate::engine::Kind::Interpreter => &m.evaluated_interpreter,
+            }
+            .fetch_add(1, Ordering::Relaxed);
         }
         if opts.dry_run && !c.policy_allowed {
             m.dry_run_would_deny.fetch_add(1, Ordering::Relaxed);

@@ -24,6 +24,10 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
                 set.hash
             );
             println!("{}", memo_summary(&set));
+            match set.interpreted_because() {
+                None => println!("evaluated on: regorus' bytecode VM"),
+                Some(why) => println!("evaluated on: regorus' interpreter ({why})"),
+            }
             Ok(())
         }
         PolicyCommand::Test { dir, verbose } => test(&dir, verbose),

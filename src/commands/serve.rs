@@ -142,6 +142,7 @@ async fn start_authz(
         let set = esm_authz::reload::validate(spec)
             .map_err(|e| crate::exit::usage(format!("policy set {}: {e}", spec.name)))?;
         tracing::info!(policy.set = %spec.name, policy.hash = %set.hash, policy.rule = %set.rule, dry_run = spec.dry_run, "policy loaded");
+        esm_authz::reload::log_engine(&spec.name, &set);
         let (policy_tx, policy_rx) = watch::channel(Arc::new(set));
         tasks.push(tokio::spawn(esm_authz::reload::run(
             Arc::new(spec.clone()),

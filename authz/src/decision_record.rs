@@ -1,0 +1,146 @@
+//! The audit record of one decision: who (source SPIFFE ID or address), what (method and
+//! path, or `connect` for the network filter), outcome, and why.
+//!
+//! The request thread copies the few fields the record needs ([`DecisionRecord`]) and hands
+//! them to the audit writer, which makes the event on its own thread
+//! ([`esm_audit::writer::LazyEvent`]). The record depends only on the request and the
+//! decision, never on how the decision was reached: a memo hit and a fresh evaluation of
+//! the same request write the same record.
+
+use std::sync::Arc;
+
+use envoy_types::ext_authz::v3::pb::CheckRequest;
+use envoy_types::pb::envoy::config::core::v3::address::Address;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::Peer;
+use esm_audit::writer::LazyEvent;
+use esm_audit::{kind, Event, Outcome};
+use time::OffsetDateTime;
+
+use crate::check::Checked;
+use crate::policy_set::PolicySet;
+
+/// What a decision's record is made of, copied from the request and the decision.
+pub struct DecisionRecord {
+    time: OffsetDateTime,
+    allowed: bool,
+    actor: String,
+    subject: String,
+    /// `METHOD host`, or None for the network filter.
+    action: Option<String>,
+    correlation_id: String,
+    /// The path without its query.
+    path: Option<String>,
+    failure: Option<(&'static str, String)>,
+    dry_run: bool,
+    policy_allowed: bool,
+    status: Option<u16>,
+    set_name: Arc<str>,
+    set: Option<Arc<PolicySet>>,
+}
+
+/// The caller or callee: its principal, else its address.
+fn peer_name(p: Option<&Peer>) -> String {
+    let Some(p) = p else {
+        return String::new();
+    };
+    if !p.principal.is_empty() {
+        return p.principal.clone();
+    }
+    match p.address.as_ref().and_then(|a| a.address.as_ref()) {
+        Some(Address::SocketAddress(s)) => s.address.clone(),
+        _ => String::new(),
+    }
+}
+
+impl DecisionRecord {
+    /// The record of `c`, the decision on `req` by the set named `set_name` (`set`: None
+    /// when esm serves no set of that name).
+    pub fn of(
+        req: &CheckRequest,
+        c: &Checked,
+        set_name: Arc<str>,
+        set: Option<Arc<PolicySet>>,
+        dry_run: bool,
+    ) -> Self {
+        let attrs = req.attributes.as_ref();
+        let http = attrs
+            .and_then(|a| a.request.as_ref())
+            .and_then(|r| r.http.as_ref());
+        let action = http.map(|h| {
+            let mut a = String::with_capacity(h.method.len() + 1 + h.host.len());
+            a.push_str(&h.method);
+            a.push(' ');
+            a.push_str(&h.host);
+            a
+        });
+        Self {
+            time: OffsetDateTime::now_utc(),
+            allowed: c.decision.allowed,
+            actor: peer_name(attrs.and_then(|a| a.source.as_ref())),
+            subject: peer_name(attrs.and_then(|a| a.destination.as_ref())),
+            action,
+            correlation_id: http
+                .and_then(|h| h.headers.get("x-request-id"))
+                .cloned()
+                .unwrap_or_default(),
+            path: http.map(|h| h.path.split('?').next().unwrap_or_default().to_owned()),
+            failure: c.failure.as_ref().map(|(f, r)| (f.as_str(), r.clone())),
+            dry_run,
+            policy_allowed: c.policy_allowed,
+            status: (!c.decision.allowed)
+                .then_some(c.decision.http_status)
+                .flatten(),
+            set_name,
+            set,
+        }
+    }
+
+    pub fn into_event(self) -> Event {
+        let outcome = if self.allowed {
+            Outcome::Allow
+        } else {
+            Outcome::Deny
+        };
+        let mut e = Event::new(kind::AUTHZ_DECISION, outcome);
+        e.time = self.time;
+        e.actor = self.actor;
+        e.subject = self.subject;
+        e.action = self.action.unwrap_or_else(|| "connect".into());
+        e.correlation_id = self.correlation_id;
+        if let Some((f, reason)) = &self.failure {
+            e.reason = format!("fail closed ({f}): {reason}");
+        } else if self.dry_run && !self.policy_allowed {
+            e.reason = "dry-run: the policy would deny".into();
+        }
+        let set = self.set.as_deref();
+        // Keys in byte order: the stored text is written once, not built and re-sorted.
+        e.details = esm_audit::FlatObject::new()
+            .bool("dry_run", self.dry_run)
+            .opt_str("path", self.path.as_deref())
+            .opt_str("policy.hash", set.map(|s| s.hash.as_str()))
+            .opt_str("policy.rule", set.map(|s| s.rule.as_str()))
+            .str("policy.set", &self.set_name)
+            .bool("policy_allowed", self.policy_allowed)
+            .opt_u64("status", self.status.map(u64::from))
+            .into();
+        e
+    }
+}
+
+impl LazyEvent for DecisionRecord {
+    fn into_event(self: Box<Self>) -> Event {
+        DecisionRecord::into_event(*self)
+    }
+}
+
+/// The audit record of `c`, the decision on `req` by the set named `set_name`, as the
+/// writer makes it.
+pub fn decision_event(
+    req: &CheckRequest,
+    c: &Checked,
+    set_name: &str,
+    set: Option<Arc<PolicySet>>,
+    dry_run: bool,
+) -> Event {
+    DecisionRecord::of(req, c, Arc::from(set_name), set, dry_run).into_event()
+}
