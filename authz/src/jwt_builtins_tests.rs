@@ -126,24 +126,24 @@ fn verify_builtins_take_a_pem_or_a_secret() {
 }
 
 #[test]
-fn a_garbage_token_is_an_error_for_decode_and_false_for_verify() {
+fn a_garbage_token_is_an_error_for_decode_verify_and_decode_verify() {
     let set = set(
         json!({"jwt": {"secret": "x"}, "pem": ""}),
         &JwtKeys::default(),
     );
-    assert!(set
-        .eval_rule("data.envoy.authz.payload", input("x.y.z", NOW))
-        .is_err());
-    assert_eq!(
-        set.eval_rule("data.envoy.authz.hs_ok", input("x.y.z", NOW))
-            .unwrap(),
-        regorus::Value::Bool(false)
-    );
-    // decode_verify of garbage is [false, {}, {}]: not allowed, not an error.
-    assert_eq!(
-        set.eval(input("x.y.z", NOW)).unwrap(),
-        regorus::Value::Bool(false)
-    );
+    // As in OPA: a token that cannot be decoded is an error (which denies), not `false`.
+    for rule in [
+        "data.envoy.authz.payload",
+        "data.envoy.authz.hs_ok",
+        "data.envoy.authz.decoded",
+    ] {
+        for token in ["x.y.z", "a.b", "nodots", "a.b.c.d.e"] {
+            assert!(
+                set.eval_rule(rule, input(token, NOW)).is_err(),
+                "{rule} on {token}"
+            );
+        }
+    }
 }
 
 #[test]
