@@ -22,6 +22,7 @@ pub mod jwt_sign;
 pub mod parsed;
 pub mod policy_set;
 pub mod projection;
+pub mod rego_compat;
 pub mod reload;
 pub mod response;
 pub mod service;
