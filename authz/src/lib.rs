@@ -19,6 +19,7 @@ pub mod jwt_builtins;
 pub mod jwt_key_cache;
 mod jwt_pem;
 pub mod jwt_sign;
+pub mod multipart;
 pub mod parsed;
 pub mod policy_set;
 pub mod projection;
