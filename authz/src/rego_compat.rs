@@ -140,16 +140,15 @@ fn is_pattern(text: &str) -> bool {
             .all(|v| !v.trim().is_empty() && v.trim().bytes().all(is_ident))
 }
 
-/// Whether `range` is the whole of its line, but for indentation and a trailing comment.
+/// Whether `range` is a statement of its own: only indentation before it on its first line,
+/// and nothing but a comment after it on its last.
 fn whole_line(text: &str, range: &std::ops::Range<usize>) -> bool {
     let line_start = text[..range.start].rfind('\n').map_or(0, |n| n + 1);
     let line_end = text[range.end..]
         .find('\n')
         .map_or(text.len(), |n| range.end + n);
     let rest = text[range.end..line_end].trim_start();
-    text[line_start..range.start].trim().is_empty()
-        && (rest.is_empty() || rest.starts_with('#'))
-        && !text[range.clone()].contains('\n')
+    text[line_start..range.start].trim().is_empty() && (rest.is_empty() || rest.starts_with('#'))
 }
 
 fn line_of(text: &str, at: usize) -> usize {
@@ -193,11 +192,23 @@ fn output_arguments(text: &str, out: &mut Vec<Finding>) {
                 .iter()
                 .map(|r| text[r.clone()].trim())
                 .collect();
-            let output = text[args[arity].clone()].trim();
+            let output = text[args[arity].clone()]
+                .split_whitespace()
+                .collect::<Vec<_>>();
+            let output = output.join(" ");
             let replacement = format!("{output} = {name}({})", inputs.join(", "));
             let call = i..close + 1;
-            let rewrite = (is_pattern(output) && whole_line(text, &call))
-                .then(|| (call, replacement.clone()));
+            // The rewrite keeps the inputs as written and every line break of the call, so
+            // line numbers in later errors still match the file.
+            let last_input = args[arity - 1].end;
+            let dropped_lines = text[last_input..close].matches('\n').count();
+            let in_place = format!(
+                "{output} = {name}({}){}",
+                &text[open + 1..last_input],
+                "\n".repeat(dropped_lines)
+            );
+            let rewrite = (arity > 0 && is_pattern(&output) && whole_line(text, &call))
+                .then(|| (call, in_place));
             out.push(Finding {
                 line: line_of(text, i),
                 construct: format!("{name} called with an output argument ({output})"),

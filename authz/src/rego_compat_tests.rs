@@ -24,12 +24,21 @@ parts if {
 	io.jwt.decode(input.token, [h, p, _])
 	p.sub == "alice"
 }
+
+multi if {
+	io.jwt.decode(
+		input.token,
+		[_, claims,
+		 _])
+	claims.sub == "alice"
+}
 "#;
 
 #[test]
 fn finds_output_arguments_with_their_lines_and_rewrites() {
     let found = scan(OUTPUT_FORM, MAX_LINE);
-    assert_eq!(found.len(), 2);
+    assert_eq!(found.len(), 3);
+    assert_eq!(found[2].line, 16);
     assert_eq!(found[0].line, 6);
     assert!(found[0].construct.contains("io.jwt.verify_hs256"));
     assert!(found[0]
@@ -39,6 +48,7 @@ fn finds_output_arguments_with_their_lines_and_rewrites() {
     let rewritten = rewrite(OUTPUT_FORM).unwrap();
     assert!(rewritten.contains(r#"ok = io.jwt.verify_hs256(input.token, "secret")   # OPA"#));
     assert!(rewritten.contains("[h, p, _] = io.jwt.decode(input.token)"));
+    assert!(rewritten.contains("[_, claims, _] = io.jwt.decode(\n\t\tinput.token)\n\n"));
     assert_eq!(rewritten.lines().count(), OUTPUT_FORM.lines().count());
 }
 
@@ -49,10 +59,12 @@ fn rewritten_output_form_policies_run() {
     let token = crate::jwt::tests::hs256(b"secret", serde_json::json!({"sub": "alice"}));
     let input = regorus::Value::from(serde_json::json!({ "token": token }));
     assert_eq!(set.eval(input.clone()).unwrap(), regorus::Value::Bool(true));
-    assert_eq!(
-        set.eval_rule("data.t.parts", input).unwrap(),
-        regorus::Value::Bool(true)
-    );
+    for rule in ["data.t.parts", "data.t.multi"] {
+        assert_eq!(
+            set.eval_rule(rule, input.clone()).unwrap(),
+            regorus::Value::Bool(true)
+        );
+    }
 }
 
 #[test]
