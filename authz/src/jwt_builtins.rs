@@ -2,7 +2,9 @@
 //! `verify_{rs,ps}{256,384,512}`, `verify_es{256,384,512}`, `verify_eddsa`,
 //! `verify_hs{256,384,512}`, `decode_verify`, `encode_sign` and `encode_sign_raw`. Semantics
 //! follow OPA: a bad signature is `false`; a token that cannot be decoded (not three parts, a
-//! JWE, bad base64 or JSON) is an evaluation error, which denies. Nested tokens (`cty: JWT`)
+//! JWE, bad base64 or JSON) is a builtin error, and as in OPA's default (non-strict)
+//! evaluation the call is then undefined, so the rule or body using it does not hold: a
+//! policy's `default` decides, as under OPA-Envoy. The error is logged at debug level. Nested tokens (`cty: JWT`)
 //! are followed: `decode` returns the innermost one, `decode_verify` verifies every layer
 //! with the same keys and constraints. Key texts are parsed once ([`crate::jwt_key_cache`]).
 //!
@@ -76,9 +78,19 @@ fn secret(text: String) -> Vec<NamedKey> {
     }]
 }
 
+/// A token that cannot be decoded: the call is undefined, as OPA's non-strict evaluation
+/// makes a failing builtin (see the module comment).
+fn undecodable(e: &Error) -> Value {
+    tracing::debug!(jwt.error = %e, "io.jwt: token cannot be decoded; the call is undefined");
+    Value::Undefined
+}
+
 fn decode_builtin(args: Vec<Value>) -> ExtResult {
     let token = string_arg(&args[0], "io.jwt.decode")?;
-    let t = jwt::decode_innermost(&token)?;
+    let t = match jwt::decode_innermost(&token) {
+        Ok(t) => t,
+        Err(e) => return Ok(undecodable(&e)),
+    };
     Ok(Value::from(vec![
         json_to_value(t.header),
         json_to_value(t.payload),
@@ -102,7 +114,10 @@ fn verify_builtin(alg: &'static str, args: &[Value], configured: &JwtKeys) -> Ex
     } else {
         crate::jwt_key_cache::cached_keys(&key)?.to_vec()
     };
-    let t = jwt::split(&token)?;
+    let t = match jwt::split(&token) {
+        Ok(t) => t,
+        Err(e) => return Ok(undecodable(&e)),
+    };
     // Stricter than OPA, which lets a key without `alg` verify whatever the header says: the
     // header must name the algorithm the policy asked for.
     if t.header.get("alg").and_then(Json::as_str) != Some(alg) {
@@ -122,17 +137,21 @@ fn key_constraint(constraints: &Json, field: &str) -> Result<Option<String>> {
 
 /// Verifies `token` and every token nested in it (`cty: JWT`), each with the same keys and
 /// `alg` constraint, as OPA does. `None` when a layer does not verify; the innermost token
-/// when all do. Malformed layers are errors.
+/// when all do; `Some(Err)` when a layer cannot be decoded. Key and constraint errors are
+/// errors.
 fn verify_layers(
     token: &str,
     constraints: &Json,
     (cert, secret_text): (Option<String>, Option<String>),
     configured: &JwtKeys,
-) -> Result<Option<jwt::Token<'static>>> {
+) -> Result<Option<Result<jwt::Token<'static>>>> {
     let want_alg = constraints.get("alg").and_then(Json::as_str);
     let mut text = token.to_owned();
     for _ in 0..=jwt::MAX_NESTING {
-        let t = jwt::split(&text)?;
+        let t = match jwt::split(&text) {
+            Ok(t) => t,
+            Err(e) => return Ok(Some(Err(e))),
+        };
         let Some(alg) = t
             .header
             .get("alg")
@@ -172,20 +191,25 @@ fn verify_layers(
             return Ok(None);
         }
         if t.nests() {
-            text = t.inner_token()?;
+            text = match t.inner_token() {
+                Ok(inner) => inner,
+                Err(e) => return Ok(Some(Err(e))),
+            };
             continue;
         }
-        return Ok(Some(jwt::Token {
-            payload: jwt::json_object(&t.payload, "payload")?,
-            header: t.header,
-            signature: t.signature,
-            signed: "",
-        }));
+        return Ok(Some(jwt::json_object(&t.payload, "payload").map(
+            |payload| jwt::Token {
+                payload,
+                header: t.header,
+                signature: t.signature,
+                signed: "",
+            },
+        )));
     }
-    Err(Error::Jwt(format!(
+    Ok(Some(Err(Error::Jwt(format!(
         "tokens nested more than {} deep",
         jwt::MAX_NESTING
-    )))
+    )))))
 }
 
 /// `io.jwt.decode_verify(token, constraints)` → `[valid, header, payload]`. As in OPA, `cert`
@@ -202,8 +226,10 @@ pub fn decode_verify(token: &str, constraints: &Json, configured: &JwtKeys) -> R
         key_constraint(constraints, "cert")?,
         key_constraint(constraints, "secret")?,
     );
-    let Some(t) = verify_layers(token, constraints, (cert, secret_text), configured)? else {
-        return Ok(invalid());
+    let t = match verify_layers(token, constraints, (cert, secret_text), configured)? {
+        None => return Ok(invalid()),
+        Some(Err(e)) => return Ok(undecodable(&e)),
+        Some(Ok(t)) => t,
     };
     let now_ns = match constraints.get("time") {
         Some(v) => v

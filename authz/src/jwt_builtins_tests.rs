@@ -126,24 +126,31 @@ fn verify_builtins_take_a_pem_or_a_secret() {
 }
 
 #[test]
-fn a_garbage_token_is_an_error_for_decode_verify_and_decode_verify() {
+fn a_garbage_token_makes_decode_verify_and_decode_verify_undefined() {
     let set = set(
         json!({"jwt": {"secret": "x"}, "pem": ""}),
         &JwtKeys::default(),
     );
-    // As in OPA: a token that cannot be decoded is an error (which denies), not `false`.
+    // As in OPA: a token that cannot be decoded is a builtin error, not `false`; under OPA's
+    // default (non-strict) evaluation the call is undefined, so is every rule built on it.
     for rule in [
         "data.envoy.authz.payload",
         "data.envoy.authz.hs_ok",
         "data.envoy.authz.decoded",
     ] {
         for token in ["x.y.z", "a.b", "nodots", "a.b.c.d.e"] {
-            assert!(
-                set.eval_rule(rule, input(token, NOW)).is_err(),
+            assert_eq!(
+                set.eval_rule(rule, input(token, NOW)).unwrap(),
+                regorus::Value::Undefined,
                 "{rule} on {token}"
             );
         }
     }
+    // The decision falls to the policy's default.
+    assert_eq!(
+        set.eval(input("a.b", NOW)).unwrap(),
+        regorus::Value::Bool(false)
+    );
 }
 
 #[test]

@@ -95,8 +95,9 @@ fn nested_tokens_are_decoded_and_verified_layer_by_layer() {
     for _ in 0..8 {
         deep = wrap(&deep, &jwk);
     }
-    assert!(rule(&set, "verified", input(&deep)).is_err());
-    assert!(rule(&set, "decoded", input(&deep)).is_err());
+    for name in ["verified", "decoded"] {
+        assert_eq!(rule(&set, name, input(&deep)).unwrap(), Value::Undefined);
+    }
 }
 
 fn ed25519_from_seed(byte: u8) -> Json {
@@ -110,7 +111,7 @@ fn ed25519_from_seed(byte: u8) -> Json {
 }
 
 #[test]
-fn a_jwe_or_a_token_without_three_parts_is_an_error() {
+fn a_jwe_or_a_token_without_three_parts_is_a_builtin_error_so_undefined() {
     let set = set();
     let jwk = ed25519_jwk();
     let key = public(&jwk);
@@ -122,8 +123,9 @@ fn a_jwe_or_a_token_without_three_parts_is_an_error() {
         enc_header,
     ] {
         for name in ["decoded", "verified", "eddsa"] {
-            assert!(
-                rule(&set, name, json!({"token": token, "key": key})).is_err(),
+            assert_eq!(
+                rule(&set, name, json!({"token": token, "key": key})).unwrap(),
+                Value::Undefined,
                 "{name} accepted {token}"
             );
         }

@@ -268,6 +268,26 @@ pub fn rewrite_files(files: Vec<SourceFile>) -> Vec<SourceFile> {
         .collect()
 }
 
+/// Refuses a set that still has output-argument calls after [`rewrite_files`]: regorus only
+/// reports their unsafe variable when the rule is evaluated, so without this a policy check
+/// would pass and every request reaching the rule would fail.
+pub fn refuse_output_arguments(files: &[SourceFile]) -> Result<(), Error> {
+    for file in files.iter().filter(|f| f.path.ends_with(".rego")) {
+        let mut found = Vec::new();
+        output_arguments(&file.text, &mut found);
+        if let Some(f) = found.first() {
+            return Err(Error::policy(
+                format!("{}:{}", file.path, f.line),
+                format!(
+                    "{}, which esm's Rego engine does not accept inside an expression: {}",
+                    f.construct, f.suggestion
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A compile error, explained when the scanner finds its cause: an "unsafe" variable and an
 /// output-argument call, or a too-long line. The finding names the file, the line, the
 /// construct and the rewrite; the engine's message follows. Other errors pass unchanged.

@@ -134,6 +134,18 @@ fn explains_the_unsafe_variable_of_an_output_argument() {
 }
 
 #[test]
+fn output_arguments_left_after_rewriting_refuse_the_set() {
+    let files = rewrite_files(vec![file(OUTPUT_FORM)]);
+    assert!(refuse_output_arguments(&files).is_ok());
+    let inside = "package t\n\nv := [x | io.jwt.decode(input.t, x)]\n";
+    let err = refuse_output_arguments(&rewrite_files(vec![file(inside)]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("p.rego:3"), "{err}");
+    assert!(err.contains("x = io.jwt.decode(input.t)"), "{err}");
+}
+
+#[test]
 fn other_errors_pass_unchanged() {
     let err = Error::policy("p.rego", "rego_parse_error: unexpected }");
     let files = vec![file(OUTPUT_FORM)];
