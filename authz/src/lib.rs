@@ -17,6 +17,7 @@ pub mod input_reads;
 pub mod jwt;
 pub mod jwt_builtins;
 pub mod jwt_key_cache;
+mod jwt_keys;
 mod jwt_pem;
 pub mod jwt_sign;
 pub mod multipart;
