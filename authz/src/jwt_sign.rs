@@ -51,7 +51,7 @@ fn first_key(jwk: &str) -> Result<Json> {
     Ok(key)
 }
 
-fn kty<'a>(k: &'a Json) -> &'a str {
+fn kty(k: &Json) -> &str {
     k.get("kty").and_then(Json::as_str).unwrap_or("")
 }
 

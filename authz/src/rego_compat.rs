@@ -208,7 +208,7 @@ fn output_arguments(text: &str, out: &mut Vec<Finding>) {
                 "\n".repeat(dropped_lines)
             );
             let rewrite = (arity > 0 && is_pattern(&output) && whole_line(text, &call))
-                .then(|| (call, in_place));
+                .then_some((call, in_place));
             out.push(Finding {
                 line: line_of(text, i),
                 construct: format!("{name} called with an output argument ({output})"),
