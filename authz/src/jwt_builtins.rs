@@ -243,6 +243,14 @@ pub fn decode_verify(token: &str, constraints: &Json, configured: &JwtKeys) -> R
         aud: text("aud"),
         now_ns,
     };
+    // OPA: an `exp` or `nbf` that is not a number is a builtin error, not an invalid token.
+    for claim in ["exp", "nbf"] {
+        if t.payload.get(claim).is_some_and(|v| !v.is_number()) {
+            return Ok(undecodable(&Error::Jwt(format!(
+                "{claim} value must be a number"
+            ))));
+        }
+    }
     if !jwt::claims_hold(&t.payload, &claims) {
         return Ok(invalid());
     }

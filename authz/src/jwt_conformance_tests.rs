@@ -168,3 +168,20 @@ fn a_policy_signs_a_token_that_verifies() {
     let no_key = json!({"jwk": {"kty": "oct"}, "key": "", "token": "a.b.c"});
     assert!(rule(&set, "signed", no_key).is_err());
 }
+
+#[test]
+fn an_exp_or_nbf_that_is_not_a_number_is_a_builtin_error_so_undefined() {
+    let oct = json!({"kty": "oct", "k": "NDI"});
+    for payload in [r#"{"exp":null}"#, r#"{"nbf":"soon"}"#] {
+        let token = sign(r#"{"alg":"HS256"}"#, payload, &oct);
+        let v = super::decode_verify(&token, &json!({"secret": "42"}), &JwtKeys::default());
+        assert_eq!(v.unwrap(), Value::Undefined, "{payload}");
+    }
+    let fine = sign(r#"{"alg":"HS256"}"#, r#"{"exp":4102444800}"#, &oct);
+    let v = super::decode_verify(
+        &fine,
+        &json!({"secret": "42", "time": 1}),
+        &JwtKeys::default(),
+    );
+    assert_eq!(v.unwrap()[0], Value::Bool(true));
+}
