@@ -308,11 +308,21 @@ pub fn explain(files: &[SourceFile], err: Error) -> Error {
                 .find(|f| wanted(f))
                 .map(|f| (file, f))
         });
+    // The engine's message quotes the offending line, which may be 64 KiB long: keep its
+    // verdict (the last line) only.
+    let verdict: String = reason
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default()
+        .chars()
+        .take(200)
+        .collect();
     match found {
         Some((file, f)) => Error::policy(
             format!("{}:{}", file.path, f.line),
             format!(
-                "{}, which esm's Rego engine does not accept: {} (engine: {reason})",
+                "{}, which esm's Rego engine does not accept: {} (engine: {verdict})",
                 f.construct, f.suggestion
             ),
         ),

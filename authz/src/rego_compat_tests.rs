@@ -103,6 +103,11 @@ fn names_long_lines_and_explains_the_engine_error() {
         .to_string();
     assert!(err.contains("p.rego:3"), "{err}");
     assert!(err.contains("concat"), "{err}");
+    assert!(
+        err.len() < 1000,
+        "the long line is not echoed: {} bytes",
+        err.len()
+    );
 }
 
 #[test]
