@@ -12,6 +12,7 @@ use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
 use serde_json::Value as Json;
 
 use crate::error::{Error, Result};
+pub use crate::jwt_keys::{parse_keys, Key, NamedKey};
 
 /// A token longer than this is not decoded: real ones are a few KiB.
 pub const MAX_TOKEN_LEN: usize = 64 << 10;
@@ -38,17 +39,17 @@ impl Token<'_> {
     }
 }
 
-fn bad(reason: impl std::fmt::Display) -> Error {
+pub(crate) fn bad(reason: impl std::fmt::Display) -> Error {
     Error::Jwt(reason.to_string())
 }
 
-fn b64(part: &str, what: &str) -> Result<Vec<u8>> {
+pub(crate) fn b64(part: &str, what: &str) -> Result<Vec<u8>> {
     URL_SAFE_NO_PAD
         .decode(part.trim_end_matches('='))
         .map_err(|e| bad(format!("{what}: {e}")))
 }
 
-fn json_object(bytes: &[u8], what: &str) -> Result<Json> {
+pub(crate) fn json_object(bytes: &[u8], what: &str) -> Result<Json> {
     let v: Json = serde_json::from_slice(bytes).map_err(|e| bad(format!("{what}: {e}")))?;
     if !v.is_object() {
         return Err(bad(format!("{what}: not a JSON object")));
@@ -56,131 +57,102 @@ fn json_object(bytes: &[u8], what: &str) -> Result<Json> {
     Ok(v)
 }
 
-/// Splits and decodes a compact JWS. Encrypted tokens (five parts) are refused.
-pub fn decode(token: &str) -> Result<Token<'_>> {
+/// How many tokens deep a nested token (`cty: JWT`) may go: real ones nest once.
+pub const MAX_NESTING: usize = 4;
+
+/// A compact JWS split into its parts, header decoded, payload still raw: a nested token's
+/// payload is itself a token, not a JSON object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Jws<'a> {
+    pub header: Json,
+    pub payload: Vec<u8>,
+    pub signature: Vec<u8>,
+    /// `header.payload` as sent: the bytes the signature covers.
+    pub signed: &'a str,
+}
+
+impl<'a> Jws<'a> {
+    /// The token as [`verify_with`] reads it (header, signature, signed bytes).
+    pub fn as_token(&self) -> Token<'a> {
+        Token {
+            header: self.header.clone(),
+            payload: Json::Null,
+            signature: self.signature.clone(),
+            signed: self.signed,
+        }
+    }
+
+    /// Whether the payload is itself a token (RFC 7519 §5.2; OPA compares without case).
+    pub fn nests(&self) -> bool {
+        self.header
+            .get("cty")
+            .and_then(Json::as_str)
+            .is_some_and(|c| c.eq_ignore_ascii_case("JWT"))
+    }
+
+    /// The payload as the next token to decode, without the quotes some signers add.
+    pub fn inner_token(&self) -> Result<String> {
+        let text = std::str::from_utf8(&self.payload).map_err(|e| bad(format!("payload: {e}")))?;
+        Ok(text.trim_matches(|c| c == '"' || c == '\'').to_owned())
+    }
+}
+
+/// Splits a compact JWS and decodes its header. As OPA: anything but three parts is an error
+/// (so a five-part JWE is refused), and so is a header naming an encryption (`enc`).
+pub fn split(token: &str) -> Result<Jws<'_>> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(bad(format!("token longer than {MAX_TOKEN_LEN} bytes")));
     }
-    let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(bad("expected three dot-separated parts"));
+    let parts: Vec<&str> = token.splitn(6, '.').collect();
+    let [h, p, s] = parts[..] else {
+        return Err(bad(format!(
+            "a compact JWS has 3 dot-separated parts, this token has {}",
+            token.split('.').count()
+        )));
     };
-    Ok(Token {
-        header: json_object(&b64(h, "header")?, "header")?,
-        payload: json_object(&b64(p, "payload")?, "payload")?,
+    let header = json_object(&b64(h, "header")?, "header")?;
+    if header.get("enc").is_some() {
+        return Err(bad(
+            "the token is a JWE (its header has enc): not supported",
+        ));
+    }
+    Ok(Jws {
+        header,
+        payload: b64(p, "payload")?,
         signature: b64(s, "signature")?,
         signed: &token[..h.len() + 1 + p.len()],
     })
 }
 
-/// A key a token can be verified with.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Key {
-    /// RSA as modulus and exponent (big-endian), from a JWK or a PEM.
-    Rsa { n: Vec<u8>, e: Vec<u8> },
-    /// An uncompressed EC point; its length says the curve (65: P-256, 97: P-384).
-    Ec(Vec<u8>),
-    /// An HMAC secret.
-    Hmac(Vec<u8>),
-}
-
-/// Key material is never printed, only its kind.
-impl std::fmt::Debug for Key {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Rsa { .. } => "Key::Rsa",
-            Self::Ec(_) => "Key::Ec",
-            Self::Hmac(_) => "Key::Hmac",
-        })
-    }
-}
-
-/// A key with the optional `kid` / `alg` its JWK named.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NamedKey {
-    pub kid: Option<String>,
-    pub alg: Option<String>,
-    pub key: Key,
-}
-
-impl Key {
-    /// Whether this kind of key can verify `alg` (an HMAC secret never verifies RS256, a
-    /// public key is never an HMAC secret).
-    pub fn suits(&self, alg: &str) -> bool {
-        match self {
-            Self::Rsa { .. } => alg.starts_with("RS") || alg.starts_with("PS"),
-            Self::Ec(point) => matches!((alg, point.len()), ("ES256", 65) | ("ES384", 97)),
-            Self::Hmac(_) => alg.starts_with("HS"),
-        }
-    }
-}
-
-/// Reads a PEM certificate, a PEM public key (SPKI or PKCS#1 RSA), a JWKS (`{"keys": […]}`)
-/// or a single JWK: every form OPA's `io.jwt.verify_*` accept as their second argument.
-pub fn parse_keys(text: &str) -> Result<Vec<NamedKey>> {
-    if text.len() > MAX_KEY_LEN {
-        return Err(bad(format!("key longer than {MAX_KEY_LEN} bytes")));
-    }
-    let t = text.trim_start();
-    if t.starts_with('{') {
-        let v: Json = serde_json::from_str(t).map_err(|e| bad(format!("JWKS: {e}")))?;
-        return match v.get("keys") {
-            Some(Json::Array(keys)) => keys.iter().map(jwk).collect(),
-            Some(_) => Err(bad("JWKS: keys is not an array")),
-            None => Ok(vec![jwk(&v)?]),
-        };
-    }
-    crate::jwt_pem::parse(t)
-}
-
-fn jwk_b64(k: &Json, field: &str) -> Result<Vec<u8>> {
-    let s = k
-        .get(field)
-        .and_then(Json::as_str)
-        .ok_or_else(|| bad(format!("JWK: no {field}")))?;
-    b64(s, &format!("JWK {field}"))
-}
-
-fn jwk(k: &Json) -> Result<NamedKey> {
-    let text = |f: &str| k.get(f).and_then(Json::as_str).map(str::to_owned);
-    let key = match text("kty").as_deref() {
-        Some("RSA") => Key::Rsa {
-            n: jwk_b64(k, "n")?,
-            e: jwk_b64(k, "e")?,
-        },
-        Some("EC") => {
-            let (x, y) = (jwk_b64(k, "x")?, jwk_b64(k, "y")?);
-            let len = match text("crv").as_deref() {
-                Some("P-256") => 32,
-                Some("P-384") => 48,
-                other => return Err(bad(format!("JWK: unsupported curve {other:?}"))),
-            };
-            if x.len() != len || y.len() != len {
-                return Err(bad("JWK: coordinate length does not match the curve"));
-            }
-            let mut point = Vec::with_capacity(1 + 2 * len);
-            point.push(4);
-            point.extend_from_slice(&x);
-            point.extend_from_slice(&y);
-            Key::Ec(point)
-        }
-        Some("oct") => {
-            let secret = jwk_b64(k, "k")?;
-            // An empty secret is one anybody can sign with.
-            if secret.is_empty() {
-                return Err(bad("JWK: oct key with an empty k"));
-            }
-            Key::Hmac(secret)
-        }
-        other => return Err(bad(format!("JWK: unsupported kty {other:?}"))),
-    };
-    Ok(NamedKey {
-        kid: text("kid"),
-        alg: text("alg"),
-        key,
+/// Splits and decodes a compact JWS whose payload is a JSON object.
+pub fn decode(token: &str) -> Result<Token<'_>> {
+    let jws = split(token)?;
+    Ok(Token {
+        payload: json_object(&jws.payload, "payload")?,
+        header: jws.header,
+        signature: jws.signature,
+        signed: jws.signed,
     })
+}
+
+/// `io.jwt.decode`: follows nested tokens (`cty: JWT`) down to the innermost one, as OPA
+/// does, without verifying anything.
+pub fn decode_innermost(token: &str) -> Result<Token<'static>> {
+    let mut text = token.to_owned();
+    for _ in 0..=MAX_NESTING {
+        let jws = split(&text)?;
+        if jws.nests() {
+            text = jws.inner_token()?;
+            continue;
+        }
+        return Ok(Token {
+            payload: json_object(&jws.payload, "payload")?,
+            header: jws.header,
+            signature: jws.signature,
+            signed: "",
+        });
+    }
+    Err(bad(format!("tokens nested more than {MAX_NESTING} deep")))
 }
 
 /// Header parameters RFC 7515 §4.1 defines; `crit` must not name them (§4.1.11).
@@ -260,6 +232,16 @@ pub fn verify_with(token: &Token<'_>, alg: &str, key: &Key) -> Result<bool> {
                 .verify(msg, sig)
                 .is_ok());
     }
+    match (alg, key) {
+        ("ES512", Key::Ec(point)) => return Ok(verify_p521(point, msg, sig)),
+        ("EdDSA", Key::Ed25519(public)) => {
+            return Ok(UnparsedPublicKey::new(&s::ED25519, public)
+                .verify(msg, sig)
+                .is_ok())
+        }
+        ("ES512" | "EdDSA", _) => return Ok(false),
+        _ => {}
+    }
     let hmac = match alg {
         "HS256" => ring::hmac::HMAC_SHA256,
         "HS384" => ring::hmac::HMAC_SHA384,
@@ -273,6 +255,18 @@ pub fn verify_with(token: &Token<'_>, alg: &str, key: &Key) -> Result<bool> {
         return Ok(false);
     }
     Ok(ring::hmac::verify(&ring::hmac::Key::new(hmac, secret), msg, sig).is_ok())
+}
+
+/// ES512 (ring has no P-521): the RustCrypto implementation, fixed-size `r || s` signature.
+fn verify_p521(point: &[u8], msg: &[u8], sig: &[u8]) -> bool {
+    use p521::ecdsa::signature::Verifier as _;
+    let (Ok(key), Ok(sig)) = (
+        p521::ecdsa::VerifyingKey::from_sec1_bytes(point),
+        p521::ecdsa::Signature::from_slice(sig),
+    ) else {
+        return false;
+    };
+    key.verify(msg, &sig).is_ok()
 }
 
 /// True when any of `keys` (those whose `kid` and `alg` do not rule them out) verifies.

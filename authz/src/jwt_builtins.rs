@@ -1,7 +1,12 @@
 //! OPA's `io.jwt.*` builtins for regorus, registered as engine extensions: `decode`,
-//! `verify_{rs,ps}{256,384,512}`, `verify_es{256,384}`, `verify_hs{256,384,512}` and
-//! `decode_verify`. Semantics follow OPA: a bad signature is `false`, a token that cannot be
-//! decoded is an evaluation error (which denies).
+//! `verify_{rs,ps}{256,384,512}`, `verify_es{256,384,512}`, `verify_eddsa`,
+//! `verify_hs{256,384,512}`, `decode_verify`, `encode_sign` and `encode_sign_raw`. Semantics
+//! follow OPA: a bad signature is `false`; a token that cannot be decoded (not three parts, a
+//! JWE, bad base64 or JSON) is a builtin error, and as in OPA's default (non-strict)
+//! evaluation the call is then undefined, so the rule or body using it does not hold: a
+//! policy's `default` decides, as under OPA-Envoy. The error is logged at debug level. Nested tokens (`cty: JWT`)
+//! are followed: `decode` returns the innermost one, `decode_verify` verifies every layer
+//! with the same keys and constraints. Key texts are parsed once ([`crate::jwt_key_cache`]).
 //!
 //! esm's addition: a policy may pass an empty key (`""`, `{"cert": ""}`, `{"secret": ""}`,
 //! or a `decode_verify` constraint object without `cert` and `secret`) to verify against the
@@ -16,6 +21,7 @@ use serde_json::Value as Json;
 
 use crate::error::{Error, Result};
 use crate::jwt::{self, Claims, Key, NamedKey};
+use crate::jwt_sign;
 
 /// Keys the builtins fall back to (a JWKS file named in the configuration).
 #[derive(Debug, Clone, Default)]
@@ -27,8 +33,8 @@ impl JwtKeys {
     }
 }
 
-const ASYMMETRIC: [&str; 8] = [
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384",
+const ASYMMETRIC: [&str; 10] = [
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
 ];
 const HMAC: [&str; 3] = ["HS256", "HS384", "HS512"];
 
@@ -72,9 +78,19 @@ fn secret(text: String) -> Vec<NamedKey> {
     }]
 }
 
+/// A token that cannot be decoded: the call is undefined, as OPA's non-strict evaluation
+/// makes a failing builtin (see the module comment).
+fn undecodable(e: &Error) -> Value {
+    tracing::debug!(jwt.error = %e, "io.jwt: token cannot be decoded; the call is undefined");
+    Value::Undefined
+}
+
 fn decode_builtin(args: Vec<Value>) -> ExtResult {
     let token = string_arg(&args[0], "io.jwt.decode")?;
-    let t = jwt::decode(&token)?;
+    let t = match jwt::decode_innermost(&token) {
+        Ok(t) => t,
+        Err(e) => return Ok(undecodable(&e)),
+    };
     Ok(Value::from(vec![
         json_to_value(t.header),
         json_to_value(t.payload),
@@ -96,15 +112,18 @@ fn verify_builtin(alg: &'static str, args: &[Value], configured: &JwtKeys) -> Ex
     } else if HMAC.contains(&alg) {
         secret(key)
     } else {
-        jwt::parse_keys(&key)?
+        crate::jwt_key_cache::cached_keys(&key)?.to_vec()
     };
-    let Ok(t) = jwt::decode(&token) else {
-        return Ok(Value::Bool(false));
+    let t = match jwt::split(&token) {
+        Ok(t) => t,
+        Err(e) => return Ok(undecodable(&e)),
     };
-    if t.alg() != alg {
+    // Stricter than OPA, which lets a key without `alg` verify whatever the header says: the
+    // header must name the algorithm the policy asked for.
+    if t.header.get("alg").and_then(Json::as_str) != Some(alg) {
         return Ok(Value::Bool(false));
     }
-    Ok(Value::Bool(jwt::verify_any(&t, alg, &keys)?))
+    Ok(Value::Bool(jwt::verify_any(&t.as_token(), alg, &keys)?))
 }
 
 /// `cert` / `secret` of a constraints object: absent, or a string (anything else is an error).
@@ -114,6 +133,83 @@ fn key_constraint(constraints: &Json, field: &str) -> Result<Option<String>> {
         Some(Json::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(Error::Jwt(format!("constraints: {field} is not a string"))),
     }
+}
+
+/// Verifies `token` and every token nested in it (`cty: JWT`), each with the same keys and
+/// `alg` constraint, as OPA does. `None` when a layer does not verify; the innermost token
+/// when all do; `Some(Err)` when a layer cannot be decoded. Key and constraint errors are
+/// errors.
+fn verify_layers(
+    token: &str,
+    constraints: &Json,
+    (cert, secret_text): (Option<String>, Option<String>),
+    configured: &JwtKeys,
+) -> Result<Option<Result<jwt::Token<'static>>>> {
+    let want_alg = constraints.get("alg").and_then(Json::as_str);
+    let mut text = token.to_owned();
+    for _ in 0..=jwt::MAX_NESTING {
+        let t = match jwt::split(&text) {
+            Ok(t) => t,
+            Err(e) => return Ok(Some(Err(e))),
+        };
+        let Some(alg) = t
+            .header
+            .get("alg")
+            .and_then(Json::as_str)
+            .map(str::to_owned)
+        else {
+            return Ok(None);
+        };
+        if want_alg.is_some_and(|want| want != alg) {
+            return Ok(None);
+        }
+        let (asymmetric, hmac) = (
+            ASYMMETRIC.contains(&alg.as_str()),
+            HMAC.contains(&alg.as_str()),
+        );
+        let admitted = match (&cert, &secret_text) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Jwt("constraints: both cert and secret given".into()))
+            }
+            (Some(_), None) => asymmetric,
+            (None, Some(_)) => hmac,
+            (None, None) => asymmetric || hmac,
+        };
+        if !admitted {
+            return Ok(None);
+        }
+        let keys = match cert
+            .clone()
+            .or(secret_text.clone())
+            .filter(|k| !wants_configured(k))
+        {
+            Some(given) if hmac => secret(given),
+            Some(given) => crate::jwt_key_cache::cached_keys(&given)?.to_vec(),
+            None => configured_for(&alg, configured)?,
+        };
+        if keys.is_empty() || !jwt::verify_any(&t.as_token(), &alg, &keys)? {
+            return Ok(None);
+        }
+        if t.nests() {
+            text = match t.inner_token() {
+                Ok(inner) => inner,
+                Err(e) => return Ok(Some(Err(e))),
+            };
+            continue;
+        }
+        return Ok(Some(jwt::json_object(&t.payload, "payload").map(
+            |payload| jwt::Token {
+                payload,
+                header: t.header,
+                signature: t.signature,
+                signed: "",
+            },
+        )));
+    }
+    Ok(Some(Err(Error::Jwt(format!(
+        "tokens nested more than {} deep",
+        jwt::MAX_NESTING
+    )))))
 }
 
 /// `io.jwt.decode_verify(token, constraints)` → `[valid, header, payload]`. As in OPA, `cert`
@@ -130,36 +226,11 @@ pub fn decode_verify(token: &str, constraints: &Json, configured: &JwtKeys) -> R
         key_constraint(constraints, "cert")?,
         key_constraint(constraints, "secret")?,
     );
-    let Ok(t) = jwt::decode(token) else {
-        return Ok(invalid());
+    let t = match verify_layers(token, constraints, (cert, secret_text), configured)? {
+        None => return Ok(invalid()),
+        Some(Err(e)) => return Ok(undecodable(&e)),
+        Some(Ok(t)) => t,
     };
-    let alg = t.alg().to_owned();
-    if text("alg").is_some_and(|want| want != alg) {
-        return Ok(invalid());
-    }
-    let (asymmetric, hmac) = (
-        ASYMMETRIC.contains(&alg.as_str()),
-        HMAC.contains(&alg.as_str()),
-    );
-    let admitted = match (&cert, &secret_text) {
-        (Some(_), Some(_)) => {
-            return Err(Error::Jwt("constraints: both cert and secret given".into()))
-        }
-        (Some(_), None) => asymmetric,
-        (None, Some(_)) => hmac,
-        (None, None) => asymmetric || hmac,
-    };
-    if !admitted {
-        return Ok(invalid());
-    }
-    let keys = match cert.or(secret_text).filter(|k| !wants_configured(k)) {
-        Some(given) if hmac => secret(given),
-        Some(given) => jwt::parse_keys(&given)?,
-        None => configured_for(&alg, configured)?,
-    };
-    if keys.is_empty() || !jwt::verify_any(&t, &alg, &keys)? {
-        return Ok(invalid());
-    }
     let now_ns = match constraints.get("time") {
         Some(v) => v
             .as_f64()
@@ -172,6 +243,14 @@ pub fn decode_verify(token: &str, constraints: &Json, configured: &JwtKeys) -> R
         aud: text("aud"),
         now_ns,
     };
+    // OPA: an `exp` or `nbf` that is not a number is a builtin error, not an invalid token.
+    for claim in ["exp", "nbf"] {
+        if t.payload.get(claim).is_some_and(|v| !v.is_number()) {
+            return Ok(undecodable(&Error::Jwt(format!(
+                "{claim} value must be a number"
+            ))));
+        }
+    }
     if !jwt::claims_hold(&t.payload, &claims) {
         return Ok(invalid());
     }
@@ -211,9 +290,40 @@ pub fn register(engine: &mut Engine, keys: &JwtKeys) -> Result<()> {
             Ok(decode_verify(&token, &constraints, &keys)?)
         }),
     )?;
+    add(
+        engine,
+        "io.jwt.encode_sign",
+        3,
+        Box::new(|args: Vec<Value>| -> ExtResult {
+            let json = |v: &Value| -> anyhow::Result<Json> {
+                Ok(serde_json::from_str(&v.to_json_str()?)?)
+            };
+            let token =
+                jwt_sign::encode_sign(&json(&args[0])?, &json(&args[1])?, &json(&args[2])?)?;
+            Ok(Value::from(token))
+        }),
+    )?;
+    add(
+        engine,
+        "io.jwt.encode_sign_raw",
+        3,
+        Box::new(|args: Vec<Value>| -> ExtResult {
+            let arg = |i: usize, what: &str| string_arg(&args[i], what);
+            let token = jwt_sign::encode_sign_raw(
+                &arg(0, "io.jwt.encode_sign_raw header")?,
+                &arg(1, "io.jwt.encode_sign_raw payload")?,
+                &arg(2, "io.jwt.encode_sign_raw key")?,
+            )?;
+            Ok(Value::from(token))
+        }),
+    )?;
     Ok(())
 }
 
 #[cfg(test)]
 #[path = "jwt_builtins_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "jwt_conformance_tests.rs"]
+mod conformance_tests;

@@ -126,22 +126,29 @@ fn verify_builtins_take_a_pem_or_a_secret() {
 }
 
 #[test]
-fn a_garbage_token_is_an_error_for_decode_and_false_for_verify() {
+fn a_garbage_token_makes_decode_verify_and_decode_verify_undefined() {
     let set = set(
         json!({"jwt": {"secret": "x"}, "pem": ""}),
         &JwtKeys::default(),
     );
-    assert!(set
-        .eval_rule("data.envoy.authz.payload", input("x.y.z", NOW))
-        .is_err());
+    // As in OPA: a token that cannot be decoded is a builtin error, not `false`; under OPA's
+    // default (non-strict) evaluation the call is undefined, so is every rule built on it.
+    for rule in [
+        "data.envoy.authz.payload",
+        "data.envoy.authz.hs_ok",
+        "data.envoy.authz.decoded",
+    ] {
+        for token in ["x.y.z", "a.b", "nodots", "a.b.c.d.e"] {
+            assert_eq!(
+                set.eval_rule(rule, input(token, NOW)).unwrap(),
+                regorus::Value::Undefined,
+                "{rule} on {token}"
+            );
+        }
+    }
+    // The decision falls to the policy's default.
     assert_eq!(
-        set.eval_rule("data.envoy.authz.hs_ok", input("x.y.z", NOW))
-            .unwrap(),
-        regorus::Value::Bool(false)
-    );
-    // decode_verify of garbage is [false, {}, {}]: not allowed, not an error.
-    assert_eq!(
-        set.eval(input("x.y.z", NOW)).unwrap(),
+        set.eval(input("a.b", NOW)).unwrap(),
         regorus::Value::Bool(false)
     );
 }

@@ -1,5 +1,5 @@
 //! PEM key documents for JWT verification: certificates (every one in the file) and
-//! SubjectPublicKeyInfo public keys, RSA or EC (P-256, P-384).
+//! SubjectPublicKeyInfo public keys, RSA, EC (P-256, P-384, P-521) or Ed25519.
 
 use x509_parser::pem::Pem;
 use x509_parser::prelude::{FromDer, SubjectPublicKeyInfo, X509Certificate};
@@ -19,13 +19,20 @@ fn unsigned(b: &[u8]) -> Vec<u8> {
 }
 
 fn from_spki(spki: &SubjectPublicKeyInfo<'_>) -> Result<Key> {
+    if spki.algorithm.algorithm == x509_parser::oid_registry::OID_SIG_ED25519 {
+        let public = spki.subject_public_key.data.to_vec();
+        if public.len() != 32 {
+            return Err(bad("public key: an Ed25519 key is 32 bytes"));
+        }
+        return Ok(Key::Ed25519(public));
+    }
     match spki.parsed().map_err(|e| bad(format!("public key: {e}")))? {
         PublicKey::RSA(rsa) => Ok(Key::Rsa {
             n: unsigned(rsa.modulus),
             e: unsigned(rsa.exponent),
         }),
         PublicKey::EC(point) => Ok(Key::Ec(point.data().to_vec())),
-        _ => Err(bad("public key: neither RSA nor EC")),
+        _ => Err(bad("public key: neither RSA, EC nor Ed25519")),
     }
 }
 

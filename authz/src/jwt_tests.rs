@@ -156,7 +156,7 @@ fn verifies_rs256_with_a_pem_public_key() {
 fn refuses_alg_none_and_unknown_algorithms() {
     let d = decode("eyJhbGciOiJub25lIn0.e30.").unwrap();
     assert!(verify_with(&d, "none", &Key::Hmac(vec![])).is_err());
-    assert!(verify_with(&d, "ES512", &Key::Ec(vec![4; 133])).is_err());
+    assert!(!verify_with(&d, "ES512", &Key::Ec(vec![4; 133])).unwrap());
 }
 
 #[test]

@@ -128,7 +128,8 @@ fn json_depth_ok(body: &str) -> bool {
 
 /// `parsed_body` and `truncated_body` for a request with these headers and body.
 ///
-/// JSON bodies (content-type contains `application/json`) and form bodies are parsed;
+/// JSON bodies (content-type contains `application/json`), form bodies and multipart form
+/// bodies ([`crate::multipart`]) are parsed;
 /// anything else gives no `parsed_body`. A body shorter than its content-length, or sent
 /// with `x-envoy-auth-partial-body: true`, is truncated and not parsed.
 pub fn parsed_body(
@@ -142,7 +143,8 @@ pub fn parsed_body(
     };
     let json = ct.contains("application/json");
     let form = ct.contains("application/x-www-form-urlencoded");
-    if !(json || form) || body.is_empty() {
+    let multipart = ct.contains("multipart/form-data");
+    if !(json || form || multipart) || body.is_empty() {
         return Ok((Value::Null, partial));
     }
     let declared = content_length.and_then(|l| l.trim().parse::<i64>().ok());
@@ -155,14 +157,22 @@ pub fn parsed_body(
     if form {
         return Ok((parse_query(body)?, false));
     }
-    if !json_depth_ok(body) {
+    if multipart {
+        return Ok((crate::multipart::parse(ct, body)?, false));
+    }
+    Ok((json_value(body)?, false))
+}
+
+/// A JSON document (a body, or a JSON part of a multipart body), depth-bounded.
+pub(crate) fn json_value(text: &str) -> Result<Value> {
+    if !json_depth_ok(text) {
         return Err(Error::Request(format!(
             "JSON body nests deeper than {MAX_JSON_DEPTH}"
         )));
     }
     let v: serde_json::Value =
-        serde_json::from_str(body).map_err(|e| Error::Request(format!("body is not JSON: {e}")))?;
-    Ok((Value::from(v), false))
+        serde_json::from_str(text).map_err(|e| Error::Request(format!("body is not JSON: {e}")))?;
+    Ok(Value::from(v))
 }
 
 #[cfg(test)]

@@ -99,6 +99,7 @@ fn nest(path: &str, v: Value) -> Value {
 
 fn engine_for(files: &[SourceFile], v0: bool, keys: &JwtKeys) -> Result<Engine> {
     let mut engine = Engine::new();
+    engine.set_policy_length_config(crate::rego_compat::length_limits());
     engine.set_rego_v0(v0);
     engine.set_strict_builtin_errors(false);
     // regorus copies every extension into each evaluation, so a set that never calls

@@ -21,8 +21,13 @@ pub fn validate(spec: &SetSpec) -> Result<PolicySet> {
 }
 
 /// Compiles and tests files already read from the spec's source.
+/// OPA's output-argument calls are rewritten first ([`crate::rego_compat`]); a set that still
+/// does not compile has its error explained when the scanner finds why.
 fn validate_files(spec: &SetSpec, files: Vec<SourceFile>) -> Result<PolicySet> {
-    let set = PolicySet::compile_with(files.clone(), &spec.rule, &spec.jwt_keys)?
+    let files = crate::rego_compat::rewrite_files(files);
+    crate::rego_compat::refuse_output_arguments(&files)?;
+    let set = PolicySet::compile_with(files.clone(), &spec.rule, &spec.jwt_keys)
+        .map_err(|e| crate::rego_compat::explain(&files, e))?
         .with_memo_capacity(spec.memo_capacity);
     let failed: Vec<String> = set
         .run_tests(&files)
