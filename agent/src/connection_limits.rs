@@ -9,7 +9,7 @@
 //! from itself (processes of one uid can already signal and trace each other), while other
 //! uids keep the rest of the socket.
 
-use std::collections::HashMap;
+use esm_listener::Peer;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -42,56 +42,18 @@ impl Default for Limits {
     }
 }
 
-/// Which limit refused a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Full {
-    Socket,
-    Uid,
-}
-
-/// Connections held, in total and by peer uid (`None`: the kernel gave no credentials).
-#[derive(Debug, Default)]
-pub struct Slots {
-    total: usize,
-    by_uid: HashMap<Option<u32>, usize>,
-}
-
-impl Slots {
-    /// Counts a new connection from `uid`, unless that would break `limits`.
-    pub fn take(&mut self, uid: Option<u32>, limits: &Limits) -> Result<(), Full> {
-        if self.total >= limits.max_connections {
-            return Err(Full::Socket);
-        }
-        let held = self.by_uid.entry(uid).or_default();
-        if *held >= limits.max_connections_per_uid {
-            return Err(Full::Uid);
-        }
-        *held += 1;
-        self.total += 1;
-        Ok(())
-    }
-
-    /// Uncounts a connection from `uid` that has closed.
-    pub fn give_back(&mut self, uid: Option<u32>) {
-        if let Some(held) = self.by_uid.get_mut(&uid) {
-            *held -= 1;
-            if *held == 0 {
-                self.by_uid.remove(&uid);
-            }
-            self.total -= 1;
-        }
-    }
-
-    /// Connections held in total.
-    pub fn total(&self) -> usize {
-        self.total
-    }
-}
+/// Connections held, in total and by peer uid: counted as on esm's other listeners.
+pub use esm_listener::{Full, Slots};
 
 /// One connection's slot, given back when it is dropped (when the connection ends).
 pub struct Slot {
     slots: Arc<Mutex<Slots>>,
     uid: Option<u32>,
+}
+
+/// Connections whose peer the kernel did not name share one count.
+fn peer(uid: Option<u32>) -> Peer {
+    uid.map_or(Peer::Unknown, Peer::Uid)
 }
 
 impl Slot {
@@ -100,7 +62,11 @@ impl Slot {
         uid: Option<u32>,
         limits: &Limits,
     ) -> Result<Self, Full> {
-        lock(slots).take(uid, limits)?;
+        lock(slots).take(
+            peer(uid),
+            limits.max_connections,
+            limits.max_connections_per_uid,
+        )?;
         Ok(Self {
             slots: slots.clone(),
             uid,
@@ -115,7 +81,7 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        lock(&self.slots).give_back(self.uid);
+        lock(&self.slots).give_back(peer(self.uid));
     }
 }
 
@@ -139,31 +105,19 @@ mod tests {
     }
 
     #[test]
-    fn a_uid_at_its_limit_does_not_stop_another_uid() {
-        let l = limits(8, 3);
-        let mut s = Slots::default();
-        for _ in 0..3 {
-            s.take(Some(1000), &l).unwrap();
-        }
-        assert_eq!(s.take(Some(1000), &l), Err(Full::Uid));
-        assert_eq!(s.take(Some(1001), &l), Ok(()));
-        assert_eq!(s.take(None, &l), Ok(()));
-        s.give_back(Some(1000));
-        assert_eq!(s.take(Some(1000), &l), Ok(()));
-        assert_eq!(s.total(), 5);
-    }
-
-    #[test]
     fn the_socket_limit_holds_across_uids_and_slots_come_back_on_drop() {
         let l = limits(2, 2);
         let slots = Arc::new(Mutex::new(Slots::default()));
         let a = Slot::take(&slots, Some(1), &l).unwrap();
         let b = Slot::take(&slots, Some(2), &l).unwrap();
-        assert!(matches!(Slot::take(&slots, Some(3), &l), Err(Full::Socket)));
+        assert!(matches!(
+            Slot::take(&slots, Some(3), &l),
+            Err(Full::Listener)
+        ));
         drop(a);
         let c = Slot::take(&slots, Some(3), &l).unwrap();
         drop((b, c));
         assert_eq!(lock(&slots).total(), 0);
-        assert!(lock(&slots).by_uid.is_empty());
+        assert!((1..=3).all(|uid| lock(&slots).held_by(peer(Some(uid))) == 0));
     }
 }

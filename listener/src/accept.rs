@@ -105,10 +105,11 @@ impl<L: Accept> GuardedListener<L> {
                         continue;
                     }
                 };
-                let taken = slots
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .take(peer, &limits);
+                let taken = slots.lock().unwrap_or_else(PoisonError::into_inner).take(
+                    peer,
+                    limits.max_connections,
+                    limits.max_per_peer,
+                );
                 if let Err(full) = taken {
                     if metrics.refused(full) {
                         tracing::warn!(listener = name, peer = ?peer, limit = ?full,

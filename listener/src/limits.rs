@@ -77,13 +77,19 @@ pub struct Slots {
 }
 
 impl Slots {
-    /// Counts a new connection from `peer`, unless that would break `limits`.
-    pub fn take(&mut self, peer: Peer, limits: &Limits) -> Result<(), Full> {
-        if self.total >= limits.max_connections {
+    /// Counts a new connection from `peer`, unless the listener already holds
+    /// `max_connections` or the peer `max_per_peer`.
+    pub fn take(
+        &mut self,
+        peer: Peer,
+        max_connections: usize,
+        max_per_peer: usize,
+    ) -> Result<(), Full> {
+        if self.total >= max_connections {
             return Err(Full::Listener);
         }
         let held = self.by_peer.entry(peer).or_default();
-        if *held >= limits.max_per_peer {
+        if *held >= max_per_peer {
             return Err(Full::Peer);
         }
         *held += 1;
@@ -115,46 +121,38 @@ impl Slots {
 mod tests {
     use super::*;
 
-    fn limits(total: usize, per_peer: usize) -> Limits {
-        Limits {
-            max_connections: total,
-            max_per_peer: per_peer,
-            ..Limits::grpc()
-        }
-    }
-
     #[test]
     fn a_peer_at_its_cap_is_refused_while_others_still_get_slots() {
-        let l = limits(10, 3);
         let mut s = Slots::default();
         for _ in 0..3 {
-            s.take(Peer::Uid(1000), &l).unwrap();
+            s.take(Peer::Uid(1000), 8, 3).unwrap();
         }
-        assert_eq!(s.take(Peer::Uid(1000), &l), Err(Full::Peer));
-        assert_eq!(s.take(Peer::Uid(101), &l), Ok(()));
-        assert_eq!(s.total(), 4);
+        assert_eq!(s.take(Peer::Uid(1000), 8, 3), Err(Full::Peer));
+        assert_eq!(s.take(Peer::Uid(1001), 8, 3), Ok(()));
+        assert_eq!(s.take(Peer::Unknown, 8, 3), Ok(()));
+        s.give_back(Peer::Uid(1000));
+        assert_eq!(s.take(Peer::Uid(1000), 8, 3), Ok(()));
+        assert_eq!(s.total(), 5);
     }
 
     #[test]
     fn the_listener_cap_holds_across_peers() {
-        let l = limits(2, 2);
         let mut s = Slots::default();
-        s.take(Peer::Uid(1), &l).unwrap();
-        s.take(Peer::Unknown, &l).unwrap();
-        assert_eq!(s.take(Peer::Uid(2), &l), Err(Full::Listener));
+        s.take(Peer::Uid(1), 2, 2).unwrap();
+        s.take(Peer::Unknown, 2, 2).unwrap();
+        assert_eq!(s.take(Peer::Uid(2), 2, 2), Err(Full::Listener));
     }
 
     #[test]
     fn giving_back_frees_the_slot_and_forgets_empty_peers() {
-        let l = limits(2, 1);
         let mut s = Slots::default();
         let ip = Peer::Addr("10.0.0.7".parse().unwrap());
-        s.take(ip, &l).unwrap();
-        assert_eq!(s.take(ip, &l), Err(Full::Peer));
+        s.take(ip, 2, 1).unwrap();
+        assert_eq!(s.take(ip, 2, 1), Err(Full::Peer));
         s.give_back(ip);
         assert_eq!(s.held_by(ip), 0);
         assert_eq!(s.total(), 0);
-        s.take(ip, &l).unwrap();
+        s.take(ip, 2, 1).unwrap();
     }
 
     #[test]
