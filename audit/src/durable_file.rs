@@ -19,26 +19,6 @@ fn staging(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
 }
 
-/// Writes `bytes` to a new staging file with `mode`, synced; removes it on any failure.
-fn stage(path: &Path, bytes: &[u8], mode: u32) -> io::Result<PathBuf> {
-    let tmp = staging(path);
-    let _ = std::fs::remove_file(&tmp);
-    let mut opts = OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
-    let written = opts
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()));
-    match written {
-        Ok(()) => Ok(tmp),
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
-}
-
 /// Syncs `path`'s directory, so that the name given to a synced file survives a crash.
 fn sync_dir(path: &Path) -> io::Result<()> {
     match path.parent() {
@@ -56,12 +36,11 @@ pub fn create_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
             format!("{} already exists", path.display()),
         ));
     }
-    let tmp = stage(path, bytes, mode)?;
-    // A hard link puts the file in place only where nothing is, atomically.
-    let linked = std::fs::hard_link(&tmp, path);
-    let _ = std::fs::remove_file(&tmp);
-    linked?;
-    sync_dir(path)
+    let mut staged = Staged::create(path, mode)?;
+    staged.write_all(bytes)?;
+    // A hard link puts the file in place only where nothing is, atomically; dropping the
+    // staged file then removes its staging name.
+    staged.place(|tmp, path| std::fs::hard_link(tmp, path))
 }
 
 /// Replaces `path` (or creates it) with `bytes`, whole: a reader sees the old file or the
@@ -73,10 +52,10 @@ pub fn replace(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
 }
 
 /// A file being written in full before it replaces `path`, for contents streamed rather than
-/// held in memory (an export): [`Staged::commit`] puts it in place; dropped uncommitted, it
-/// is removed.
+/// held in memory (an export): [`Staged::commit`] puts it in place. Its staging name is
+/// removed when it is dropped, whether it was put in place or failed on the way.
 pub struct Staged {
-    file: Option<File>,
+    file: File,
     tmp: PathBuf,
     path: PathBuf,
 }
@@ -90,43 +69,39 @@ impl Staged {
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
         Ok(Self {
-            file: Some(opts.open(&tmp)?),
+            file: opts.open(&tmp)?,
             tmp,
             path: path.to_owned(),
         })
     }
 
     /// Syncs the file and renames it over the target.
-    pub fn commit(mut self) -> io::Result<()> {
-        if let Some(f) = self.file.take() {
-            f.sync_all()?;
-        }
-        std::fs::rename(&self.tmp, &self.path)?;
+    pub fn commit(self) -> io::Result<()> {
+        self.place(|tmp, path| std::fs::rename(tmp, path))
+    }
+
+    /// Syncs the file, gives it the target's name with `put`, and syncs the directory.
+    fn place(self, put: impl FnOnce(&Path, &Path) -> io::Result<()>) -> io::Result<()> {
+        self.file.sync_all()?;
+        put(&self.tmp, &self.path)?;
         sync_dir(&self.path)
     }
 }
 
 impl Write for Staged {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match &mut self.file {
-            Some(f) => f.write(buf),
-            None => Err(io::Error::other("staged file already committed")),
-        }
+        self.file.write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        match &mut self.file {
-            Some(f) => f.flush(),
-            None => Ok(()),
-        }
+        self.file.flush()
     }
 }
 
 impl Drop for Staged {
     fn drop(&mut self) {
-        if self.file.is_some() {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
+        // After a rename this name is gone already; after a link or a failure it is removed.
+        let _ = std::fs::remove_file(&self.tmp);
     }
 }
 
