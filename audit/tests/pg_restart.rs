@@ -62,14 +62,25 @@ async fn restarts_under_load_lose_no_accepted_event() {
         if round % 2 == 0 {
             tokio::task::spawn_blocking(restart_postgres).await.unwrap();
         } else {
-            // What a restart does to a connection mid-transaction, at a known moment.
-            b.tamper(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE datname = current_database() AND pid <> pg_backend_pid() \
-                 AND state = 'idle in transaction' OR state = 'active' AND pid <> pg_backend_pid() \
-                 AND datname = current_database()",
-            )
-            .await;
+            // What a restart does to a connection mid-transaction. A restart can fall between
+            // two batches (the pool then replaces the dead connection unseen), so this is
+            // repeated until it lands inside one: the writer sees a failed batch.
+            let failed = || {
+                sink.metrics()
+                    .failed_batches
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            };
+            let before = failed();
+            let until = Instant::now() + Duration::from_secs(3);
+            while failed() == before && Instant::now() < until {
+                b.tamper(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                     AND state IN ('idle in transaction', 'active')",
+                )
+                .await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         }
     }
     let receipts = producer.await.unwrap();
