@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail};
+use esm_authz::grpc_body::{ProtoDescriptors, MAX_DESCRIPTOR_SET};
+use esm_authz::input::InputOptions;
 use esm_authz::jwt_builtins::JwtKeys;
 use esm_authz::service::{DecisionLog, DecisionLogMode};
 use esm_authz::source::{PolicySource, SetSpec};
@@ -35,6 +37,13 @@ deny_status = 403
 decision_budget = "100ms"
 # Read the caller's SPIFFE ID from x-forwarded-client-cert when the peer principal has none.
 xfcc = false
+# Leave parsed_body and truncated_body out of the input, and never deny a request for what
+# its body holds (OPA-Envoy's skip-request-body-parse).
+skip_request_body_parse = false
+# A FileDescriptorSet (protoc --include_imports --descriptor_set_out=FILE) whose services'
+# gRPC request bodies are decoded into parsed_body; Envoy must send them with
+# with_request_body.pack_as_bytes = true. Empty: gRPC bodies are null.
+proto_descriptor = ""
 # Which decisions are audited: "all", "denied" (denials, fail-closed and dry-run would-be
 # denials) or "off".
 decision_log = "all"
@@ -72,6 +81,9 @@ pub struct RawAuthz {
     decision_budget: String,
     #[serde(deserialize_with = "bool_or_string")]
     xfcc: bool,
+    #[serde(deserialize_with = "bool_or_string")]
+    skip_request_body_parse: bool,
+    proto_descriptor: String,
     decision_log: String,
     decision_log_mode: String,
     #[serde(deserialize_with = "crate::config::int_or_string")]
@@ -116,6 +128,8 @@ impl Default for RawAuthz {
             deny_status: 403,
             decision_budget: "100ms".into(),
             xfcc: false,
+            skip_request_body_parse: false,
+            proto_descriptor: String::new(),
             decision_log: "all".into(),
             decision_log_mode: "async".into(),
             decision_memo: esm_authz::decision_memo::DEFAULT_CAPACITY as u64,
@@ -152,7 +166,8 @@ pub struct AuthzConfig {
     pub sets: Vec<SetSpec>,
     pub deny_status: u16,
     pub decision_budget: std::time::Duration,
-    pub xfcc: bool,
+    /// How inputs are built: XFCC, body parsing, gRPC descriptors.
+    pub input: InputOptions,
     pub decision_log: DecisionLog,
     pub decision_log_mode: DecisionLogMode,
 }
@@ -160,6 +175,26 @@ pub struct AuthzConfig {
 /// A memo entry holds at most a 2 KiB key and a result: a million is a few GiB, far past
 /// what an edge box should spend on it.
 const MAX_MEMO: u64 = 1_000_000;
+
+/// Reads `authz.proto_descriptor`: a wrong path, a file that is not a descriptor set, or one
+/// that does not link is the config's fault, reported with the key.
+fn proto_descriptor(name: &str, data_dir: &Path) -> anyhow::Result<Option<ProtoDescriptors>> {
+    if name.is_empty() {
+        return Ok(None);
+    }
+    let path = data_dir.join(name);
+    let label = "authz.proto_descriptor ";
+    let bytes = crate::commands::read_at_most(label, &path, MAX_DESCRIPTOR_SET)?;
+    if bytes.len() as u64 > MAX_DESCRIPTOR_SET {
+        bail!(
+            "{label}{}: larger than {MAX_DESCRIPTOR_SET} bytes",
+            path.display()
+        );
+    }
+    ProtoDescriptors::from_bytes(&bytes)
+        .map(Some)
+        .map_err(|e| anyhow!("{label}{}: {e}", path.display()))
+}
 
 /// Key files are small; anything larger is a wrong path.
 const MAX_KEY_FILE: u64 = 1 << 20;
@@ -271,6 +306,10 @@ pub fn parse(raw: RawAuthz, data_dir: &Path) -> anyhow::Result<AuthzConfig> {
         deny_status: raw.deny_status as u16,
         decision_budget: std::time::Duration::try_from(budget)
             .map_err(|_| anyhow!("authz.decision_budget is out of range"))?,
-        xfcc: raw.xfcc,
+        input: InputOptions {
+            xfcc: raw.xfcc,
+            skip_request_body_parse: raw.skip_request_body_parse,
+            proto_descriptor: proto_descriptor(&raw.proto_descriptor, data_dir)?,
+        },
     })
 }

@@ -184,3 +184,36 @@ fn init_with_pkcs11_writes_a_config_that_names_module_and_token() {
     let c = Config::parse(&signing_file, "/d".into(), &env(&[])).unwrap();
     assert_eq!(c.ca.key_backends.signing, KeyBackendKind::File);
 }
+
+#[test]
+fn body_parsing_options_come_from_the_authz_section_and_a_bad_descriptor_names_its_key() {
+    let base = default_toml(&td(), KeyAlgorithm::EcP256, "file", "file");
+    let c = Config::parse(
+        &base,
+        "/d".into(),
+        &env(&[("ESM_AUTHZ_SKIP_REQUEST_BODY_PARSE", "true")]),
+    )
+    .unwrap();
+    assert!(c.authz.input.skip_request_body_parse);
+    assert_eq!(c.authz.input.proto_descriptor, None);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("api.pb"), b"not a descriptor set").unwrap();
+    for (file, want) in [
+        ("missing.pb", "missing.pb"),
+        ("api.pb", "FileDescriptorSet"),
+    ] {
+        let e = format!(
+            "{:#}",
+            Config::parse(
+                &base,
+                dir.path().into(),
+                &env(&[("ESM_AUTHZ_PROTO_DESCRIPTOR", file)])
+            )
+            .unwrap_err()
+        );
+        assert!(
+            e.contains("authz.proto_descriptor") && e.contains(want),
+            "{file}: {e}"
+        );
+    }
+}

@@ -32,11 +32,11 @@ fn bench(c: &mut Criterion) {
     assert!(check(&set, &req, &opts).decision.allowed);
     let mut g = c.benchmark_group("authz_decision");
     g.bench_function("input_build_only", |b| {
-        b.iter(|| build(&req, InputOptions::default()).unwrap())
+        b.iter(|| build(&req, &InputOptions::default()).unwrap())
     });
     // Only what the default policy reads (identities, method, path).
     g.bench_function("input_build_projected", |b| {
-        b.iter(|| build_projected(&req, InputOptions::default(), set.projection()).unwrap())
+        b.iter(|| build_projected(&req, &InputOptions::default(), set.projection()).unwrap())
     });
     // The same workloads and route every time: the memo answers, no input is built.
     g.bench_function("default_policy_check", |b| {

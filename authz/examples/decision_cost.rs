@@ -56,7 +56,7 @@ fn main() {
     match scenario.as_str() {
         "build" => {
             for _ in 0..n {
-                let input = build_projected(&req, InputOptions::default(), set.projection());
+                let input = build_projected(&req, &InputOptions::default(), set.projection());
                 allowed += u64::from(input.is_ok());
             }
         }

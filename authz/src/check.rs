@@ -9,7 +9,7 @@ use crate::error::Error;
 use crate::input::InputOptions;
 use crate::policy_set::PolicySet;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckOptions {
     pub input: InputOptions,
     /// Allow everything; the policy's own decision is only reported.
@@ -87,7 +87,7 @@ pub fn refuse(kind: Failure, reason: String, opts: &CheckOptions) -> Checked {
 }
 
 pub fn check(set: &PolicySet, req: &CheckRequest, opts: &CheckOptions) -> Checked {
-    let (result, memoized) = match set.decide_request(req, opts.input) {
+    let (result, memoized) = match set.decide_request(req, &opts.input) {
         Ok(v) => v,
         Err(e @ Error::Request(_)) => return refuse(Failure::Input, e.to_string(), opts),
         Err(e) => return refuse(Failure::Evaluation, e.to_string(), opts),

@@ -100,7 +100,14 @@ fn decision_event_details_are_the_documented_object() {
     let opts = CheckOptions::default();
     for (method, dry_run) in [("GET", false), ("POST", false), ("POST", true)] {
         let req = http_request(method, "/items/7?x=1", &[], "");
-        let c = check(&s, &req, &CheckOptions { dry_run, ..opts });
+        let c = check(
+            &s,
+            &req,
+            &CheckOptions {
+                dry_run,
+                ..opts.clone()
+            },
+        );
         let e = crate::service::decision_event(&req, &c, "default", Some(s.clone()), dry_run);
         let want = serde_json::json!({
             "policy.set": "default",
@@ -148,7 +155,10 @@ default allow := false
 allow if input.source.spiffe_id == "spiffe://td/admin"
 "#);
     let opts = CheckOptions {
-        input: InputOptions { xfcc: true },
+        input: InputOptions {
+            xfcc: true,
+            ..Default::default()
+        },
         ..CheckOptions::default()
     };
     for spoof in [

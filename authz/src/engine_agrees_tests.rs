@@ -76,7 +76,7 @@ fn decide_requests(name: &str, files: &[SourceFile], n: usize, engine: Kind) {
     let (mut allowed, mut decided) = (0, 0);
     let yes = Value::from(true);
     for req in requests(files, n) {
-        let Ok(input) = build(&req, InputOptions::default()) else {
+        let Ok(input) = build(&req, &InputOptions::default()) else {
             continue;
         };
         if let Some(v) = agree(name, &b, input) {

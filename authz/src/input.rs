@@ -20,13 +20,22 @@ use crate::view::{principal_of, Headers, View};
 
 pub use crate::view::{spiffe_id_of, MAX_HEADERS};
 
-/// How to find the caller's SPIFFE ID.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// How the input is built beyond the CheckRequest: where the caller's SPIFFE ID may come
+/// from, and how the body is read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InputOptions {
     /// Also read the caller's SPIFFE ID from `x-forwarded-client-cert` (the `URI` of its last
     /// element, see [`crate::xfcc::caller_uri`]) when the source principal has none: for
     /// Envoys behind a proxy that terminated mTLS.
     pub xfcc: bool,
+    /// Leave `parsed_body` and `truncated_body` out of the input and never refuse a request
+    /// for what its body holds (OPA-Envoy's `skip-request-body-parse`): for policies that
+    /// read no body, or read `attributes.request.http.body` themselves.
+    pub skip_request_body_parse: bool,
+    /// The services whose gRPC request bodies are decoded into `parsed_body`
+    /// (`authz.proto_descriptor`, OPA-Envoy's `proto-descriptor`); without it a gRPC body
+    /// is `null`.
+    pub proto_descriptor: Option<crate::grpc_body::ProtoDescriptors>,
 }
 
 /// A JSON object under construction: only the fields its projection wants are computed,
@@ -258,18 +267,22 @@ fn attributes(attrs: &AttributeContext, headers: Option<&Headers<'_>>, need: &Pr
 }
 
 /// Builds the whole input document for `req`.
-pub fn build(req: &CheckRequest, opts: InputOptions) -> Result<Value> {
+pub fn build(req: &CheckRequest, opts: &InputOptions) -> Result<Value> {
     build_projected(req, opts, Projection::everything())
 }
 
 /// Builds the parts of the input document for `req` that `need` reaches. Whatever is left
 /// out, a request is refused exactly when the whole document would refuse it (too many
 /// headers, a path with a bad escape, a body that is not what its content-type says).
-pub fn build_projected(req: &CheckRequest, opts: InputOptions, need: &Projection) -> Result<Value> {
+pub fn build_projected(
+    req: &CheckRequest,
+    opts: &InputOptions,
+    need: &Projection,
+) -> Result<Value> {
     build_view(&View::of(req)?, opts, need)
 }
 
-pub(crate) fn build_view(view: &View<'_>, opts: InputOptions, need: &Projection) -> Result<Value> {
+pub(crate) fn build_view(view: &View<'_>, opts: &InputOptions, need: &Projection) -> Result<Value> {
     let attrs = view.attrs;
     let mut input = Obj::new(need);
     input.set("attributes", |need| {
@@ -286,8 +299,9 @@ pub(crate) fn build_view(view: &View<'_>, opts: InputOptions, need: &Projection)
         input.set("parsed_query", |_| v);
     }
     // Only a body can be refused for what it holds: without one, it is made only if read.
-    if view.has_body() || need.wants("parsed_body") || need.wants("truncated_body") {
-        let (parsed_body, truncated) = view.parsed_body()?;
+    let body_read = view.has_body() || need.wants("parsed_body") || need.wants("truncated_body");
+    if body_read && !opts.skip_request_body_parse {
+        let (parsed_body, truncated) = view.parsed_body(opts)?;
         input.set("parsed_body", |_| parsed_body);
         input.set("truncated_body", |_| Value::from(truncated));
     }

@@ -46,7 +46,13 @@ fn the_shape_holds_for_every_built_input() {
     let (mut collections, mut strings) = (0, 0);
     for xfcc in [false, true] {
         for req in requests(std::slice::from_ref(&literals), 1500) {
-            let Ok(input) = build(&req, InputOptions { xfcc }) else {
+            let Ok(input) = build(
+                &req,
+                &InputOptions {
+                    xfcc,
+                    ..Default::default()
+                },
+            ) else {
                 continue;
             };
             let mut paths = Vec::new();

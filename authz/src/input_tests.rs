@@ -66,7 +66,7 @@ fn builds_the_opa_envoy_input_shape() {
         &[("content-type", "application/json"), (":path", "/items")],
         r#"{"n":1}"#,
     );
-    let v = to_json(&build(&req, InputOptions::default()).unwrap());
+    let v = to_json(&build(&req, &InputOptions::default()).unwrap());
     assert_eq!(
         v["attributes"]["source"]["address"]["socketAddress"],
         json!({"address": "10.0.0.1", "portValue": 51000})
@@ -100,7 +100,7 @@ fn builds_the_opa_envoy_input_shape() {
 fn network_filter_request_has_no_http_part() {
     let mut req = http_request("GET", "/", &[], "");
     req.attributes.as_mut().unwrap().request = None;
-    let v = to_json(&build(&req, InputOptions::default()).unwrap());
+    let v = to_json(&build(&req, &InputOptions::default()).unwrap());
     assert!(v["attributes"].get("request").is_none());
     assert_eq!(v["parsed_path"], json!([""]));
     assert_eq!(v["source"]["spiffe_id"], "spiffe://example.org/web");
@@ -124,9 +124,18 @@ fn spiffe_id_from_xfcc_only_when_configured() {
         .as_mut()
         .unwrap()
         .principal = String::new();
-    let v = to_json(&build(&req, InputOptions::default()).unwrap());
+    let v = to_json(&build(&req, &InputOptions::default()).unwrap());
     assert!(v["source"].get("spiffe_id").is_none());
-    let v = to_json(&build(&req, InputOptions { xfcc: true }).unwrap());
+    let v = to_json(
+        &build(
+            &req,
+            &InputOptions {
+                xfcc: true,
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    );
     assert_eq!(v["source"]["spiffe_id"], "spiffe://example.org/client");
 }
 
@@ -149,7 +158,7 @@ fn too_many_headers_is_refused() {
     let headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
     let req = http_request("GET", "/", &headers, "");
     assert!(matches!(
-        build(&req, InputOptions::default()),
+        build(&req, &InputOptions::default()),
         Err(Error::Request(_))
     ));
 }
@@ -182,7 +191,7 @@ fn raw_header_bytes_are_decoded_lossily() {
             },
         ],
     });
-    let v = to_json(&build(&req, InputOptions::default()).unwrap());
+    let v = to_json(&build(&req, &InputOptions::default()).unwrap());
     assert_eq!(
         v["attributes"]["request"]["http"]["headers"]["x-bin"],
         "f\u{fffd}o,two"
@@ -191,7 +200,7 @@ fn raw_header_bytes_are_decoded_lossily() {
 
 #[test]
 fn empty_check_request_builds() {
-    let v = to_json(&build(&CheckRequest::default(), InputOptions::default()).unwrap());
+    let v = to_json(&build(&CheckRequest::default(), &InputOptions::default()).unwrap());
     assert_eq!(v["parsed_path"], json!([""]));
     assert_eq!(v["truncated_body"], false);
 }

@@ -17,6 +17,7 @@ pub mod decision_memo;
 pub mod decision_record;
 pub mod engine;
 pub mod error;
+pub mod grpc_body;
 pub mod input;
 pub mod input_reads;
 mod input_shape;

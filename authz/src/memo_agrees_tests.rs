@@ -119,14 +119,14 @@ fn assert_agree(name: &str, files: Vec<SourceFile>, n: usize) {
     let (mut allowed, mut hits) = (0, 0);
     for (i, req) in requests(&files, n).iter().enumerate() {
         let opts = InputOptions::default();
-        let whole = build(req, opts);
-        let projected = build_projected(req, opts, memo.projection());
+        let whole = build(req, &opts);
+        let projected = build_projected(req, &opts, memo.projection());
         assert_eq!(
             whole.is_ok(),
             projected.is_ok(),
             "{name}: request {i} refused one way only"
         );
-        let got = memo.decide_request(req, opts);
+        let got = memo.decide_request(req, &opts);
         let (Ok(whole), Ok(projected)) = (whole, projected) else {
             assert!(
                 matches!(got, Err(crate::Error::Request(_))),

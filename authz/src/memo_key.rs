@@ -128,7 +128,7 @@ impl KeyPlan {
 
     /// Writes the key of the request `view` into `out` (cleared first); false when it would
     /// be longer than [`MAX_KEY`] (such a request is evaluated, not memoized).
-    pub(crate) fn write(&self, view: &View<'_>, opts: InputOptions, out: &mut Vec<u8>) -> bool {
+    pub(crate) fn write(&self, view: &View<'_>, opts: &InputOptions, out: &mut Vec<u8>) -> bool {
         out.clear();
         out.push(REQUEST_KEY);
         for part in &self.parts {
@@ -195,7 +195,7 @@ fn address(p: Option<&Peer>, out: &mut Vec<u8>) {
     }
 }
 
-fn write_part(part: &Part, view: &View<'_>, opts: InputOptions, out: &mut Vec<u8>) {
+fn write_part(part: &Part, view: &View<'_>, opts: &InputOptions, out: &mut Vec<u8>) {
     let peer = |s: Side| match s {
         Side::Source => view.attrs.source.as_ref(),
         Side::Destination => view.attrs.destination.as_ref(),
@@ -224,7 +224,13 @@ fn write_part(part: &Part, view: &View<'_>, opts: InputOptions, out: &mut Vec<u8
             opt_str(out, view.header("content-type"));
             opt_str(out, view.header("content-length"));
             out.push(u8::from(view.partial_body()));
-            opt_str(out, Some(&view.body()));
+            // The bytes, not their lossy text: two gRPC bodies that differ only in bytes
+            // that are not UTF-8 must not share a key.
+            opt_bytes(out, Some(view.body_bytes()));
+            // A gRPC body is decoded by the method its path names.
+            if view.is_grpc() {
+                opt_str(out, Some(view.path()));
+            }
         }
     }
 }

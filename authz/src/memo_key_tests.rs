@@ -13,7 +13,7 @@ fn reads(paths: &[&str]) -> InputReads {
     InputReads::of_paths(paths)
 }
 
-fn key(plan: &KeyPlan, req: &CheckRequest, opts: InputOptions) -> Option<Vec<u8>> {
+fn key(plan: &KeyPlan, req: &CheckRequest, opts: &InputOptions) -> Option<Vec<u8>> {
     let view = View::of(req).ok()?;
     let mut out = Vec::new();
     plan.write(&view, opts, &mut out).then_some(out)
@@ -69,7 +69,7 @@ fn a_key_over_the_bound_is_not_written() {
     let plan = KeyPlan::of(&reads(&["attributes.request.http.path"])).unwrap();
     let mut req = request(&HTTP);
     set_http(&mut req, |h| h.path = format!("/{}", "a".repeat(MAX_KEY)));
-    assert_eq!(key(&plan, &req, InputOptions::default()), None);
+    assert_eq!(key(&plan, &req, &InputOptions::default()), None);
 }
 
 #[test]
@@ -96,8 +96,8 @@ fn raw_header_maps_are_keyed_as_the_input_reads_them() {
     let b = raw(&[("x-role", "admin,viewer")]);
     let c = raw(&[("x-role", "admin")]);
     let opts = InputOptions::default();
-    assert_eq!(key(&plan, &a, opts), key(&plan, &b, opts));
-    assert_ne!(key(&plan, &a, opts), key(&plan, &c, opts));
+    assert_eq!(key(&plan, &a, &opts), key(&plan, &b, &opts));
+    assert_ne!(key(&plan, &a, &opts), key(&plan, &c, &opts));
 }
 
 #[test]
@@ -308,24 +308,52 @@ proptest! {
     /// of the key: a hit is checked for it separately.
     #[test]
     fn requests_with_one_key_have_one_input(a in req_strategy(), b in req_strategy(), xfcc in any::<bool>()) {
-        let opts = InputOptions { xfcc };
+        let opts = InputOptions { xfcc, ..Default::default() };
         let (a, b) = (request(&a), request(&b));
         for paths in READS {
             let r = reads(paths);
             let plan = KeyPlan::of(&r).unwrap();
             let projection = Projection::of(&r);
-            let (Some(ka), Some(kb)) = (key(&plan, &a, opts), key(&plan, &b, opts)) else {
+            let (Some(ka), Some(kb)) = (key(&plan, &a, &opts), key(&plan, &b, &opts)) else {
                 continue;
             };
-            let ia = build_projected(&a, opts, &projection).ok();
-            let ib = build_projected(&b, opts, &projection).ok();
+            let ia = build_projected(&a, &opts, &projection).ok();
+            let ib = build_projected(&b, &opts, &projection).ok();
             if ka == kb {
                 if let (Some(ia), Some(ib)) = (&ia, &ib) {
                     prop_assert_eq!(ia, ib, "{:?}", paths);
                 }
             }
             // The same request always gets the same key.
-            prop_assert_eq!(Some(ka), key(&plan, &a, opts));
+            prop_assert_eq!(Some(ka), key(&plan, &a, &opts));
         }
     }
+}
+
+#[test]
+fn grpc_bodies_that_differ_only_in_bytes_that_are_not_utf8_get_different_keys() {
+    let plan = KeyPlan::of(&reads(&["parsed_body.id"])).unwrap();
+    let grpc = |path: &str, raw: &[u8]| {
+        let mut req = request(&HTTP);
+        set_http(&mut req, |h| {
+            h.path = path.into();
+            h.headers
+                .insert("content-type".into(), "application/grpc".into());
+            h.body.clear();
+            h.raw_body = raw.to_vec();
+        });
+        req
+    };
+    let opts = InputOptions::default();
+    // Both decode lossily to the same text (one U+FFFD each).
+    let a = grpc("/s.S/M", b"\x00\x00\x00\x00\x02\x08\xff");
+    let b = grpc("/s.S/M", b"\x00\x00\x00\x00\x02\x08\xfe");
+    assert_eq!(
+        String::from_utf8_lossy(b"\x08\xff"),
+        String::from_utf8_lossy(b"\x08\xfe")
+    );
+    assert_ne!(key(&plan, &a, &opts), key(&plan, &b, &opts));
+    // The same bytes sent to another method decode as another message.
+    let c = grpc("/s.S/N", b"\x00\x00\x00\x00\x02\x08\xff");
+    assert_ne!(key(&plan, &a, &opts), key(&plan, &c, &opts));
 }

@@ -261,7 +261,7 @@ impl PolicySet {
     /// was decided before (keyed from the request itself where the set's reads allow, so a
     /// hit builds no input), else by building the input the set reads and evaluating it.
     /// Says which. An input refusal is [`Error::Request`]; errors are never memoized.
-    pub fn decide_request(&self, req: &CheckRequest, opts: InputOptions) -> Result<(Value, bool)> {
+    pub fn decide_request(&self, req: &CheckRequest, opts: &InputOptions) -> Result<(Value, bool)> {
         let view = View::of(req)?;
         let Some((memo, plan)) = self.memo.as_ref().and_then(|m| Some((m, m.plan()?))) else {
             let input = build_view(&view, opts, &self.projection)?;
@@ -275,7 +275,7 @@ impl PolicySet {
                     if let Some(v) = memo.get(&key) {
                         // The key leaves out what the set does not read, so the checks that
                         // refuse a request whatever it reads are made here.
-                        view.check_refusals()?;
+                        view.check_refusals(opts)?;
                         return Ok((v, true));
                     }
                 }

@@ -103,7 +103,9 @@ pub struct AuthzService {
     sets: Arc<Vec<ServedSet>>,
     /// The sets' names, shared with the decision records that carry them.
     names: Arc<Vec<Arc<str>>>,
-    opts: CheckOptions,
+    /// The options without and with dry run, indexed by the set's `dry_run`: chosen per
+    /// request by reference, never copied.
+    opts: Arc<[CheckOptions; 2]>,
     audit: Option<AuditSink>,
     log: DecisionLog,
     mode: DecisionLogMode,
@@ -130,7 +132,16 @@ impl AuthzService {
         Self {
             names: Arc::new(sets.iter().map(|s| Arc::from(s.name.as_str())).collect()),
             sets: Arc::new(sets),
-            opts,
+            opts: Arc::new([
+                CheckOptions {
+                    dry_run: false,
+                    ..opts.clone()
+                },
+                CheckOptions {
+                    dry_run: true,
+                    ..opts
+                },
+            ]),
             audit,
             log: DecisionLog::All,
             mode: DecisionLogMode::Async,
@@ -208,8 +219,7 @@ impl AuthzService {
             Some(name) => self.sets.iter().position(|s| &s.name == name),
         };
         let served = index.and_then(|i| self.sets.get(i));
-        let mut opts = self.opts;
-        opts.dry_run = served.is_some_and(|s| s.dry_run);
+        let opts = &self.opts[usize::from(served.is_some_and(|s| s.dry_run))];
         let set = served.map(|s| s.policies.borrow().clone());
         let set_name: Arc<str> = match index.and_then(|i| self.names.get(i)) {
             Some(name) => name.clone(),
@@ -217,12 +227,12 @@ impl AuthzService {
         };
         let started = Instant::now();
         let mut c = match &set {
-            Some(set) => check(set, req, &opts),
+            Some(set) => check(set, req, opts),
             // A route that names a set esm does not serve is a configuration error: deny.
             None => crate::check::refuse(
                 Failure::Input,
                 format!("no policy set named {set_name:?}"),
-                &opts,
+                opts,
             ),
         };
         self.metrics

@@ -130,8 +130,35 @@ impl<'r> View<'r> {
             .is_some_and(|v| v.eq_ignore_ascii_case("true"))
     }
 
+    /// Whether the body is a gRPC message (`application/grpc`, `application/grpc+proto`).
+    pub(crate) fn is_grpc(&self) -> bool {
+        self.header("content-type")
+            .is_some_and(|ct| ct.contains("application/grpc"))
+    }
+
+    /// The body's bytes as Envoy sent them: `raw_body`, else `body`.
+    pub(crate) fn body_bytes(&self) -> &'r [u8] {
+        self.http.map_or(&[], |h| {
+            if h.raw_body.is_empty() {
+                h.body.as_bytes()
+            } else {
+                &h.raw_body
+            }
+        })
+    }
+
     /// `parsed_body` and `truncated_body`; an error refuses the request.
-    pub(crate) fn parsed_body(&self) -> Result<(regorus::Value, bool)> {
+    pub(crate) fn parsed_body(&self, opts: &InputOptions) -> Result<(regorus::Value, bool)> {
+        if self.is_grpc() {
+            if self.partial_body() {
+                return Ok((regorus::Value::Null, true));
+            }
+            return crate::grpc_body::parsed_grpc_body(
+                opts.proto_descriptor.as_ref(),
+                self.path(),
+                self.http.map_or(&[], |h| &h.raw_body),
+            );
+        }
         parsed::parsed_body(
             self.header("content-type"),
             self.header("content-length"),
@@ -143,13 +170,13 @@ impl<'r> View<'r> {
     /// What refuses the request whatever its policy reads (beyond [`View::of`]'s header
     /// count): a path or query with a bad escape, a body that is not what its content-type
     /// says. The input builder refuses exactly these.
-    pub(crate) fn check_refusals(&self) -> Result<()> {
+    pub(crate) fn check_refusals(&self, opts: &InputOptions) -> Result<()> {
         if self.path_has_escapes() {
             parsed::parsed_path(self.path())?;
             parsed::parsed_query(self.path())?;
         }
-        if self.has_body() {
-            self.parsed_body()?;
+        if self.has_body() && !opts.skip_request_body_parse {
+            self.parsed_body(opts)?;
         }
         Ok(())
     }
@@ -157,7 +184,7 @@ impl<'r> View<'r> {
     /// The caller's SPIFFE ID: its principal, or (with `xfcc`) the URI of the last
     /// `x-forwarded-client-cert` element.
     /// `opts` must be the same for every call on one view.
-    pub(crate) fn source_spiffe_id(&self, opts: InputOptions) -> Option<&str> {
+    pub(crate) fn source_spiffe_id(&self, opts: &InputOptions) -> Option<&str> {
         self.source_id
             .get_or_init(|| {
                 if let Some(id) = spiffe_id_of(principal_of(self.attrs.source.as_ref())) {

@@ -12,8 +12,8 @@ use prost::Message;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(req) = CheckRequest::decode(data) {
-        let whole = build(&req, InputOptions { xfcc: false });
-        let _ = build(&req, InputOptions { xfcc: true });
+        let whole = build(&req, &InputOptions { xfcc: false, ..Default::default() });
+        let _ = build(&req, &InputOptions { xfcc: true, ..Default::default() });
         let reads = InputReads {
             paths: vec![
                 vec!["source".into(), "spiffe_id".into()],
@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
             ],
             deterministic: true,
         };
-        let projected = build_projected(&req, InputOptions::default(), &Projection::of(&reads));
+        let projected = build_projected(&req, &InputOptions::default(), &Projection::of(&reads));
         assert_eq!(whole.is_ok(), projected.is_ok());
     }
 });

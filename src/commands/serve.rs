@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use esm_authz::check::CheckOptions;
-use esm_authz::input::InputOptions;
 use esm_authz::service::{AuthzService, Metrics as AuthzMetrics, ServedSet};
 use esm_listener::{GuardedListener, Limits};
 use tokio::sync::watch;
@@ -157,7 +156,7 @@ async fn start_authz(
         });
     }
     let opts = CheckOptions {
-        input: InputOptions { xfcc: a.xfcc },
+        input: a.input.clone(),
         dry_run: false,
         deny_status: a.deny_status,
     };
