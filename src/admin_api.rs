@@ -245,6 +245,9 @@ async fn write_import(s: Shared, who: Who, plan: ImportPlan, tx: mpsc::Sender<St
         Ok::<_, String>(())
     }
     .await;
+    // Freed before the store is read back for the agent: the two need not coexist.
+    let present = plan.present;
+    drop(plan);
     if written > 0 {
         if let Err(r) = publish(&s).await {
             tracing::error!(status = %r.status(), "imported entries not published to the agent");
@@ -252,8 +255,8 @@ async fn write_import(s: Shared, who: Who, plan: ImportPlan, tx: mpsc::Sender<St
     }
     let last = match outcome {
         Ok(()) => {
-            tracing::info!(entries = of, present = plan.present, actor = %who.actor, "registration entries imported");
-            json!({"imported": of, "present": plan.present})
+            tracing::info!(entries = of, present, actor = %who.actor, "registration entries imported");
+            json!({"imported": of, "present": present})
         }
         Err(e) => {
             tracing::error!(error = %e, written, of, "registration entry import failed midway");

@@ -5,6 +5,7 @@
 //! are on every request.
 
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasher, RandomState};
 
 use super::entry::{Entry, Selector};
 
@@ -12,11 +13,14 @@ use super::entry::{Entry, Selector};
 #[derive(Debug, Default)]
 pub struct EntrySet {
     entries: Vec<Entry>,
-    /// Entry positions by selector. Each entry is filed once, under its selector shared
-    /// with the fewest other entries: an entry matches only callers holding all of its
-    /// selectors, so it is found under any one of them, and the rarest keeps every
-    /// posting list short even when thousands of entries share a `unix:gid`.
-    by_selector: HashMap<Selector, Vec<u32>>,
+    /// (hash of a selector, entry position), sorted. Each entry is filed once, under its
+    /// selector shared with the fewest other entries: an entry matches only callers
+    /// holding all of its selectors, so it is found under any one of them, and the rarest
+    /// keeps every run short even when thousands of entries share a `unix:gid`. Hashes
+    /// rather than selectors, in one flat array: 16 bytes an entry and no allocation per
+    /// selector; a collision only adds a candidate, which the subset check drops.
+    by_selector: Vec<(u64, u32)>,
+    hasher: RandomState,
 }
 
 impl EntrySet {
@@ -25,7 +29,8 @@ impl EntrySet {
         for s in entries.iter().flat_map(|e| &e.selectors) {
             *count.entry(s).or_default() += 1;
         }
-        let mut by_selector: HashMap<Selector, Vec<u32>> = HashMap::new();
+        let hasher = RandomState::new();
+        let mut by_selector = Vec::with_capacity(entries.len());
         for (i, e) in entries.iter().enumerate() {
             // An entry has at least one selector (NewEntry::check); one read back from a
             // store without any matches nobody, and is filed nowhere.
@@ -34,11 +39,16 @@ impl EntrySet {
             };
             // Positions fit: the store holds at most MAX_ENTRIES.
             let at = u32::try_from(i).unwrap_or(u32::MAX);
-            by_selector.entry(key.clone()).or_default().push(at);
+            by_selector.push((hasher.hash_one(key), at));
         }
+        drop(count);
+        by_selector.sort_unstable();
+        let mut entries = entries;
+        entries.shrink_to_fit();
         Self {
             entries,
             by_selector,
+            hasher,
         }
     }
 
@@ -61,20 +71,35 @@ impl EntrySet {
     pub fn matching(&self, caller: &BTreeSet<Selector>) -> Vec<&Entry> {
         let mut hits: Vec<u32> = caller
             .iter()
-            .filter_map(|s| self.by_selector.get(s))
-            .flatten()
-            .copied()
+            .flat_map(|s| self.filed_under(s))
             .filter(|&i| {
                 self.entries
                     .get(i as usize)
                     .is_some_and(|e| e.selectors.is_subset(caller))
             })
             .collect();
-        // Each entry is filed once, so no duplicates; only the order is to restore.
+        // Each entry is filed once, so no duplicates (two caller selectors with the same
+        // hash would list one run twice); the order is to restore.
         hits.sort_unstable();
+        hits.dedup();
         hits.iter()
             .filter_map(|&i| self.entries.get(i as usize))
             .collect()
+    }
+}
+
+impl EntrySet {
+    /// The positions of the entries filed under `selector` (and under any selector whose
+    /// hash is the same).
+    fn filed_under(&self, selector: &Selector) -> impl Iterator<Item = u32> + '_ {
+        let h = self.hasher.hash_one(selector);
+        let from = self.by_selector.partition_point(|&(k, _)| k < h);
+        self.by_selector
+            .get(from..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(move |&&(k, _)| k == h)
+            .map(|&(_, i)| i)
     }
 }
 

@@ -89,8 +89,12 @@ fn an_entry_needing_a_selector_the_caller_lacks_is_not_matched() {
 fn an_entry_is_filed_under_its_rarest_selector() {
     let set = EntrySet::new(mixed());
     // 52 entries share gid 50; none is filed under it but the one that has nothing else.
-    assert_eq!(set.by_selector[&sel("unix:gid:50")], vec![2]);
-    assert_eq!(set.by_selector[&sel("unix:uid:2003")].len(), 1);
+    assert_eq!(
+        set.filed_under(&sel("unix:gid:50")).collect::<Vec<_>>(),
+        [2]
+    );
+    assert_eq!(set.filed_under(&sel("unix:uid:2003")).count(), 1);
+    assert_eq!(set.by_selector.len(), set.len(), "each entry filed once");
 }
 
 #[test]
