@@ -14,7 +14,7 @@ import pytest
 from spiffe import WorkloadApiClient
 
 from conftest import run
-from envoy_harness import stop_process
+from envoy_harness import stop_process, wait_path
 
 TD = "example.org"
 N = 100_000
@@ -69,6 +69,7 @@ def test_100000_entries_import_list_and_serve_one_workload(tmp_path, stack, back
     data = tmp_path / "d"
     run("init", "--trust-domain", TD, "--dir", data, env=backend)
     serve, _, _ = esm(data, env=backend)
+    wait_path(data / "admin.sock", serve)
     me = os.getuid()
     f = tmp_path / "entries.jsonl"
     entries_file(f, me)
