@@ -186,10 +186,7 @@ pub fn plan(
     Ok(out)
 }
 
-fn key<'a>(
-    spiffe: &'a str,
-    selectors: &'a std::collections::BTreeSet<super::entry::Selector>,
-) -> (&'a str, Vec<&'a str>) {
+fn key<'a>(spiffe: &'a str, selectors: &'a super::entry::SelectorSet) -> (&'a str, Vec<&'a str>) {
     (spiffe, selectors.iter().map(|s| s.as_str()).collect())
 }
 
