@@ -29,6 +29,10 @@ pub struct AdminState {
     pub audit: AuditSink,
     /// Wakes the CA rotator to re-read the CA state now.
     pub ca_changed: Arc<tokio::sync::Notify>,
+    /// Held by each change from its check to its write (an import's until its last
+    /// transaction): two imports planned side by side would each find the other's entries
+    /// missing and write them twice.
+    pub changes: Arc<tokio::sync::Mutex<()>>,
 }
 
 type Shared = Arc<AdminState>;
@@ -148,6 +152,7 @@ async fn create(
     let result = async {
         let who = who(peer, &headers)?;
         let now = time::OffsetDateTime::now_utc();
+        let _change = s.changes.lock().await;
         let entry = match s.store.create(new, now).await {
             Ok(entry) => entry,
             Err(e) => return Err(refused(&s, "create", &who, e).await),
@@ -179,6 +184,7 @@ async fn import(
             Ok(items) => items,
             Err(e) => return Err(refused(&s, "import", &who, e).await),
         };
+        let change = s.changes.clone().lock_owned().await;
         let existing = s.store.list().await.map_err(entry_error)?;
         let now = esm_ca::rfc3339(time::OffsetDateTime::now_utc());
         let plan = match entry_import::plan(&existing, items, &now, random_id) {
@@ -187,7 +193,10 @@ async fn import(
         };
         drop(existing);
         let (tx, rx) = mpsc::channel::<String>(4);
-        tokio::spawn(write_import(s.clone(), who, plan, tx));
+        tokio::spawn(async move {
+            write_import(s.clone(), who, plan, tx).await;
+            drop(change);
+        });
         Ok(json_lines(rx))
     }
     .await;
@@ -322,6 +331,7 @@ async fn delete(
 ) -> Response {
     let result = async {
         let who = who(peer, &headers)?;
+        let _change = s.changes.lock().await;
         let Some(entry) = s.store.delete(&id).await.map_err(entry_error)? else {
             return Err(error(StatusCode::NOT_FOUND, format!("no entry {id}")));
         };

@@ -50,6 +50,7 @@ pub async fn start(
         entries: entries_tx,
         audit: evidence.sink.clone(),
         ca_changed,
+        changes: Arc::default(),
     });
     let shutdown = until(stop);
     tasks.push(tokio::spawn(async move {

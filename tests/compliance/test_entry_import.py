@@ -3,6 +3,7 @@ the CLI and by the admin API itself (a client that skips the CLI's checks); stan
 works; the same file twice adds nothing."""
 
 import json
+import os
 import socket
 
 import pytest
@@ -94,3 +95,20 @@ def test_an_empty_file_is_refused(tmp_path, served):
     f.write_text("\n  \n")
     p = run("entry", "import", f, "--dir", served, check=False)
     assert p.returncode == 2 and "no entries" in p.stderr
+
+
+def test_two_imports_of_the_same_file_at_once_write_each_entry_once(tmp_path, served):
+    import subprocess
+    from conftest import ESM
+    f = tmp_path / "same.jsonl"
+    f.write_text("".join(ok_line(n) + "\n" for n in range(3000)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ESM_")}
+    procs = [subprocess.Popen([str(ESM), "entry", "import", str(f), "--dir", str(served)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert sorted(o[1].strip().splitlines()[-1] for o in outs) == [
+        "imported 0 entries (3000 already present)", "imported 3000 entries (0 already present)"]
+    got = listed(served)
+    assert len(got) == 3000 and len({e["spiffe_id"] for e in got}) == 3000
