@@ -150,8 +150,10 @@ pub enum EntryCommand {
         #[command(flatten)]
         config: ConfigArgs,
     },
-    /// Create every entry of FILE (JSON lines as `esm entry list` prints them; `id` and
-    /// `created_at` may be left out), all or none.
+    /// Create the entries of FILE (`-`: standard input), JSON lines as `esm entry list`
+    /// prints them (`id` and `created_at` may be left out). Every line is checked before
+    /// any is written; entries already present are left alone, so importing twice is
+    /// harmless. Progress goes to stderr when it is a terminal.
     Import {
         file: PathBuf,
         #[command(flatten)]

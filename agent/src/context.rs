@@ -12,7 +12,8 @@ use tokio::sync::watch;
 use esm_ca::issuer::IssuancePolicy;
 use esm_ca::material::CaMaterial;
 
-use super::entry::{matching, Entry, Selector};
+use super::entry::{Entry, Selector};
+use super::entry_index::EntrySet;
 use super::peer_process::PeerBinding;
 use super::svid_cache::SvidCache;
 
@@ -32,7 +33,7 @@ pub struct AgentMetrics {
 #[derive(Clone)]
 pub struct AgentContext {
     pub ca: watch::Receiver<Arc<CaMaterial>>,
-    pub entries: watch::Receiver<Arc<Vec<Entry>>>,
+    pub entries: watch::Receiver<Arc<EntrySet>>,
     pub policy: IssuancePolicy,
     pub audit: Option<AuditSink>,
     pub metrics: Arc<AgentMetrics>,
@@ -43,7 +44,7 @@ pub struct AgentContext {
 impl AgentContext {
     pub fn new(
         ca: watch::Receiver<Arc<CaMaterial>>,
-        entries: watch::Receiver<Arc<Vec<Entry>>>,
+        entries: watch::Receiver<Arc<EntrySet>>,
         policy: IssuancePolicy,
         audit: Option<AuditSink>,
         metrics: Arc<AgentMetrics>,
@@ -82,8 +83,8 @@ impl Caller {
         Ok(())
     }
 
-    /// The caller's entries in the current set.
-    pub fn entries<'a>(&self, all: &'a [Entry]) -> Vec<&'a Entry> {
-        matching(all, &self.selectors)
+    /// The caller's entries in the current set, found through its selector index.
+    pub fn entries<'a>(&self, all: &'a EntrySet) -> Vec<&'a Entry> {
+        all.matching(&self.selectors)
     }
 }

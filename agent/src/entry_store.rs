@@ -1,59 +1,70 @@
-//! Registration entries in the server's database: SQLite in the data dir by default,
-//! PostgreSQL by configuration (the audit store's URL). One table, created if missing; the
-//! audit store's migrations are not touched.
+//! Registration entries in the server's database, on the store layer the audit log uses
+//! ([`esm_audit::store::Db`]): the same SQLite file (owner-only, WAL, `synchronous =
+//! FULL`) or the same PostgreSQL database and `audit.schema`. The table comes from this
+//! crate's migrations, numbered from 1001 so that they and the audit log's share sqlx's
+//! migration table without either taking the other's for its own.
 
-use std::str::FromStr;
-use std::time::Duration;
+use esm_audit::store::Db;
+use sqlx::migrate::Migrator;
+use sqlx::Row;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
 
-use sqlx::postgres::PgPoolOptions;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, Row, SqlitePool};
-
-use super::entry::{Entry, ImportedEntry, NewEntry};
+use super::entry::{Entry, NewEntry};
 use crate::error::{Error, Result};
 
 /// Registration entries a store will hold; more is a mistake or an attack.
 pub const MAX_ENTRIES: usize = 100_000;
 
-enum Pool {
-    Sqlite(SqlitePool),
-    Postgres(PgPool),
-}
+static SQLITE: Migrator = Migrator {
+    ignore_missing: true,
+    ..sqlx::migrate!("./migrations/sqlite")
+};
+static POSTGRES: Migrator = Migrator {
+    ignore_missing: true,
+    ..sqlx::migrate!("./migrations/postgres")
+};
+
+const SELECT: &str = "SELECT id, spiffe_id, selectors, ttl_secs, dns_names, created_at \
+                      FROM registration_entries ORDER BY created_at, id";
 
 pub struct EntryStore {
-    pool: Pool,
+    db: Db,
 }
 
 fn db(e: sqlx::Error) -> Error {
     Error::Database(e)
 }
 
-const CREATE: &str = "CREATE TABLE IF NOT EXISTS registration_entries (
-    id TEXT PRIMARY KEY,
-    spiffe_id TEXT NOT NULL,
-    selectors TEXT NOT NULL,
-    ttl_secs BIGINT,
-    dns_names TEXT NOT NULL,
-    created_at TEXT NOT NULL)";
+fn store(e: esm_audit::Error) -> Error {
+    if e.is_usage_error() {
+        Error::Config(format!("registration entries: {e}"))
+    } else {
+        Error::Store(e)
+    }
+}
 
-fn row_to_entry(
-    id: String,
-    spiffe: String,
-    sels: String,
-    ttl: Option<i64>,
-    dns: String,
-    at: String,
-) -> Result<Entry> {
+fn row_to_entry<R: Row>(r: &R) -> Result<Entry>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<i64>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let id: String = r.try_get(0).map_err(db)?;
     let corrupt = |why: String| Error::CorruptState {
         path: "registration_entries".into(),
         reason: format!("entry {id}: {why}"),
     };
+    let spiffe: String = r.try_get(1).map_err(db)?;
+    let sels: String = r.try_get(2).map_err(db)?;
+    let ttl: Option<i64> = r.try_get(3).map_err(db)?;
+    let dns: String = r.try_get(4).map_err(db)?;
     Ok(Entry {
         spiffe_id: esm_identity::SpiffeId::parse(&spiffe).map_err(|e| corrupt(e.to_string()))?,
         selectors: serde_json::from_str(&sels).map_err(|e| corrupt(e.to_string()))?,
         ttl_secs: ttl.map(|t| t.max(1) as u64),
         dns_names: serde_json::from_str(&dns).map_err(|e| corrupt(e.to_string()))?,
-        created_at: at,
+        created_at: r.try_get(5).map_err(db)?,
         id,
     })
 }
@@ -76,7 +87,8 @@ fn admit(existing: &[Entry], new: &NewEntry) -> Result<()> {
     Ok(())
 }
 
-fn random_id() -> Result<String> {
+/// A new entry id: 128 random bits in hex.
+pub fn random_id() -> Result<String> {
     let mut raw = [0u8; 16];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw)
         .map_err(|_| Error::Bug("no randomness".into()))?;
@@ -84,65 +96,55 @@ fn random_id() -> Result<String> {
 }
 
 impl EntryStore {
-    /// `sqlite://PATH` or `postgres://…`.
-    pub async fn open(url: &str) -> Result<Self> {
-        let pool = if let Some(path) = url.strip_prefix("sqlite://") {
-            let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
-                .map_err(db)?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Full)
-                .busy_timeout(Duration::from_secs(10));
-            Pool::Sqlite(
-                SqlitePoolOptions::new()
-                    .max_connections(2)
-                    .connect_with(opts)
-                    .await
-                    .map_err(db)?,
-            )
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Pool::Postgres(
-                PgPoolOptions::new()
-                    .max_connections(2)
-                    .connect(url)
-                    .await
-                    .map_err(db)?,
-            )
-        } else {
-            return Err(Error::Config(format!(
-                "registration entries: unsupported database URL {url:?}"
-            )));
-        };
-        let store = Self { pool };
-        match &store.pool {
-            Pool::Sqlite(p) => sqlx::query(CREATE).execute(p).await.map(|_| ()),
-            Pool::Postgres(p) => sqlx::query(CREATE).execute(p).await.map(|_| ()),
+    /// `sqlite://PATH` or `postgres://…`; `schema` is `audit.schema` (PostgreSQL only).
+    pub async fn open(url: &str, schema: Option<&str>) -> Result<Self> {
+        let db = Db::connect(url, schema, false).await.map_err(store)?;
+        match &db {
+            Db::Sqlite(_) => db.migrate(&SQLITE).await,
+            Db::Postgres(_) => db.migrate(&POSTGRES).await,
         }
-        .map_err(db)?;
-        Ok(store)
+        .map_err(store)?;
+        Ok(Self { db })
     }
 
     /// Every entry, oldest first.
     pub async fn list(&self) -> Result<Vec<Entry>> {
-        const Q: &str = "SELECT id, spiffe_id, selectors, ttl_secs, dns_names, created_at \
-                         FROM registration_entries ORDER BY created_at, id";
-        macro_rules! rows {
-            ($p:expr) => {
-                sqlx::query(Q)
-                    .fetch_all($p)
-                    .await
-                    .map_err(db)?
-                    .into_iter()
-                    .map(|r| {
-                        row_to_entry(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))
-                    })
-                    .collect()
-            };
+        let (tx, mut rx) = mpsc::channel(1024);
+        let send = self.stream(tx);
+        let mut all = Vec::new();
+        let collect = async {
+            while let Some(e) = rx.recv().await {
+                all.push(e?);
+            }
+            Ok::<_, Error>(())
+        };
+        let (sent, collected) = tokio::join!(send, collect);
+        collected?;
+        sent?;
+        Ok(all)
+    }
+
+    /// Sends every entry, oldest first, as the database returns them: a reader of 100,000
+    /// entries holds a row at a time, not all of them. Stops early (without error) when
+    /// the receiver is dropped; a row that cannot be read is sent as its error, last.
+    pub async fn stream(&self, tx: mpsc::Sender<Result<Entry>>) -> Result<()> {
+        macro_rules! go {
+            ($p:expr) => {{
+                let mut rows = sqlx::query(SELECT).fetch($p);
+                while let Some(row) = rows.next().await {
+                    let entry = row.map_err(db).and_then(|r| row_to_entry(&r));
+                    let failed = entry.is_err();
+                    if tx.send(entry).await.is_err() || failed {
+                        break;
+                    }
+                }
+            }};
         }
-        match &self.pool {
-            Pool::Sqlite(p) => rows!(p),
-            Pool::Postgres(p) => rows!(p),
+        match &self.db {
+            Db::Sqlite(p) => go!(p),
+            Db::Postgres(p) => go!(p),
         }
+        Ok(())
     }
 
     /// Stores a new entry; the same SPIFFE ID with the same selectors twice is refused.
@@ -157,49 +159,13 @@ impl EntryStore {
             dns_names: new.dns_names,
             created_at: esm_ca::rfc3339(now),
         };
-        self.insert_all(std::slice::from_ref(&entry)).await?;
+        self.insert(std::slice::from_ref(&entry)).await?;
         Ok(entry)
     }
 
-    /// Stores all of `items` or none: every one is checked (bounds, esm's reserved
-    /// identities, duplicates among themselves and with the store) before any is written,
-    /// then all are written in one transaction.
-    pub async fn import(
-        &self,
-        items: Vec<ImportedEntry>,
-        now: time::OffsetDateTime,
-    ) -> Result<Vec<Entry>> {
-        let mut all = self.list().await?;
-        let before = all.len();
-        for (i, item) in items.into_iter().enumerate() {
-            let at_line = |e: Error| match e {
-                Error::Refused(m) => Error::Refused(format!("import line {}: {m}", i + 1)),
-                other => other,
-            };
-            item.check().map_err(at_line)?;
-            admit(&all, &item.new_entry()).map_err(at_line)?;
-            let id = match item.id {
-                Some(id) if all.iter().any(|e| e.id == id) => {
-                    return Err(at_line(Error::Refused(format!("entry id {id} exists"))))
-                }
-                Some(id) => id,
-                None => random_id()?,
-            };
-            all.push(Entry {
-                id,
-                spiffe_id: item.spiffe_id,
-                selectors: item.selectors,
-                ttl_secs: item.ttl_secs,
-                dns_names: item.dns_names,
-                created_at: item.created_at.unwrap_or_else(|| esm_ca::rfc3339(now)),
-            });
-        }
-        let added = all.split_off(before);
-        self.insert_all(&added).await?;
-        Ok(added)
-    }
-
-    async fn insert_all(&self, entries: &[Entry]) -> Result<()> {
+    /// Writes `entries` in one transaction: all or none. The caller has checked them
+    /// ([`crate::entry_import::plan`]); an id already taken fails the whole transaction.
+    pub async fn insert(&self, entries: &[Entry]) -> Result<()> {
         macro_rules! insert {
             ($p:expr, $q:literal) => {{
                 let mut tx = $p.begin().await.map_err(db)?;
@@ -223,12 +189,12 @@ impl EntryStore {
                 tx.commit().await.map_err(db)
             }};
         }
-        match &self.pool {
-            Pool::Sqlite(p) => insert!(
+        match &self.db {
+            Db::Sqlite(p) => insert!(
                 p,
                 "INSERT INTO registration_entries VALUES (?, ?, ?, ?, ?, ?)"
             ),
-            Pool::Postgres(p) => insert!(
+            Db::Postgres(p) => insert!(
                 p,
                 "INSERT INTO registration_entries VALUES ($1, $2, $3, $4, $5, $6)"
             ),
@@ -237,16 +203,16 @@ impl EntryStore {
 
     /// Deletes an entry; `None` when there was none with that id.
     pub async fn delete(&self, id: &str) -> Result<Option<Entry>> {
-        let Some(entry) = self.list().await?.into_iter().find(|e| e.id == id) else {
+        let Some(entry) = self.get(id).await? else {
             return Ok(None);
         };
-        match &self.pool {
-            Pool::Sqlite(p) => sqlx::query("DELETE FROM registration_entries WHERE id = ?")
+        match &self.db {
+            Db::Sqlite(p) => sqlx::query("DELETE FROM registration_entries WHERE id = ?")
                 .bind(id)
                 .execute(p)
                 .await
                 .map(|_| ()),
-            Pool::Postgres(p) => sqlx::query("DELETE FROM registration_entries WHERE id = $1")
+            Db::Postgres(p) => sqlx::query("DELETE FROM registration_entries WHERE id = $1")
                 .bind(id)
                 .execute(p)
                 .await
@@ -256,10 +222,32 @@ impl EntryStore {
         Ok(Some(entry))
     }
 
+    /// The entry with this id, if any.
+    pub async fn get(&self, id: &str) -> Result<Option<Entry>> {
+        const Q: &str = "SELECT id, spiffe_id, selectors, ttl_secs, dns_names, created_at \
+                         FROM registration_entries WHERE id = ";
+        match &self.db {
+            Db::Sqlite(p) => sqlx::query(&format!("{Q}?"))
+                .bind(id)
+                .fetch_optional(p)
+                .await
+                .map_err(db)?
+                .map(|r| row_to_entry(&r))
+                .transpose(),
+            Db::Postgres(p) => sqlx::query(&format!("{Q}$1"))
+                .bind(id)
+                .fetch_optional(p)
+                .await
+                .map_err(db)?
+                .map(|r| row_to_entry(&r))
+                .transpose(),
+        }
+    }
+
     pub async fn close(&self) {
-        match &self.pool {
-            Pool::Sqlite(p) => p.close().await,
-            Pool::Postgres(p) => p.close().await,
+        match &self.db {
+            Db::Sqlite(p) => p.close().await,
+            Db::Postgres(p) => p.close().await,
         }
     }
 }

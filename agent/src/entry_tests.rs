@@ -93,7 +93,7 @@ fn new_entries_are_bounded() {
     e.ttl_secs = Some(0);
     assert!(e.check().is_err());
     e.ttl_secs = None;
-    e.selectors.clear();
+    e.selectors = SelectorSet::default();
     assert!(e.check().is_err());
     let parsed: std::result::Result<NewEntry, _> =
         serde_json::from_str(r#"{"spiffe_id": "spiffe://example.org/x", "selectors": ["nope"]}"#);
@@ -119,4 +119,24 @@ fn an_entry_granting_esms_own_identity_is_refused() {
             "{reserved}: {err:?}"
         );
     }
+}
+
+#[test]
+fn selector_sets_are_sorted_without_repeats_and_read_as_json_arrays() {
+    let set: SelectorSet =
+        serde_json::from_str(r#"["unix:uid:2", "unix:gid:1", "unix:uid:2"]"#).unwrap();
+    assert_eq!(
+        set.iter().map(Selector::as_str).collect::<Vec<_>>(),
+        ["unix:gid:1", "unix:uid:2"]
+    );
+    assert_eq!(
+        serde_json::to_string(&set).unwrap(),
+        r#"["unix:gid:1","unix:uid:2"]"#
+    );
+    let caller: BTreeSet<Selector> = [sel("unix:uid:2"), sel("unix:gid:1"), sel("unix:uid:9")]
+        .into_iter()
+        .collect();
+    assert!(set.is_subset(&caller));
+    assert!(!set.is_subset(&[sel("unix:uid:2")].into_iter().collect()));
+    assert!(serde_json::from_str::<SelectorSet>(r#"["unix:uid:x"]"#).is_err());
 }

@@ -26,6 +26,10 @@ pub enum Error {
     /// nobody's typo, so not a usage error.
     #[error("registration entries database: {0}")]
     Database(#[source] sqlx::Error),
+    /// The store layer shared with the audit log failed while esm ran (connecting,
+    /// migrating): not a usage error.
+    #[error("registration entries database: {0}")]
+    Store(#[source] esm_audit::Error),
     /// A stored entry cannot be read back: it was edited or is damaged.
     #[error("{path} is damaged: {reason}")]
     CorruptState { path: PathBuf, reason: String },

@@ -1,6 +1,7 @@
 //! esm-agent: the node agent inside `esm serve`.
 //!
-//! - Registration entries: [`entry`] (what a workload gets, by selectors) and [`entry_store`].
+//! - Registration entries: [`entry`] (what a workload gets, by selectors), [`entry_store`]
+//!   and [`entry_index`] (the served set, indexed on selectors).
 //! - Workload attestation: [`attestation`] decides, [`peer_process`] gathers the facts.
 //! - What is served: [`sds`] (Envoy SDS, on the wire through [`sds_server`]) and
 //!   [`workload_api`] (the SPIFFE Workload API), both built from [`secrets`] and [`render`].
@@ -17,6 +18,8 @@ pub mod attestation;
 pub mod connection_limits;
 pub mod context;
 pub mod entry;
+pub mod entry_import;
+pub mod entry_index;
 pub mod entry_store;
 pub mod error;
 pub mod h2_authority;

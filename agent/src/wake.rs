@@ -16,7 +16,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::Streaming;
 
 use super::context::AgentContext;
-use super::entry::Entry;
+use super::entry_index::EntrySet;
 
 /// A long-lived answer (an SDS or Workload API stream) with no task or queue of its own:
 /// its next response is made when the server asks for one, so a client that stops reading
@@ -50,7 +50,7 @@ pub enum Wake<R> {
 /// entries when what it serves depends on them.
 pub struct Follow {
     ca: watch::Receiver<Arc<CaMaterial>>,
-    entries: Option<watch::Receiver<Arc<Vec<Entry>>>>,
+    entries: Option<watch::Receiver<Arc<EntrySet>>>,
 }
 
 impl Follow {

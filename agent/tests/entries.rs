@@ -1,10 +1,18 @@
-//! Registration entries on both databases: create, list, duplicate refused, delete, and a
-//! damaged row reported rather than served.
+//! Registration entries on both databases (the audit tests' `both_backends`): create,
+//! list, duplicate refused, delete, import, a damaged row reported rather than served, and
+//! the table made by migration beside the audit log's, in `audit.schema` on PostgreSQL.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use esm_agent::entry::{ImportedEntry, NewEntry, Selector};
-use esm_agent::entry_store::EntryStore;
+#[macro_use]
+#[path = "../../audit/tests/common.rs"]
+mod common;
+
+use common::Backend;
+use esm_agent::entry::{NewEntry, Selector};
+use esm_agent::entry_import::{parse_line, plan};
+use esm_agent::entry_store::{random_id, EntryStore};
 use esm_agent::Error;
+use esm_audit::store::Db;
 use esm_identity::SpiffeId;
 
 fn new(spiffe: &str, sels: &[&str]) -> NewEntry {
@@ -43,99 +51,102 @@ async fn exercise(store: &EntryStore) {
     assert!(store.delete(&a.id).await.unwrap().is_none());
     store.delete(&b.id).await.unwrap();
     assert_eq!(store.list().await.unwrap().len(), before);
-    import_is_all_or_nothing_and_refuses_esms_identity(store).await;
 }
 
-fn imported(spiffe: &str, id: Option<&str>) -> ImportedEntry {
-    serde_json::from_value(serde_json::json!({
-        "id": id, "spiffe_id": spiffe, "selectors": ["unix:uid:65534"],
-        "created_at": "2026-01-02T03:04:05Z",
-    }))
-    .unwrap()
-}
-
-/// Other test runs may share the PostgreSQL database: every ID here is this run's own.
-async fn import_is_all_or_nothing_and_refuses_esms_identity(store: &EntryStore) {
-    let now = time::OffsetDateTime::now_utc();
-    let run = format!("{:x}", now.unix_timestamp_nanos() & 0xffff_ffff);
-    let web = format!("spiffe://example.org/import-{run}/web");
-    let before = store.list().await.unwrap().len();
-    // A file that smuggles esm's own identity between ordinary entries: refused whole.
-    let err = store
-        .import(
-            vec![
-                imported(&web, None),
-                imported("spiffe://example.org/esm/agent", None),
-            ],
-            now,
-        )
-        .await
-        .unwrap_err();
-    assert!(matches!(err, Error::Reserved(_)), "{err}");
-    assert!(err.to_string().contains("spiffe://example.org/esm/agent"));
-    assert_eq!(store.list().await.unwrap().len(), before, "nothing stored");
-    // A clean file: ids and creation times carried over when given.
-    let kept = format!("{run}00aa");
-    let got = store
-        .import(
-            vec![
-                imported(&web, Some(&kept)),
-                imported(&format!("{web}2"), None),
-            ],
-            now,
-        )
-        .await
-        .unwrap();
-    assert_eq!(got[0].id, kept);
-    assert_eq!(got[0].created_at, "2026-01-02T03:04:05Z");
-    assert_eq!(store.list().await.unwrap().len(), before + 2);
-    // Importing the same again is a duplicate, refused with the line it is on.
-    let again = store
-        .import(
-            vec![imported(&format!("{web}3"), None), imported(&web, None)],
-            now,
-        )
-        .await
-        .unwrap_err();
-    assert!(again.to_string().contains("import line 2"), "{again}");
-    for e in got {
+/// An import's plan written in batches, as the admin API does: ids and creation times
+/// carried over when given, a second import of the same lines adding nothing.
+async fn import_is_idempotent(store: &EntryStore) {
+    let lines = [
+        r#"{"id":"00aa","spiffe_id":"spiffe://example.org/imp/a","selectors":["unix:uid:7"],"created_at":"2026-01-02T03:04:05Z"}"#,
+        r#"{"spiffe_id":"spiffe://example.org/imp/b","selectors":["unix:uid:8"]}"#,
+    ];
+    let parsed = || -> Vec<_> {
+        lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i + 1, parse_line(i + 1, l.as_bytes()).unwrap().unwrap()))
+            .collect()
+    };
+    let existing = store.list().await.unwrap();
+    let p = plan(&existing, parsed(), "2026-12-03T00:00:00Z", random_id).unwrap();
+    assert_eq!(p.added.len(), 2);
+    store.insert(&p.added).await.unwrap();
+    let a = store.get("00aa").await.unwrap().unwrap();
+    assert_eq!(a.created_at, "2026-01-02T03:04:05Z");
+    let existing = store.list().await.unwrap();
+    let again = plan(&existing, parsed(), "2026-12-03T00:00:00Z", random_id).unwrap();
+    assert!(again.added.is_empty());
+    assert_eq!(again.present, 2);
+    // A transaction is all or none: a batch with a taken id writes nothing.
+    let mut clash = p.added.clone();
+    clash[1].id = "fresh01".into();
+    assert!(store.insert(&clash).await.is_err());
+    assert!(store.get("fresh01").await.unwrap().is_none());
+    for e in p.added {
         store.delete(&e.id).await.unwrap();
     }
 }
 
-#[tokio::test]
-async fn sqlite_entries_round_trip() {
-    let d = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", d.path().join("esm.db").display());
-    let store = EntryStore::open(&url).await.unwrap();
+async fn entries_round_trip(b: Backend) {
+    let store = EntryStore::open(&b.url(), b.schema()).await.unwrap();
     exercise(&store).await;
+    import_is_idempotent(&store).await;
     // A row edited behind esm's back is reported, not served.
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    sqlx::query(
+    b.tamper(
         "INSERT INTO registration_entries VALUES ('x', 'not a spiffe id', '[]', NULL, '[]', 'now')",
     )
-    .execute(&pool)
-    .await
-    .unwrap();
+    .await;
     assert!(store
         .list()
         .await
         .unwrap_err()
         .to_string()
         .contains("damaged"));
+    store.close().await;
 }
 
-#[tokio::test]
-async fn postgres_entries_round_trip() {
-    let store = EntryStore::open("postgres://postgres@127.0.0.1:5432/test")
+/// The audit log and the entries share one database (and on PostgreSQL one schema): each
+/// store's migrations run, in either order, on every start.
+async fn entries_and_audit_share_the_database(b: Backend) {
+    for _ in 0..2 {
+        let audit = b.open().await;
+        let store = EntryStore::open(&b.url(), b.schema()).await.unwrap();
+        store.close().await;
+        drop(audit);
+    }
+    let store = EntryStore::open(&b.url(), b.schema()).await.unwrap();
+    store
+        .create(
+            new("spiffe://example.org/shared", &["unix:uid:3"]),
+            time::OffsetDateTime::now_utc(),
+        )
         .await
         .unwrap();
-    exercise(&store).await;
+    store.close().await;
+    b.open().await;
+    // On PostgreSQL the table is in the configured schema, not the connection's default.
+    if let Some(schema) = b.schema() {
+        b.tamper("SELECT 1").await;
+        let Db::Postgres(p) = b.open().await else {
+            panic!("not PostgreSQL")
+        };
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM information_schema.tables \
+             WHERE table_schema = $1 AND table_name = 'registration_entries'",
+        )
+        .bind(schema)
+        .fetch_one(&p)
+        .await
+        .unwrap();
+        assert_eq!(n, 1);
+    }
 }
+
+both_backends!(entries_round_trip, entries_and_audit_share_the_database);
 
 #[tokio::test]
 async fn unsupported_urls_are_configuration_errors() {
-    let Err(e) = EntryStore::open("mysql://x").await else {
+    let Err(e) = EntryStore::open("mysql://x", None).await else {
         panic!("opened")
     };
     assert!(e.is_usage_error(), "{e}");
@@ -147,13 +158,13 @@ async fn a_database_that_fails_is_a_failure_not_a_usage_error() {
     // it fails.
     let d = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/missing/dir/entries.db", d.path().display());
-    let Err(e) = EntryStore::open(&url).await else {
+    let Err(e) = EntryStore::open(&url, None).await else {
         panic!("opened")
     };
-    assert!(matches!(e, Error::Database(_)), "{e}");
+    assert!(matches!(e, Error::Store(_)), "{e}");
     assert!(!e.is_usage_error());
     assert!(
         std::error::Error::source(&e).is_some(),
-        "the sqlx error is kept"
+        "the store layer's error is kept"
     );
 }

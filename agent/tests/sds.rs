@@ -93,7 +93,8 @@ async fn agent_with(ttl: u64, more: Vec<Entry>) -> Agent {
     .chain(more)
     .collect();
     let (ca_tx, ca_rx) = watch::channel(Arc::new(material(&store)));
-    let (_entries_tx, entries_rx) = watch::channel(Arc::new(entries));
+    let (_entries_tx, entries_rx) =
+        watch::channel(Arc::new(esm_agent::entry_index::EntrySet::new(entries)));
     std::mem::forget(_entries_tx);
     let metrics = Arc::new(AgentMetrics::default());
     let ctx = AgentContext::new(ca_rx, entries_rx, Default::default(), None, metrics.clone());

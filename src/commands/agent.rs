@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use esm_agent::context::{AgentContext, AgentMetrics};
+use esm_agent::entry_index::EntrySet;
 use esm_agent::entry_store::EntryStore;
 use esm_ca::material::CaMaterial;
 use esm_listener::{GuardedListener, Limits};
@@ -30,7 +31,7 @@ pub async fn start(
     metrics: Arc<AgentMetrics>,
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
-    let entries_store = EntryStore::open(&cfg.audit.url)
+    let entries_store = EntryStore::open(&cfg.audit.url, cfg.audit.schema.as_deref())
         .await
         .context("opening the registration entries")?;
     let all = entries_store.list().await?;
@@ -40,7 +41,7 @@ pub async fn start(
         tracing::warn!(entry.id = %e.id, spiffe.id = %e.spiffe_id,
             "registration entry grants one of esm's own identities and is never served; delete it");
     }
-    let (entries_tx, entries_rx) = watch::channel(Arc::new(all));
+    let (entries_tx, entries_rx) = watch::channel(Arc::new(EntrySet::new(all)));
     let mut tasks = Vec::new();
 
     let admin = super::serve::bind_unix("agent.admin_socket", &cfg.agent.admin_socket, 0o600)?;
@@ -49,6 +50,7 @@ pub async fn start(
         entries: entries_tx,
         audit: evidence.sink.clone(),
         ca_changed,
+        changes: Arc::default(),
     });
     let shutdown = until(stop);
     tasks.push(tokio::spawn(async move {

@@ -1,22 +1,26 @@
 //! `esm entry create|import|list|show|delete`: a client of the admin API on the admin
-//! socket. The socket is 0600, so only the user running `esm serve` (or root) gets this far;
+//! socket; `import` and `list` stream ([`admin_stream`]). The socket is 0600, so only the user running `esm serve` (or root) gets this far;
 //! the server records each change with this process's uid, read from the socket by the
 //! kernel, as the actor (the `x-esm-actor` header this client sends is only a note).
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use serde_json::json;
 
+use esm_agent::entry_import;
+
+use super::admin_stream;
 use crate::cli::EntryCommand;
 
 /// A response larger than this is not one the admin API sends.
 const MAX_RESPONSE: u64 = 64 << 20;
-/// An import file larger than this is a mistake (the admin API takes 2 MiB of JSON).
-const MAX_IMPORT: u64 = 2 << 20;
+/// How long an import may go without a word from the server: a batch of
+/// [`entry_import::BATCH`] entries takes well under a second to write and record.
+const IMPORT_WAIT: Duration = Duration::from_secs(120);
 
 /// One HTTP/1.1 exchange over the admin socket: (status, body).
 fn call(
@@ -104,29 +108,12 @@ pub fn run(command: EntryCommand, env: &BTreeMap<String, String>) -> anyhow::Res
         }
         EntryCommand::Import { file, config } => {
             let cfg = cfg_of(&config)?;
-            let text = super::read_text("", &file, MAX_IMPORT)?;
-            let body = import_body(&text)?;
-            let out = checked(call(
-                &cfg.agent.admin_socket,
-                "POST",
-                "/v1/entries/import",
-                Some(&body),
-            )?)?;
-            let added: Vec<serde_json::Value> =
-                serde_json::from_str(&out).context("admin API: entries are not JSON")?;
-            for e in &added {
-                println!("{e}");
-            }
-            eprintln!("imported {} entries", added.len());
+            let body = read_import(&file)?;
+            import(&cfg.agent.admin_socket, &body)?;
         }
         EntryCommand::List { config } => {
             let cfg = cfg_of(&config)?;
-            let out = checked(call(&cfg.agent.admin_socket, "GET", "/v1/entries", None)?)?;
-            let entries: Vec<serde_json::Value> =
-                serde_json::from_str(&out).context("admin API: entries are not JSON")?;
-            for e in entries {
-                println!("{e}");
-            }
+            list(&cfg.agent.admin_socket)?;
         }
         EntryCommand::Show { id, config } => {
             let cfg = cfg_of(&config)?;
@@ -152,28 +139,117 @@ pub fn run(command: EntryCommand, env: &BTreeMap<String, String>) -> anyhow::Res
     Ok(())
 }
 
-/// JSON lines (blank lines skipped) into the JSON array the admin API takes; a line that is
-/// not a JSON object is the caller's error, named by its number.
-fn import_body(text: &str) -> anyhow::Result<String> {
-    let mut items = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
+/// FILE (`-`: standard input), every line checked here as the server will check it, so
+/// that a bad line is named before anything is sent; the bytes are then sent as they are.
+fn read_import(file: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let mut input: Box<dyn Read> = if file.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(
+            std::fs::File::open(file)
+                .map_err(|e| crate::exit::usage(format!("{}: {e}", file.display())))?,
+        )
+    };
+    let usage = |e: esm_agent::Error| crate::exit::usage(format!("{}: {e}", file.display()));
+    // A line for one of esm's own identities is the server's to refuse: it records the
+    // attempt, which a refusal here would keep out of the audit log.
+    let check = |no: usize, line: &[u8]| match entry_import::parse_line(no, line) {
+        Ok(item) => Ok(usize::from(item.is_some())),
+        Err(esm_agent::Error::Reserved(_)) => Ok(1),
+        Err(e) => Err(usage(e)),
+    };
+    let mut lines = entry_import::Lines::default();
+    let (mut raw, mut buf, mut entries) = (Vec::new(), vec![0u8; 64 << 10], 0usize);
+    loop {
+        let n = input
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", file.display()))?;
+        if n == 0 {
+            break;
         }
-        let v: serde_json::Value = serde_json::from_str(line)
-            .map_err(|e| crate::exit::usage(format!("line {}: {e}", n + 1)))?;
-        if !v.is_object() {
-            return Err(crate::exit::usage(format!(
-                "line {}: not a JSON object",
-                n + 1
-            )));
+        let chunk = buf.get(..n).unwrap_or_default();
+        for (no, line) in lines.push(chunk).map_err(usage)? {
+            entries += check(no, &line)?;
         }
-        items.push(v);
+        raw.extend_from_slice(chunk);
     }
-    if items.is_empty() {
+    if let Some((no, line)) = lines.finish() {
+        entries += check(no, &line)?;
+    }
+    if entries == 0 {
         return Err(crate::exit::usage("no entries to import"));
     }
-    Ok(serde_json::Value::Array(items).to_string())
+    Ok(raw)
+}
+
+/// Sends the import and follows its progress: a line per written batch (shown on stderr
+/// when it is a terminal), then the outcome.
+fn import(socket: &std::path::Path, body: &[u8]) -> anyhow::Result<()> {
+    let (status, mut answer) =
+        admin_stream::exchange(socket, "POST", "/v1/entries/import", body, IMPORT_WAIT)?;
+    if !(200..300).contains(&status) {
+        return checked((status, rest(&mut answer)?)).map(|_| ());
+    }
+    let tty = std::io::stderr().is_terminal();
+    while let Some(line) = admin_stream::next_line(&mut answer)? {
+        let v: serde_json::Value =
+            serde_json::from_str(&line).context("admin API: import progress is not JSON")?;
+        if let Some(e) = v.get("error") {
+            if tty {
+                eprintln!();
+            }
+            bail!(
+                "import failed after {} of {} entries were written (importing the file again \
+                 adds the rest): {}",
+                v["written"],
+                v["of"],
+                e.as_str().unwrap_or_default()
+            );
+        }
+        if let (Some(n), Some(of)) = (v.get("written"), v.get("of")) {
+            if tty {
+                eprint!("\rimported {n} of {of}");
+            }
+        } else if let (Some(n), Some(present)) = (v.get("imported"), v.get("present")) {
+            if tty {
+                eprintln!();
+            }
+            eprintln!("imported {n} entries ({present} already present)");
+            return Ok(());
+        }
+    }
+    bail!("admin API: the import answer ended without its outcome")
+}
+
+/// Prints every entry as a JSON line, as the server streams them.
+fn list(socket: &std::path::Path) -> anyhow::Result<()> {
+    let (status, mut answer) =
+        admin_stream::exchange(socket, "GET", "/v1/entries", b"", Duration::from_secs(30))?;
+    if !(200..300).contains(&status) {
+        return checked((status, rest(&mut answer)?)).map(|_| ());
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    while let Some(line) = admin_stream::next_line(&mut answer)? {
+        let v: serde_json::Value =
+            serde_json::from_str(&line).context("admin API: an entry is not JSON")?;
+        if v.get("id").is_none() {
+            if let Some(e) = v.get("error") {
+                out.flush()?;
+                bail!("listing entries failed: {}", e.as_str().unwrap_or_default());
+            }
+        }
+        writeln!(out, "{v}")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// The rest of an answer (an error message), bounded.
+fn rest(answer: &mut admin_stream::Lines) -> anyhow::Result<String> {
+    let mut text = Vec::new();
+    answer.take(MAX_RESPONSE).read_to_end(&mut text)?;
+    Ok(String::from_utf8_lossy(&text).into_owned())
 }
 
 /// Entry ids are hex; anything else would not be one and must not reach the URL.

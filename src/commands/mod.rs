@@ -1,5 +1,6 @@
 //! One module per subcommand; each loads what it needs and calls into the crates.
 
+mod admin_stream;
 mod agent;
 mod audit;
 mod ca;

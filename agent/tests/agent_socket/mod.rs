@@ -52,7 +52,8 @@ fn context(dir: &std::path::Path) -> AgentContext {
     let state = store.load().unwrap();
     let material = CaMaterial::load(&store, &state, time::OffsetDateTime::now_utc()).unwrap();
     let (ca_tx, ca) = watch::channel(Arc::new(material));
-    let (entries_tx, entries) = watch::channel(Arc::new(Vec::new()));
+    let (entries_tx, entries) =
+        watch::channel(Arc::new(esm_agent::entry_index::EntrySet::default()));
     std::mem::forget((ca_tx, entries_tx));
     AgentContext::new(
         ca,

@@ -43,7 +43,12 @@ pub async fn connect(url: &str, schema: Option<&str>) -> Result<PgPool> {
 }
 
 /// The audit tables' schema history.
-pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+/// Versions below 1000; the registration entries' (esm-agent, from 1001) share the
+/// migration table and are ignored here.
+pub static MIGRATIONS: Migrator = Migrator {
+    ignore_missing: true,
+    ..sqlx::migrate!("./migrations/postgres")
+};
 
 impl Dialect for Postgres {
     async fn begin_write(pool: &PgPool) -> Result<Transaction<'static, Postgres>> {

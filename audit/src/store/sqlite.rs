@@ -83,7 +83,12 @@ pub async fn dedicated(pool: &SqlitePool) -> Result<SqlitePool> {
 }
 
 /// The audit tables' schema history.
-pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+/// Versions below 1000; the registration entries' (esm-agent, from 1001) share the
+/// migration table and are ignored here.
+pub static MIGRATIONS: Migrator = Migrator {
+    ignore_missing: true,
+    ..sqlx::migrate!("./migrations/sqlite")
+};
 
 impl Dialect for Sqlite {
     async fn begin_write(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>> {

@@ -1,0 +1,114 @@
+"""`esm entry import`: hostile and malformed files are refused whole, naming the line, by
+the CLI and by the admin API itself (a client that skips the CLI's checks); standard input
+works; the same file twice adds nothing."""
+
+import json
+import os
+import socket
+
+import pytest
+
+from conftest import run
+from envoy_harness import wait_path
+
+TD = "example.org"
+
+
+def ok_line(n):
+    return json.dumps({"spiffe_id": f"spiffe://{TD}/imp/{n}", "selectors": [f"unix:uid:{n}"]})
+
+
+def listed(data):
+    return [json.loads(l) for l in run("entry", "list", "--dir", data).stdout.splitlines()]
+
+
+@pytest.fixture
+def served(tmp_path, stack):
+    esm, _, _ = stack
+    data = tmp_path / "d"
+    run("init", "--trust-domain", TD, "--dir", data)
+    serve, _, _ = esm(data)
+    wait_path(data / "admin.sock", serve)
+    return data
+
+
+BAD = [
+    (b'{"spiffe_id": "spiffe://example.org/x", "selectors": ["unix:uid:1"]}\xff\n', "not UTF-8"),
+    (('{"spiffe_id": "spiffe://example.org/x", "selectors": ["unix:path:/' + "a" * 70000 + '"]}\n')
+     .encode(), "longer than 64 KiB"),
+    (json.dumps({"spiffe_id": "http://example.org/x", "selectors": ["unix:uid:1"]}).encode() + b"\n",
+     "spiffe"),
+    (json.dumps({"spiffe_id": f"spiffe://{TD}/x",
+                 "selectors": [f"unix:uid:{n}" for n in range(33)]}).encode() + b"\n", "selectors"),
+    (b"[1, 2]\n", "not a JSON object"),
+    (b'{"spiffe_id": "spiffe://example.org/x", "selectors": ["unix:uid:1"], "root": true}\n',
+     "unknown field"),
+]
+
+
+@pytest.mark.parametrize("bad,why", BAD, ids=[w for _, w in BAD])
+def test_a_bad_line_refuses_the_whole_file_naming_it(tmp_path, served, bad, why):
+    f = tmp_path / "bad.jsonl"
+    f.write_bytes((ok_line(1) + "\n" + ok_line(2) + "\n").encode() + bad + (ok_line(3) + "\n").encode())
+    p = run("entry", "import", f, "--dir", served, check=False)
+    assert p.returncode == 2, p.stderr
+    assert "line 3" in p.stderr and why.lower() in p.stderr.lower(), p.stderr
+    assert listed(served) == [], "nothing written, not even the lines before"
+
+
+def admin_post(data, body):
+    """POST /v1/entries/import straight to the admin socket, past the CLI's checks."""
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(30)
+    s.connect(str(data / "admin.sock"))
+    s.sendall(b"POST /v1/entries/import HTTP/1.1\r\nhost: esm\r\nconnection: close\r\n"
+              b"content-length: %d\r\n\r\n" % len(body) + body)
+    out = b""
+    while chunk := s.recv(65536):
+        out += chunk
+    s.close()
+    return int(out.split(b" ", 2)[1]), out
+
+
+@pytest.mark.parametrize("bad,why", BAD, ids=[w for _, w in BAD])
+def test_the_admin_api_refuses_a_bad_line_itself(served, bad, why):
+    status, out = admin_post(served, (ok_line(1) + "\n").encode() + bad)
+    assert status == 422, out[:300]
+    assert b"line 2" in out and why.lower().encode() in out.lower(), out[:300]
+    assert listed(served) == []
+
+
+def test_stdin_import_is_idempotent_and_progress_stays_off_a_pipe(served):
+    text = "".join(ok_line(n) + "\n" for n in range(2500)) + "\n"
+    p = run("entry", "import", "-", "--dir", served, input=text)
+    assert p.stdout == ""
+    assert p.stderr.strip().endswith("imported 2500 entries (0 already present)"), p.stderr
+    assert "\r" not in p.stderr
+    p = run("entry", "import", "-", "--dir", served, input=text)
+    assert "imported 0 entries (2500 already present)" in p.stderr
+    got = listed(served)
+    assert len(got) == 2500 and len({e["id"] for e in got}) == 2500
+
+
+def test_an_empty_file_is_refused(tmp_path, served):
+    f = tmp_path / "empty.jsonl"
+    f.write_text("\n  \n")
+    p = run("entry", "import", f, "--dir", served, check=False)
+    assert p.returncode == 2 and "no entries" in p.stderr
+
+
+def test_two_imports_of_the_same_file_at_once_write_each_entry_once(tmp_path, served):
+    import subprocess
+    from conftest import ESM
+    f = tmp_path / "same.jsonl"
+    f.write_text("".join(ok_line(n) + "\n" for n in range(3000)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ESM_")}
+    procs = [subprocess.Popen([str(ESM), "entry", "import", str(f), "--dir", str(served)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert sorted(o[1].strip().splitlines()[-1] for o in outs) == [
+        "imported 0 entries (3000 already present)", "imported 3000 entries (0 already present)"]
+    got = listed(served)
+    assert len(got) == 3000 and len({e["spiffe_id"] for e in got}) == 3000
