@@ -139,14 +139,20 @@ async fn start_authz(
     let mut tasks = Vec::new();
     let mut served = Vec::new();
     for spec in &a.sets {
-        let set = esm_authz::reload::validate(spec)
+        let (set, files) = esm_authz::reload::validate_read(spec)
             .map_err(|e| crate::exit::usage(format!("policy set {}: {e}", spec.name)))?;
         tracing::info!(policy.set = %spec.name, policy.hash = %set.hash, policy.rule = %set.rule, dry_run = spec.dry_run, "policy loaded");
         esm_authz::reload::log_engine(&spec.name, &set);
         let (policy_tx, policy_rx) = watch::channel(Arc::new(set));
+        let (_spec_tx, spec_rx) = watch::channel(Arc::new(spec.clone()));
+        let control = esm_authz::reload::Control {
+            spec: spec_rx,
+            wake: Arc::new(tokio::sync::Notify::new()),
+        };
         tasks.push(tokio::spawn(esm_authz::reload::run(
-            Arc::new(spec.clone()),
+            control,
             policy_tx,
+            Some(files),
             Some(evidence.sink.clone()),
             stop.clone(),
         )));
