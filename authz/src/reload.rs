@@ -1,6 +1,8 @@
 //! Hot reload: the policy directory or bundle is re-read every second; a changed set is compiled and
 //! its own Rego tests run; only a set that passes replaces the serving one (atomically, on a
 //! `watch` channel). A refused set is logged and audited once, and the old one keeps serving.
+//! Each change is attributed to the owner of the files it wrote ([`crate::change_author`]).
+//! A SIGHUP wakes the task at once; a config reload may replace its spec ([`Control`]).
 
 use std::sync::Arc;
 use std::time::Duration;

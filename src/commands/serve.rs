@@ -1,5 +1,6 @@
 //! `esm serve`: wires the audit writer, the CA rotator, the ext_authz server with its policy
-//! reload, and the admin endpoints, and stops them on SIGTERM or Ctrl-C.
+//! reload, and the admin endpoints, reloads esm.toml on SIGHUP ([`super::serve_reload`]), and
+//! stops them on SIGTERM or Ctrl-C.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
