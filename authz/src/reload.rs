@@ -180,6 +180,11 @@ pub async fn run(
         else {
             continue;
         };
+        // A config reload replaced the spec (and its set) while this poll read the old
+        // source: what it read is stale and must not replace what the reload installed.
+        if control.spec.has_changed().unwrap_or(false) {
+            continue;
+        }
         let (files, result) = match polled {
             Ok(Polled::Same(files)) => {
                 before.get_or_insert_with(|| Arc::new(files));
@@ -293,5 +298,80 @@ mod tests {
         assert_eq!(e.actor, change_author::UNKNOWN);
         let d = e.details.to_value();
         assert_eq!(d["changed.removed"], serde_json::json!(["b.rego"]));
+    }
+
+    /// SIGHUP's wake-up: a change is read at once, not at the next one-second poll.
+    #[tokio::test]
+    async fn a_wake_reads_the_source_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("a.rego"),
+            "package t\ndefault allow := false\n",
+        )
+        .unwrap();
+        let spec = spec(dir.path());
+        let (set, files) = validate_read(&spec).unwrap();
+        let (tx, mut rx) = watch::channel(Arc::new(set));
+        let (_spec_tx, spec_rx) = watch::channel(Arc::new(spec));
+        let wake = Arc::new(Notify::new());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let control = Control {
+            spec: spec_rx,
+            wake: wake.clone(),
+        };
+        let task = tokio::spawn(run(control, tx, Some(files), None, stop_rx));
+        std::fs::write(dir.path().join("b.rego"), "package t\nallow if input.x\n").unwrap();
+        wake.notify_one();
+        let started = std::time::Instant::now();
+        tokio::time::timeout(POLL, rx.changed())
+            .await
+            .expect("reloaded before the poll")
+            .unwrap();
+        assert!(started.elapsed() < POLL);
+        assert_eq!(rx.borrow().files.len(), 2);
+        let _ = stop_tx.send(true);
+        task.await.unwrap();
+    }
+
+    /// A config reload installs a new spec and its set: the task follows the new source
+    /// and does not put the old one back.
+    #[tokio::test]
+    async fn a_replaced_spec_is_followed_and_not_reverted() {
+        let old_dir = tempfile::tempdir().unwrap();
+        let new_dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            old_dir.path().join("a.rego"),
+            "package t\ndefault allow := false\n",
+        )
+        .unwrap();
+        std::fs::write(
+            new_dir.path().join("n.rego"),
+            "package t\ndefault allow := true\n",
+        )
+        .unwrap();
+        let old_spec = spec(old_dir.path());
+        let (set, files) = validate_read(&old_spec).unwrap();
+        let (tx, rx) = watch::channel(Arc::new(set));
+        let installer = tx.clone();
+        let (spec_tx, spec_rx) = watch::channel(Arc::new(old_spec));
+        let wake = Arc::new(Notify::new());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let control = Control {
+            spec: spec_rx,
+            wake: wake.clone(),
+        };
+        let task = tokio::spawn(run(control, tx, Some(files), None, stop_rx));
+        let new_spec = spec(new_dir.path());
+        let (new_set, _) = validate_read(&new_spec).unwrap();
+        let new_hash = new_set.hash.clone();
+        installer.send_replace(Arc::new(new_set));
+        spec_tx.send_replace(Arc::new(new_spec));
+        for _ in 0..3 {
+            wake.notify_one();
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(rx.borrow().hash, new_hash);
+        let _ = stop_tx.send(true);
+        task.await.unwrap();
     }
 }
