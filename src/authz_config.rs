@@ -20,8 +20,10 @@ listen = "127.0.0.1:9191"
 # Also serve on a Unix socket (relative to this directory, mode 0660), e.g. "authz.sock".
 listen_unix = ""
 # The policy set: .rego files and data.json/data.yaml (relative to this directory), or an
-# OPA bundle (a path ending in .tar.gz). Re-read every second; a change that does not
-# compile or fails its own Rego tests is refused and the old policy keeps serving.
+# OPA bundle (a path ending in .tar.gz). Re-read every second and on SIGHUP; a change that
+# does not compile or fails its own Rego tests is refused and the old policy keeps serving.
+# SIGHUP also re-reads this file: the [authz] settings and each set's keys apply at once,
+# listeners and other sections at the next start (docs/architecture.md).
 policy_dir = "policies"
 # A PEM public key or JWKS file: when set, a bundle must carry a signature from it.
 bundle_key = ""

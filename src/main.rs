@@ -21,6 +21,7 @@ mod azure_config;
 mod cli;
 mod commands;
 mod config;
+mod config_reload;
 mod data_dir_modes;
 mod evidence;
 mod exit;

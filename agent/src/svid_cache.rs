@@ -20,6 +20,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use esm_audit::writer::AuditSink;
+use esm_ca::evidence::Replaced;
 use esm_ca::issuer::{IssuancePolicy, IssuedSvid, LeafKey, SvidRequest};
 use esm_ca::material::CaMaterial;
 use esm_identity::SpiffeId;
@@ -28,7 +29,7 @@ use tokio::sync::watch;
 
 use super::context::AgentMetrics;
 use super::entry::Entry;
-use super::svid_refresh::{next_refresh, Failing, Held, Next};
+use super::svid_refresh::{next_refresh, rotation_reason, Failing, Held, Next};
 
 /// What one shared SVID is: an identity and what its registration entry says about it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -189,15 +190,36 @@ impl SvidCache {
         .map_err(|e| esm_ca::Error::Bug(format!("SVID issuance task: {e}")))?
     }
 
-    /// Records a workload SVID issued (the listener's own is not a workload's).
-    fn record(&self, spec: &SvidSpec, svid: &IssuedSvid, opener: &Opener, now: OffsetDateTime) {
+    /// Records a workload SVID issued (the listener's own is not a workload's): the first
+    /// of a holder as `svid.issued`, each re-issue as `svid.rotated` naming the one it
+    /// replaces (`replaced`, with `reason`).
+    fn record(
+        &self,
+        spec: &SvidSpec,
+        svid: &IssuedSvid,
+        opener: &Opener,
+        replaced: Option<(&Replaced, &'static str)>,
+        now: OffsetDateTime,
+    ) {
         if matches!(spec, SvidSpec::Agent) {
             return;
         }
         self.metrics.svids_issued.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(spiffe.id = %svid.spiffe_id, serial = %svid.serial_hex, caller = %opener.actor, via = opener.via, "SVID issued");
+        match replaced {
+            Some((r, reason)) => {
+                tracing::info!(spiffe.id = %svid.spiffe_id, serial = %svid.serial_hex, previous.serial = %r.serial_hex, rotation.reason = reason, caller = %opener.actor, via = opener.via, "SVID rotated");
+            }
+            None => {
+                tracing::info!(spiffe.id = %svid.spiffe_id, serial = %svid.serial_hex, caller = %opener.actor, via = opener.via, "SVID issued");
+            }
+        }
         if let Some(sink) = &self.audit {
-            let e = esm_ca::evidence::svid_issued(svid, &opener.actor, opener.via, now);
+            let e = match replaced {
+                Some((r, reason)) => {
+                    esm_ca::evidence::svid_rotated(svid, r, reason, &opener.actor, opener.via, now)
+                }
+                None => esm_ca::evidence::svid_issued(svid, &opener.actor, opener.via, now),
+            };
             if let Err(err) = sink.try_append(e) {
                 tracing::warn!(error = %err, "SVID issuance not recorded");
             }
@@ -208,6 +230,9 @@ impl SvidCache {
     async fn hold(self: Arc<Self>, spec: SvidSpec, tx: Slot, opener: Opener) {
         let mut ca = self.ca.clone();
         let mut held: Option<Held> = None;
+        // The SVID last issued by this holder, whatever its validity: the next issuance
+        // replaces it (`svid.rotated`).
+        let mut replaced: Option<Replaced> = None;
         let mut failing: Option<Failing> = None;
         let mut refused = false;
         loop {
@@ -257,7 +282,23 @@ impl SvidCache {
             }
             match self.issue(material.clone(), &spec).await {
                 Ok((svid, at)) => {
-                    self.record(&spec, &svid, &opener, at);
+                    let previous = replaced.as_ref().map(|r| {
+                        let was = Held {
+                            issued_at: at,
+                            not_after: r.not_after,
+                            signer: r.signed_by.clone(),
+                        };
+                        (
+                            r,
+                            rotation_reason(&was, failing.is_some(), &svid.signed_by, at),
+                        )
+                    });
+                    self.record(&spec, &svid, &opener, previous, at);
+                    replaced = Some(Replaced {
+                        serial_hex: svid.serial_hex.clone(),
+                        not_after: svid.not_after,
+                        signed_by: svid.signed_by.clone(),
+                    });
                     if failing.take().is_some() {
                         tracing::info!(spiffe.id = spec.label(), "SVID issuance works again");
                     }
@@ -272,6 +313,7 @@ impl SvidCache {
                     tracing::warn!(spiffe.id = spec.label(), error = %e, "SVID refused by the CA");
                     refused = true;
                     held = None;
+                    replaced = None;
                     tx.send_replace(Current::Refused(e.to_string()));
                 }
                 Err(e) => {

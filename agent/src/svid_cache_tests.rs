@@ -204,3 +204,62 @@ async fn an_identity_nobody_holds_is_dropped_once_it_would_be_renewed() {
     assert!(f.cache.is_empty());
     assert_eq!(f.metrics.svids_issued.load(Ordering::Relaxed), 1);
 }
+
+/// The first SVID of a holder is `svid.issued`; each re-issue is `svid.rotated`, naming the
+/// SVID it replaced, when that one expired and why: what the report's renewal check reads.
+#[tokio::test]
+async fn a_renewal_is_recorded_as_a_rotation_of_the_svid_it_replaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("audit.db").display());
+    let db = esm_audit::store::Db::open(&url, None).await.unwrap();
+    let key = esm_audit::checkpoint::SigningKey::load_or_create(dir.path()).unwrap();
+    let (sink, writer) = esm_audit::writer::start(
+        db.clone(),
+        key,
+        esm_audit::redact::Redactor::from_secret(&[7; 32]),
+        esm_audit::writer::WriterOptions::default(),
+    )
+    .await
+    .unwrap();
+    let f = fixture();
+    let cache = SvidCache::new(
+        f.ca_tx.subscribe(),
+        IssuancePolicy::default(),
+        Some(sink),
+        f.metrics.clone(),
+    );
+    let mut rx = cache.subscribe(&spec("spiffe://example.org/web", Some(2)), &opener());
+    let first = ready(settled(&mut rx).await);
+    tokio::time::timeout(std::time::Duration::from_secs(5), rx.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    let second = ready(rx.borrow_and_update().clone());
+    drop((rx, cache));
+    writer.shutdown().await.unwrap();
+
+    let mut out = Vec::new();
+    esm_audit::export::export(&db, &Default::default(), &mut out)
+        .await
+        .unwrap();
+    let events: Vec<serde_json::Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v.get("kind").is_some())
+        .collect();
+    let of = |k: &str| events.iter().filter(|e| e["kind"] == k).collect::<Vec<_>>();
+    let issued = of("svid.issued");
+    assert_eq!(issued.len(), 1);
+    assert_eq!(issued[0]["details"]["serial"], first.serial_hex.as_str());
+    let rotated = of("svid.rotated");
+    assert!(!rotated.is_empty());
+    let r = rotated[0];
+    assert_eq!(r["actor"], "unix:uid:1000");
+    assert_eq!(r["action"], "rotate");
+    assert_eq!(r["details"]["serial"], second.serial_hex.as_str());
+    assert_eq!(r["details"]["previous.serial"], first.serial_hex.as_str());
+    assert_eq!(r["details"]["rotation.reason"], "half_life");
+    assert_eq!(r["details"]["via"], "sds");
+    assert!(r["details"]["previous.not_after"].is_string());
+}

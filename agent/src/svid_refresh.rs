@@ -87,6 +87,27 @@ pub fn next_refresh(
     }
 }
 
+/// Why the SVID `held` was replaced by one signed by `signer` at `now`, for its
+/// `svid.rotated` record: `ca_changed` (another signing CA), `expired` (issuance failed
+/// until it ran out: the holders went without), `retry` (renewed late, after failures, but
+/// in time), or `half_life` (on schedule).
+pub fn rotation_reason(
+    held: &Held,
+    after_failures: bool,
+    signer: &str,
+    now: OffsetDateTime,
+) -> &'static str {
+    if !held.valid_at(now) {
+        "expired"
+    } else if held.signer != signer {
+        "ca_changed"
+    } else if after_failures {
+        "retry"
+    } else {
+        "half_life"
+    }
+}
+
 #[cfg(test)]
 #[path = "svid_refresh_tests.rs"]
 mod tests;

@@ -76,3 +76,27 @@ fn an_expired_svid_is_no_longer_valid() {
     assert!(h.valid_at(T0 + Duration::seconds(9)));
     assert!(!h.valid_at(T0 + Duration::seconds(10)));
 }
+
+#[test]
+fn rotation_reason_says_why_an_svid_was_replaced() {
+    let h = held(Duration::hours(1), "int-1");
+    let half = T0 + Duration::minutes(30);
+    assert_eq!(rotation_reason(&h, false, "int-1", half), "half_life");
+    assert_eq!(
+        rotation_reason(&h, false, "int-2", T0 + Duration::minutes(5)),
+        "ca_changed"
+    );
+    assert_eq!(
+        rotation_reason(&h, true, "int-1", T0 + Duration::minutes(40)),
+        "retry"
+    );
+    // Ran out before the new one came: whatever the cause, the holders went without.
+    assert_eq!(
+        rotation_reason(&h, true, "int-2", T0 + Duration::hours(2)),
+        "expired"
+    );
+    assert_eq!(
+        rotation_reason(&h, false, "int-1", T0 + Duration::hours(1)),
+        "expired"
+    );
+}

@@ -30,6 +30,8 @@ const FRAME_HEADER: usize = 5;
 #[derive(Clone)]
 pub struct ProtoDescriptors {
     pool: Arc<DescriptorPool>,
+    /// SHA-256 of the file: a config reload compares descriptors by what they were read from.
+    digest: [u8; 32],
 }
 
 impl std::fmt::Debug for ProtoDescriptors {
@@ -43,7 +45,7 @@ impl std::fmt::Debug for ProtoDescriptors {
 
 impl PartialEq for ProtoDescriptors {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.pool, &other.pool)
+        self.digest == other.digest
     }
 }
 
@@ -64,8 +66,11 @@ impl ProtoDescriptors {
                     .into(),
             ));
         }
+        let mut digest = [0; 32];
+        digest.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
         Ok(Self {
             pool: Arc::new(pool),
+            digest,
         })
     }
 

@@ -11,6 +11,7 @@ mod bundle_json;
 mod bytecode_check;
 mod bytecode_sources;
 mod bytecode_uses;
+pub mod change_author;
 pub mod check;
 pub mod decision;
 pub mod decision_memo;

@@ -98,17 +98,25 @@ pub struct ServedSet {
 /// (`typed_per_filter_config` → `check_settings.context_extensions`).
 pub const SET_KEY: &str = "policy_set";
 
+/// What a config reload (SIGHUP) can change while the service runs: each Check reads the
+/// settings in force when it starts, so a reload never mixes old and new in one decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// `dry_run` here is ignored: each set has its own, in `dry_run`.
+    pub opts: CheckOptions,
+    pub log: DecisionLog,
+    pub mode: DecisionLogMode,
+    /// Dry-run switch of each served set, in the order of the sets.
+    pub dry_run: Vec<bool>,
+}
+
 #[derive(Clone)]
 pub struct AuthzService {
     sets: Arc<Vec<ServedSet>>,
     /// The sets' names, shared with the decision records that carry them.
     names: Arc<Vec<Arc<str>>>,
-    /// The options without and with dry run, indexed by the set's `dry_run`: chosen per
-    /// request by reference, never copied.
-    opts: Arc<[CheckOptions; 2]>,
+    settings: Arc<watch::Sender<Arc<Settings>>>,
     audit: Option<AuditSink>,
-    log: DecisionLog,
-    mode: DecisionLogMode,
     metrics: Arc<Metrics>,
 }
 
@@ -129,36 +137,42 @@ impl AuthzService {
         audit: Option<AuditSink>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let settings = Settings {
+            opts,
+            log: DecisionLog::All,
+            mode: DecisionLogMode::Async,
+            dry_run: sets.iter().map(|s| s.dry_run).collect(),
+        };
         Self {
             names: Arc::new(sets.iter().map(|s| Arc::from(s.name.as_str())).collect()),
             sets: Arc::new(sets),
-            opts: Arc::new([
-                CheckOptions {
-                    dry_run: false,
-                    ..opts.clone()
-                },
-                CheckOptions {
-                    dry_run: true,
-                    ..opts
-                },
-            ]),
+            settings: Arc::new(watch::Sender::new(Arc::new(settings))),
             audit,
-            log: DecisionLog::All,
-            mode: DecisionLogMode::Async,
             metrics,
         }
     }
 
     /// Whether a Check waits for its record to be committed (async by default).
-    pub fn with_decision_log_mode(mut self, mode: DecisionLogMode) -> Self {
-        self.mode = mode;
+    pub fn with_decision_log_mode(self, mode: DecisionLogMode) -> Self {
+        self.settings.send_modify(|s| Arc::make_mut(s).mode = mode);
         self
     }
 
     /// Which decisions are recorded (all by default).
-    pub fn with_decision_log(mut self, log: DecisionLog) -> Self {
-        self.log = log;
+    pub fn with_decision_log(self, log: DecisionLog) -> Self {
+        self.settings.send_modify(|s| Arc::make_mut(s).log = log);
         self
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.borrow().clone()
+    }
+
+    /// Replaces the settings for every Check that starts from now on (every clone of this
+    /// service shares them).
+    pub fn reconfigure(&self, settings: Settings) {
+        self.settings.send_replace(Arc::new(settings));
     }
 
     /// Decides `req` and queues its record without waiting for it (the `async` mode's whole
@@ -173,7 +187,7 @@ impl AuthzService {
     /// fails denies with 503.
     pub async fn decide_durably(&self, req: &CheckRequest) -> CheckResponse {
         let (response, receipt, outcome) =
-            self.decide_recorded(req, self.mode == DecisionLogMode::Sync);
+            self.decide_recorded(req, self.settings.borrow().mode == DecisionLogMode::Sync);
         let Some(receipt) = receipt else {
             self.count(outcome);
             return response;
@@ -219,7 +233,9 @@ impl AuthzService {
             Some(name) => self.sets.iter().position(|s| &s.name == name),
         };
         let served = index.and_then(|i| self.sets.get(i));
-        let opts = &self.opts[usize::from(served.is_some_and(|s| s.dry_run))];
+        let live = self.settings.borrow().clone();
+        let mut opts = live.opts.clone();
+        opts.dry_run = index.and_then(|i| live.dry_run.get(i)).copied() == Some(true);
         let set = served.map(|s| s.policies.borrow().clone());
         let set_name: Arc<str> = match index.and_then(|i| self.names.get(i)) {
             Some(name) => name.clone(),
@@ -227,12 +243,12 @@ impl AuthzService {
         };
         let started = Instant::now();
         let mut c = match &set {
-            Some(set) => check(set, req, opts),
+            Some(set) => check(set, req, &opts),
             // A route that names a set esm does not serve is a configuration error: deny.
             None => crate::check::refuse(
                 Failure::Input,
                 format!("no policy set named {set_name:?}"),
-                opts,
+                &opts,
             ),
         };
         self.metrics
@@ -244,7 +260,7 @@ impl AuthzService {
         if let Some(sink) = self
             .audit
             .as_ref()
-            .filter(|_| self.log.records(&c, opts.dry_run))
+            .filter(|_| live.log.records(&c, opts.dry_run))
         {
             // The writer makes the event off this thread; only a waiter gets a receipt.
             let record = DecisionRecord::of(req, &c, set_name.clone(), set.clone(), opts.dry_run);

@@ -284,3 +284,35 @@ fn decision_log_modes_choose_what_is_recorded() {
     assert!(DecisionLog::Denied.records(&would_deny, true));
     assert!(!DecisionLog::Off.records(&deny, false));
 }
+
+fn denied_status(r: &envoy_types::pb::envoy::service::auth::v3::CheckResponse) -> Option<i32> {
+    use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+    match &r.http_response {
+        Some(HttpResponse::DeniedResponse(d)) => d.status.as_ref().map(|s| s.code),
+        _ => None,
+    }
+}
+
+/// A config reload swaps the settings for every clone of the service (each listener holds
+/// one) from the next Check on: the deny status, and a set's dry-run switch.
+#[tokio::test]
+async fn reconfigured_settings_apply_to_every_clone_from_the_next_check() {
+    let metrics = Arc::new(Metrics::default());
+    let svc = service(&metrics);
+    let listener_copy = svc.clone();
+    let mut delete = get(vec![], String::new());
+    http_of(&mut delete).method = "DELETE".into();
+    let r = listener_copy.decide(&delete);
+    assert!(!allowed(&r));
+    assert_eq!(denied_status(&r), Some(403));
+
+    let mut s = (*svc.settings()).clone();
+    assert_eq!(s.dry_run, vec![false, true, false]);
+    s.opts.deny_status = 418;
+    svc.reconfigure(s.clone());
+    assert_eq!(denied_status(&listener_copy.decide(&delete)), Some(418));
+
+    s.dry_run[0] = true;
+    svc.reconfigure(s);
+    assert!(allowed(&listener_copy.decide(&delete)));
+}

@@ -34,6 +34,44 @@ pub fn svid_issued(svid: &IssuedSvid, actor: &str, via: &str, now: OffsetDateTim
     e
 }
 
+/// The SVID a re-issue replaces, as its `svid.rotated` record names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replaced {
+    pub serial_hex: String,
+    pub not_after: OffsetDateTime,
+    pub signed_by: String,
+}
+
+/// `svid.rotated`: the one SVID of an identity issued again (at half its life, because the
+/// signing CA changed, or after failures). It carries everything `svid.issued` does (so a
+/// report judges its lifetime the same way) plus the SVID it replaces and why: whether it
+/// was renewed before it expired is decided from `previous.not_after` and the event's time.
+pub fn svid_rotated(
+    svid: &IssuedSvid,
+    replaced: &Replaced,
+    reason: &str,
+    actor: &str,
+    via: &str,
+    now: OffsetDateTime,
+) -> Event {
+    let mut e = svid_issued(svid, actor, via, now);
+    e.kind = kind::SVID_ROTATED.into();
+    e.action = "rotate".into();
+    e.reason = reason.to_owned();
+    let mut d = e.details.to_value();
+    if let Some(o) = d.as_object_mut() {
+        o.insert("previous.serial".into(), json!(replaced.serial_hex));
+        o.insert(
+            "previous.not_after".into(),
+            json!(crate::rfc3339(replaced.not_after)),
+        );
+        o.insert("previous.signed_by".into(), json!(replaced.signed_by));
+        o.insert("rotation.reason".into(), json!(reason));
+    }
+    e.details = d.into();
+    e
+}
+
 /// `svid.issued` with outcome failure: a refused request is evidence too.
 pub fn svid_refused(spiffe_id: &str, actor: &str, reason: &str, now: OffsetDateTime) -> Event {
     let mut e = Event::new(kind::SVID_ISSUED, Outcome::Failure);
@@ -140,6 +178,39 @@ mod tests {
         assert_eq!(e.kind, kind::SVID_ISSUED);
         assert_eq!(e.reason, "CSR asks for CA");
         assert_eq!(e.subject, "spiffe://example.org/x");
+    }
+
+    #[test]
+    fn rotation_names_the_replaced_svid_and_why() {
+        let t0 = OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
+        let svid = IssuedSvid {
+            spiffe_id: esm_identity::SpiffeId::parse("spiffe://example.org/web").unwrap(),
+            serial_hex: "02".into(),
+            not_before: t0,
+            not_after: t0 + time::Duration::hours(1),
+            cert_der: vec![1, 2, 3],
+            intermediate_der: Vec::new(),
+            signed_by: "int-2".into(),
+            private_key: None,
+        };
+        let replaced = Replaced {
+            serial_hex: "01".into(),
+            not_after: t0 + time::Duration::minutes(30),
+            signed_by: "int-1".into(),
+        };
+        let e = svid_rotated(&svid, &replaced, "ca_changed", "uid:1000", "sds", t0);
+        assert_eq!(e.kind, kind::SVID_ROTATED);
+        assert_eq!(e.outcome, Outcome::Success);
+        assert_eq!(e.action, "rotate");
+        assert_eq!(e.actor, "uid:1000");
+        let d = e.details.to_value();
+        assert_eq!(d["serial"], "02");
+        assert_eq!(d["previous.serial"], "01");
+        assert_eq!(d["previous.signed_by"], "int-1");
+        assert_eq!(d["rotation.reason"], "ca_changed");
+        assert_eq!(d["via"], "sds");
+        assert_eq!(d["not_after"], crate::rfc3339(svid.not_after));
+        assert_eq!(d["previous.not_after"], crate::rfc3339(replaced.not_after));
     }
 
     #[test]

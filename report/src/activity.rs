@@ -42,9 +42,12 @@ impl ActivityAcc {
                     d.deny += 1;
                 }
             }
-            esm_audit::kind::SVID_ISSUED if e.outcome == "success" => {
+            esm_audit::kind::SVID_ISSUED | esm_audit::kind::SVID_ROTATED
+                if e.outcome == "success" =>
+            {
                 let key = (e.subject.to_owned(), e.actor.to_owned());
-                let renewal = self.holders.contains(&key);
+                let renewal =
+                    e.kind == esm_audit::kind::SVID_ROTATED || self.holders.contains(&key);
                 if !renewal && self.holders.len() < MAX_HOLDERS {
                     self.holders.insert(key);
                 }

@@ -11,6 +11,7 @@ mod key_backends;
 mod policy;
 mod report;
 mod serve;
+mod serve_reload;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -24,7 +25,7 @@ use crate::exit::usage;
 pub fn run(cli: Cli, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
     match cli.command {
         Command::Init(args) => init::run(args, env),
-        Command::Serve { config } => serve::run(load(&config, env)?, env),
+        Command::Serve { config } => serve::run(config.path(), load(&config, env)?, env),
         Command::Cert {
             command: CertCommand::Issue(args),
         } => {

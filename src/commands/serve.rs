@@ -1,5 +1,6 @@
 //! `esm serve`: wires the audit writer, the CA rotator, the ext_authz server with its policy
-//! reload, and the admin endpoints, and stops them on SIGTERM or Ctrl-C.
+//! reload, and the admin endpoints, reloads esm.toml on SIGHUP ([`super::serve_reload`]), and
+//! stops them on SIGTERM or Ctrl-C.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,15 +12,20 @@ use esm_listener::{GuardedListener, Limits};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::serve_reload::{AuthzHandles, Reloader, SetHandle};
 use crate::config::Config;
 use crate::evidence::Evidence;
 
-pub fn run(cfg: Config, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
+pub fn run(
+    path: std::path::PathBuf,
+    cfg: Config,
+    env: &BTreeMap<String, String>,
+) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(serve(cfg, env))
+    rt.block_on(serve(path, cfg, env))
 }
 
 pub(super) async fn bind(
@@ -31,7 +37,11 @@ pub(super) async fn bind(
         .map_err(|e| crate::exit::usage(format!("{what} {addr}: {e}")))
 }
 
-async fn serve(cfg: Config, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
+async fn serve(
+    path: std::path::PathBuf,
+    cfg: Config,
+    env: &BTreeMap<String, String>,
+) -> anyhow::Result<()> {
     crate::data_dir_modes::warn_if_loose(&cfg);
     let store = Arc::new(super::ca_store(&cfg, env)?);
     // Fail at start, not at the first request: the state must read and the key must load.
@@ -56,7 +66,8 @@ async fn serve(cfg: Config, env: &BTreeMap<String, String>) -> anyhow::Result<()
         stop_rx.clone(),
     ));
     let authz_metrics = Arc::new(AuthzMetrics::default());
-    let authz = start_authz(&cfg, &evidence, authz_metrics.clone(), &stop_rx).await?;
+    let (authz, authz_handles) =
+        start_authz(&cfg, &evidence, authz_metrics.clone(), &stop_rx).await?;
     let agent_metrics = Arc::new(esm_agent::context::AgentMetrics::default());
     let agent = super::agent::start(
         &cfg,
@@ -82,7 +93,8 @@ async fn serve(cfg: Config, env: &BTreeMap<String, String>) -> anyhow::Result<()
         .await;
     });
 
-    shutdown_signal().await;
+    let mut reloader = Reloader::new(path, env, cfg, authz_handles, evidence.sink.clone());
+    shutdown_signal(&mut reloader).await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = rotator.await;
@@ -124,28 +136,45 @@ async fn drain(tasks: Vec<JoinHandle<()>>) -> anyhow::Result<()> {
 
 /// Loads and tests every policy set (a broken one stops `serve` from starting), then runs
 /// the ext_authz server (TCP and/or Unix socket) and each set's reload until `stop`.
+/// Returns the tasks, and what a config reload reaches (none when ext_authz is off).
 async fn start_authz(
     cfg: &Config,
     evidence: &Evidence,
     metrics: Arc<AuthzMetrics>,
     stop: &watch::Receiver<bool>,
-) -> anyhow::Result<Vec<JoinHandle<()>>> {
+) -> anyhow::Result<(Vec<JoinHandle<()>>, Option<AuthzHandles>)> {
     let a = &cfg.authz;
     if a.listen.is_none() && a.listen_unix.is_none() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     }
+    let mut handles = Vec::new();
     esm_authz::policy_set::set_decision_budget(a.decision_budget);
     let mut tasks = Vec::new();
     let mut served = Vec::new();
     for spec in &a.sets {
-        let set = esm_authz::reload::validate(spec)
+        let (set, files) = esm_authz::reload::validate_read(spec)
             .map_err(|e| crate::exit::usage(format!("policy set {}: {e}", spec.name)))?;
         tracing::info!(policy.set = %spec.name, policy.hash = %set.hash, policy.rule = %set.rule, dry_run = spec.dry_run, "policy loaded");
         esm_authz::reload::log_engine(&spec.name, &set);
         let (policy_tx, policy_rx) = watch::channel(Arc::new(set));
+        let (spec_tx, spec_rx) = watch::channel(Arc::new(spec.clone()));
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let control = esm_authz::reload::Control {
+            spec: spec_rx,
+            wake: wake.clone(),
+        };
+        // The reload task and a config reload both send on it; the task gets a clone.
+        let policies = policy_tx.clone();
+        handles.push(SetHandle {
+            name: spec.name.clone(),
+            spec: spec_tx,
+            policies,
+            wake,
+        });
         tasks.push(tokio::spawn(esm_authz::reload::run(
-            Arc::new(spec.clone()),
+            control,
             policy_tx,
+            Some(files),
             Some(evidence.sink.clone()),
             stop.clone(),
         )));
@@ -180,14 +209,18 @@ async fn start_authz(
     }
     if let Some(path) = &a.listen_unix {
         let listener = bind_unix("authz.listen_unix", path, 0o660)?;
-        let shutdown = until_stop(stop);
+        let (svc, shutdown) = (service.clone(), until_stop(stop));
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = esm_authz::service::serve_unix(listener, service, shutdown).await {
+            if let Err(e) = esm_authz::service::serve_unix(listener, svc, shutdown).await {
                 tracing::error!(error = %e, "ext_authz server failed");
             }
         }));
     }
-    Ok(tasks)
+    let handles = AuthzHandles {
+        service,
+        sets: handles,
+    };
+    Ok((tasks, Some(handles)))
 }
 
 /// Binds a Unix socket at `path` with `mode`, replacing a stale socket left by a process
@@ -240,13 +273,13 @@ pub(super) fn bind_unix(
     bound
 }
 
-async fn shutdown_signal() {
+/// Waits for SIGTERM or Ctrl-C; each SIGHUP meanwhile reloads esm.toml and re-reads the
+/// policies ([`Reloader::hangup`]).
+async fn shutdown_signal(reloader: &mut Reloader) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        // SIGHUP's default action would end esm without draining anything. Policies are
-        // re-read every second by themselves; esm.toml is read at start only, so a hangup is
-        // logged and otherwise ignored until a config reload exists.
+        // Handled, not left to its default action, which would end esm without draining.
         let mut hangup = signal(SignalKind::hangup()).ok();
         match signal(SignalKind::terminate()) {
             Ok(mut term) => loop {
@@ -254,7 +287,7 @@ async fn shutdown_signal() {
                     _ = tokio::signal::ctrl_c() => break,
                     _ = term.recv() => break,
                     Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => None } } => {
-                        tracing::warn!("SIGHUP: policies reload by themselves; esm.toml changes take effect at the next start");
+                        reloader.hangup().await;
                     }
                 }
             },
@@ -265,6 +298,7 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     {
+        let _ = reloader;
         let _ = tokio::signal::ctrl_c().await;
     }
 }

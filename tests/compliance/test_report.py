@@ -31,7 +31,7 @@ TODAY = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
 
 SOC2_CLEAN_FAILS = {"CC6.1"}
 ISO_CLEAN_FAILS = {"8.24"}
-# key custody (file backend) + SVID TTL + unknown caller + dry-run + policy change by the watcher
+# key custody (file backend) + SVID TTL + unknown caller + dry-run + a policy change nobody is named for
 SOC2_VIOLATION_FAILS = {"CC6.1", "CC6.2", "CC6.3", "CC6.6", "CC6.7", "CC6.8", "CC7.1", "CC8.1"}
 ISO_VIOLATION_FAILS = {"5.15", "5.16", "5.17", "5.18", "8.2", "8.3", "8.5", "8.20", "8.24", "8.32"}
 
@@ -53,10 +53,19 @@ def wait_for(pred, what, deadline=20):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def policy_reloaded(data):
+def policy_reloads(data):
     out = run("audit", "tail", "-n", "1000", "--dir", data).stdout
     events = [json.loads(l) for l in out.splitlines() if l.strip()]
-    return any(e["kind"] == "policy.changed" and e["outcome"] == "success" for e in events)
+    return [e for e in events if e["kind"] == "policy.changed" and e["outcome"] == "success"]
+
+
+def grant_db(data):
+    """A user adds a grant to data.json (written beside it, renamed into place)."""
+    grants = json.loads((data / "policies" / "data.json").read_text())
+    grants["services"][f"spiffe://{TD}/ns/prod/sa/db"] = {"callers": [{"spiffe_id": API}]}
+    tmp_file = data / "data.json.new"
+    tmp_file.write_text(json.dumps(grants))
+    os.rename(tmp_file, data / "policies" / "data.json")
 
 
 def build(tmp, stack, violations):
@@ -72,6 +81,8 @@ def build(tmp, stack, violations):
         other = issue(data, OTHER, tmp / "other")
         # The maximum was raised for this one issuance, then set back to 24 h.
         issue(data, LONG, tmp / "long", ttl="36h", env={"ESM_CA_SVID_MAX_TTL": "48h"})
+        # Removed later: a change that writes nothing names no one.
+        (data / "policies" / "extra.rego").write_text('package envoy.authz.extra\nnote := "removed later"\n')
         canary = data / "policies-canary"
         canary.mkdir()
         (canary / "deny.rego").write_text("package envoy.authz\nimport rego.v1\ndefault allow := false\n")
@@ -87,19 +98,22 @@ def build(tmp, stack, violations):
     for _ in range(3):
         assert request(port, "GET", "/items/7", tls=web)[0] == 200
     assert request(port, "DELETE", "/items/7", tls=web)[0] == 403
+    old = tmp / "policies-before"
+    shutil.copytree(data / "policies", old)
+    extra.append(old)
+    # A user changes the grants: the reload is attributed to the file's owner.
+    grant_db(data)
+    wait_for(lambda: len(policy_reloads(data)) == 1, "the policy reload")
+    assert request(port, "GET", "/items/8", tls=web)[0] == 200          # under the new policy
     if violations:
         assert request(port, "GET", "/items/7", tls=other)[0] == 403          # no entry
         assert request(port, "GET", "/canary/x", tls=web)[0] == 200          # dry-run
-        old = tmp / "policies-before"
-        shutil.copytree(data / "policies", old)
-        extra.append(old)
-        grants = json.loads((data / "policies" / "data.json").read_text())
-        grants["services"][f"spiffe://{TD}/ns/prod/sa/db"] = {"callers": [{"spiffe_id": API}]}
-        tmp_file = tmp / "data.json.new"
-        tmp_file.write_text(json.dumps(grants))
-        os.rename(tmp_file, data / "policies" / "data.json")
-        wait_for(lambda: policy_reloaded(data), "the policy reload")
-        assert request(port, "GET", "/items/8", tls=web)[0] == 200          # under the new policy
+        middle = tmp / "policies-middle"
+        shutil.copytree(data / "policies", middle)
+        extra.append(middle)
+        # A file removed: nobody's file was written, so nobody is named (uid:unknown).
+        (data / "policies" / "extra.rego").unlink()
+        wait_for(lambda: len(policy_reloads(data)) == 2, "the second policy reload")
     e.stop()
     stop_process(p)  # the writer's final checkpoint covers everything
     return data, extra
@@ -168,7 +182,7 @@ def test_clean_dataset_fails_only_key_custody(datasets):
     tmp, data, extra = datasets["clean"]
     for framework, expected in [("soc2", SOC2_CLEAN_FAILS), ("iso27001", ISO_CLEAN_FAILS)]:
         out = tmp / f"clean-{framework}.json"
-        p = report(data, out, framework)
+        p = report(data, out, framework, extra=extra)
         assert p.returncode == 1, p.stderr
         doc = json.loads(out.read_text())
         assert doc["integrity"]["verified"] is True
@@ -177,19 +191,26 @@ def test_clean_dataset_fails_only_key_custody(datasets):
     custody = check(doc, "CC6.1", "ca.key_custody")
     assert custody["status"] == "failed" and "file" in custody["exceptions"][0]["message"]
     assert check(doc, "CC6.1", "authz.deny_by_default")["status"] == "passed"
-    assert check(doc, "CC6.6", "authz.known_callers")["counts"]["decisions"] == 4
+    assert check(doc, "CC6.6", "authz.known_callers")["counts"]["decisions"] == 5
+    # The grant a user changed: the reload names the owner of data.json, not esm's watcher.
+    changes = check(doc, "CC8.1", "change.attributed")
+    assert changes["status"] == "passed" and changes["counts"]["policy"] == 1, changes
+    reload = policy_reloads(data)[0]
+    assert reload["actor"] == f"uid:{os.getuid()}" and reload["details"]["changed.via"] == "esm:policy-reload"
+    assert reload["details"]["changed.written"] == ["data.json"] and reload["details"]["policy.hash"]
+    assert reload["seq"] in changes["sample"]
     assert doc["scope"]["parameters"]["svid_max_ttl_secs"] == 86400
 
 
 def test_clean_dataset_passes_a_framework_without_key_custody(datasets):
     """Exit 0 when every control passes: the user's own framework file, minus CC6.1."""
-    tmp, data, _ = datasets["clean"]
+    tmp, data, extra = datasets["clean"]
     text = (ROOT / "report" / "frameworks" / "soc2.toml").read_text()
     own = re.sub(r'\[\[controls\]\]\nid = "CC6\.1".*?(?=\[\[controls\]\])', "", text, flags=re.S)
     assert 'id = "CC6.1"' not in own
     (tmp / "own.toml").write_text(own)
     out = tmp / "own.md"
-    p = report(data, out, str(tmp / "own.toml"), "md")
+    p = report(data, out, str(tmp / "own.toml"), "md", extra=extra)
     assert p.returncode == 0, p.stderr
     assert "| Result | **PASS** |" in out.read_text()
 
@@ -211,8 +232,13 @@ def test_violations_fail_exactly_their_controls(datasets):
     assert len(callers["exceptions"]) == 1 and OTHER in callers["exceptions"][0]["message"]
     enforced = check(doc, "CC6.3", "authz.enforced")
     assert len(enforced["exceptions"]) == 1 and "policy set canary in dry-run" in enforced["exceptions"][0]["message"]
+    # The user's grant change is attributed; the removal (no file written) names no one.
     changes = check(doc, "CC8.1", "change.attributed")
-    assert len(changes["exceptions"]) == 1 and "policy change" in changes["exceptions"][0]["message"]
+    attributed, removal = policy_reloads(data)
+    assert attributed["seq"] in changes["sample"], changes
+    assert [x["seq"] for x in changes["exceptions"]] == [removal["seq"]]
+    assert "uid:unknown names no one" in changes["exceptions"][0]["message"]
+    assert removal["details"]["changed.removed"] == ["extra.rego"]
     # Both policy versions in force were examined (the old one from --policies): no gap.
     assert check(doc, "CC6.1", "authz.deny_by_default")["status"] == "passed"
     # Every exception points at an event `esm audit prove` can prove.

@@ -4,6 +4,7 @@ caller is in the audit log, which verifies (a final checkpoint covers its tail).
 
 import json
 import os
+import shutil
 import signal
 import threading
 import time
@@ -92,9 +93,106 @@ def test_sigterm_under_load_loses_no_answered_decision_and_exits_in_time(tmp_pat
     assert f"1..{last} verify" in verify.stdout, (last, verify.stdout)
 
 
-def test_sighup_does_not_stop_esm(tmp_path, stack):
-    """SIGHUP's default action ends a process; esm logs it and keeps serving (policies
-    reload by themselves), then still stops cleanly on SIGTERM."""
+def audit_events(data):
+    """Read through a copy of the config as esm started with it: esm.toml may be broken now."""
+    good = data / "esm-as-started.toml"
+    if not good.exists():
+        shutil.copy(data / "esm.toml", good)
+    return [json.loads(l) for l in
+            run("audit", "tail", "-n", "100000", "--config", good).stdout.splitlines()]
+
+
+def wait_event(data, pred, what, deadline=10):
+    end = time.time() + deadline
+    while time.time() < end:
+        hits = [e for e in audit_events(data) if pred(e)]
+        if hits:
+            return hits[-1]
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def edit_config(data, old, new):
+    """Rewrites esm.toml as an editor would (a new file renamed into place)."""
+    path = data / "esm.toml"
+    text = path.read_text()
+    assert old in text, old
+    tmp = data / "esm.toml.new"
+    tmp.write_text(text.replace(old, new, 1))
+    os.rename(tmp, path)
+
+
+def unauthenticated_envoy(envoy, authz, up):
+    """An Envoy whose callers present no certificate: the default policy denies them. Its
+    own answer when esm cannot be asked is 503, so any other status is esm's decision."""
+    port = free_port()
+    cfg = bootstrap(free_port(), authz, up, http_port=port)
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["http_filters"][0]["typed_config"]["status_on_error"] = {"code": "ServiceUnavailable"}
+    envoy(cfg)
+    return port
+
+
+def test_sighup_with_a_broken_config_keeps_the_old_one_and_a_valid_one_applies(tmp_path, stack):
+    """SIGHUP re-reads esm.toml. A broken one is refused (logged with file, key and what was
+    expected; audited as config.changed failure) and decisions go on under the old config. A
+    valid one applies its authz settings and policy-set switches live, lists the keys that
+    wait for a restart, and is audited with the old and new config hash."""
+    esm, envoy, up = stack
+    data = tmp_path / "d"
+    run("init", "--trust-domain", TD, "--dir", data)
+    proc, authz, _ = esm(data)
+    audit_events(data)
+    port = unauthenticated_envoy(envoy, authz, up)
+    assert request(port, "GET", "/items/1")[0] == 403
+
+    # Broken: a deny status outside 400..599.
+    edit_config(data, "deny_status = 403", "deny_status = 7")
+    proc.send_signal(signal.SIGHUP)
+    refused = wait_event(data, lambda e: e["kind"] == "config.changed", "the refused reload")
+    assert refused["outcome"] == "failure" and refused["action"] == "refuse"
+    assert str(data / "esm.toml") in refused["reason"]
+    assert "authz.deny_status = 7: expected 400..599" in refused["reason"]
+    assert refused["actor"] == f"uid:{os.getuid()}"
+    assert proc.poll() is None
+    assert request(port, "GET", "/items/1")[0] == 403          # the old config still decides
+    log = next(tmp_path.glob("esm-*.log")).read_text()
+    assert "esm.toml refused" in log and "authz.deny_status = 7" in log
+
+    # Valid: a live authz setting and a key that waits for a restart.
+    edit_config(data, "deny_status = 7", "deny_status = 418")
+    edit_config(data, "writer_nice = 10", "writer_nice = 5")
+    proc.send_signal(signal.SIGHUP)
+    applied = wait_event(data, lambda e: e["kind"] == "config.changed" and e["outcome"] == "success",
+                         "the applied reload")
+    d = applied["details"]
+    assert d["applied"] == ["authz.deny_status"] and d["restart"] == ["audit.writer_nice"]
+    assert d["changed"] == ["audit.writer_nice", "authz.deny_status"]
+    assert d["previous.hash"] != d["config.hash"] and len(d["config.hash"]) == 64
+    assert d["changed.via"] == "esm:config-reload" and applied["actor"] == f"uid:{os.getuid()}"
+    assert request(port, "GET", "/items/1")[0] == 418
+    assert "takes effect at restart" in next(tmp_path.glob("esm-*.log")).read_text()
+
+    # A policy-set switch: the default set in dry-run allows what its policy denies.
+    edit_config(data, "dry_run = false", "dry_run = true")
+    proc.send_signal(signal.SIGHUP)
+    wait_event(data, lambda e: e["kind"] == "config.changed" and e["outcome"] == "success"
+               and e["details"]["applied"] == ["authz.dry_run"], "the dry-run reload")
+    changed = [e for e in audit_events(data) if e["kind"] == "policy.changed"]
+    assert changed and changed[-1]["details"]["changed.via"] == "esm:config-reload"
+    assert changed[-1]["details"]["dry_run"] is True and changed[-1]["details"]["policy.hash"]
+    assert request(port, "GET", "/items/1")[0] == 200
+    wait_event(data, lambda e: e["kind"] == "authz.decision" and e["details"].get("dry_run") is True,
+               "the dry-run decision")
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=STOP_BOUND) == 0
+    assert run("audit", "verify", "--dir", data).stdout.startswith("ok:")
+
+
+def test_sighup_rereads_the_policies_at_once(tmp_path, stack):
+    """A policy change followed by SIGHUP is in force when the signal has been handled, not
+    at the next poll; esm keeps serving and still stops cleanly on SIGTERM."""
     import urllib.request
 
     esm, _, _ = stack
@@ -102,10 +200,18 @@ def test_sighup_does_not_stop_esm(tmp_path, stack):
     run("init", "--trust-domain", TD, "--dir", data)
     proc, _, admin = esm(data)
     proc.send_signal(signal.SIGHUP)
-    time.sleep(1.0)
+    time.sleep(0.5)
     assert proc.poll() is None, "esm ended on SIGHUP"
     with urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=5) as r:
         assert r.status == 200
+    # Nothing changed: no config.changed event.
+    assert not [e for e in audit_events(data) if e["kind"] == "config.changed"]
+    grants = json.loads((data / "policies" / "data.json").read_text())
+    grants["services"][f"spiffe://{TD}/ns/prod/sa/db"] = {"callers": [{"spiffe_id": API}]}
+    (data / "policies" / "data.json").write_text(json.dumps(grants))
+    proc.send_signal(signal.SIGHUP)
+    reload = wait_event(data, lambda e: e["kind"] == "policy.changed", "the policy reload", deadline=10)
+    assert reload["outcome"] == "success" and reload["actor"] == f"uid:{os.getuid()}"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=STOP_BOUND) == 0
     run("audit", "verify", "--dir", data)

@@ -309,4 +309,32 @@ mod tests {
         );
         assert_eq!(r.sample, vec![3, 4]);
     }
+
+    #[test]
+    fn policy_reload_by_a_files_owner_is_attributed_and_a_removal_is_not() {
+        let reload = |seq: u64, actor: &'static str| {
+            let mut p = ev(
+                seq,
+                seq as i64,
+                "policy.changed",
+                r#"{"policy.hash":"abc","changed.via":"esm:policy-reload"}"#,
+            );
+            p.actor = actor;
+            p
+        };
+        let mut c = ChangeChecks::default();
+        c.observe(&reload(1, "uid:1000"));
+        c.observe(&reload(2, "uid:0,uid:1000"));
+        let r = c.finish();
+        assert_eq!(r.status, Status::Passed);
+        assert_eq!(r.sample, vec![1, 2]);
+        let mut c = ChangeChecks::default();
+        c.observe(&reload(1, "uid:1000"));
+        c.observe(&reload(2, "uid:unknown"));
+        let r = c.finish();
+        assert_eq!(r.status, Status::Failed);
+        assert_eq!(r.exceptions.len(), 1);
+        assert_eq!(r.exceptions[0].seq, Some(2));
+        assert!(r.exceptions[0].message.contains("names no one"));
+    }
 }

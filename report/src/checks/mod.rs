@@ -283,7 +283,7 @@ impl Accumulators {
                 self.authz.decision(e, &d);
                 self.anomaly.decision(e);
             }
-            esm_audit::kind::SVID_ISSUED => self.svid.issued(e),
+            esm_audit::kind::SVID_ISSUED | esm_audit::kind::SVID_ROTATED => self.svid.issued(e),
             _ => {
                 self.authz.other(e);
                 self.ca.observe(e);

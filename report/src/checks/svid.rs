@@ -1,4 +1,7 @@
-//! SVID lifetimes and renewals, from `svid.issued` events.
+//! SVID lifetimes and renewals, from `svid.issued` and `svid.rotated` events. A rotation
+//! names the SVID it replaced and when that one expired (`previous.not_after`): renewed
+//! before expiry is decided from it. For issuances that name nothing (CLI, older logs),
+//! the newest SVID seen for the same SPIFFE ID and caller stands in.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -19,6 +22,22 @@ struct Issued<'a> {
     not_after: Cow<'a, str>,
     #[serde(borrow, default)]
     via: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct Rotated<'a> {
+    #[serde(rename = "previous.not_after", borrow)]
+    previous_not_after: Cow<'a, str>,
+    #[serde(rename = "previous.serial", borrow, default)]
+    previous_serial: Option<Cow<'a, str>>,
+}
+
+/// What a rotation says it replaced: the old SVID's serial and expiry (nanoseconds).
+fn replaced(details: &str) -> Option<(String, i64)> {
+    let d: Rotated<'_> = serde_json::from_str(details).ok()?;
+    let t = time::OffsetDateTime::parse(&d.previous_not_after, &Rfc3339).ok()?;
+    let ns = i64::try_from(t.unix_timestamp_nanos()).ok()?;
+    Some((d.previous_serial.unwrap_or_default().into_owned(), ns))
 }
 
 /// A lifetime to the nearest minute (`36h0m`): issuance stamps whole seconds and its record
@@ -100,7 +119,9 @@ impl SvidChecks {
         }
         self.renew.count("issued_for_workloads");
         let key = (e.subject.to_owned(), e.actor.to_owned());
-        if let Some(prev) = self.holders.get(&key) {
+        if e.kind == esm_audit::kind::SVID_ROTATED {
+            self.rotated(e, &key);
+        } else if let Some(prev) = self.holders.get(&key) {
             self.renewals += 1;
             if e.time_ns > prev.not_after_ns {
                 self.renew.except_with(Some(e.seq), || {
@@ -128,6 +149,39 @@ impl SvidChecks {
             );
         } else {
             self.overflow = true;
+        }
+    }
+
+    /// A rotation: in time when it came before the SVID it replaced expired.
+    fn rotated(&mut self, e: &Ev<'_>, key: &(String, String)) {
+        self.renewals += 1;
+        self.renew.count("rotations");
+        let Some((serial, prev_not_after)) = replaced(e.details) else {
+            self.renew.except_with(Some(e.seq), || {
+                format!(
+                    "rotation of {}: names no readable previous.not_after",
+                    e.subject
+                )
+            });
+            return;
+        };
+        if e.time_ns > prev_not_after {
+            let prev = self
+                .holders
+                .get(key)
+                .map_or(String::new(), |h| format!(" (seq {})", h.seq));
+            self.renew.except_with(Some(e.seq), || {
+                format!(
+                    "{} (caller {}) had no valid SVID from {} (serial {serial}{prev} expired) to {}",
+                    e.subject,
+                    e.actor,
+                    rfc3339(prev_not_after),
+                    rfc3339(e.time_ns)
+                )
+            });
+        } else {
+            self.renew.count("renewed_in_time");
+            self.renew.support(e.seq);
         }
     }
 
@@ -220,6 +274,61 @@ mod tests {
         assert_eq!(r[1].exceptions[0].seq, Some(3));
         assert_eq!(r[1].counts["renewed_in_time"], 1);
         assert_eq!(r[1].counts["expired_without_successor"], 1);
+    }
+
+    fn rotated(t: i64, not_after: i64, prev_not_after: i64) -> String {
+        format!(
+            r#"{{"not_after":"{}","not_before":"{}","via":"sds","previous.serial":"01","previous.not_after":"{}"}}"#,
+            rfc3339(not_after * NS_PER_SEC),
+            rfc3339(t * NS_PER_SEC),
+            rfc3339(prev_not_after * NS_PER_SEC)
+        )
+    }
+
+    #[test]
+    fn rotations_are_judged_by_the_expiry_of_the_svid_they_replaced() {
+        let mut c = SvidChecks::new(Some(3600));
+        let first = issued(1, 0, 600, "sds");
+        let on_time = rotated(300, 900, 600);
+        let late = rotated(1000, 1600, 900);
+        let too_long = rotated(1200, 1200 + 7200, 1600);
+        let events = [
+            (1, 0, "svid.issued", &first),
+            (2, 300, "svid.rotated", &on_time),
+            (3, 1000, "svid.rotated", &late),
+            (4, 1200, "svid.rotated", &too_long),
+        ];
+        for (seq, t, kind, d) in events {
+            let mut e = ev(seq, t, kind, d);
+            e.subject = "spiffe://t/web";
+            e.actor = "uid:1000";
+            c.issued(&e);
+        }
+        let r = c.finish(2000 * NS_PER_SEC);
+        // The lifetime of a rotated SVID is held to the maximum like any issuance.
+        assert_eq!(
+            r[0].exceptions.iter().map(|x| x.seq).collect::<Vec<_>>(),
+            vec![Some(4)]
+        );
+        assert_eq!(r[1].status, Status::Failed);
+        assert_eq!(r[1].exceptions.len(), 1);
+        assert_eq!(r[1].exceptions[0].seq, Some(3));
+        assert!(r[1].exceptions[0].message.contains("serial 01"));
+        assert_eq!(r[1].counts["rotations"], 3);
+        assert_eq!(r[1].counts["renewed_in_time"], 2);
+        assert_eq!(r[1].sample, vec![2, 4]);
+    }
+
+    #[test]
+    fn a_rotation_without_a_readable_predecessor_is_an_exception() {
+        let mut c = SvidChecks::new(Some(3600));
+        let d = issued(1, 0, 600, "sds");
+        let mut e = ev(1, 0, "svid.rotated", &d);
+        e.subject = "spiffe://t/web";
+        c.issued(&e);
+        let r = c.finish(0);
+        assert_eq!(r[1].status, Status::Failed);
+        assert!(r[1].exceptions[0].message.contains("previous.not_after"));
     }
 
     #[test]
