@@ -25,6 +25,8 @@ mod data_dir_modes;
 mod evidence;
 mod exit;
 mod key_backend_config;
+mod metrics;
+mod metrics_services;
 
 use clap::Parser;
 

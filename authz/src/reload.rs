@@ -125,6 +125,7 @@ pub async fn run(
             continue;
         }
         let event = policy_event(&spec, result.as_ref(), &current);
+        crate::reload_counts::count(&spec.name, result.is_ok());
         match result {
             Ok(set) => {
                 tracing::info!(policy.set = %spec.name, policy.hash = %set.hash, previous.hash = %current, "policy reloaded");
