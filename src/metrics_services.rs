@@ -99,22 +99,26 @@ fn audit(
 }
 
 /// The newest checkpoint's time and age: events after it are chained but not signed.
-/// Absent until the store has a checkpoint.
+/// Declared without a sample until the store has a checkpoint.
 fn checkpoint_age(
     enc: &mut DescriptorEncoder<'_>,
     ns: &AtomicI64,
     now: OffsetDateTime,
 ) -> std::fmt::Result {
     let ns = ns.load(Relaxed);
-    if ns == 0 {
-        return Ok(());
-    }
+    let some = |v: f64| {
+        if ns == 0 {
+            Vec::new()
+        } else {
+            one(Value::F(v))
+        }
+    };
     family(
         enc,
         "esm_audit_last_checkpoint_timestamp_seconds",
         "When the newest signed checkpoint was made.",
         MetricType::Gauge,
-        one(Value::F(ns as f64 / 1e9)),
+        some(ns as f64 / 1e9),
     )?;
     let age = (now.unix_timestamp_nanos() - i128::from(ns)) as f64 / 1e9;
     family(
@@ -122,7 +126,7 @@ fn checkpoint_age(
         "esm_audit_checkpoint_age_seconds",
         "Time since the newest signed checkpoint was made.",
         MetricType::Gauge,
-        one(Value::F(age)),
+        some(age),
     )
 }
 
