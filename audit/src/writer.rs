@@ -337,7 +337,13 @@ impl Writer {
         self.unconfirmed = None;
         loop {
             let attempt = Instant::now();
-            let err = match self.write(gap, events, force_checkpoint).await {
+            let span = tracing::info_span!("audit.commit", audit.events = events.len());
+            let err = match tracing::Instrument::instrument(
+                self.write(gap, events, force_checkpoint),
+                span,
+            )
+            .await
+            {
                 Ok(first_seq) => {
                     self.metrics.commit_latency.observe(attempt.elapsed());
                     // Counted before anyone hears of the commit: the writer runs on its own

@@ -39,6 +39,7 @@ pub mod response;
 pub mod service;
 mod service_metrics;
 pub mod source;
+pub mod trace_context;
 mod view;
 pub mod xfcc;
 

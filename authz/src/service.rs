@@ -311,7 +311,22 @@ impl Authorization for AuthzService {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        Ok(Response::new(self.decide_durably(request.get_ref()).await))
+        use tracing::Instrument;
+        let req = request.get_ref();
+        let headers = req
+            .attributes
+            .as_ref()
+            .and_then(|a| a.request.as_ref())
+            .and_then(|r| r.http.as_ref())
+            .map(|h| &h.headers);
+        let trace = crate::trace_context::trace_id(|name| {
+            headers.and_then(|h| h.get(name)).map(String::as_str)
+        });
+        // The span continues Envoy's trace: its log lines carry the id the mesh uses.
+        let span = tracing::info_span!("authz.check", trace.id = trace.unwrap_or(""));
+        Ok(Response::new(
+            self.decide_durably(req).instrument(span).await,
+        ))
     }
 }
 

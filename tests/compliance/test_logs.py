@@ -47,3 +47,31 @@ def test_an_unknown_log_format_is_refused_and_named(tmp_path):
     p = run("ca", "show", "--dir", data, env={"ESM_TELEMETRY_LOG_FORMAT": "yaml"}, check=False)
     assert p.returncode != 0
     assert "telemetry.log_format" in p.stderr and "yaml" in p.stderr
+
+
+def test_check_span_carries_the_trace_id_envoy_sent(tmp_path, stack):
+    from envoy_harness import bootstrap, free_port, request
+
+    esm, envoy, up = stack
+    data = tmp_path / "d"
+    run("init", "--trust-domain", TD, "--dir", data)
+    certs = {}
+    for name in ("api", "web"):
+        out = tmp_path / name
+        run("cert", "issue", "--spiffe-id", f"spiffe://{TD}/ns/prod/sa/{name}", "--out", out, "--dir", data)
+        certs[name] = {"cert": out / "svid.pem", "key": out / "svid.key", "ca": out / "bundle.pem"}
+    _, authz, admin = esm(data, {"ESM_TELEMETRY_LOG_FORMAT": "json", "ESM_LOG": "info,esm_authz=debug"})
+    port = free_port()
+    api = certs["api"]
+    envoy(bootstrap(free_port(), authz, up, http_port=port, tls=(api["cert"], api["key"], api["ca"])))
+    w3c = "4bf92f3577b34da6a3ce929d0e0e4736"
+    b3 = "80f198ee56343ba864fe8b2a57d3eff7"
+    assert request(port, "GET", "/items/7", tls=certs["web"],
+                   headers={"traceparent": f"00-{w3c}-00f067aa0ba902b7-01"})[0] == 200
+    assert request(port, "GET", "/items/8", tls=certs["web"], headers={"x-b3-traceid": b3})[0] == 200
+    assert request(port, "GET", "/items/9", tls=certs["web"], headers={"traceparent": "junk"})[0] == 200
+    time.sleep(0.5)
+    log = (tmp_path / f"esm-{admin}.log").read_text()
+    decisions = [o for o in map(json.loads, log.splitlines()) if o["message"] == "authz decision"]
+    ids = [o.get("span", {}).get("trace.id") for o in decisions]
+    assert ids == [w3c, b3, ""], decisions
