@@ -147,7 +147,7 @@ impl AuthzService {
     pub fn decide(&self, req: &CheckRequest) -> CheckResponse {
         let started = Instant::now();
         let (response, _, outcome) = self.decide_recorded(req, false, started);
-        self.count(outcome, started);
+        self.count(outcome, outcome.nanos);
         response
     }
 
@@ -158,25 +158,27 @@ impl AuthzService {
         let (response, receipt, outcome) =
             self.decide_recorded(req, self.mode == DecisionLogMode::Sync, started);
         let Some(receipt) = receipt else {
-            self.count(outcome, started);
+            self.count(outcome, outcome.nanos);
             return response;
         };
+        // Answered once the record is committed: the wait is part of the latency.
+        let waited = || started.elapsed().as_nanos() as u64;
         match receipt.committed().await {
             Ok(_) => {
-                self.count(outcome, started);
+                self.count(outcome, waited());
                 response
             }
             Err(e) => {
                 tracing::warn!(error = %e, decision = "deny", failure = "audit", "authz failed closed: the decision's record was not committed");
-                self.count(outcome.refused(), started);
+                self.count(outcome.refused(), waited());
                 crate::response::check_response(&audit_refused(), header(req, "x-request-id"))
             }
         }
     }
 
-    /// Counts a decision under exactly one result, and its latency since `started` under
-    /// its set and that result.
-    fn count(&self, outcome: Outcome, started: Instant) {
+    /// Counts a decision under exactly one result, and its latency (`nanos`) under its set
+    /// and that result.
+    fn count(&self, outcome: Outcome, nanos: u64) {
         let m = &self.metrics;
         let l = self.latency.get(outcome.set).or(self.latency.last());
         let (counter, histogram) = match outcome.counted {
@@ -187,7 +189,7 @@ impl AuthzService {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         if let Some(h) = histogram {
-            h.observe(started.elapsed());
+            h.observe_nanos(nanos);
         }
     }
 
@@ -224,9 +226,10 @@ impl AuthzService {
                 &opts,
             ),
         };
-        self.metrics
-            .eval_nanos
-            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        // One clock read serves both the evaluation counter and the latency histogram: on
+        // a memo hit (0.15 µs) a second read would cost more than the recording.
+        let nanos = started.elapsed().as_nanos() as u64;
+        self.metrics.eval_nanos.fetch_add(nanos, Ordering::Relaxed);
         let hash = set.as_ref().map_or("", |s| s.hash.as_str());
         let mut receipt = None;
         let mut unrecorded = false;
@@ -265,6 +268,7 @@ impl AuthzService {
         let outcome = Outcome {
             counted,
             set: index.unwrap_or(self.sets.len()),
+            nanos,
         };
         if c.memoized {
             m.memoized.fetch_add(1, Ordering::Relaxed);

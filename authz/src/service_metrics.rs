@@ -32,7 +32,7 @@ pub struct Metrics {
 }
 
 /// One policy set's decision latency, from the Check's arrival in the service to its
-/// answer (in `sync` decision-log mode, the wait for the record's commit included), by
+/// decision (in `sync` decision-log mode, to the record's commit), by
 /// the result it is counted under in `esm_authz_decisions_total`.
 #[derive(Debug, Default)]
 pub struct SetLatency {
@@ -100,6 +100,8 @@ pub(crate) enum Counted {
 pub(crate) struct Outcome {
     pub(crate) counted: Counted,
     pub(crate) set: usize,
+    /// From the Check's arrival to its decision (the audit record queued after it).
+    pub(crate) nanos: u64,
 }
 
 impl Outcome {
