@@ -54,6 +54,11 @@ key_passphrase_env = "ESM_CA_KEY_PASSPHRASE"
 # /healthz, /readyz and /metrics (Prometheus).
 listen = "127.0.0.1:9190"
 
+[telemetry]
+# Log lines as "text", or "json": one object per line, fields under their dotted names
+# (spiffe.id, policy.set). ESM_LOG still picks the levels.
+log_format = "text"
+
 [audit]
 # Where the tamper-evident audit log lives: sqlite://PATH (relative to this directory) or
 # postgres://user@host:5432/db.
@@ -96,6 +101,8 @@ struct RawConfig {
     authz: crate::authz_config::RawAuthz,
     #[serde(default)]
     agent: crate::agent_config::RawAgent,
+    #[serde(default)]
+    telemetry: crate::telemetry_config::RawTelemetry,
 }
 
 #[derive(Debug, Deserialize)]
@@ -232,6 +239,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub authz: crate::authz_config::AuthzConfig,
     pub agent: crate::agent_config::AgentConfig,
+    pub telemetry: crate::telemetry_config::TelemetryConfig,
 }
 
 impl Config {
@@ -330,7 +338,9 @@ impl Config {
         let audit = audit_config(raw.audit, &data_dir)?;
         let authz = crate::authz_config::parse(raw.authz, &data_dir)?;
         let agent = crate::agent_config::parse(raw.agent, &data_dir)?;
+        let telemetry = crate::telemetry_config::parse(raw.telemetry)?;
         Ok(Self {
+            telemetry,
             audit,
             authz,
             agent,
@@ -418,7 +428,7 @@ pub fn optional_addr(what: &str, s: &str) -> anyhow::Result<Option<SocketAddr>> 
         .map_err(|e| anyhow!("{what} = {s:?}: {e}"))
 }
 
-const SECTIONS: [&str; 5] = ["ca", "admin", "audit", "authz", "agent"];
+const SECTIONS: [&str; 6] = ["ca", "admin", "audit", "authz", "agent", "telemetry"];
 
 /// `ESM_TRUST_DOMAIN` → `trust_domain`; `ESM_CA_SVID_MAX_TTL` → `[ca] svid_max_ttl`.
 fn apply_env(table: &mut toml::Table, env: &BTreeMap<String, String>) -> anyhow::Result<()> {

@@ -161,6 +161,10 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
             differs(&a.azure_key_vault, &b.azure_key_vault),
         ),
         ("admin.listen", old.admin_listen != new.admin_listen),
+        (
+            "telemetry.log_format",
+            old.telemetry.log_format != new.telemetry.log_format,
+        ),
         ("audit.url", old.audit.url != new.audit.url),
         ("audit.schema", old.audit.schema != new.audit.schema),
         (

@@ -217,3 +217,50 @@ fn body_parsing_options_come_from_the_authz_section_and_a_bad_descriptor_names_i
         );
     }
 }
+
+#[test]
+fn log_format_is_text_by_default_and_json_when_asked() {
+    let text = default_toml(&td(), KeyAlgorithm::EcP256, "file", "file");
+    let c = Config::parse(&text, "/d".into(), &env(&[])).unwrap();
+    assert_eq!(
+        c.telemetry.log_format,
+        crate::telemetry_config::LogFormat::Text
+    );
+    let json = text.replace("log_format = \"text\"", "log_format = \"json\"");
+    let c = Config::parse(&json, "/d".into(), &env(&[])).unwrap();
+    assert_eq!(
+        c.telemetry.log_format,
+        crate::telemetry_config::LogFormat::Json
+    );
+    let by_env = Config::parse(
+        &text,
+        "/d".into(),
+        &env(&[("ESM_TELEMETRY_LOG_FORMAT", "json")]),
+    )
+    .unwrap();
+    assert_eq!(
+        by_env.telemetry.log_format,
+        crate::telemetry_config::LogFormat::Json
+    );
+}
+
+#[test]
+fn rejects_an_unknown_log_format_or_telemetry_key() {
+    let text = default_toml(&td(), KeyAlgorithm::EcP256, "file", "file");
+    for (from, to) in [
+        ("log_format = \"text\"", "log_format = \"JSON\""),
+        ("log_format = \"text\"", "log_format = \"\""),
+        ("log_format = \"text\"", "log_format = \"xml\\u0000\""),
+        ("log_format = \"text\"", "log_format = 1"),
+        ("log_format = \"text\"", "log_fromat = \"json\""),
+    ] {
+        let bad = text.replace(from, to);
+        let e = Config::parse(&bad, "/d".into(), &env(&[])).unwrap_err();
+        assert!(format!("{e:#}").contains("log_f"), "{to}: {e:#}");
+    }
+    let long = text.replace(
+        "log_format = \"text\"",
+        &format!("log_format = \"{}\"", "j".repeat(100_000)),
+    );
+    assert!(Config::parse(&long, "/d".into(), &env(&[])).is_err());
+}

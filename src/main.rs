@@ -26,12 +26,16 @@ mod data_dir_modes;
 mod evidence;
 mod exit;
 mod key_backend_config;
+mod logging;
+mod metrics;
+mod metrics_services;
+mod telemetry_config;
 
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    init_tracing();
+    logging::init();
     let env: std::collections::BTreeMap<String, String> = std::env::vars()
         // AZURE_*: the Key Vault backend's credentials, named as the Azure SDKs name them.
         .filter(|(k, _)| k.starts_with("ESM_") || k.starts_with("AZURE_"))
@@ -45,15 +49,4 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(code)
         }
     }
-}
-
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("ESM_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use esm_audit::writer::AuditSink;
+use esm_histogram::{Histogram, PUSH};
 use tokio::sync::watch;
 
 use esm_ca::issuer::IssuancePolicy;
@@ -18,7 +19,7 @@ use super::peer_process::PeerBinding;
 use super::svid_cache::SvidCache;
 
 /// Counters for `/metrics`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AgentMetrics {
     pub open_streams: AtomicU64,
     pub responses: AtomicU64,
@@ -28,6 +29,23 @@ pub struct AgentMetrics {
     /// Issuances that failed on the CA's side (a key backend down, an expired signing CA);
     /// each is retried, and no workload is refused for it.
     pub issuance_failures: AtomicU64,
+    /// From an SDS stream seeing a CA change (rotation, a root prepared or retired) to the
+    /// response that carries it: how long Envoys run on the old material.
+    pub sds_push_after_ca_change: Histogram,
+}
+
+impl Default for AgentMetrics {
+    fn default() -> Self {
+        Self {
+            open_streams: AtomicU64::default(),
+            responses: AtomicU64::default(),
+            nacks: AtomicU64::default(),
+            refused: AtomicU64::default(),
+            svids_issued: AtomicU64::default(),
+            issuance_failures: AtomicU64::default(),
+            sds_push_after_ca_change: Histogram::new(PUSH),
+        }
+    }
 }
 
 #[derive(Clone)]

@@ -181,8 +181,15 @@ impl<P: Protocol> Responder for Session<P> {
                     return self.end(status);
                 }
             };
+            let ca_change = self.follow.take_ca_change();
             if let Some(resp) = self.protocol.respond(rendered, asked) {
                 self.ctx.metrics.responses.fetch_add(1, Ordering::Relaxed);
+                if let Some(seen) = ca_change {
+                    self.ctx
+                        .metrics
+                        .sds_push_after_ca_change
+                        .observe(seen.elapsed());
+                }
                 return Some(Ok(resp));
             }
         }

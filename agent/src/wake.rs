@@ -51,6 +51,9 @@ pub enum Wake<R> {
 pub struct Follow {
     ca: watch::Receiver<Arc<CaMaterial>>,
     entries: Option<watch::Receiver<Arc<EntrySet>>>,
+    /// When the oldest CA change not yet answered was seen: what SDS push latency is
+    /// counted from.
+    ca_changed_at: Option<std::time::Instant>,
 }
 
 impl Follow {
@@ -67,7 +70,17 @@ impl Follow {
     pub fn ca_only(ctx: &AgentContext) -> Self {
         let mut ca = ctx.ca.clone();
         ca.borrow_and_update();
-        Self { ca, entries: None }
+        Self {
+            ca,
+            entries: None,
+            ca_changed_at: None,
+        }
+    }
+
+    /// When the oldest CA change not answered since was seen; forgets it. A responder that
+    /// sent (or had nothing new to send) calls this after the wake it answered.
+    pub fn take_ca_change(&mut self) -> Option<std::time::Instant> {
+        self.ca_changed_at.take()
     }
 
     /// The CA material as last seen.
@@ -104,7 +117,11 @@ impl Follow {
         client: impl Future<Output = Wake<R>>,
         refresh: impl Future<Output = ()>,
     ) -> Wake<R> {
-        let Self { ca, entries } = self;
+        let Self {
+            ca,
+            entries,
+            ca_changed_at,
+        } = self;
         let entries_changed = async {
             match entries.as_mut() {
                 Some(e) => e.changed().await.is_ok(),
@@ -114,7 +131,12 @@ impl Follow {
         let wake = tokio::select! {
             w = client => w,
             () = refresh => Wake::Changed,
-            r = ca.changed() => if r.is_ok() { Wake::Changed } else { Wake::Closed },
+            r = ca.changed() => if r.is_ok() {
+                ca_changed_at.get_or_insert_with(std::time::Instant::now);
+                Wake::Changed
+            } else {
+                Wake::Closed
+            },
             ok = entries_changed => if ok { Wake::Changed } else { Wake::Closed },
         };
         ca.borrow_and_update();

@@ -246,6 +246,10 @@ async fn svid_refresh_and_ca_change_are_pushed() {
         _ => panic!(),
     };
     assert!(String::from_utf8(pem).unwrap().ends_with("# changed\n"));
+    // The push was timed from the change, once; the refresh before it was not counted.
+    let push = a.metrics.sds_push_after_ca_change.snapshot();
+    assert_eq!(push.count, 1);
+    assert!(push.sum_seconds < started.elapsed().as_secs_f64());
 }
 
 #[tokio::test]

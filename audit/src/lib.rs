@@ -29,6 +29,7 @@ pub mod sink;
 pub mod store;
 pub mod verify;
 pub mod writer;
+mod writer_metrics;
 
 pub use error::{Error, Result, Tampered};
 pub use event::{kind, Details, Event, FlatObject, Outcome};

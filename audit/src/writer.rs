@@ -3,7 +3,7 @@
 //! hash chain and the Merkle frontier, signs a checkpoint every N events or T seconds, and
 //! acknowledges each event only after its transaction committed.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,26 +73,7 @@ impl Default for WriterOptions {
     }
 }
 
-/// Counters for `/metrics`.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    pub appended: AtomicU64,
-    pub dropped: AtomicU64,
-    pub batches: AtomicU64,
-    pub failed_batches: AtomicU64,
-    pub checkpoints: AtomicU64,
-    pub last_seq: AtomicU64,
-    /// Set while the store refuses the writer's batches (disk full, database gone): the
-    /// server is not ready, since nothing it decides can be recorded.
-    pub store_failing: AtomicBool,
-    /// Batches the store refused and the writer wrote later (each retry of one batch
-    /// counts in `failed_batches`).
-    pub retried_batches: AtomicU64,
-    /// Events given up after `retry_for` (or at shutdown with the store still refusing).
-    pub abandoned: AtomicU64,
-    /// Checkpoints the key could not sign (its HSM or vault failed); the events were stored.
-    pub checkpoint_failures: AtomicU64,
-}
+pub use crate::writer_metrics::Metrics;
 
 /// Stops the writer after it has committed everything queued and signed a final checkpoint.
 pub struct WriterHandle {
@@ -117,6 +98,8 @@ struct Chain {
     frontier: Frontier,
     since_checkpoint: u64,
     last_checkpoint: Instant,
+    /// When the newest signed checkpoint was made (Unix ns), 0 with none yet.
+    last_checkpoint_ns: i64,
 }
 
 /// The writer thread's name.
@@ -137,7 +120,11 @@ pub async fn start(
     tx.commit().await?;
     let metrics = Arc::new(Metrics::default());
     metrics.last_seq.store(chain.seq, Ordering::Relaxed);
+    metrics
+        .last_checkpoint_ns
+        .store(chain.last_checkpoint_ns, Ordering::Relaxed);
     let (jobs_tx, jobs_rx) = mpsc::channel(opts.queue_capacity.max(1));
+    metrics.watch_queue(&jobs_tx);
     let urgent = Arc::new(Urgent::default());
     let pending_gap = Arc::new(AtomicU64::new(0));
     let sink = AuditSink {
@@ -210,6 +197,7 @@ fn tail_or_anchor(
 async fn load_chain(tx: &mut WriteTx) -> Result<Chain> {
     let latest = tx.latest_checkpoint().await?;
     let (seq, hash) = tail_or_anchor(tx.tail().await?, latest.as_ref());
+    let last_checkpoint_ns = latest.as_ref().map_or(0, |cp| cp.checkpoint.time_ns);
     let (base, mut frontier) = match latest {
         Some(cp) => {
             let f =
@@ -238,6 +226,7 @@ async fn load_chain(tx: &mut WriteTx) -> Result<Chain> {
         since_checkpoint: seq - base,
         frontier,
         last_checkpoint: Instant::now(),
+        last_checkpoint_ns,
     })
 }
 
@@ -347,8 +336,16 @@ impl Writer {
         let mut retry = Retry::new(self.opts.retry_for);
         self.unconfirmed = None;
         loop {
-            let err = match self.write(gap, events, force_checkpoint).await {
+            let attempt = Instant::now();
+            let span = tracing::info_span!("audit.commit", audit.events = events.len());
+            let err = match tracing::Instrument::instrument(
+                self.write(gap, events, force_checkpoint),
+                span,
+            )
+            .await
+            {
                 Ok(first_seq) => {
+                    self.metrics.commit_latency.observe(attempt.elapsed());
                     // Counted before anyone hears of the commit: the writer runs on its own
                     // thread, and a producer that was acknowledged must see it counted.
                     self.metrics.batches.fetch_add(1, Ordering::Relaxed);
@@ -514,7 +511,7 @@ impl Writer {
         } else {
             None
         };
-        let checkpoint = cp.is_some();
+        let checkpoint_ns = cp.as_ref().map(|(cp, _)| cp.time_ns);
         let stored = async {
             if !records.is_empty() {
                 tx.insert(&records).await?;
@@ -533,9 +530,10 @@ impl Writer {
         self.chain.seq = seq;
         self.chain.hash = hash;
         self.chain.frontier = frontier;
-        if checkpoint {
+        if let Some(ns) = checkpoint_ns {
             self.chain.since_checkpoint = 0;
             self.chain.last_checkpoint = Instant::now();
+            self.metrics.last_checkpoint_ns.store(ns, Ordering::Relaxed);
             self.metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
         } else {
             self.chain.since_checkpoint = since;

@@ -36,9 +36,12 @@ pub mod policy_set;
 pub mod projection;
 pub mod rego_compat;
 pub mod reload;
+pub mod reload_counts;
 pub mod response;
 pub mod service;
+mod service_metrics;
 pub mod source;
+pub mod trace_context;
 mod view;
 pub mod xfcc;
 

@@ -210,6 +210,7 @@ pub async fn run(
             },
         };
         let event = policy_event(&spec, result.as_ref(), &current, &author);
+        crate::reload_counts::count(&spec.name, result.is_ok());
         match result {
             Ok(set) => {
                 tracing::info!(policy.set = %spec.name, policy.hash = %set.hash, previous.hash = %current, actor = %author.actor, "policy reloaded");

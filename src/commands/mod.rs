@@ -68,7 +68,9 @@ fn audit_config_args(c: &crate::cli::AuditCommand) -> &ConfigArgs {
 }
 
 fn load(args: &ConfigArgs, env: &BTreeMap<String, String>) -> anyhow::Result<Config> {
-    Config::load(&args.path(), env).map_err(|e| usage(format!("{e:#}")))
+    let config = Config::load(&args.path(), env).map_err(|e| usage(format!("{e:#}")))?;
+    crate::logging::set_format(config.telemetry.log_format);
+    Ok(config)
 }
 
 pub use key_backends::{ca_store, pkcs11_store};

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import ESM, ROOT
+from conftest import ESM, ROOT, run
 from envoy_harness import envoy_bin
 
 DEPLOY = ROOT / "deploy"
@@ -162,3 +162,60 @@ def test_istio_extension_provider_points_at_the_node_local_esm_and_fails_closed(
     assert policy["apiVersion"].startswith("security.istio.io/")
     assert policy["spec"]["action"] == "CUSTOM"
     assert policy["spec"]["provider"]["name"] == provider["name"]
+
+
+DASHBOARD = DEPLOY / "grafana" / "esm-dashboard.json"
+
+
+def exposed_series(admin):
+    """Every series name `/metrics` declares, as PromQL names them: a counter with `_total`,
+    a histogram with `_bucket`, `_sum` and `_count` (a family with no sample yet, such as
+    the checkpoint age before the first checkpoint, counts: it is declared)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    names = set()
+    for fam in text_string_to_metric_families(text):
+        suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}.get(fam.type, [""])
+        names.update(fam.name + s for s in suffixes)
+        names.update(s.name for s in fam.samples)
+    return names
+
+
+def dashboard_problems(dashboard, exposed):
+    """Each PromQL expression that names no esm series, or one `/metrics` does not expose."""
+    problems = []
+    for panel in dashboard["panels"]:
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            named = set(re.findall(r"\besm_[a-z0-9_]+", target["expr"]))
+            if not named:
+                problems.append((panel["title"], target["expr"], "names no esm series"))
+            problems.extend((panel["title"], target["expr"], n) for n in sorted(named - exposed))
+    return problems
+
+
+def test_grafana_dashboard_only_queries_series_that_metrics_exposes(tmp_path, stack):
+    import json
+
+    esm, _, _ = stack
+    data = tmp_path / "d"
+    run("init", "--trust-domain", "example.org", "--dir", data)
+    _, _, admin = esm(data)
+    exposed = exposed_series(admin)
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard_problems(dashboard, exposed) == []
+    # What the dashboard is for: each of these is on it.
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    for series in ("esm_authz_decisions_total", "esm_authz_decision_latency_seconds_bucket",
+                   "esm_audit_queue_depth", "esm_audit_commit_latency_seconds_bucket",
+                   "esm_audit_checkpoint_age_seconds", "esm_ca_signing_ca_expires_in_seconds",
+                   "esm_agent_sds_push_after_ca_change_seconds_bucket", "esm_authz_policy_reloads_total"):
+        assert series in exprs, series
+    # A misspelt series is caught.
+    broken = json.loads(DASHBOARD.read_text())
+    broken["panels"][0]["targets"][0]["expr"] = "rate(esm_authz_decision_total[5m])"
+    assert [p[2] for p in dashboard_problems(broken, exposed)] == ["esm_authz_decision_total"]
