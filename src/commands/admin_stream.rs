@@ -86,6 +86,32 @@ impl<R: BufRead> Read for Chunked<R> {
     }
 }
 
+/// Connects to the admin socket (a refused connection is the caller's: no `esm serve` for
+/// this data dir) and sends a request's head, with the CLI user as the actor.
+pub fn send_head(
+    socket: &std::path::Path,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    content_length: usize,
+    timeout: Duration,
+) -> anyhow::Result<UnixStream> {
+    let mut s = UnixStream::connect(socket).map_err(|e| {
+        crate::exit::usage(format!(
+            "admin socket {}: {e} (is `esm serve` running for this data dir?)",
+            socket.display()
+        ))
+    })?;
+    s.set_read_timeout(Some(timeout))?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: esm\r\nconnection: close\r\nx-esm-actor: {}\r\n\
+         content-type: {content_type}\r\ncontent-length: {content_length}\r\n\r\n",
+        crate::evidence::cli_actor(),
+    );
+    s.write_all(head.as_bytes())?;
+    Ok(s)
+}
+
 /// A 2xx answer's body, to read line by line.
 pub type Lines = Box<dyn BufRead>;
 
@@ -98,20 +124,14 @@ pub fn exchange(
     body: &[u8],
     timeout: Duration,
 ) -> anyhow::Result<(u16, Lines)> {
-    let mut s = UnixStream::connect(socket).map_err(|e| {
-        crate::exit::usage(format!(
-            "admin socket {}: {e} (is `esm serve` running for this data dir?)",
-            socket.display()
-        ))
-    })?;
-    s.set_read_timeout(Some(timeout))?;
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: esm\r\nconnection: close\r\nx-esm-actor: {}\r\n\
-         content-type: application/x-ndjson\r\ncontent-length: {}\r\n\r\n",
-        crate::evidence::cli_actor(),
-        body.len()
-    );
-    s.write_all(head.as_bytes())?;
+    let mut s = send_head(
+        socket,
+        method,
+        path,
+        "application/x-ndjson",
+        body.len(),
+        timeout,
+    )?;
     // The server may answer (a refusal) before taking the whole body: read its answer.
     if let Err(e) = s.write_all(body) {
         if e.kind() != std::io::ErrorKind::BrokenPipe {

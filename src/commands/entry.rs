@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read, Write};
-use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
@@ -40,21 +39,16 @@ pub(super) fn call_within(
     body: Option<&str>,
     timeout: Duration,
 ) -> anyhow::Result<(u16, String)> {
-    let mut s = UnixStream::connect(socket).map_err(|e| {
-        crate::exit::usage(format!(
-            "admin socket {}: {e} (is `esm serve` running for this data dir?)",
-            socket.display()
-        ))
-    })?;
-    s.set_read_timeout(Some(timeout))?;
     let body = body.unwrap_or("");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: esm\r\nconnection: close\r\nx-esm-actor: {}\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        crate::evidence::cli_actor(),
-        body.len()
-    );
-    s.write_all(req.as_bytes())?;
+    let mut s = super::admin_stream::send_head(
+        socket,
+        method,
+        path,
+        "application/json",
+        body.len(),
+        timeout,
+    )?;
+    s.write_all(body.as_bytes())?;
     let mut raw = Vec::new();
     s.take(MAX_RESPONSE).read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw);
