@@ -239,8 +239,17 @@ impl AuthzService {
         };
         let served = index.and_then(|i| self.sets.get(i));
         let live = self.settings.borrow().clone();
-        let mut opts = live.opts.clone();
-        opts.dry_run = index.and_then(|i| live.dry_run.get(i)).copied() == Some(true);
+        let dry_run = index.and_then(|i| live.dry_run.get(i)).copied() == Some(true);
+        // The settings' own options serve every set that is not in dry run (their `dry_run`
+        // is false); only a dry-run set's Check pays for a copy.
+        let opts = if live.opts.dry_run == dry_run {
+            std::borrow::Cow::Borrowed(&live.opts)
+        } else {
+            std::borrow::Cow::Owned(CheckOptions {
+                dry_run,
+                ..live.opts.clone()
+            })
+        };
         let set = served.map(|s| s.policies.borrow().clone());
         let set_name: Arc<str> = match index.and_then(|i| self.names.get(i)) {
             Some(name) => name.clone(),
