@@ -69,7 +69,11 @@ impl Evidence {
         retry_for: Option<std::time::Duration>,
     ) -> anyhow::Result<Self> {
         let db = open_db(cfg).await?;
-        let redactor = Redactor::load_or_create(&cfg.audit_dir())?;
+        // The redaction key is made with the log, never for a log that already has events.
+        let redactor = match db.last_seq().await? {
+            Some(_) => Redactor::load(&cfg.audit_dir())?,
+            None => Redactor::load_or_create(&cfg.audit_dir())?,
+        };
         let opts = WriterOptions {
             queue_capacity: cfg.audit.queue_capacity,
             on_full: cfg.audit.on_full,

@@ -33,6 +33,11 @@ pub(crate) struct Checkpointer {
 }
 
 impl Checkpointer {
+    /// The id of the key checkpoints are signed with.
+    pub(crate) fn key_id(&self) -> &str {
+        self.key.id()
+    }
+
     pub(crate) fn new(key: SigningKey, cap: Duration) -> Self {
         Self {
             key,

@@ -29,6 +29,18 @@ impl FileKey {
         let pkcs8 = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // A log's checkpoints verify under the one key it was made with: a public
+                // half on disk with no private half is a lost (or deleted) key, and a new
+                // key would sign checkpoints that no longer verify under `checkpoint.pub`.
+                let pub_path = dir.join(PUBLIC_FILE);
+                if pub_path.exists() {
+                    return Err(Error::Config(format!(
+                        "{} is missing but {} names this log's checkpoint key: restore the key \
+                         from a backup (esm does not make a new key for a log that has one)",
+                        path.display(),
+                        pub_path.display()
+                    )));
+                }
                 let doc = generate()?;
                 write_new(&path, doc.as_ref(), 0o600)?;
                 doc.as_ref().to_vec()
@@ -37,10 +49,18 @@ impl FileKey {
         };
         let pair = Ed25519KeyPair::from_pkcs8(&pkcs8)
             .map_err(|e| Error::Config(format!("{}: not an Ed25519 key: {e}", path.display())))?;
-        let key = Self::from_pair(pair, Some(path))?;
+        let key = Self::from_pair(pair, Some(path.clone()))?;
         let pub_path = dir.join(PUBLIC_FILE);
         if !pub_path.exists() {
             write_new(&pub_path, key.public.to_text().as_bytes(), 0o644)?;
+        } else if crate::checkpoint::load_public(dir)? != key.public {
+            // A swapped private key would sign checkpoints that fail verification only
+            // when someone next runs it: refuse it now, naming both files.
+            return Err(Error::Config(format!(
+                "{} is not the private half of {}: restore the key this log was made with",
+                path.display(),
+                pub_path.display()
+            )));
         }
         Ok(key)
     }
@@ -121,6 +141,31 @@ mod tests {
             SigningKey::load_or_create(dir.path()),
             Err(Error::Config(_))
         ));
+    }
+
+    #[test]
+    fn refuses_to_make_a_new_key_for_a_log_whose_key_was_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        SigningKey::load_or_create(dir.path()).unwrap();
+        std::fs::remove_file(dir.path().join(KEY_FILE)).unwrap();
+        let err = SigningKey::load_or_create(dir.path()).err().unwrap();
+        assert!(matches!(err, Error::Config(_)), "{err}");
+        assert!(err.to_string().contains("restore the key"), "{err}");
+        assert!(
+            !dir.path().join(KEY_FILE).exists(),
+            "no new key was written"
+        );
+    }
+
+    #[test]
+    fn refuses_a_private_key_that_is_not_the_recorded_public_half() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        SigningKey::load_or_create(dir.path()).unwrap();
+        SigningKey::load_or_create(other.path()).unwrap();
+        std::fs::copy(other.path().join(KEY_FILE), dir.path().join(KEY_FILE)).unwrap();
+        let err = SigningKey::load_or_create(dir.path()).err().unwrap();
+        assert!(err.to_string().contains("not the private half"), "{err}");
     }
 
     #[test]

@@ -21,10 +21,28 @@ impl Redactor {
 
     /// Loads `dir/hmac.key`, making it (32 random bytes, 0600) on first use.
     pub fn load_or_create(dir: &Path) -> Result<Self> {
+        Self::open(dir, true)
+    }
+
+    /// Loads `dir/hmac.key` of a log that already holds events. A new key there would
+    /// silently stop equal values matching across the change, so a missing key is an error
+    /// to be fixed by restoring it, not a key to make.
+    pub fn load(dir: &Path) -> Result<Self> {
+        Self::open(dir, false)
+    }
+
+    fn open(dir: &Path, create: bool) -> Result<Self> {
         let path = dir.join("hmac.key");
         match std::fs::read(&path) {
             Ok(secret) if secret.len() >= 32 => Ok(Self::from_secret(&secret)),
             Ok(_) => Err(Error::Config(format!("{} is too short", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => {
+                Err(Error::Config(format!(
+                    "{} is missing but the audit log holds events redacted under it: restore \
+                     the key from a backup",
+                    path.display()
+                )))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut secret = [0u8; 32];
                 ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
@@ -57,6 +75,16 @@ mod tests {
         assert!(a.starts_with("hmac-sha256:") && !a.contains("secret-token"));
         let other = Redactor::from_secret(b"another key, another installation");
         assert_ne!(a, other.redact("Bearer secret-token"));
+    }
+
+    #[test]
+    fn a_missing_key_of_a_log_with_events_is_not_remade() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Redactor::load(dir.path()).err().unwrap();
+        assert!(err.to_string().contains("restore the key"), "{err}");
+        assert!(!dir.path().join("hmac.key").exists());
+        let made = Redactor::load_or_create(dir.path()).unwrap().redact("x");
+        assert_eq!(Redactor::load(dir.path()).unwrap().redact("x"), made);
     }
 
     #[test]

@@ -116,7 +116,7 @@ pub async fn start(
     opts: WriterOptions,
 ) -> Result<(AuditSink, WriterHandle)> {
     let mut tx = db.begin_write().await?;
-    let chain = load_chain(&mut tx).await?;
+    let chain = load_chain(&mut tx, key.id()).await?;
     tx.commit().await?;
     let metrics = Arc::new(Metrics::default());
     metrics.last_seq.store(chain.seq, Ordering::Relaxed);
@@ -193,9 +193,11 @@ fn tail_or_anchor(
     }
 }
 
-/// Reads the tail and rebuilds the Merkle frontier from the latest checkpoint.
-async fn load_chain(tx: &mut WriteTx) -> Result<Chain> {
+/// Reads the tail and rebuilds the Merkle frontier from the latest checkpoint, refusing a
+/// signing key other than the one that checkpoint was signed with.
+async fn load_chain(tx: &mut WriteTx, key_id: &str) -> Result<Chain> {
     let latest = tx.latest_checkpoint().await?;
+    same_key(latest.as_ref(), key_id)?;
     let (seq, hash) = tail_or_anchor(tx.tail().await?, latest.as_ref());
     let last_checkpoint_ns = latest.as_ref().map_or(0, |cp| cp.checkpoint.time_ns);
     let (base, mut frontier) = match latest {
@@ -228,6 +230,20 @@ async fn load_chain(tx: &mut WriteTx) -> Result<Chain> {
         last_checkpoint: Instant::now(),
         last_checkpoint_ns,
     })
+}
+
+/// A log verifies under the one key it was made with. A writer started with another (the
+/// key file deleted and remade, a key swapped in a token) would append checkpoints that
+/// only fail when someone next verifies; it is refused before anything is written.
+fn same_key(latest: Option<&crate::store::StoredCheckpoint>, key_id: &str) -> Result<()> {
+    match latest {
+        Some(cp) if cp.checkpoint.key_id != key_id => Err(Error::Config(format!(
+            "this audit log is signed by checkpoint key {} (checkpoint {}), but the key \
+             configured is {key_id}: restore the log's key; a log cannot change keys",
+            cp.checkpoint.key_id, cp.checkpoint.tree_size
+        ))),
+        _ => Ok(()),
+    }
 }
 
 struct Writer {
@@ -553,7 +569,8 @@ impl Writer {
         };
         if tail != (self.chain.seq, self.chain.hash) {
             tracing::debug!(audit.seq = tail.0, "audit log moved on; reloading chain");
-            self.chain = load_chain(&mut tx).await?;
+            let key_id = self.checkpointer.key_id().to_owned();
+            self.chain = load_chain(&mut tx, &key_id).await?;
         }
         Ok(tx)
     }

@@ -163,7 +163,34 @@ fn opts(every: u64) -> WriterOptions {
 both_backends!(
     a_p256_key_signs_checkpoints_that_verify,
     events_are_stored_while_the_key_cannot_sign_and_checkpoints_resume,
+    a_writer_with_another_key_than_the_logs_is_refused_before_writing,
 );
+
+/// The attack: the log's key file deleted (esm would once make a new one) or another key
+/// swapped in; the writer must refuse to append checkpoints the log's key did not sign.
+async fn a_writer_with_another_key_than_the_logs_is_refused_before_writing(b: Backend) {
+    let (sink, handle) = writer(b.open().await, SigningKey::ephemeral().unwrap(), opts(2)).await;
+    append_n(&sink, 0, 4).await;
+    drop(sink);
+    handle.shutdown().await.unwrap();
+    let db = b.open().await;
+    let before = db.last_seq().await.unwrap();
+    let err = esm_audit::writer::start(
+        db.clone(),
+        SigningKey::ephemeral().unwrap(),
+        esm_audit::redact::Redactor::from_secret(&[7; 32]),
+        opts(2),
+    )
+    .await
+    .err()
+    .expect("a writer with another key must be refused");
+    assert!(matches!(err, Error::Config(_)), "{err}");
+    assert!(
+        err.to_string().contains("a log cannot change keys"),
+        "{err}"
+    );
+    assert_eq!(db.last_seq().await.unwrap(), before, "nothing was appended");
+}
 
 async fn a_p256_key_signs_checkpoints_that_verify(b: Backend) {
     let signer = FlakyP256::new();

@@ -5,6 +5,7 @@ the database is caught by `esm audit verify` (exit 1, naming the sequence number
 import json
 import os
 import secrets
+import shutil
 import subprocess
 
 import pytest
@@ -142,6 +143,29 @@ def test_verify_catches_a_forged_checkpoint_signature(store):
     p = esm(store, "audit", "verify", check=False)
     assert p.returncode == 1
     assert "sequence 2" in p.stderr
+
+
+@pytest.mark.parametrize("remove", ["checkpoint.key", "hmac.key"])
+def test_a_deleted_audit_key_is_not_remade(store, tmp_path, remove):
+    """The attack: delete the log's key so that esm makes a new one and signs on under it."""
+    (store.data / "audit" / remove).unlink()
+    p = esm(store, "cert", "issue", "--spiffe-id", "spiffe://example.org/c", "--out",
+            tmp_path / "c", check=False)
+    assert p.returncode != 0 and "restore the key" in p.stderr, p.stderr
+    assert not (store.data / "audit" / remove).exists()
+    assert not (tmp_path / "c" / "svid.pem").exists()
+    assert [r["seq"] for r in records(store)] == [1, 2, 3, 4]
+    assert esm(store, "audit", "verify").stdout.startswith("ok: events 1..4 verify")
+
+
+def test_a_swapped_audit_key_is_refused(store, tmp_path):
+    other = tmp_path / "other"
+    run("init", "--trust-domain", "example.org", "--dir", other)
+    shutil.copy(other / "audit" / "checkpoint.key", store.data / "audit" / "checkpoint.key")
+    p = esm(store, "cert", "issue", "--spiffe-id", "spiffe://example.org/c", "--out",
+            tmp_path / "c", check=False)
+    assert p.returncode != 0 and "not the private half" in p.stderr, p.stderr
+    assert [r["seq"] for r in records(store)] == [1, 2, 3, 4]
 
 
 def test_database_refuses_update_and_delete(store):
