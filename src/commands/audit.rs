@@ -11,9 +11,9 @@ use esm_audit::store::{Db, Filter};
 use time::OffsetDateTime;
 
 use crate::cli::{AuditCommand, PublicKeyArg};
-use crate::config::Config;
 use crate::evidence::{cli_actor, open_db, open_db_to_read, Evidence};
 use crate::exit::usage;
+use esm_config::Config;
 
 /// A proof file is small; anything bigger is not one of ours.
 const MAX_PROOF_LEN: u64 = 1 << 20;

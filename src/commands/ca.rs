@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use esm_ca::rotation::Step;
 
 use crate::cli::RotateStep;
-use crate::config::Config;
+use esm_config::Config;
 
 pub fn rotate(
     cfg: &Config,

@@ -10,8 +10,8 @@ use esm_ca::issuer::{issue as issue_svid, LeafKey, SvidRequest};
 use esm_identity::SpiffeId;
 
 use crate::cli::IssueArgs;
-use crate::config::{duration, Config};
 use crate::exit::usage;
+use esm_config::{duration, Config};
 
 pub fn issue(cfg: &Config, env: &BTreeMap<String, String>, args: IssueArgs) -> anyhow::Result<()> {
     let id = SpiffeId::parse(&args.spiffe_id)

@@ -9,8 +9,8 @@ use esm_report::model::PolicyFact;
 use esm_report::{Format, Framework, Params, Period, Request};
 
 use crate::cli::{ReportArgs, ReportCommand, ReportFormat};
-use crate::config::Config;
 use crate::exit::usage;
+use esm_config::Config;
 
 /// A report handed to `verify` larger than this is not one esm wrote.
 const MAX_REPORT: u64 = 256 << 20;
