@@ -62,9 +62,13 @@ pub fn run(args: InitArgs, env: &BTreeMap<String, String>) -> anyhow::Result<()>
         if let Some(roles) = custody.as_object_mut() {
             roles.insert("audit".into(), audit_key.custody());
         }
-        let event =
-            esm_ca::evidence::ca_initialized(&state, &custody, &crate::evidence::cli_actor(), now);
-        crate::evidence::record_now_with(&cfg, audit_key, vec![event])?;
+        let event = esm_ca::audit_events::ca_initialized(
+            &state,
+            &custody,
+            &crate::audit_store::cli_actor(),
+            now,
+        );
+        crate::audit_store::record_now_with(&cfg, audit_key, vec![event])?;
         write_owner_only(&config_path, toml.as_bytes())?;
         anyhow::Ok(state)
     })();

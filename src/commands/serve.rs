@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::serve_reload::{AuthzHandles, Reloader, SetHandle};
-use crate::evidence::Evidence;
+use crate::audit_store::Evidence;
 use esm_config::Config;
 
 pub fn run(
