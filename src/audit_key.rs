@@ -19,9 +19,9 @@ use esm_audit::file_key::{write_new, KEY_FILE, PUBLIC_FILE};
 use esm_ca::key_backend::checkpoint_key::{new_key_name, BackendCheckpointKey, CheckpointKeys};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
 use crate::exit::usage;
-use crate::key_backend_config::KeyBackendKind;
+use esm_config::key_backends::KeyBackendKind;
+use esm_config::Config;
 
 /// The file naming a checkpoint key held in a token or vault.
 pub const REF_FILE: &str = "checkpoint-key.json";
@@ -213,7 +213,7 @@ mod tests {
     #[test]
     fn a_file_log_refuses_a_reference_to_a_backend_key() {
         let d = tempfile::tempdir().unwrap();
-        let text = crate::config::default_toml(
+        let text = esm_config::default_toml(
             &esm_identity::TrustDomain::parse("example.org").unwrap(),
             esm_ca::key_backend::KeyAlgorithm::EcP256,
             "file",

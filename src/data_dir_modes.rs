@@ -65,7 +65,7 @@ pub fn seen(path: &Path) -> Option<Seen> {
 }
 
 /// Looks at the data dir of `cfg` and logs a warning for each finding.
-pub fn warn_if_loose(cfg: &crate::config::Config) {
+pub fn warn_if_loose(cfg: &esm_config::Config) {
     let dir = &cfg.data_dir;
     let mut private: Vec<PathBuf> = ["esm.toml", "ca", "ca/keys"]
         .iter()

@@ -1,5 +1,9 @@
 //! Exit codes: 0 success, 1 a failure was found (or an operation failed), 2 usage or
 //! configuration error.
+//!
+//! Who is at fault decides between 1 and 2: a flag, esm.toml or a file the operator named is
+//! theirs to fix (2); a token, database or disk that fails while esm runs is not (1), even
+//! when a retry with the same command line would succeed.
 
 use std::fmt;
 
@@ -64,4 +68,43 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
         }
     }
     FAILURE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_failure_at_run_time_exits_1_not_2() {
+        let e = anyhow::Error::new(esm_ca::Error::KeyBackend {
+            backend: "pkcs11",
+            reason: "PKCS#11 token \"esm-ca\" no longer holds key esm-root-1".into(),
+        })
+        .context("signing an SVID");
+        assert_eq!(code_for(&e), FAILURE);
+    }
+
+    #[test]
+    fn a_database_failure_at_run_time_exits_1_not_2() {
+        let open = esm_audit::Error::Open {
+            path: "/var/lib/esm/audit.db".into(),
+            source: sqlx::Error::PoolTimedOut,
+        };
+        let e = anyhow::Error::new(open).context("opening the audit store");
+        assert_eq!(code_for(&e), FAILURE);
+        let e = anyhow::Error::new(esm_agent::Error::Database(sqlx::Error::PoolClosed));
+        assert_eq!(code_for(&e), FAILURE);
+        let e = anyhow::Error::new(esm_audit::Error::Database("disk I/O error".into()));
+        assert_eq!(code_for(&e), FAILURE);
+    }
+
+    #[test]
+    fn a_configuration_or_flag_mistake_exits_2() {
+        let e = anyhow::Error::new(esm_ca::Error::Config("PKCS#11 token: wrong PIN".into()))
+            .context("opening the CA");
+        assert_eq!(code_for(&e), USAGE);
+        assert_eq!(code_for(&usage("--ttl \"x\": not a duration")), USAGE);
+        let e = anyhow::Error::new(esm_audit::Error::Config("audit.url".into()));
+        assert_eq!(code_for(&e), USAGE);
+    }
 }

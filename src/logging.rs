@@ -9,7 +9,7 @@ use tracing_subscriber::layer::{Layered, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 
-use crate::telemetry_config::LogFormat;
+use esm_config::telemetry::LogFormat;
 
 /// The subscriber under the formatting layer: the `ESM_LOG` filter stays outside the
 /// reload (tracing-subscriber cannot swap a per-layer filter).

@@ -14,22 +14,15 @@ mod admin;
 mod admin_api;
 mod admin_peer;
 mod admin_server;
-mod agent_config;
 mod audit_key;
-mod authz_config;
-mod azure_config;
+mod audit_store;
 mod cli;
 mod commands;
-mod config;
-mod config_reload;
 mod data_dir_modes;
-mod evidence;
 mod exit;
-mod key_backend_config;
 mod logging;
 mod metrics;
 mod metrics_services;
-mod telemetry_config;
 
 use clap::Parser;
 

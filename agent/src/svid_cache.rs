@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use esm_audit::writer::AuditSink;
-use esm_ca::evidence::Replaced;
+use esm_ca::audit_events::Replaced;
 use esm_ca::issuer::{IssuancePolicy, IssuedSvid, LeafKey, SvidRequest};
 use esm_ca::material::CaMaterial;
 use esm_identity::SpiffeId;
@@ -215,10 +215,15 @@ impl SvidCache {
         }
         if let Some(sink) = &self.audit {
             let e = match replaced {
-                Some((r, reason)) => {
-                    esm_ca::evidence::svid_rotated(svid, r, reason, &opener.actor, opener.via, now)
-                }
-                None => esm_ca::evidence::svid_issued(svid, &opener.actor, opener.via, now),
+                Some((r, reason)) => esm_ca::audit_events::svid_rotated(
+                    svid,
+                    r,
+                    reason,
+                    &opener.actor,
+                    opener.via,
+                    now,
+                ),
+                None => esm_ca::audit_events::svid_issued(svid, &opener.actor, opener.via, now),
             };
             if let Err(err) = sink.try_append(e) {
                 tracing::warn!(error = %err, "SVID issuance not recorded");

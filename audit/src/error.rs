@@ -41,6 +41,15 @@ pub enum Error {
         #[source]
         source: sqlx::Error,
     },
+    /// The SQLite database at `path` did not open or answer its first query: a missing
+    /// directory, no permission, a file that is not a database, a full disk. The driver's
+    /// error is the source (printed after the path by `{:#}`), so its cause is not lost.
+    #[error("audit database: {path}")]
+    Open {
+        path: String,
+        #[source]
+        source: sqlx::Error,
+    },
     /// Reading the SQLite file directly (verification and report scans) failed.
     #[error("audit database {path}: {source}")]
     Sqlite {
@@ -85,8 +94,20 @@ impl Error {
 
     /// True when the error is the caller's or the configuration's fault (CLI exit 2).
     pub fn is_usage_error(&self) -> bool {
-        matches!(self, Self::InvalidEvent(_) | Self::Config(_))
+        match self {
+            Self::InvalidEvent(_) | Self::Config(_) => true,
+            // `audit.url` names a file that is not a SQLite database: the wrong path. Every
+            // other open failure (I/O, a full disk, a server down) is a run-time failure.
+            Self::Open { source, .. } => is_not_a_database(source),
+            _ => false,
+        }
     }
+}
+
+/// SQLITE_NOTADB: the file opened but holds no SQLite database.
+fn is_not_a_database(e: &sqlx::Error) -> bool {
+    const SQLITE_NOTADB: &str = "26";
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some(SQLITE_NOTADB))
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

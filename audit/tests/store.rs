@@ -260,8 +260,18 @@ async fn a_file_that_is_not_a_database_is_a_clear_error() {
         .await
         .err()
         .unwrap();
-    assert!(matches!(err, Error::Database(_)), "{err}");
+    assert!(matches!(err, Error::Open { .. }), "{err}");
+    // A file that is not a database is a wrong path: the operator's to fix (exit 2).
+    assert!(err.is_usage_error(), "{err}");
     assert!(err.to_string().contains("audit.db"), "{err}");
+    // sqlx's own error stays the source, so its words reach the operator.
+    let source = std::error::Error::source(&err).map(|s| s.to_string());
+    assert!(
+        source
+            .as_deref()
+            .is_some_and(|s| s.contains("not a database")),
+        "{source:?}"
+    );
 }
 
 /// The data dir is traversable (workloads reach the agent socket in it), so the audit

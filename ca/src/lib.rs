@@ -4,10 +4,10 @@
 //! rotation ([`rotation`], [`rotator`], [`store`]), X509-SVID issuance ([`issuer`], [`csr`]).
 //! The names it issues to (SPIFFE IDs, trust bundles) are esm-identity's.
 
+pub mod audit_events;
 pub mod authority;
 pub mod csr;
 pub mod error;
-pub mod evidence;
 pub mod issuer;
 pub mod key_backend;
 pub mod material;

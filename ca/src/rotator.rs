@@ -8,7 +8,7 @@ use esm_audit::writer::AuditSink;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-use crate::evidence;
+use crate::audit_events;
 use crate::material::CaMaterial;
 use crate::rotation::{next_due_at, RotationPolicy};
 use crate::state::CaState;
@@ -107,7 +107,7 @@ pub async fn run(
                 };
                 for step in &done {
                     tracing::info!(ca.step = ?step, "CA rotation step applied");
-                    let e = evidence::ca_rotated(*step, &state, &custody, ACTOR, now);
+                    let e = audit_events::ca_rotated(*step, &state, &custody, ACTOR, now);
                     record(audit.as_ref(), e).await;
                 }
                 let wait = next_wake(&state, &policy, OffsetDateTime::now_utc());
@@ -132,7 +132,7 @@ pub async fn run(
                 let reason = e.to_string();
                 if failing.as_ref() != Some(&reason) {
                     let td = tx.borrow().trust_domain.to_string();
-                    let event = evidence::ca_rotation_failed(&td, ACTOR, &reason);
+                    let event = audit_events::ca_rotation_failed(&td, ACTOR, &reason);
                     record(audit.as_ref(), event).await;
                     failing = Some(reason);
                 }

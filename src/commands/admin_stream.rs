@@ -106,7 +106,7 @@ pub fn send_head(
     let head = format!(
         "{method} {path} HTTP/1.1\r\nhost: esm\r\nconnection: close\r\nx-esm-actor: {}\r\n\
          content-type: {content_type}\r\ncontent-length: {content_length}\r\n\r\n",
-        crate::evidence::cli_actor(),
+        crate::audit_store::cli_actor(),
     );
     s.write_all(head.as_bytes())?;
     Ok(s)

@@ -12,8 +12,8 @@ use esm_listener::{GuardedListener, Limits};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
-use crate::evidence::Evidence;
+use crate::audit_store::Evidence;
+use esm_config::Config;
 
 fn until(stop: &watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
     let mut stop = stop.clone();

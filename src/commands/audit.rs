@@ -10,10 +10,10 @@ use esm_audit::prove::{ConsistencyProof, InclusionProof};
 use esm_audit::store::{Db, Filter};
 use time::OffsetDateTime;
 
+use crate::audit_store::{cli_actor, open_db, open_db_to_read, Evidence};
 use crate::cli::{AuditCommand, PublicKeyArg};
-use crate::config::Config;
-use crate::evidence::{cli_actor, open_db, open_db_to_read, Evidence};
 use crate::exit::usage;
+use esm_config::Config;
 
 /// A proof file is small; anything bigger is not one of ours.
 const MAX_PROOF_LEN: u64 = 1 << 20;
@@ -179,7 +179,7 @@ async fn retain(
         return Ok(());
     };
     let up_to = cp.checkpoint.tree_size;
-    let key = crate::evidence::open_key(cfg, env).await?;
+    let key = crate::audit_store::open_key(cfg, env).await?;
     let evidence = Evidence::with_key(cfg, key.clone()).await?;
     let reason = format!("retention of events before {before}");
     let done =

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use esm_ca::rotation::Step;
 
 use crate::cli::RotateStep;
-use crate::config::Config;
+use esm_config::Config;
 
 pub fn rotate(
     cfg: &Config,
@@ -30,7 +30,7 @@ pub fn rotate(
     if !done.is_empty() {
         tell_server(cfg);
     }
-    let actor = crate::evidence::cli_actor();
+    let actor = crate::audit_store::cli_actor();
     let custody = if done.is_empty() {
         serde_json::Value::Null
     } else {
@@ -38,10 +38,10 @@ pub fn rotate(
     };
     let events = done
         .iter()
-        .map(|step| esm_ca::evidence::ca_rotated(*step, &state, &custody, &actor, now))
+        .map(|step| esm_ca::audit_events::ca_rotated(*step, &state, &custody, &actor, now))
         .collect::<Vec<_>>();
     if !events.is_empty() {
-        crate::evidence::record_now(cfg, env, events)?;
+        crate::audit_store::record_now(cfg, env, events)?;
     }
     if done.is_empty() {
         println!("nothing is due");

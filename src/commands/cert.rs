@@ -4,14 +4,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Context;
+use esm_ca::audit_events;
 use esm_ca::csr::MAX_CSR_LEN;
-use esm_ca::evidence;
 use esm_ca::issuer::{issue as issue_svid, LeafKey, SvidRequest};
 use esm_identity::SpiffeId;
 
 use crate::cli::IssueArgs;
-use crate::config::{duration, Config};
 use crate::exit::usage;
+use esm_config::{duration, Config};
 
 pub fn issue(cfg: &Config, env: &BTreeMap<String, String>, args: IssueArgs) -> anyhow::Result<()> {
     let id = SpiffeId::parse(&args.spiffe_id)
@@ -21,7 +21,7 @@ pub fn issue(cfg: &Config, env: &BTreeMap<String, String>, args: IssueArgs) -> a
         .as_deref()
         .map(|t| duration("--ttl", t).map_err(|e| usage(e.to_string())))
         .transpose()?;
-    let actor = crate::evidence::cli_actor();
+    let actor = crate::audit_store::cli_actor();
     let key = match &args.csr {
         None => LeafKey::Generate,
         Some(path) => match esm_ca::csr::validate(
@@ -32,8 +32,8 @@ pub fn issue(cfg: &Config, env: &BTreeMap<String, String>, args: IssueArgs) -> a
             Err(e) => {
                 // A refused CSR is evidence too; the refusal is what the caller sees either way.
                 let now = time::OffsetDateTime::now_utc();
-                let event = evidence::svid_refused(id.as_str(), &actor, &e.to_string(), now);
-                if let Err(rec) = crate::evidence::record_now(cfg, env, vec![event]) {
+                let event = audit_events::svid_refused(id.as_str(), &actor, &e.to_string(), now);
+                if let Err(rec) = crate::audit_store::record_now(cfg, env, vec![event]) {
                     tracing::error!(error = %rec, "could not record the refused CSR");
                 }
                 return Err(e.into());
@@ -58,8 +58,8 @@ pub fn issue(cfg: &Config, env: &BTreeMap<String, String>, args: IssueArgs) -> a
         Ok(svid) => svid,
         Err(e @ esm_ca::Error::Reserved(_)) => {
             // Someone asked for esm's own identity: worth a record, not only a message.
-            let event = evidence::svid_refused(id.as_str(), &actor, &e.to_string(), now);
-            if let Err(rec) = crate::evidence::record_now(cfg, env, vec![event]) {
+            let event = audit_events::svid_refused(id.as_str(), &actor, &e.to_string(), now);
+            if let Err(rec) = crate::audit_store::record_now(cfg, env, vec![event]) {
                 tracing::error!(error = %rec, "could not record the refused issuance");
             }
             return Err(e.into());
@@ -68,10 +68,10 @@ pub fn issue(cfg: &Config, env: &BTreeMap<String, String>, args: IssueArgs) -> a
     };
     let bundle = store.bundle(&state, now)?;
     // Durable evidence first: an SVID that exists must be in the log.
-    let seq = crate::evidence::record_now(
+    let seq = crate::audit_store::record_now(
         cfg,
         env,
-        vec![evidence::svid_issued(&svid, &actor, "cli", now)],
+        vec![audit_events::svid_issued(&svid, &actor, "cli", now)],
     )?;
 
     std::fs::create_dir_all(&args.out)

@@ -85,7 +85,7 @@ pub fn run(command: EntryCommand, env: &BTreeMap<String, String>) -> anyhow::Res
         } => {
             let cfg = cfg_of(&config)?;
             let ttl_secs = ttl
-                .map(|t| crate::config::duration("--ttl", &t).map(|d| d.whole_seconds()))
+                .map(|t| esm_config::duration("--ttl", &t).map(|d| d.whole_seconds()))
                 .transpose()?;
             let body = json!({
                 "spiffe_id": spiffe_id, "selectors": selectors,

@@ -9,8 +9,8 @@ use esm_ca::store::{InitOptions, Upstream};
 use esm_identity::TrustDomain;
 
 use crate::cli::{InitArgs, KeyBackendArg};
-use crate::config::{default_toml, Config};
 use crate::exit::usage;
+use esm_config::{default_toml, Config};
 
 pub fn run(args: InitArgs, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
     let td = TrustDomain::parse(&args.trust_domain)
@@ -33,7 +33,7 @@ pub fn run(args: InitArgs, env: &BTreeMap<String, String>) -> anyhow::Result<()>
     let toml = default_toml(&td, algorithm, backend, audit_backend) + &backend_toml;
     // The key backends are reached (module loaded, token found, PIN checked) before the data
     // dir is touched: a wrong PIN or a missing token leaves nothing behind.
-    let cfg = Config::parse(&toml, args.dir.clone(), env).map_err(|e| usage(format!("{e:#}")))?;
+    let cfg = Config::parse(&toml, args.dir.clone(), env).map_err(|e| usage(e.chain()))?;
     let store = super::ca_store(&cfg, env)?;
     store.check_keys()?;
     crate::audit_key::check(&cfg, env)?;
@@ -62,9 +62,13 @@ pub fn run(args: InitArgs, env: &BTreeMap<String, String>) -> anyhow::Result<()>
         if let Some(roles) = custody.as_object_mut() {
             roles.insert("audit".into(), audit_key.custody());
         }
-        let event =
-            esm_ca::evidence::ca_initialized(&state, &custody, &crate::evidence::cli_actor(), now);
-        crate::evidence::record_now_with(&cfg, audit_key, vec![event])?;
+        let event = esm_ca::audit_events::ca_initialized(
+            &state,
+            &custody,
+            &crate::audit_store::cli_actor(),
+            now,
+        );
+        crate::audit_store::record_now_with(&cfg, audit_key, vec![event])?;
         write_owner_only(&config_path, toml.as_bytes())?;
         anyhow::Ok(state)
     })();
@@ -125,7 +129,7 @@ fn backend_section(args: &InitArgs) -> anyhow::Result<(&'static str, &'static st
         };
         let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
         let pin_file = args.pkcs11_pin_file.as_deref().map(abs);
-        tables += &crate::key_backend_config::pkcs11_toml(&abs(module), token, pin_file.as_deref());
+        tables += &esm_config::key_backends::pkcs11_toml(&abs(module), token, pin_file.as_deref());
     }
     if chosen.contains(&KeyBackendArg::AzureKeyVault) {
         let Some(url) = &args.azure_vault_url else {
@@ -135,7 +139,7 @@ fn backend_section(args: &InitArgs) -> anyhow::Result<(&'static str, &'static st
         };
         esm_ca::key_backend::azure_key_vault::vault_host(url)
             .map_err(|e| usage(format!("--azure-vault-url: {e}")))?;
-        tables += &crate::azure_config::toml_table(url);
+        tables += &esm_config::azure_key_vault::toml_table(url);
     }
     Ok((name(args.key_backend), name(args.audit_key_backend), tables))
 }

@@ -9,9 +9,9 @@ use esm_ca::key_backend::pkcs11::{Pin, Pkcs11Config, Pkcs11KeyStore};
 use esm_ca::key_backend::KeyStore;
 use esm_ca::store::CaStore;
 
-use crate::config::Config;
 use crate::exit::usage;
-use crate::key_backend_config::{KeyBackendKind, Pkcs11Settings, PKCS11_PIN_ENV};
+use esm_config::key_backends::{KeyBackendKind, Pkcs11Settings, PKCS11_PIN_ENV};
+use esm_config::Config;
 
 /// The PIN from `ESM_PKCS11_PIN`, else from the PIN file's first line.
 fn pkcs11_pin(p: &Pkcs11Settings, env: &BTreeMap<String, String>) -> anyhow::Result<Pin> {

@@ -19,8 +19,8 @@ use std::io::Write;
 use anyhow::Context;
 
 use crate::cli::{BundleCommand, BundleFormat, CaCommand, CertCommand, Cli, Command, ConfigArgs};
-use crate::config::Config;
 use crate::exit::usage;
+use esm_config::Config;
 
 pub fn run(cli: Cli, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
     match cli.command {
@@ -68,7 +68,7 @@ fn audit_config_args(c: &crate::cli::AuditCommand) -> &ConfigArgs {
 }
 
 fn load(args: &ConfigArgs, env: &BTreeMap<String, String>) -> anyhow::Result<Config> {
-    let config = Config::load(&args.path(), env).map_err(|e| usage(format!("{e:#}")))?;
+    let config = Config::load(&args.path(), env).map_err(|e| usage(e.chain()))?;
     crate::logging::set_format(config.telemetry.log_format);
     Ok(config)
 }

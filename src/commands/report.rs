@@ -9,8 +9,8 @@ use esm_report::model::PolicyFact;
 use esm_report::{Format, Framework, Params, Period, Request};
 
 use crate::cli::{ReportArgs, ReportCommand, ReportFormat};
-use crate::config::Config;
 use crate::exit::usage;
+use esm_config::Config;
 
 /// A report handed to `verify` larger than this is not one esm wrote.
 const MAX_REPORT: u64 = 256 << 20;
@@ -44,7 +44,7 @@ pub fn run(cfg: &Config, args: ReportArgs) -> anyhow::Result<()> {
         framework,
         period,
         params,
-        store: crate::evidence::redacted_url(&cfg.audit.url),
+        store: crate::audit_store::redacted_url(&cfg.audit.url),
         esm_version: env!("CARGO_PKG_VERSION").to_owned(),
         now_ns: i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos())
             .unwrap_or(i64::MAX),
@@ -61,9 +61,9 @@ pub fn run(cfg: &Config, args: ReportArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let report = rt.block_on(async {
-        let db = crate::evidence::open_db_to_read(cfg)
-            .await
-            .map_err(|e| usage(format!("{e:#}")))?;
+        // A store that is not a database is the operator's wrong path (exit 2); a server
+        // that does not answer or a disk that fails is a run-time failure (exit 1).
+        let db = crate::audit_store::open_db_to_read(cfg).await?;
         let r = esm_report::generate(&db, &key, &req).await;
         db.close().await;
         anyhow::Ok(r?)

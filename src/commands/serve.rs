@@ -13,8 +13,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::serve_reload::{AuthzHandles, Reloader, SetHandle};
-use crate::config::Config;
-use crate::evidence::Evidence;
+use crate::audit_store::Evidence;
+use esm_config::Config;
 
 pub fn run(
     path: std::path::PathBuf,

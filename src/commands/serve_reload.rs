@@ -1,7 +1,7 @@
 //! SIGHUP: esm.toml read again. A config that does not parse, or whose changed policy sets
 //! do not compile or pass their Rego tests, is refused as a whole: the config in force stays,
 //! the error (file, key, what was expected) is logged, and `config.changed` is audited with
-//! outcome failure. A valid one is applied as far as [`crate::config_reload::plan`] says it
+//! outcome failure. A valid one is applied as far as [`esm_config::reload::plan`] says it
 //! can be live; the rest is logged as taking effect at restart and listed in the event.
 //! Either way every policy set is re-read at once, as if its poll had come.
 //!
@@ -22,8 +22,8 @@ use esm_authz::service::{AuthzService, Settings};
 use esm_authz::source::SetSpec;
 use tokio::sync::{watch, Notify};
 
-use crate::config::Config;
-use crate::config_reload::{plan, Plan};
+use esm_config::reload::{plan, Plan};
+use esm_config::Config;
 
 /// What marks a change made by a config reload, in its events' details.
 const VIA: &str = "esm:config-reload";

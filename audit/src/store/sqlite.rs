@@ -38,7 +38,7 @@ pub async fn connect(path: &str, check: bool) -> Result<SqlitePool> {
         .max_connections(4)
         .connect_with(opts)
         .await
-        .map_err(|e| Error::Database(format!("{path}: {e}")))?;
+        .map_err(open_error(path))?;
     // A file that is not a database, or is damaged, fails here with a clear message.
     let probe = if check {
         "PRAGMA quick_check"
@@ -48,7 +48,7 @@ pub async fn connect(path: &str, check: bool) -> Result<SqlitePool> {
     let found: Option<String> = sqlx::query_scalar(probe)
         .fetch_optional(&pool)
         .await
-        .map_err(|e| Error::Database(format!("{path}: {e}")))?;
+        .map_err(open_error(path))?;
     if let Some(damage) = found.filter(|f| f != "ok") {
         return Err(Error::Database(format!("{path}: damaged: {damage}")));
     }
@@ -79,7 +79,13 @@ pub async fn dedicated(pool: &SqlitePool) -> Result<SqlitePool> {
         .max_connections(1)
         .connect_with(opts)
         .await
-        .map_err(|e| Error::Database(format!("audit writer connection: {e}")))
+        .map_err(open_error("audit writer connection"))
+}
+
+/// Keeps sqlx's error as the source of the open failure of `path`.
+fn open_error(path: &str) -> impl FnOnce(sqlx::Error) -> Error {
+    let path = path.to_owned();
+    move |source| Error::Open { path, source }
 }
 
 /// The audit tables' schema history.

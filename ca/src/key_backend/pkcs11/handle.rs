@@ -38,11 +38,16 @@ impl PrivateKeyRef {
         }
         let h =
             Pkcs11KeyStore::find(s, ObjectClass::PRIVATE_KEY, &self.cka_id)?.ok_or_else(|| {
-                Failure::Esm(Error::Config(format!(
-                    "PKCS#11 token {:?} no longer holds key {}",
-                    self.token.label,
-                    key_label(&self.key_id)
-                )))
+                // The key was found when the CA loaded it: its loss since is the token's
+                // (or its administrator's) doing at run time, not esm's configuration.
+                Failure::Esm(Error::KeyBackend {
+                    backend: super::token::BACKEND,
+                    reason: format!(
+                        "PKCS#11 token {:?} no longer holds key {}",
+                        self.token.label,
+                        key_label(&self.key_id)
+                    ),
+                })
             })?;
         if let Ok(mut g) = self.cached.lock() {
             *g = Some((generation, h));

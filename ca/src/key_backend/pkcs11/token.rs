@@ -170,7 +170,8 @@ impl Token {
     }
 
     /// Loads the module, finds the token, logs in. Wrong PIN, missing module and missing
-    /// token are configuration errors with one-line messages.
+    /// token are configuration errors with one-line messages; a token that goes missing
+    /// after a first connection is a run-time failure ([`Error::KeyBackend`]).
     fn connect(&self) -> Result<Conn> {
         let ctx = module(&self.module_path)?;
         let slot = match self.find_slot(&ctx) {
@@ -183,11 +184,21 @@ impl Token {
         }
         .map_err(|e| self.err("listing slots", e))?;
         let slot = slot.ok_or_else(|| {
-            Error::Config(format!(
+            let message = format!(
                 "PKCS#11 module {}: no token labelled {:?}",
                 self.module_path.display(),
                 self.label
-            ))
+            );
+            // On the first connection a missing token is a wrong label or module; once
+            // connected, it is a token pulled or failed at run time.
+            if self.generations.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+                Error::Config(message)
+            } else {
+                Error::KeyBackend {
+                    backend: BACKEND,
+                    reason: message,
+                }
+            }
         })?;
         let session = ctx
             .open_rw_session(slot)

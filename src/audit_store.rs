@@ -12,7 +12,7 @@ use esm_audit::store::Db;
 use esm_audit::writer::{self, AuditSink, WriterHandle, WriterOptions};
 use esm_audit::Event;
 
-use crate::config::Config;
+use esm_config::Config;
 
 pub async fn open_db(cfg: &Config) -> anyhow::Result<Db> {
     Db::open(&cfg.audit.url, cfg.audit.schema.as_deref())

@@ -5,13 +5,15 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail};
 use esm_authz::grpc_body::{ProtoDescriptors, MAX_DESCRIPTOR_SET};
 use esm_authz::input::InputOptions;
 use esm_authz::jwt_builtins::JwtKeys;
 use esm_authz::service::{DecisionLog, DecisionLogMode};
 use esm_authz::source::{PolicySource, SetSpec};
 use serde::Deserialize;
+
+use crate::values::{bool_or_string, int_or_string};
+use crate::Error;
 
 pub const DEFAULT_TOML: &str = r#"
 [authz]
@@ -69,7 +71,7 @@ decision_memo = 4096
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawAuthz {
+pub(crate) struct RawAuthz {
     listen: String,
     listen_unix: String,
     policy_dir: String,
@@ -78,7 +80,7 @@ pub struct RawAuthz {
     rule: String,
     #[serde(deserialize_with = "bool_or_string")]
     dry_run: bool,
-    #[serde(deserialize_with = "crate::config::int_or_string")]
+    #[serde(deserialize_with = "int_or_string")]
     deny_status: u64,
     decision_budget: String,
     #[serde(deserialize_with = "bool_or_string")]
@@ -88,14 +90,14 @@ pub struct RawAuthz {
     proto_descriptor: String,
     decision_log: String,
     decision_log_mode: String,
-    #[serde(deserialize_with = "crate::config::int_or_string")]
+    #[serde(deserialize_with = "int_or_string")]
     decision_memo: u64,
     sets: BTreeMap<String, RawSet>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawSet {
+pub(crate) struct RawSet {
     policy_dir: String,
     bundle_key: String,
     jwks: String,
@@ -140,26 +142,6 @@ impl Default for RawAuthz {
     }
 }
 
-/// Booleans may come from the file or from `ESM_…` variables (`true`/`false`, `1`/`0`).
-pub(crate) fn bool_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum V {
-        Bool(bool),
-        Text(String),
-    }
-    match V::deserialize(d)? {
-        V::Bool(b) => Ok(b),
-        V::Text(s) => match s.trim() {
-            "true" | "1" => Ok(true),
-            "false" | "0" => Ok(false),
-            _ => Err(serde::de::Error::custom(format!(
-                "{s:?} is not true or false"
-            ))),
-        },
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct AuthzConfig {
     pub listen: Option<SocketAddr>,
@@ -180,37 +162,39 @@ const MAX_MEMO: u64 = 1_000_000;
 
 /// Reads `authz.proto_descriptor`: a wrong path, a file that is not a descriptor set, or one
 /// that does not link is the config's fault, reported with the key.
-fn proto_descriptor(name: &str, data_dir: &Path) -> anyhow::Result<Option<ProtoDescriptors>> {
+fn proto_descriptor(name: &str, data_dir: &Path) -> crate::Result<Option<ProtoDescriptors>> {
     if name.is_empty() {
         return Ok(None);
     }
     let path = data_dir.join(name);
-    let label = "authz.proto_descriptor ";
-    let bytes = crate::commands::read_at_most(label, &path, MAX_DESCRIPTOR_SET)?;
+    let key = "authz.proto_descriptor";
+    let bytes = crate::files::read_at_most(key, &path, MAX_DESCRIPTOR_SET)?;
+    let problem = |problem: String| Error::KeyFile {
+        key: key.to_owned(),
+        path: path.clone(),
+        problem,
+    };
     if bytes.len() as u64 > MAX_DESCRIPTOR_SET {
-        bail!(
-            "{label}{}: larger than {MAX_DESCRIPTOR_SET} bytes",
-            path.display()
-        );
+        return Err(problem(format!("larger than {MAX_DESCRIPTOR_SET} bytes")));
     }
     ProtoDescriptors::from_bytes(&bytes)
         .map(Some)
-        .map_err(|e| anyhow!("{label}{}: {e}", path.display()))
+        .map_err(|e| problem(e.to_string()))
 }
 
 /// Key files are small; anything larger is a wrong path.
 const MAX_KEY_FILE: u64 = 1 << 20;
 
-fn key_file(what: &str, name: &str, data_dir: &Path) -> anyhow::Result<Option<String>> {
+fn key_file(what: &str, name: &str, data_dir: &Path) -> crate::Result<Option<String>> {
     if name.is_empty() {
         return Ok(None);
     }
     let path = data_dir.join(name);
-    let text = crate::commands::read_text(&format!("{what} "), &path, MAX_KEY_FILE)?;
+    let text = crate::files::read_text(what, &path, MAX_KEY_FILE)?;
     Ok(Some(text))
 }
 
-fn parse_set(name: &str, raw: RawSet, data_dir: &Path) -> anyhow::Result<SetSpec> {
+fn parse_set(name: &str, raw: RawSet, data_dir: &Path) -> crate::Result<SetSpec> {
     let key = |k: &str| {
         format!(
             "authz{}.{k}",
@@ -222,31 +206,35 @@ fn parse_set(name: &str, raw: RawSet, data_dir: &Path) -> anyhow::Result<SetSpec
         )
     };
     if !(raw.rule.starts_with("data.") && raw.rule.len() > 5) {
-        bail!(
-            "{} = {:?}: expected a rule path like data.envoy.authz.allow",
-            key("rule"),
-            raw.rule
-        );
+        return Err(Error::expected(
+            &key("rule"),
+            format!("{:?}", raw.rule),
+            "a rule path like data.envoy.authz.allow",
+        ));
     }
     if raw.policy_dir.is_empty() {
-        bail!("{} is empty", key("policy_dir"));
+        let k = key("policy_dir");
+        return Err(Error::rule(&k, format!("{k} is empty")));
     }
     let bundle_keys = key_file(&key("bundle_key"), &raw.bundle_key, data_dir)?
         .map(|t| esm_authz::jwt::parse_keys(&t))
         .transpose()
-        .map_err(|e| anyhow!("{}: {e}", key("bundle_key")))?;
+        .map_err(|e| Error::content(&key("bundle_key"), e))?;
     let source = PolicySource::from_path(data_dir.join(&raw.policy_dir), bundle_keys);
     if matches!(source, PolicySource::Dir(_)) && !raw.bundle_key.is_empty() {
-        bail!(
-            "{} is set but {} is not a .tar.gz bundle",
-            key("bundle_key"),
-            key("policy_dir")
-        );
+        return Err(Error::rule(
+            &key("bundle_key"),
+            format!(
+                "{} is set but {} is not a .tar.gz bundle",
+                key("bundle_key"),
+                key("policy_dir")
+            ),
+        ));
     }
     let jwt_keys = key_file(&key("jwks"), &raw.jwks, data_dir)?
         .map(|t| JwtKeys::from_text(&t))
         .transpose()
-        .map_err(|e| anyhow!("{}: {e}", key("jwks")))?
+        .map_err(|e| Error::content(&key("jwks"), e))?
         .unwrap_or_default();
     Ok(SetSpec {
         name: name.to_owned(),
@@ -258,13 +246,17 @@ fn parse_set(name: &str, raw: RawSet, data_dir: &Path) -> anyhow::Result<SetSpec
     })
 }
 
-pub fn parse(raw: RawAuthz, data_dir: &Path) -> anyhow::Result<AuthzConfig> {
-    let listen = crate::config::optional_addr("authz.listen", &raw.listen)?;
+pub(crate) fn parse(raw: RawAuthz, data_dir: &Path) -> crate::Result<AuthzConfig> {
+    let listen = crate::optional_addr("authz.listen", &raw.listen)?;
     let listen_unix = (!raw.listen_unix.is_empty()).then(|| data_dir.join(&raw.listen_unix));
     if !(400..=599).contains(&raw.deny_status) {
-        bail!("authz.deny_status = {}: expected 400..599", raw.deny_status);
+        return Err(Error::expected(
+            "authz.deny_status",
+            raw.deny_status.to_string(),
+            "400..599",
+        ));
     }
-    let budget = crate::config::duration("authz.decision_budget", &raw.decision_budget)?;
+    let budget = crate::duration("authz.decision_budget", &raw.decision_budget)?;
     let default_set = RawSet {
         policy_dir: raw.policy_dir,
         bundle_key: raw.bundle_key,
@@ -275,15 +267,19 @@ pub fn parse(raw: RawAuthz, data_dir: &Path) -> anyhow::Result<AuthzConfig> {
     let mut sets = vec![parse_set("default", default_set, data_dir)?];
     for (name, set) in raw.sets {
         if name == "default" || name.is_empty() {
-            bail!("authz.sets.{name:?}: the name is reserved");
+            return Err(Error::rule(
+                &format!("authz.sets.{name}"),
+                format!("authz.sets.{name:?}: the name is reserved"),
+            ));
         }
         sets.push(parse_set(&name, set, data_dir)?);
     }
     if raw.decision_memo > MAX_MEMO {
-        bail!(
-            "authz.decision_memo = {}: expected 0..={MAX_MEMO}",
-            raw.decision_memo
-        );
+        return Err(Error::expected(
+            "authz.decision_memo",
+            raw.decision_memo.to_string(),
+            &format!("0..={MAX_MEMO}"),
+        ));
     }
     for set in &mut sets {
         set.memo_capacity = raw.decision_memo as usize;
@@ -292,12 +288,24 @@ pub fn parse(raw: RawAuthz, data_dir: &Path) -> anyhow::Result<AuthzConfig> {
         "all" => DecisionLog::All,
         "denied" => DecisionLog::Denied,
         "off" => DecisionLog::Off,
-        other => bail!("authz.decision_log = {other:?}: expected all, denied or off"),
+        other => {
+            return Err(Error::expected(
+                "authz.decision_log",
+                format!("{other:?}"),
+                "all, denied or off",
+            ))
+        }
     };
     let decision_log_mode = match raw.decision_log_mode.as_str() {
         "async" => DecisionLogMode::Async,
         "sync" => DecisionLogMode::Sync,
-        other => bail!("authz.decision_log_mode = {other:?}: expected async or sync"),
+        other => {
+            return Err(Error::expected(
+                "authz.decision_log_mode",
+                format!("{other:?}"),
+                "async or sync",
+            ))
+        }
     };
     Ok(AuthzConfig {
         decision_log,
@@ -306,8 +314,12 @@ pub fn parse(raw: RawAuthz, data_dir: &Path) -> anyhow::Result<AuthzConfig> {
         listen_unix,
         sets,
         deny_status: raw.deny_status as u16,
-        decision_budget: std::time::Duration::try_from(budget)
-            .map_err(|_| anyhow!("authz.decision_budget is out of range"))?,
+        decision_budget: std::time::Duration::try_from(budget).map_err(|_| {
+            Error::rule(
+                "authz.decision_budget",
+                "authz.decision_budget is out of range",
+            )
+        })?,
         input: InputOptions {
             xfcc: raw.xfcc,
             skip_request_body_parse: raw.skip_request_body_parse,

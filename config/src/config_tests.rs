@@ -1,5 +1,5 @@
 use super::*;
-use crate::key_backend_config::KeyBackendKind;
+use crate::key_backends::KeyBackendKind;
 
 fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
@@ -56,7 +56,8 @@ fn audit_numbers_and_urls_come_from_file_or_environment() {
         ("ESM_AUDIT_WRITER_NICE", "-5"),
     ] {
         let err = Config::parse(&text, "/d".into(), &env(&[(var, value)])).unwrap_err();
-        assert!(format!("{err:#}").contains("audit"), "{var}: {err:#}");
+        let err = err.chain();
+        assert!(err.contains("audit"), "{var}: {err}");
     }
 }
 
@@ -93,7 +94,8 @@ fn bad_values_name_the_key() {
         ("ESM_CA_TYPO", "x", "typo"),
     ] {
         let err = Config::parse(&base, "/d".into(), &env(&[(var, value)])).unwrap_err();
-        assert!(format!("{err:#}").contains(needle), "{var}: {err:#}");
+        let err = err.chain();
+        assert!(err.contains(needle), "{var}: {err}");
     }
 }
 
@@ -143,10 +145,9 @@ fn authz_set_mistakes_are_refused() {
         ("[authz.sets.x]\nbundle_key = \"k.pem\"\n", "k.pem"),
         ("[authz.sets.default]\n", "reserved"),
     ] {
-        let e = format!(
-            "{:#}",
-            Config::parse(&format!("{base}\n{extra}"), "/d".into(), &env(&[])).unwrap_err()
-        );
+        let e = Config::parse(&format!("{base}\n{extra}"), "/d".into(), &env(&[]))
+            .unwrap_err()
+            .chain();
         assert!(e.contains(want), "{extra}: {e}");
     }
 }
@@ -168,7 +169,7 @@ fn the_pkcs11_pin_variable_is_not_read_as_a_config_key() {
 #[test]
 fn init_with_pkcs11_writes_a_config_that_names_module_and_token() {
     let text = default_toml(&td(), KeyAlgorithm::EcP256, "pkcs11", "file")
-        + &crate::key_backend_config::pkcs11_toml(
+        + &crate::key_backends::pkcs11_toml(
             std::path::Path::new("/usr/lib/softhsm/libsofthsm2.so"),
             "esm-ca",
             None,
@@ -202,15 +203,13 @@ fn body_parsing_options_come_from_the_authz_section_and_a_bad_descriptor_names_i
         ("missing.pb", "missing.pb"),
         ("api.pb", "FileDescriptorSet"),
     ] {
-        let e = format!(
-            "{:#}",
-            Config::parse(
-                &base,
-                dir.path().into(),
-                &env(&[("ESM_AUTHZ_PROTO_DESCRIPTOR", file)])
-            )
-            .unwrap_err()
-        );
+        let e = Config::parse(
+            &base,
+            dir.path().into(),
+            &env(&[("ESM_AUTHZ_PROTO_DESCRIPTOR", file)]),
+        )
+        .unwrap_err()
+        .chain();
         assert!(
             e.contains("authz.proto_descriptor") && e.contains(want),
             "{file}: {e}"
@@ -222,16 +221,10 @@ fn body_parsing_options_come_from_the_authz_section_and_a_bad_descriptor_names_i
 fn log_format_is_text_by_default_and_json_when_asked() {
     let text = default_toml(&td(), KeyAlgorithm::EcP256, "file", "file");
     let c = Config::parse(&text, "/d".into(), &env(&[])).unwrap();
-    assert_eq!(
-        c.telemetry.log_format,
-        crate::telemetry_config::LogFormat::Text
-    );
+    assert_eq!(c.telemetry.log_format, crate::telemetry::LogFormat::Text);
     let json = text.replace("log_format = \"text\"", "log_format = \"json\"");
     let c = Config::parse(&json, "/d".into(), &env(&[])).unwrap();
-    assert_eq!(
-        c.telemetry.log_format,
-        crate::telemetry_config::LogFormat::Json
-    );
+    assert_eq!(c.telemetry.log_format, crate::telemetry::LogFormat::Json);
     let by_env = Config::parse(
         &text,
         "/d".into(),
@@ -240,7 +233,7 @@ fn log_format_is_text_by_default_and_json_when_asked() {
     .unwrap();
     assert_eq!(
         by_env.telemetry.log_format,
-        crate::telemetry_config::LogFormat::Json
+        crate::telemetry::LogFormat::Json
     );
 }
 
@@ -256,7 +249,8 @@ fn rejects_an_unknown_log_format_or_telemetry_key() {
     ] {
         let bad = text.replace(from, to);
         let e = Config::parse(&bad, "/d".into(), &env(&[])).unwrap_err();
-        assert!(format!("{e:#}").contains("log_f"), "{to}: {e:#}");
+        let e = e.chain();
+        assert!(e.contains("log_f"), "{to}: {e}");
     }
     let long = text.replace(
         "log_format = \"text\"",

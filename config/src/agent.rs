@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::Error;
+
 pub const DEFAULT_TOML: &str = r#"
 [agent]
 # SDS for Envoy (and SPIFFE libraries) on a Unix socket, relative to this directory. Any
@@ -22,7 +24,7 @@ admin_socket = "admin.sock"
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawAgent {
+pub(crate) struct RawAgent {
     socket: String,
     listen: String,
     admin_socket: String,
@@ -45,11 +47,14 @@ pub struct AgentConfig {
     pub admin_socket: PathBuf,
 }
 
-pub fn parse(raw: RawAgent, data_dir: &Path) -> anyhow::Result<AgentConfig> {
+pub(crate) fn parse(raw: RawAgent, data_dir: &Path) -> crate::Result<AgentConfig> {
     if raw.admin_socket.is_empty() {
-        anyhow::bail!("agent.admin_socket is empty");
+        return Err(Error::rule(
+            "agent.admin_socket",
+            "agent.admin_socket is empty",
+        ));
     }
-    let listen = crate::config::optional_addr("agent.listen", &raw.listen)?;
+    let listen = crate::optional_addr("agent.listen", &raw.listen)?;
     Ok(AgentConfig {
         socket: (!raw.socket.is_empty()).then(|| data_dir.join(&raw.socket)),
         listen,

@@ -2,12 +2,13 @@
 //! `audit.key_backend` (the audit checkpoint key) and each backend's own table
 //! (`[ca.pkcs11]`, `[ca.azure_key_vault]`, shared by the CA and the audit key). A new backend
 //! adds a [`KeyBackendKind`] variant, its table here, and one arm in
-//! `commands::key_backends::open`.
+//! the binary's `commands::key_backends::open`.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
 use serde::Deserialize;
+
+use crate::Error;
 
 /// The environment variable the PKCS#11 user PIN is read from. Not a configuration key: the
 /// PIN is never written to esm.toml or anywhere in the data dir.
@@ -29,19 +30,23 @@ impl KeyBackendKind {
         }
     }
 
-    fn parse(what: &str, s: &str) -> anyhow::Result<Self> {
+    fn parse(what: &str, s: &str) -> crate::Result<Self> {
         match s {
             "file" => Ok(Self::File),
             "pkcs11" => Ok(Self::Pkcs11),
             "azure-key-vault" => Ok(Self::AzureKeyVault),
-            other => bail!("{what} = {other:?}: expected file, pkcs11 or azure-key-vault"),
+            other => Err(Error::expected(
+                what,
+                format!("{other:?}"),
+                "file, pkcs11 or azure-key-vault",
+            )),
         }
     }
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawPkcs11 {
+pub(crate) struct RawPkcs11 {
     module: String,
     token_label: String,
     pin_file: String,
@@ -81,13 +86,13 @@ impl KeyBackends {
     }
 }
 
-pub fn parse(
+pub(crate) fn parse(
     key_backend: &str,
     signing_key_backend: &str,
     audit_key_backend: &str,
     pkcs11: Option<RawPkcs11>,
     data_dir: &Path,
-) -> anyhow::Result<KeyBackends> {
+) -> crate::Result<KeyBackends> {
     let root = KeyBackendKind::parse("ca.key_backend", key_backend)?;
     let signing = match signing_key_backend {
         "" => root,
@@ -101,9 +106,17 @@ pub fn parse(
         pkcs11: None,
     };
     if out.uses(KeyBackendKind::Pkcs11) {
-        let raw = pkcs11.context("key backend \"pkcs11\" needs a [ca.pkcs11] table")?;
+        let raw = pkcs11.ok_or_else(|| {
+            Error::rule(
+                "ca.pkcs11",
+                "key backend \"pkcs11\" needs a [ca.pkcs11] table",
+            )
+        })?;
         if raw.module.is_empty() || raw.token_label.is_empty() {
-            bail!("[ca.pkcs11] needs module and token_label");
+            return Err(Error::rule(
+                "ca.pkcs11",
+                "[ca.pkcs11] needs module and token_label",
+            ));
         }
         let rel = |p: &str| data_dir.join(p);
         out.pkcs11 = Some(Pkcs11Settings {

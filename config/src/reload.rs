@@ -9,8 +9,8 @@ use std::fmt::Debug;
 
 use esm_authz::source::SetSpec;
 
-use crate::authz_config::AuthzConfig;
-use crate::config::Config;
+use crate::authz::AuthzConfig;
+use crate::Config;
 
 /// The outcome of comparing two configs.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -206,5 +206,5 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
 }
 
 #[cfg(test)]
-#[path = "config_reload_tests.rs"]
+#[path = "reload_tests.rs"]
 mod tests;

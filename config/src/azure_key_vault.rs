@@ -4,11 +4,12 @@
 
 use std::path::Path;
 
-use anyhow::{anyhow, bail};
 use esm_ca::key_backend::azure_key_vault::{
     vault_host, AuthMethod, AzureKeyVaultConfig, DEFAULT_IMDS_ENDPOINT,
 };
 use serde::Deserialize;
+
+use crate::Error;
 
 /// The table `esm init --key-backend azure-key-vault` appends to esm.toml.
 pub fn toml_table(vault_url: &str) -> String {
@@ -36,20 +37,24 @@ verify_challenge_resource = true
 }
 
 /// `ESM_CA_AZURE_KEY_VAULT_CA_FILE` and the like set `[ca.azure_key_vault] ca_file`.
-pub const ENV_PREFIX: &str = "ca_azure_key_vault_";
+pub(crate) const ENV_PREFIX: &str = "ca_azure_key_vault_";
 
-pub fn apply_env(table: &mut toml::Table, key: &str, value: &str) -> anyhow::Result<()> {
+pub(crate) fn apply_env(table: &mut toml::Table, key: &str, value: &str) -> crate::Result<()> {
     let ca = table
         .entry("ca")
         .or_insert_with(|| toml::Value::Table(Default::default()));
     let toml::Value::Table(ca) = ca else {
-        bail!("[ca] must be a table");
+        return Err(Error::NotATable {
+            section: "ca".into(),
+        });
     };
     let akv = ca
         .entry("azure_key_vault")
         .or_insert_with(|| toml::Value::Table(Default::default()));
     let toml::Value::Table(akv) = akv else {
-        bail!("[ca.azure_key_vault] must be a table");
+        return Err(Error::NotATable {
+            section: "ca.azure_key_vault".into(),
+        });
     };
     akv.insert(key.to_owned(), toml::Value::String(value.to_owned()));
     Ok(())
@@ -57,14 +62,14 @@ pub fn apply_env(table: &mut toml::Table, key: &str, value: &str) -> anyhow::Res
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawAzureKeyVault {
+pub(crate) struct RawAzureKeyVault {
     vault_url: String,
     key_prefix: String,
     auth: String,
     ca_file: String,
     authority_host: String,
     imds_endpoint: String,
-    #[serde(deserialize_with = "crate::authz_config::bool_or_string")]
+    #[serde(deserialize_with = "crate::values::bool_or_string")]
     verify_challenge_resource: bool,
 }
 
@@ -82,15 +87,19 @@ impl Default for RawAzureKeyVault {
     }
 }
 
-pub fn parse(raw: RawAzureKeyVault, data_dir: &Path) -> anyhow::Result<AzureKeyVaultConfig> {
+pub(crate) fn parse(raw: RawAzureKeyVault, data_dir: &Path) -> crate::Result<AzureKeyVaultConfig> {
     if raw.vault_url.is_empty() {
-        bail!("ca.key_backend = \"azure-key-vault\" needs [ca.azure_key_vault] vault_url");
+        return Err(Error::rule(
+            "ca.azure_key_vault.vault_url",
+            "ca.key_backend = \"azure-key-vault\" needs [ca.azure_key_vault] vault_url",
+        ));
     }
-    vault_host(&raw.vault_url).map_err(|e| anyhow!("ca.azure_key_vault.vault_url: {e}"))?;
+    vault_host(&raw.vault_url).map_err(|e| Error::content("ca.azure_key_vault.vault_url", e))?;
     let auth = AuthMethod::parse(&raw.auth).ok_or_else(|| {
-        anyhow!(
-            "ca.azure_key_vault.auth = {:?}: expected auto, client-secret or managed-identity",
-            raw.auth
+        Error::expected(
+            "ca.azure_key_vault.auth",
+            format!("{:?}", raw.auth),
+            "auto, client-secret or managed-identity",
         )
     })?;
     Ok(AzureKeyVaultConfig {

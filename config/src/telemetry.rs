@@ -2,12 +2,13 @@
 //! journald; JSON (one object per line, the dotted field names as keys) for a log
 //! pipeline that indexes `spiffe.id` or `policy.set` without parsing prose.
 
-use anyhow::bail;
 use serde::Deserialize;
+
+use crate::Error;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawTelemetry {
+pub(crate) struct RawTelemetry {
     log_format: String,
 }
 
@@ -32,11 +33,17 @@ pub struct TelemetryConfig {
     pub log_format: LogFormat,
 }
 
-pub fn parse(raw: RawTelemetry) -> anyhow::Result<TelemetryConfig> {
+pub(crate) fn parse(raw: RawTelemetry) -> crate::Result<TelemetryConfig> {
     let log_format = match raw.log_format.as_str() {
         "text" => LogFormat::Text,
         "json" => LogFormat::Json,
-        other => bail!("telemetry.log_format = {other:?}: expected \"text\" or \"json\""),
+        other => {
+            return Err(Error::expected(
+                "telemetry.log_format",
+                format!("{other:?}"),
+                "\"text\" or \"json\"",
+            ))
+        }
     };
     Ok(TelemetryConfig { log_format })
 }
