@@ -30,6 +30,7 @@ mod logging;
 mod metrics;
 mod metrics_services;
 mod telemetry_config;
+mod trace_export;
 
 use clap::Parser;
 

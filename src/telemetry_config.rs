@@ -1,6 +1,7 @@
 //! `[telemetry]`: how esm's logs are written. Text for a person at a terminal or
 //! journald; JSON (one object per line, the dotted field names as keys) for a log
-//! pipeline that indexes `spiffe.id` or `policy.set` without parsing prose.
+//! pipeline that indexes `spiffe.id` or `policy.set` without parsing prose. And where
+//! spans go, if anywhere: an OTLP/gRPC collector.
 
 use anyhow::bail;
 use serde::Deserialize;
@@ -9,12 +10,14 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields, default)]
 pub struct RawTelemetry {
     log_format: String,
+    otlp_endpoint: String,
 }
 
 impl Default for RawTelemetry {
     fn default() -> Self {
         Self {
             log_format: "text".into(),
+            otlp_endpoint: String::new(),
         }
     }
 }
@@ -30,6 +33,10 @@ pub enum LogFormat {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TelemetryConfig {
     pub log_format: LogFormat,
+    /// Where spans are exported over OTLP/gRPC (`http://host:port`); none: no export, no
+    /// exporter thread. Plain HTTP/2 only: a collector on the node or in the pod carries
+    /// them on over TLS (esm's binary has no TLS client for it).
+    pub otlp_endpoint: Option<String>,
 }
 
 pub fn parse(raw: RawTelemetry) -> anyhow::Result<TelemetryConfig> {
@@ -38,5 +45,34 @@ pub fn parse(raw: RawTelemetry) -> anyhow::Result<TelemetryConfig> {
         "json" => LogFormat::Json,
         other => bail!("telemetry.log_format = {other:?}: expected \"text\" or \"json\""),
     };
-    Ok(TelemetryConfig { log_format })
+    let otlp_endpoint = otlp_endpoint(raw.otlp_endpoint)?;
+    Ok(TelemetryConfig {
+        log_format,
+        otlp_endpoint,
+    })
+}
+
+fn otlp_endpoint(raw: String) -> anyhow::Result<Option<String>> {
+    let v = raw.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    if v.starts_with("https://") {
+        bail!("telemetry.otlp_endpoint = {v:?}: TLS to the collector is not built in; expected \"http://host:port\" of a local collector");
+    }
+    let Some(authority) = v.strip_prefix("http://") else {
+        bail!("telemetry.otlp_endpoint = {v:?}: expected \"http://host:port\"");
+    };
+    let authority = authority.trim_end_matches('/');
+    let port = authority
+        .rsplit_once(':')
+        .map(|(h, p)| (h, p.parse::<u16>()));
+    match port {
+        Some((host, Ok(port)))
+            if !host.is_empty() && port != 0 && !authority.contains(['/', '@', ' ']) =>
+        {
+            Ok(Some(format!("http://{authority}")))
+        }
+        _ => bail!("telemetry.otlp_endpoint = {v:?}: expected \"http://host:port\""),
+    }
 }
