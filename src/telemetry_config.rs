@@ -52,6 +52,8 @@ pub fn parse(raw: RawTelemetry) -> anyhow::Result<TelemetryConfig> {
     })
 }
 
+/// `http://host:port` and nothing else: a path, user info or another scheme would be
+/// ignored or misread by the gRPC client, so they are refused here, naming the key.
 fn otlp_endpoint(raw: String) -> anyhow::Result<Option<String>> {
     let v = raw.trim();
     if v.is_empty() {
