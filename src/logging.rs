@@ -1,7 +1,8 @@
 //! The process's log subscriber. It starts as text before any configuration is read (a
 //! bad config must still be reported) and switches to the configured format once a
 //! command has loaded `esm.toml`: a reload layer, so that nothing logged in between is
-//! lost or written twice.
+//! lost or written twice. Beside it, the OTLP layer ([`crate::trace_export`]), off until
+//! `esm serve` starts an exporter.
 
 use std::sync::OnceLock;
 
@@ -42,7 +43,10 @@ fn layer(format: LogFormat) -> Boxed {
 /// Installs the subscriber, writing text until [`set_format`] says otherwise.
 pub fn init() {
     let (layer, handle) = reload::Layer::new(layer(LogFormat::Text));
-    let subscriber = tracing_subscriber::registry().with(filter()).with(layer);
+    let subscriber = tracing_subscriber::registry()
+        .with(filter())
+        .with(layer)
+        .with(crate::trace_export::layer());
     if subscriber.try_init().is_ok() {
         let _ = HANDLE.set(handle);
     }

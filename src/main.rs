@@ -23,6 +23,7 @@ mod exit;
 mod logging;
 mod metrics;
 mod metrics_services;
+mod trace_export;
 
 use clap::Parser;
 

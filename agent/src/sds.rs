@@ -166,6 +166,16 @@ impl<P: Protocol> Responder for Session<P> {
             let Some(names) = self.protocol.names() else {
                 continue;
             };
+            // Rendering and answering are synchronous: the guard never spans an await.
+            let span = tracing::info_span!(
+                "sds.push",
+                sds.caller = %self.caller.actor,
+                sds.resources = names.len(),
+                sds.asked = asked,
+                sds.after_ca_change = tracing::field::Empty,
+                sds.sent = tracing::field::Empty,
+            );
+            let _entered = span.enter();
             // Attested again before every answer: the process that connected may have
             // exited or exec'd since.
             if let Err(status) = self.caller.recheck() {
@@ -182,7 +192,10 @@ impl<P: Protocol> Responder for Session<P> {
                 }
             };
             let ca_change = self.follow.take_ca_change();
-            if let Some(resp) = self.protocol.respond(rendered, asked) {
+            span.record("sds.after_ca_change", ca_change.is_some());
+            let response = self.protocol.respond(rendered, asked);
+            span.record("sds.sent", response.is_some());
+            if let Some(resp) = response {
                 self.ctx.metrics.responses.fetch_add(1, Ordering::Relaxed);
                 if let Some(seen) = ca_change {
                     self.ctx

@@ -361,11 +361,16 @@ impl Authorization for AuthzService {
             .and_then(|a| a.request.as_ref())
             .and_then(|r| r.http.as_ref())
             .map(|h| &h.headers);
-        let trace = crate::trace_context::trace_id(|name| {
-            headers.and_then(|h| h.get(name)).map(String::as_str)
-        });
-        // The span continues Envoy's trace: its log lines carry the id the mesh uses.
+        let get = |name: &str| headers.and_then(|h| h.get(name)).map(String::as_str);
+        let trace = crate::trace_context::trace_id(get);
+        // The span continues Envoy's trace: its log lines carry the id the mesh uses, and an
+        // exported span has Envoy's trace id and Envoy's span as its parent.
         let span = tracing::info_span!("authz.check", trace.id = trace.unwrap_or(""));
+        if let Some(parent) = crate::trace_context::parent(get) {
+            use tracing_opentelemetry::OpenTelemetrySpanExt;
+            // Err only when export is off (no layer to take it): nothing to continue then.
+            let _ = span.set_parent(parent.otel_context());
+        }
         Ok(Response::new(
             self.decide_durably(req).instrument(span).await,
         ))

@@ -40,6 +40,109 @@ pub fn trace_id<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Option<&'a str> {
         .or_else(|| get("b3").and_then(from_b3))
 }
 
+/// The span of Envoy's that a Check continues: the trace it belongs to and Envoy's own span
+/// id, which becomes the parent of `authz.check` when traces are exported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parent {
+    /// 128 bits; a 64-bit B3 id is widened with leading zeros, as B3 specifies.
+    pub trace_id: u128,
+    pub span_id: u64,
+    /// Envoy's sampling decision; a B3 context without one (deferred) counts as sampled.
+    pub sampled: bool,
+}
+
+impl Parent {
+    /// The OpenTelemetry context whose (remote) span is this one.
+    pub fn otel_context(self) -> opentelemetry::Context {
+        use opentelemetry::trace::{
+            SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+        };
+        let flags = if self.sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        };
+        let span = SpanContext::new(
+            TraceId::from(self.trace_id),
+            SpanId::from(self.span_id),
+            flags,
+            true,
+            TraceState::default(),
+        );
+        opentelemetry::Context::new().with_remote_span_context(span)
+    }
+}
+
+/// The whole context of a `traceparent`: trace id, parent span id, sampled flag.
+pub fn parent_from_traceparent(v: &str) -> Option<Parent> {
+    let trace = from_traceparent(v)?;
+    // from_traceparent checked every part's format; only the values are left to read.
+    let mut parts = v.trim().split('-').skip(2);
+    let span = parts.next()?;
+    let flags = u8::from_str_radix(parts.next()?, 16).ok()?;
+    Some(Parent {
+        trace_id: u128::from_str_radix(trace, 16).ok()?,
+        span_id: u64::from_str_radix(span, 16).ok()?,
+        sampled: flags & 1 == 1,
+    })
+}
+
+/// A B3 span id: 16 hex digits, not all zero.
+fn b3_span(v: &str) -> Option<u64> {
+    let v = v.trim();
+    (hex(v, 16) && nonzero(v))
+        .then(|| u64::from_str_radix(v, 16).ok())
+        .flatten()
+}
+
+/// B3 sampling state: `1` or `d` (debug) sample, `0` does not; absent defers to us (sampled).
+fn b3_sampled(v: Option<&str>) -> Option<bool> {
+    match v.map(str::trim) {
+        None | Some("1") | Some("d") | Some("true") => Some(true),
+        Some("0") | Some("false") => Some(false),
+        Some(_) => None,
+    }
+}
+
+/// The multi-header B3 context (`x-b3-traceid`, `x-b3-spanid`, optional `x-b3-sampled`).
+pub fn parent_from_b3_headers(trace: &str, span: &str, sampled: Option<&str>) -> Option<Parent> {
+    let trace = from_b3(trace)?;
+    Some(Parent {
+        trace_id: u128::from_str_radix(trace, 16).ok()?,
+        span_id: b3_span(span)?,
+        sampled: b3_sampled(sampled)?,
+    })
+}
+
+/// The single `b3` header: `traceid-spanid[-sampling[-parentspanid]]`. A bare sampling
+/// state (`0`, `1`, `d`) carries no span to continue.
+pub fn parent_from_b3_single(v: &str) -> Option<Parent> {
+    let mut parts = v.trim().split('-');
+    let trace = parts.next()?;
+    let span = parts.next()?;
+    let sampled = parts.next();
+    if let Some(grandparent) = parts.next() {
+        b3_span(grandparent)?;
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    parent_from_b3_headers(trace, span, sampled)
+}
+
+/// The span to continue for a request with these headers, in the order of [`trace_id`].
+pub fn parent<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Option<Parent> {
+    if let Some(p) = get("traceparent").and_then(parent_from_traceparent) {
+        return Some(p);
+    }
+    if let (Some(t), Some(s)) = (get("x-b3-traceid"), get("x-b3-spanid")) {
+        if let Some(p) = parent_from_b3_headers(t, s, get("x-b3-sampled")) {
+            return Some(p);
+        }
+    }
+    get("b3").and_then(parent_from_b3_single)
+}
+
 /// Lower-case hex only: the W3C format forbids upper case, and B3 ids are lower case.
 fn hex(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
@@ -50,76 +153,5 @@ fn nonzero(s: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-
-    #[test]
-    fn reads_the_trace_id_of_a_w3c_traceparent() {
-        assert_eq!(
-            from_traceparent(TP),
-            Some("4bf92f3577b34da6a3ce929d0e0e4736")
-        );
-        let future = format!("01-{}-extra", &TP[3..]);
-        assert_eq!(
-            from_traceparent(&future),
-            Some("4bf92f3577b34da6a3ce929d0e0e4736")
-        );
-    }
-
-    #[test]
-    fn rejects_malformed_traceparents() {
-        for bad in [
-            "",
-            "00",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
-            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
-            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
-            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
-            "00-4bf92f3577b34da6a3ce929d0e0e47\u{e9}-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736\n-00f067aa0ba902b7-01",
-        ] {
-            assert_eq!(from_traceparent(bad), None, "{bad:?}");
-        }
-        let huge = format!("00-{}-00f067aa0ba902b7-01", "a".repeat(1 << 20));
-        assert_eq!(from_traceparent(&huge), None);
-    }
-
-    #[test]
-    fn reads_b3_ids_of_64_and_128_bits_and_the_single_header() {
-        assert_eq!(from_b3("a3ce929d0e0e4736"), Some("a3ce929d0e0e4736"));
-        assert_eq!(
-            from_b3("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"),
-            Some("80f198ee56343ba864fe8b2a57d3eff7")
-        );
-        for bad in [
-            "",
-            "0000000000000000",
-            "a3ce929d0e0e473",
-            "A3CE929D0E0E4736",
-            "1-2-3",
-            "x",
-        ] {
-            assert_eq!(from_b3(bad), None, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn prefers_traceparent_then_b3() {
-        let headers = [("traceparent", TP), ("x-b3-traceid", "a3ce929d0e0e4736")];
-        let get = |n: &str| headers.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
-        assert_eq!(trace_id(get), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
-        let b3_only = [
-            ("traceparent", "garbage"),
-            ("x-b3-traceid", "a3ce929d0e0e4736"),
-        ];
-        let get = |n: &str| b3_only.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
-        assert_eq!(trace_id(get), Some("a3ce929d0e0e4736"));
-        let none: [(&str, &str); 0] = [];
-        let get = |n: &str| none.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
-        assert_eq!(trace_id(get), None);
-    }
-}
+#[path = "trace_context_tests.rs"]
+mod tests;

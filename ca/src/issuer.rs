@@ -186,6 +186,14 @@ fn sign(
     req: SvidRequest<'_>,
     now: OffsetDateTime,
 ) -> Result<IssuedSvid> {
+    // Signing is synchronous: the guard never spans an await.
+    let _span = tracing::info_span!(
+        "ca.issue",
+        spiffe.id = %req.spiffe_id,
+        ca.id = %ca.id,
+        svid.ttl_secs = req.ttl.map(|t| t.whole_seconds()),
+    )
+    .entered();
     if req.spiffe_id.trust_domain() != &ca.trust_domain {
         return Err(Error::Refused(format!(
             "{} is not in trust domain {}",

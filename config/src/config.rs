@@ -59,6 +59,9 @@ listen = "127.0.0.1:9190"
 # Log lines as "text", or "json": one object per line, fields under their dotted names
 # (spiffe.id, policy.set). ESM_LOG still picks the levels.
 log_format = "text"
+# Export spans (Check, SDS pushes, issuance, audit commits) over OTLP/gRPC to a collector,
+# "http://host:port" (plain HTTP/2: a collector on the node). Empty: no export. Restart-only.
+otlp_endpoint = ""
 
 [audit]
 # Where the tamper-evident audit log lives: sqlite://PATH (relative to this directory) or

@@ -258,3 +258,48 @@ fn rejects_an_unknown_log_format_or_telemetry_key() {
     );
     assert!(Config::parse(&long, "/d".into(), &env(&[])).is_err());
 }
+
+#[test]
+fn otlp_export_is_off_by_default_and_takes_a_plain_http_endpoint() {
+    let text = default_toml(&td(), KeyAlgorithm::EcP256, "file", "file");
+    let c = Config::parse(&text, "/d".into(), &env(&[])).unwrap();
+    assert_eq!(c.telemetry.otlp_endpoint, None);
+    for (given, want) in [
+        ("http://127.0.0.1:4317", "http://127.0.0.1:4317"),
+        (
+            "http://collector.local:4317/",
+            "http://collector.local:4317",
+        ),
+        ("http://[::1]:4317", "http://[::1]:4317"),
+    ] {
+        let on = text.replace(
+            "otlp_endpoint = \"\"",
+            &format!("otlp_endpoint = {given:?}"),
+        );
+        let c = Config::parse(&on, "/d".into(), &env(&[])).unwrap();
+        assert_eq!(c.telemetry.otlp_endpoint.as_deref(), Some(want));
+    }
+}
+
+#[test]
+fn rejects_an_otlp_endpoint_that_is_not_http_host_port() {
+    let text = default_toml(&td(), KeyAlgorithm::EcP256, "file", "file");
+    for bad in [
+        "https://collector:4317",
+        "127.0.0.1:4317",
+        "http://127.0.0.1",
+        "http://:4317",
+        "http://127.0.0.1:0",
+        "http://127.0.0.1:99999",
+        "http://user@host:4317",
+        "http://host:4317/v1/traces",
+        "grpc://host:4317",
+    ] {
+        let on = text.replace("otlp_endpoint = \"\"", &format!("otlp_endpoint = {bad:?}"));
+        let e = Config::parse(&on, "/d".into(), &env(&[])).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("telemetry.otlp_endpoint"),
+            "{bad}: {e:#}"
+        );
+    }
+}

@@ -165,6 +165,11 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
             "telemetry.log_format",
             old.telemetry.log_format != new.telemetry.log_format,
         ),
+        // The exporter and the layer's tracer are set once, at start.
+        (
+            "telemetry.otlp_endpoint",
+            old.telemetry.otlp_endpoint != new.telemetry.otlp_endpoint,
+        ),
         ("audit.url", old.audit.url != new.audit.url),
         ("audit.schema", old.audit.schema != new.audit.schema),
         (

@@ -115,3 +115,11 @@ fn adding_or_removing_a_set_waits_for_a_restart() {
     assert_eq!(p.restart, vec!["authz.sets.beta", "authz.sets.canary"]);
     assert!(p.live.is_empty() && p.sets.is_empty());
 }
+
+#[test]
+fn the_otlp_endpoint_takes_a_restart() {
+    let new = cfg(&[("ESM_TELEMETRY_OTLP_ENDPOINT", "http://127.0.0.1:4317")]);
+    let p = plan(&cfg(&[]), &new);
+    assert_eq!(p.restart, vec!["telemetry.otlp_endpoint"]);
+    assert!(p.live.is_empty());
+}

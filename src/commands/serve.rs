@@ -43,6 +43,14 @@ async fn serve(
     env: &BTreeMap<String, String>,
 ) -> anyhow::Result<()> {
     crate::data_dir_modes::warn_if_loose(&cfg);
+    // First, so that the spans of everything below are exported; restart-only.
+    let traces = match &cfg.telemetry.otlp_endpoint {
+        Some(endpoint) => Some(
+            crate::trace_export::start(endpoint, &cfg.audit.node)
+                .map_err(|e| crate::exit::usage(format!("{e:#}")))?,
+        ),
+        None => None,
+    };
     let store = Arc::new(super::ca_store(&cfg, env)?);
     // Fail at start, not at the first request: the state must read and the key must load.
     let state = store.load()?;
@@ -102,7 +110,12 @@ async fn serve(
     drain(authz.into_iter().chain(agent).collect()).await?;
     // Last: everything above may still have queued events; this drains them and signs a
     // final checkpoint so the tail of the log is covered.
-    evidence.shutdown().await
+    let audited = evidence.shutdown().await;
+    // After the audit queue's last commit, so that its span goes too.
+    if let Some(traces) = traces {
+        traces.shutdown().await;
+    }
+    audited
 }
 
 /// How long open connections get to finish after SIGTERM. Envoy keeps its SDS streams open
