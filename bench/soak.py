@@ -124,6 +124,19 @@ def audit_summary(binary, data):
             "verify": (v.stdout + v.stderr).strip().splitlines()[-1:] or [""]}
 
 
+def envoy_stats(admin):
+    """The counters that say where a failed request failed: the server Envoy's ext_authz
+    results and both Envoys' answers by status class, upstream resets and timeouts."""
+    import urllib.request
+    keep = ("ext_authz.", "downstream_rq_4xx", "downstream_rq_5xx", "upstream_rq_5xx",
+            "upstream_rq_timeout", "upstream_cx_connect_fail", "upstream_rq_pending_failure",
+            "upstream_reset", "ssl.connection_error", "ssl.fail_verify")
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/stats?format=json", timeout=10) as r:
+        stats = json.load(r)["stats"]
+    return {s["name"]: s["value"] for s in stats
+            if "value" in s and s["value"] and any(k in s["name"] for k in keep)}
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--duration", type=int, default=600, help="measured seconds (default 600)")
@@ -181,6 +194,8 @@ def main(argv):
         end_kib = rss_kib(esm_pid)
         sampler.finish()
         load_end = os.getloadavg()
+        stats = {"server_envoy": envoy_stats(p["SERVER_ADMIN"]),
+                 "client_envoy": envoy_stats(p["CLIENT_ADMIN"])}
         alive = all(proc.poll() is None for _, proc, _ in stack.procs)
         samples = sampler.since(measured_from)
         kibs = [k for _, k in samples] + [start_kib, end_kib]
@@ -197,7 +212,10 @@ def main(argv):
         "rate_achieved": round(run["requests"] / (run["duration_us"] / 1e6), 1),
         "failed": run["failed"],
         "errors": {k: run[k] for k in ("connect", "read", "write", "status", "timeout")},
+        "bad_status": run["bad_status"],
         "warmup_failed": warm["failed"] if args.warmup else 0,
+        "warmup_bad_status": warm["bad_status"] if args.warmup else {},
+        "envoy_stats": stats,
         "slots_dropped": run["slots_dropped"],
         "p50_ms": run["p50_us"] / 1000, "p90_ms": run["p90_us"] / 1000,
         "p99_ms": run["p99_us"] / 1000, "p999_ms": run["p999_us"] / 1000,
@@ -216,7 +234,7 @@ def main(argv):
     }
     print(f"""soak: {res['requests']} requests in {args.duration} s, {res['rate_achieved']}/s \
 (target {args.rate:g}/s; {res['slots_dropped']} paced slots dropped)
-soak: failed {res['failed']} {res['errors']} (warm-up: {res['warmup_failed']}; \
+soak: failed {res['failed']} {res['errors']}, by status {res['bad_status']} (warm-up: {res['warmup_failed']}; \
 upstream write errors, callers gone at a run's end: {upstream_errors[0]})
 soak: latency p50 {res['p50_ms']:.2f} ms, p90 {res['p90_ms']:.2f} ms, p99 {res['p99_ms']:.2f} ms, \
 max {res['max_ms']:.1f} ms
@@ -227,6 +245,8 @@ slope {res['rss_slope_mib_per_min']} MiB/min over {len(samples)} samples -> \
 soak: load average {res['loadavg_start']} at start, {res['loadavg_end']} at end
 soak: audit verify {'ok' if audit['verify_ok'] else 'FAILED'} in {audit['verify_s']} s: \
 {audit['verify'][0]}""", flush=True)
+    if res["failed"] or res["warmup_failed"]:
+        print(f"soak: Envoy counters: {json.dumps(stats)}", flush=True)
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
     ok = res["failed"] == 0 and not res["rss_grew"] and alive and audit["verify_ok"]
