@@ -332,12 +332,18 @@ pub enum AuditCommand {
         #[command(flatten)]
         config: ConfigArgs,
     },
-    /// Print the newest events as JSON Lines; with --follow, keep printing new ones.
+    /// Print the newest events: one readable line each on a terminal, JSON Lines (as
+    /// `export` writes them) with --json or when stdout is a pipe or a file.
     Tail {
+        /// How many of the newest events to print first.
         #[arg(short = 'n', long, default_value_t = 20)]
         lines: u64,
+        /// Keep printing new events as they are committed.
         #[arg(short, long)]
         follow: bool,
+        /// JSON Lines even on a terminal.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         config: ConfigArgs,
     },

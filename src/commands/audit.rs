@@ -1,7 +1,7 @@
 //! `esm audit …`: verification, export, tail, proofs and retention over the audit store.
 
 use std::collections::BTreeMap;
-use std::io::{BufReader, Write};
+use std::io::BufReader;
 use std::path::Path;
 
 use anyhow::Context;
@@ -113,7 +113,15 @@ async fn with_db(
             };
             eprintln!("exported {n} events");
         }
-        AuditCommand::Tail { lines, follow, .. } => tail(db, lines, follow).await?,
+        AuditCommand::Tail {
+            lines,
+            follow,
+            json,
+            ..
+        } => {
+            let format = super::audit_tail::Format::pick(json);
+            super::audit_tail::tail(db, lines, follow, format).await?;
+        }
         AuditCommand::Prove { seq, .. } => {
             let proof = esm_audit::prove::prove_inclusion(db, seq).await?;
             println!("{}", serde_json::to_string_pretty(&proof)?);
@@ -126,35 +134,6 @@ async fn with_db(
         AuditCommand::VerifyProof { .. } | AuditCommand::Key { .. } => {}
     }
     Ok(())
-}
-
-async fn tail(db: &Db, lines: u64, follow: bool) -> anyhow::Result<()> {
-    let last = db.last_seq().await?.unwrap_or(0);
-    let mut after = last.saturating_sub(lines);
-    loop {
-        let page = db
-            .page(
-                after,
-                &Filter {
-                    from_seq: Some(after + 1),
-                    ..Filter::default()
-                },
-            )
-            .await?;
-        let mut out = std::io::stdout().lock();
-        for r in &page {
-            writeln!(out, "{}", esm_audit::export::record_line(r)?)?;
-            after = r.seq;
-        }
-        out.flush()?;
-        drop(out);
-        if page.is_empty() || !follow && after >= last {
-            if !follow {
-                return Ok(());
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-        }
-    }
 }
 
 /// Removes events up to the last checkpoint signed before `before`, under a retention

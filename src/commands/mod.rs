@@ -3,6 +3,7 @@
 mod admin_stream;
 mod agent;
 mod audit;
+mod audit_tail;
 mod ca;
 mod cert;
 mod entry;

@@ -11,8 +11,8 @@ ESM = pathlib.Path(os.environ.get("ESM_BIN", ROOT / "target" / "debug" / "esm"))
 TIMEOUT = 60
 
 
-def run(*args, cwd=None, env=None, check=True, input=None):
-    """Runs esm with a bounded time; returns the CompletedProcess."""
+def run(*args, cwd=None, env=None, check=True, input=None, timeout=TIMEOUT):
+    """Runs esm with a bounded time (`timeout` seconds); returns the CompletedProcess."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("ESM_")}
     full_env.update(env or {})
     p = subprocess.run(
@@ -21,7 +21,7 @@ def run(*args, cwd=None, env=None, check=True, input=None):
         env=full_env,
         capture_output=True,
         text=True,
-        timeout=TIMEOUT,
+        timeout=timeout,
         input=input,
     )
     if check and p.returncode != 0:

@@ -241,6 +241,14 @@ def bootstrap(admin_port, authz_port, upstream_port, http_port=None, tls=None, t
     }
 
 
+def cert_uris(envoy):
+    """The URI SANs of the certificates Envoy has loaded (its admin /certs): the SPIFFE IDs
+    of what it got, over SDS or from files."""
+    certs = json.loads(envoy.admin("/certs"))["certificates"]
+    return [s["uri"] for c in certs for cc in c.get("cert_chain", [])
+            for s in cc.get("subject_alt_names", []) if "uri" in s]
+
+
 class Envoy:
     """exe: another path to the Envoy binary (a link), so attestation sees another
     unix:path; node: --service-node/--service-cluster, which SDS-fed listeners need;

@@ -320,3 +320,56 @@ def test_tail_follow_prints_new_events(store, tmp_path):
     finally:
         p.kill()
         p.wait(timeout=10)
+
+
+def tail_on_a_terminal(store, *args):
+    """`esm audit tail` with stdout on a pseudo-terminal, as a person runs it: what it
+    printed there. stderr stays a pipe, so only stdout decides the format."""
+    import pty
+    import select
+
+    from conftest import ESM
+
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ESM_")}
+    full_env.update(store.env)
+    leader, follower = pty.openpty()
+    p = subprocess.Popen([str(ESM), "audit", "tail", *args, "--dir", str(store.data)], env=full_env,
+                         stdin=subprocess.DEVNULL, stdout=follower, stderr=subprocess.PIPE)
+    os.close(follower)
+    out = b""
+    try:
+        while True:
+            ready, _, _ = select.select([leader], [], [], 30)
+            assert ready, "tail on a terminal printed nothing for 30 s"
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        assert p.wait(timeout=30) == 0, p.stderr.read()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=10)
+        p.stderr.close()
+        os.close(leader)
+    return out.decode().replace("\r\n", "\n")
+
+
+def test_tail_prints_readable_lines_on_a_terminal_and_json_with_flag_or_pipe(store):
+    piped = records(store)
+    assert len(piped) >= 4, piped                      # a pipe: JSON Lines
+    lines = tail_on_a_terminal(store, "-n", "100").splitlines()
+    assert len(lines) == len(piped), lines
+    for line, event in zip(lines, piped):
+        # Not JSON: one line naming time, sequence, kind, outcome, actor and subject.
+        assert not line.startswith("{"), line
+        assert line.startswith(f"{event['time']} #{event['seq']} {event['kind']} {event['outcome']} "), line
+        assert f" -> {event['subject'] or '-'} " in line, line
+    issued = [l for l, e in zip(lines, piped) if e["kind"] == "svid.issued"]
+    assert any("spiffe://example.org/a" in l for l in issued), issued
+    # --json on a terminal: the same JSON Lines as through a pipe.
+    as_json = [json.loads(l) for l in tail_on_a_terminal(store, "-n", "100", "--json").splitlines()]
+    assert as_json[:len(piped)] == piped

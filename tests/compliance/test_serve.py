@@ -133,3 +133,84 @@ def test_ca_rotate_from_the_cli_reaches_the_running_server_at_once(tmp_path, ca,
             time.sleep(0.01)
     p.send_signal(signal.SIGTERM)
     assert p.wait(timeout=10) == 0
+
+
+def readyz_while_starting(data, env, limit=10.0):
+    """Starts esm serve and asks /readyz every 50 ms from the first moment, until it has
+    answered 200, the process has exited, or `limit` seconds passed. Returns the process,
+    the statuses seen (None: no answer), and whether the ext_authz port and the agent socket
+    were up at the first 200."""
+    admin, authz = free_port(), free_port()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ESM_")}
+    full_env.update(env or {})
+    full_env["ESM_ADMIN_LISTEN"] = f"127.0.0.1:{admin}"
+    full_env["ESM_AUTHZ_LISTEN"] = f"127.0.0.1:{authz}"
+    p = subprocess.Popen([str(ESM), "serve", "--dir", str(data)], env=full_env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seen, up_at_ready = [], None
+    end = time.time() + limit
+    try:
+        while time.time() < end and p.poll() is None:
+            try:
+                status = get(f"http://127.0.0.1:{admin}/readyz")[0]
+            except OSError:
+                status = None
+            seen.append(status)
+            if status == 200:
+                with socket.socket() as s:
+                    up_at_ready = (s.connect_ex(("127.0.0.1", authz)) == 0,
+                                   (data / "agent.sock").exists())
+                break
+            time.sleep(0.05)
+    finally:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=10)
+    return p, seen, up_at_ready, p.stderr.read()
+
+
+def test_readyz_is_not_ready_until_ca_policy_and_audit_store_are(tmp_path, esm_bin):
+    """/readyz answers 200 only once the signing CA is loaded, every policy set has loaded
+    and passed its tests, and the audit store is open: esm serves the admin endpoints last.
+    While the audit store refuses writes it is 503 (test_audit_faults), and a signing CA
+    outside its validity is 503 (src/admin.rs's unit tests)."""
+    good = make_data(tmp_path, "good")
+    p, seen, up_at_ready, err = readyz_while_starting(good, {})
+    assert seen[-1] == 200, (seen, err)
+    assert up_at_ready == (True, True), "ready before the ext_authz port or the agent socket"
+    assert p.returncode == 0
+
+    # A policy that does not compile: esm stops before it is ever ready.
+    broken = make_data(tmp_path, "policy")
+    rego = sorted((broken / "policies").rglob("*.rego"))[0]
+    rego.write_text(rego.read_text() + "\nthis is not rego {\n")
+    p, seen, _, err = readyz_while_starting(broken, {})
+    assert 200 not in seen, seen
+    assert p.returncode not in (None, 0), "esm served with a broken policy"
+    assert "policy" in err, err
+
+    # An audit store that cannot be reached: never ready.
+    closed = free_port()
+    env = {"ESM_AUDIT_URL": f"postgres://postgres@127.0.0.1:{closed}/none"}
+    p, seen, _, err = readyz_while_starting(make_data(tmp_path, "store"), env, limit=8)
+    assert 200 not in seen, seen
+
+    # A CA whose signing keys are gone: never ready.
+    nokey = make_data(tmp_path, "ca")
+    keys = sorted((nokey / "ca" / "keys").glob("*.pem"))
+    assert keys
+    for f in keys:
+        f.unlink()
+    p, seen, _, err = readyz_while_starting(nokey, {})
+    assert 200 not in seen, seen
+    assert p.returncode not in (None, 0)
+
+
+def make_data(tmp_path, name):
+    data = tmp_path / name
+    run("init", "--trust-domain", "example.org", "--dir", data)
+    return data

@@ -1,6 +1,8 @@
 """`esm serve` and SIGTERM under load: with Envoys holding SDS streams and requests being
-decided, SIGTERM makes esm exit within a bound, and every decision whose answer reached a
-caller is in the audit log, which verifies (a final checkpoint covers its tail)."""
+decided by concurrent callers, SIGTERM makes esm exit within a bound, and every decision
+whose answer reached a caller is in the audit log, found by the request's own
+x-request-id with the outcome the caller saw; the log verifies (a final checkpoint covers
+its tail)."""
 
 import json
 import os
@@ -8,6 +10,7 @@ import shutil
 import signal
 import threading
 import time
+import uuid
 
 from conftest import run
 from envoy_harness import bootstrap, free_port, request
@@ -42,25 +45,30 @@ def test_sigterm_under_load_loses_no_answered_decision_and_exits_in_time(tmp_pat
     # always esm's decision.
     hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     hcm["http_filters"][0]["typed_config"]["status_on_error"] = {"code": "ServiceUnavailable"}
+    # The callers' x-request-id reaches esm unchanged: each answer is matched to its record.
+    hcm["preserve_external_request_id"] = True
     envoy(cfg)
-    assert request(port, "GET", "/items/1", tls=web)[0] == 200
+    first = f"first-{uuid.uuid4()}"
+    assert request(port, "GET", "/items/1", headers={"x-request-id": first}, tls=web)[0] == 200
 
-    answered = {"allow": 0, "deny": 0}
+    # request id -> the outcome its caller was told; only answers that came from esm.
+    answered = {first: "allow"}
     lock, stop = threading.Lock(), threading.Event()
 
     def load():
         while not stop.is_set():
-            for path, want, key in (("/items/x", 200, "allow"), ("/admin", 403, "deny")):
+            for path, want, outcome in (("/items/x", 200, "allow"), ("/admin", 403, "deny")):
+                rid = str(uuid.uuid4())
                 try:
-                    status = request(port, "GET", path, tls=web)[0]
+                    status = request(port, "GET", path, headers={"x-request-id": rid}, tls=web)[0]
                 except OSError:
                     continue
                 # 503 is Envoy's own answer once esm is gone (fail closed): no decision.
                 if status == want:
                     with lock:
-                        answered[key] += 1
+                        answered[rid] = outcome
 
-    threads = [threading.Thread(target=load) for _ in range(4)]
+    threads = [threading.Thread(target=load) for _ in range(8)]
     for t in threads:
         t.start()
     try:
@@ -75,17 +83,23 @@ def test_sigterm_under_load_loses_no_answered_decision_and_exits_in_time(tmp_pat
             t.join(timeout=30)
     assert code == 0
     assert took < STOP_BOUND, f"esm took {took:.1f}s to stop"
-    assert answered["allow"] > 20 and answered["deny"] > 20, answered
+    told = list(answered.values())
+    assert told.count("allow") > 20 and told.count("deny") > 20, (told.count("allow"), told.count("deny"))
 
     events = [json.loads(line) for line in
-              run("audit", "tail", "-n", "1000000", "--dir", data).stdout.splitlines()]
-    decisions = [e for e in events if e["kind"] == "authz.decision"]
-    allowed = sum(1 for e in decisions if e["outcome"] == "allow")
-    denied = sum(1 for e in decisions if e["outcome"] == "deny")
-    # +1: the request made before the load. A decision can be recorded and its answer not
-    # reach the caller (esm stopped in between), never the reverse.
-    assert allowed >= answered["allow"] + 1, (allowed, answered)
-    assert denied >= answered["deny"], (denied, answered)
+              run("audit", "tail", "-n", "1000000", "--json", "--dir", data).stdout.splitlines()]
+    recorded = {}
+    for e in events:
+        if e["kind"] == "authz.decision":
+            assert e["correlation_id"] not in recorded, f"two records for {e['correlation_id']}"
+            recorded[e["correlation_id"]] = e["outcome"]
+    # Every answer a caller got is recorded, under its id, with the outcome it was told. A
+    # decision can be recorded and its answer not reach the caller (esm stopped in
+    # between), never the reverse.
+    lost = sorted(rid for rid in answered if rid not in recorded)
+    assert not lost, f"{len(lost)} of {len(answered)} answered decisions missing, e.g. {lost[:3]}"
+    wrong = sorted(rid for rid, outcome in answered.items() if recorded[rid] != outcome)
+    assert not wrong, f"recorded with another outcome than answered: {wrong[:3]}"
     verify = run("audit", "verify", "--dir", data)
     assert verify.stdout.startswith("ok:")
     # The final checkpoint covers the last event.
