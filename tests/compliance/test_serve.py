@@ -12,6 +12,7 @@ import urllib.request
 import pytest
 
 from conftest import ESM, run
+from envoy_harness import stop_process
 
 
 def free_port():
@@ -163,13 +164,7 @@ def readyz_while_starting(data, env, limit=10.0):
                 break
             time.sleep(0.05)
     finally:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=10)
+        stop_process(p)
     return p, seen, up_at_ready, p.stderr.read()
 
 
