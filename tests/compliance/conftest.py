@@ -72,6 +72,8 @@ def stack(tmp_path, esm_bin):
             wait_path(pathlib.Path(data) / unix, p)
         else:
             wait_port(authz)
+        # The admin socket opens after the decision listeners: tests run `esm entry` next.
+        wait_path(pathlib.Path(data) / "admin.sock", p)
         return p, authz, admin
 
     def envoy(config, **kw):

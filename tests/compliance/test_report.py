@@ -133,7 +133,7 @@ def datasets(tmp_path_factory):
 
         def esm(data, env=None):
             import subprocess
-            from envoy_harness import wait_port
+            from envoy_harness import wait_path, wait_port
             authz, admin = free_port(), free_port()
             full = {k: v for k, v in os.environ.items() if not k.startswith("ESM_")}
             full.update(env or {})
@@ -144,6 +144,8 @@ def datasets(tmp_path_factory):
                                     stdout=log, stderr=log)
             started.append(proc)
             wait_port(authz)
+            # The admin socket opens after the ext_authz port: `esm entry` needs it.
+            wait_path(data / "admin.sock", proc)
             return proc, authz, admin
 
         def envoy(config):
