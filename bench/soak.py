@@ -230,6 +230,8 @@ def main(argv):
         "rss_slope_mib_per_min": round(slope_mib_per_min(samples), 3),
         "rss_grew": grew_mib > args.rss_tolerance_mib,
         "rss_samples": len(samples), "rss_sample_s": args.sample,
+        # The trajectory, to tell caches filling up from a leak: (seconds, MiB).
+        "rss_series": [(round(t, 1), round(k / 1024, 1)) for t, k in samples],
         "loadavg_start": [round(x, 2) for x in load_start],
         "loadavg_end": [round(x, 2) for x in load_end],
         "processes_alive_at_end": alive,

@@ -29,7 +29,9 @@ pub mod sink;
 pub mod store;
 pub mod verify;
 pub mod writer;
+mod writer_chain;
 mod writer_metrics;
+mod writer_options;
 
 pub use error::{Error, Result, Tampered};
 pub use event::{kind, Details, Event, FlatObject, Outcome};

@@ -5,7 +5,6 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -14,64 +13,16 @@ use crate::checkpoint::SigningKey;
 use crate::checkpointer::Checkpointer;
 use crate::error::{Error, Result};
 use crate::event::{kind, prepare, Event, Outcome, Prepared, Record};
-use crate::hash_chain::{link, unlink, GENESIS};
-use crate::merkle::{Frontier, Hash};
+use crate::hash_chain::{link, unlink};
+use crate::merkle::Hash;
 use crate::redact::Redactor;
 use crate::retry::{Retry, Stop};
 pub use crate::sink::{AuditSink, LazyEvent, Receipt};
 use crate::sink::{Job, Urgent};
 use crate::store::{Db, WriteTx};
+use crate::writer_chain::{load_chain, tail_or_anchor, Chain};
 
-/// What producers get when the queue is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnFull {
-    /// Wait for room; a producer that cannot wait fails closed (Vault's audit devices).
-    Block,
-    /// Drop the event, count it, and write one `audit.gap` record with the count.
-    Drop,
-}
-
-#[derive(Debug, Clone)]
-pub struct WriterOptions {
-    pub queue_capacity: usize,
-    pub max_batch: usize,
-    pub on_full: OnFull,
-    pub checkpoint_every: u64,
-    pub checkpoint_interval: Duration,
-    /// After the first event of a small batch arrives, wait up to this long for more before
-    /// committing: under a steady stream of decisions this turns thousands of small
-    /// transactions (and fsyncs) per second into a few dozen larger ones. Only events
-    /// nobody waits for linger ([`AuditSink::try_append`], the request path's decisions):
-    /// an [`AuditSink::append`]ed event is committed at once, with whatever has queued.
-    pub linger: Duration,
-    /// This node's id, for events whose producer left `node` empty.
-    pub node: String,
-    /// The writer thread's nice value (0: the same priority as the request path); see
-    /// [`crate::background`].
-    pub nice: i32,
-    /// How long a batch the store refuses is retried before its events are given up
-    /// (their waiters get the error; events nobody waits for are counted into a gap
-    /// record). `None`, the server's choice: retry until the store takes it, while the
-    /// full queue refuses new events (fail closed). A one-shot CLI command sets a bound so
-    /// that it reports the error instead of waiting for a disk to be freed.
-    pub retry_for: Option<Duration>,
-}
-
-impl Default for WriterOptions {
-    fn default() -> Self {
-        Self {
-            queue_capacity: 65_536,
-            max_batch: 8_192,
-            on_full: OnFull::Block,
-            checkpoint_every: 10_000,
-            checkpoint_interval: Duration::from_secs(60),
-            linger: Duration::from_millis(20),
-            node: String::new(),
-            nice: 10,
-            retry_for: None,
-        }
-    }
-}
+pub use crate::writer_options::{OnFull, WriterOptions};
 
 pub use crate::writer_metrics::Metrics;
 
@@ -90,16 +41,6 @@ impl WriterHandle {
             .await
             .map_err(|_| Error::Bug("audit writer thread panicked".into()))?
     }
-}
-
-struct Chain {
-    seq: u64,
-    hash: Hash,
-    frontier: Frontier,
-    since_checkpoint: u64,
-    last_checkpoint: Instant,
-    /// When the newest signed checkpoint was made (Unix ns), 0 with none yet.
-    last_checkpoint_ns: i64,
 }
 
 /// The writer thread's name.
@@ -178,72 +119,6 @@ pub async fn start(
             done,
         },
     ))
-}
-
-/// The newest event, or — when retention removed every event — the checkpoint it kept,
-/// whose `last_hash` the chain continues from.
-fn tail_or_anchor(
-    tail: Option<(u64, Hash)>,
-    latest: Option<&crate::store::StoredCheckpoint>,
-) -> (u64, Hash) {
-    match (tail, latest) {
-        (Some(t), _) => t,
-        (None, Some(cp)) => (cp.checkpoint.tree_size, cp.checkpoint.last_hash),
-        (None, None) => (0, GENESIS),
-    }
-}
-
-/// Reads the tail and rebuilds the Merkle frontier from the latest checkpoint, refusing a
-/// signing key other than the one that checkpoint was signed with.
-async fn load_chain(tx: &mut WriteTx, key_id: &str) -> Result<Chain> {
-    let latest = tx.latest_checkpoint().await?;
-    same_key(latest.as_ref(), key_id)?;
-    let (seq, hash) = tail_or_anchor(tx.tail().await?, latest.as_ref());
-    let last_checkpoint_ns = latest.as_ref().map_or(0, |cp| cp.checkpoint.time_ns);
-    let (base, mut frontier) = match latest {
-        Some(cp) => {
-            let f =
-                Frontier::from_bytes(cp.checkpoint.tree_size, &cp.frontier).ok_or_else(|| {
-                    Error::Tampered(crate::Tampered {
-                        seq: cp.checkpoint.tree_size,
-                        reason: "checkpoint frontier is malformed".into(),
-                    })
-                })?;
-            (cp.checkpoint.tree_size, f)
-        }
-        None => (0, Frontier::default()),
-    };
-    for h in tx.hashes_after(base).await? {
-        frontier.push(&h);
-    }
-    if frontier.size() != seq {
-        return Err(Error::Tampered(crate::Tampered {
-            seq: frontier.size() + 1,
-            reason: format!("log ends at {seq} but its events count {}", frontier.size()),
-        }));
-    }
-    Ok(Chain {
-        seq,
-        hash,
-        since_checkpoint: seq - base,
-        frontier,
-        last_checkpoint: Instant::now(),
-        last_checkpoint_ns,
-    })
-}
-
-/// A log verifies under the one key it was made with. A writer started with another (the
-/// key file deleted and remade, a key swapped in a token) would append checkpoints that
-/// only fail when someone next verifies; it is refused before anything is written.
-fn same_key(latest: Option<&crate::store::StoredCheckpoint>, key_id: &str) -> Result<()> {
-    match latest {
-        Some(cp) if cp.checkpoint.key_id != key_id => Err(Error::Config(format!(
-            "this audit log is signed by checkpoint key {} (checkpoint {}), but the key \
-             configured is {key_id}: restore the log's key; a log cannot change keys",
-            cp.checkpoint.key_id, cp.checkpoint.tree_size
-        ))),
-        _ => Ok(()),
-    }
 }
 
 struct Writer {
