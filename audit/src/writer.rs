@@ -57,8 +57,11 @@ pub async fn start(
     opts: WriterOptions,
 ) -> Result<(AuditSink, WriterHandle)> {
     let mut tx = db.begin_write().await?;
-    let chain = load_chain(&mut tx, key.id()).await?;
+    let loaded = load_chain(&mut tx, key.id()).await;
+    // Nothing was written: the read transaction ends here whatever the chain said, so a
+    // refused start leaves no transaction (or PostgreSQL lock) behind.
     tx.commit().await?;
+    let chain = loaded?;
     let metrics = Arc::new(Metrics::default());
     metrics.last_seq.store(chain.seq, Ordering::Relaxed);
     metrics
