@@ -22,8 +22,8 @@ pub struct WriterOptions {
     /// After the first event of a small batch arrives, wait up to this long for more before
     /// committing: under a steady stream of decisions this turns thousands of small
     /// transactions (and fsyncs) per second into a few dozen larger ones. Only events
-    /// nobody waits for linger ([`AuditSink::try_append`], the request path's decisions):
-    /// an [`AuditSink::append`]ed event is committed at once, with whatever has queued.
+    /// nobody waits for linger ([`crate::sink::AuditSink::try_append`], the request path's decisions):
+    /// an [`crate::sink::AuditSink::append`]ed event is committed at once, with whatever has queued.
     pub linger: Duration,
     /// This node's id, for events whose producer left `node` empty.
     pub node: String,
