@@ -234,6 +234,68 @@ fn authz(enc: &mut DescriptorEncoder<'_>, a: &esm_authz::service::Metrics) -> st
         "New versions of a policy set that hot reload accepted, or refused (the old one keeps serving).",
         Counter,
         reloads,
+    )?;
+    bundles(enc)
+}
+
+/// The version each set serves (its hash and bundle revision), and each bundle server's
+/// polls: a stale last success means a set serves an old revision.
+fn bundles(enc: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
+    use MetricType::{Counter, Gauge};
+    let serving = esm_authz::reload_counts::serving_now()
+        .into_iter()
+        .map(|(set, hash, revision)| {
+            let labels = vec![
+                ("policy_set", set),
+                ("policy_hash", hash),
+                ("revision", revision),
+            ];
+            (labels, Value::U(1))
+        })
+        .collect();
+    family(
+        enc,
+        "esm_authz_policy_info",
+        "The version of each policy set serving: its hash and its bundle's manifest revision (empty for a directory).",
+        Gauge,
+        serving,
+    )?;
+    let counts = esm_authz::bundle_service::counts();
+    let polls = counts
+        .iter()
+        .flat_map(|c| {
+            [
+                ("new", c.new),
+                ("not_modified", c.not_modified),
+                ("refused", c.refused),
+                ("failed", c.failed),
+            ]
+            .map(|(r, v)| {
+                let labels = vec![("policy_set", c.set.clone()), ("result", r.to_owned())];
+                (labels, Value::U(v))
+            })
+        })
+        .collect();
+    family(
+        enc,
+        "esm_authz_bundle_polls",
+        "Polls of a set's bundle server: a new bundle taken, not modified (304), a bundle refused (signature, compile, tests), or failed (unreachable, an HTTP error).",
+        Counter,
+        polls,
+    )?;
+    let last = counts
+        .iter()
+        .map(|c| {
+            let labels = vec![("policy_set", c.set.clone())];
+            (labels, Value::U(c.last_success_unix))
+        })
+        .collect();
+    family(
+        enc,
+        "esm_authz_bundle_last_success_timestamp_seconds",
+        "Unix time of the last poll that reached a set's bundle server (0: none yet).",
+        Gauge,
+        last,
     )
 }
 

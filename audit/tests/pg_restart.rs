@@ -29,6 +29,45 @@ fn restart_postgres() {
     assert!(st.success(), "pg_ctlcluster restart failed");
 }
 
+/// Holds `EXCLUSIVE` on the events table until a writer's insert waits on it, then
+/// terminates the waiting backend and releases the lock.
+async fn terminate_writer_mid_transaction(schema: &str) {
+    use sqlx::Connection;
+    let mut locker = sqlx::PgConnection::connect(&common::pg_url())
+        .await
+        .unwrap();
+    sqlx::raw_sql(&format!(
+        "SET search_path TO {schema}; BEGIN; LOCK TABLE events IN EXCLUSIVE MODE"
+    ))
+    .execute(&mut locker)
+    .await
+    .unwrap();
+    let mut killer = sqlx::PgConnection::connect(&common::pg_url())
+        .await
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let killed: Vec<(bool,)> = sqlx::query_as(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_all(&mut killer)
+        .await
+        .unwrap();
+        if !killed.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < until, "no writer waited on the lock");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    locker.close().await.unwrap();
+    killer.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarts_under_load_lose_no_accepted_event() {
     let b = Backend::postgres();
@@ -41,13 +80,15 @@ async fn restarts_under_load_lose_no_accepted_event() {
         ..WriterOptions::default()
     };
     let (sink, handle) = writer(db.clone(), key, opts).await;
+    // Produces until the faults are over, however long the restarts take.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let producer = {
         let sink = sink.clone();
+        let done = done.clone();
         tokio::spawn(async move {
             let mut receipts = Vec::new();
-            let t = Instant::now();
             let mut i = 0;
-            while t.elapsed() < Duration::from_secs(6) {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
                 receipts.push(sink.append(event(i)).await.unwrap());
                 i += 1;
                 if i % 64 == 0 {
@@ -62,27 +103,28 @@ async fn restarts_under_load_lose_no_accepted_event() {
         if round % 2 == 0 {
             tokio::task::spawn_blocking(restart_postgres).await.unwrap();
         } else {
-            // What a restart does to a connection mid-transaction. A restart can fall between
-            // two batches (the pool then replaces the dead connection unseen), so this is
-            // repeated until it lands inside one: the writer sees a failed batch.
-            let failed = || {
-                sink.metrics()
-                    .failed_batches
-                    .load(std::sync::atomic::Ordering::Relaxed)
-            };
-            let before = failed();
-            let until = Instant::now() + Duration::from_secs(3);
-            while failed() == before && Instant::now() < until {
-                b.tamper(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                     WHERE datname = current_database() AND pid <> pg_backend_pid() \
-                     AND state IN ('idle in transaction', 'active')",
-                )
-                .await;
+            // What a restart does to a connection mid-transaction, made certain rather than
+            // left to timing: a second session locks the events table, the writer's insert
+            // waits on that lock inside its transaction, and that backend is terminated.
+            let before = sink
+                .metrics()
+                .failed_batches
+                .load(std::sync::atomic::Ordering::Relaxed);
+            terminate_writer_mid_transaction(b.schema().unwrap()).await;
+            let until = Instant::now() + Duration::from_secs(5);
+            while sink
+                .metrics()
+                .failed_batches
+                .load(std::sync::atomic::Ordering::Relaxed)
+                == before
+            {
+                assert!(Instant::now() < until, "the terminated batch was not seen");
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
     }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
     let receipts = producer.await.unwrap();
     let n = receipts.len() as u64;
     let mut seqs = Vec::with_capacity(receipts.len());

@@ -21,6 +21,8 @@ use crate::policy_set::{SourceFile, MAX_FILES, MAX_FILE_LEN};
 pub const MAX_BUNDLE_LEN: u64 = 64 << 20;
 /// Uncompressed, all entries together: a gzip bomb stops here.
 pub const MAX_UNPACKED: u64 = 64 << 20;
+/// A manifest revision longer than this is refused.
+pub const MAX_REVISION: usize = 256;
 const MAX_ENTRIES: usize = 4 * MAX_FILES;
 
 /// What `.manifest` says about the bundle.
@@ -154,6 +156,10 @@ fn parse_manifest(bytes: &[u8]) -> std::result::Result<Manifest, String> {
     let v: Json = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
     let revision = match v.get("revision") {
         None => String::new(),
+        // It is copied into every decision record and a metrics label.
+        Some(Json::String(s)) if s.len() > MAX_REVISION => {
+            return Err(format!("revision is longer than {MAX_REVISION} bytes"))
+        }
         Some(Json::String(s)) => s.clone(),
         Some(_) => return Err("revision is not a string".into()),
     };
@@ -319,4 +325,4 @@ fn verify_signatures(
 
 #[cfg(test)]
 #[path = "bundle_tests.rs"]
-mod tests;
+pub(crate) mod tests;

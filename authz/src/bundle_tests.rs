@@ -10,7 +10,7 @@ use crate::jwt::tests::EcSigner;
 const POLICY: &str = "package envoy.authz\n\nimport rego.v1\n\ndefault allow := false\n";
 
 /// A `.tar.gz` of `(name, bytes)` entries, written as `opa build` does (leading `/`).
-fn targz(dir: &Path, entries: &[(&str, &[u8])]) -> std::path::PathBuf {
+pub(crate) fn targz(dir: &Path, entries: &[(&str, &[u8])]) -> std::path::PathBuf {
     let path = dir.join("bundle.tar.gz");
     let gz = flate2::write::GzEncoder::new(
         std::fs::File::create(&path).unwrap(),
@@ -32,7 +32,7 @@ fn targz(dir: &Path, entries: &[(&str, &[u8])]) -> std::path::PathBuf {
     path
 }
 
-fn signatures(s: &EcSigner, files: &[(&str, &[u8])]) -> Vec<u8> {
+pub(crate) fn signatures(s: &EcSigner, files: &[(&str, &[u8])]) -> Vec<u8> {
     let listed: Vec<_> = files
         .iter()
         .map(|(n, b)| {
@@ -317,4 +317,19 @@ fn the_roots_check_reads_the_package_rego_compiles_not_a_line_that_looks_like_on
     );
     let e = read(&p, None).unwrap_err().to_string();
     assert!(e.contains("cannot be read"), "{e}");
+}
+
+#[test]
+fn refuses_a_revision_too_long_to_put_in_every_record() {
+    let d = tempfile::tempdir().unwrap();
+    let manifest = format!(r#"{{"revision": "{}"}}"#, "r".repeat(MAX_REVISION + 1));
+    let p = targz(
+        d.path(),
+        &[
+            ("/envoy/authz/policy.rego", POLICY.as_bytes()),
+            ("/.manifest", manifest.as_bytes()),
+        ],
+    );
+    let e = read(&p, None).unwrap_err().to_string();
+    assert!(e.contains("revision is longer than 256 bytes"), "{e}");
 }

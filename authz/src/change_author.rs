@@ -16,6 +16,9 @@ use crate::source::PolicySource;
 /// The watcher's marker, kept in the event's details (`changed.via`) beside the person.
 pub const WATCHER: &str = "esm:policy-reload";
 
+/// What fetched a bundle from its server; such a change is attributed to the server's URL.
+pub const BUNDLE_SERVICE: &str = "esm:bundle-service";
+
 /// The actor of a change nobody can be named for.
 pub const UNKNOWN: &str = "uid:unknown";
 

@@ -114,10 +114,15 @@ impl DecisionRecord {
         }
         let set = self.set.as_deref();
         // Keys in byte order: the stored text is written once, not built and re-sorted.
-        e.details = esm_audit::FlatObject::new()
+        let mut details = esm_audit::FlatObject::new()
             .bool("dry_run", self.dry_run)
             .opt_str("path", self.path.as_deref())
-            .opt_str("policy.hash", set.map(|s| s.hash.as_str()))
+            .opt_str("policy.hash", set.map(|s| s.hash.as_str()));
+        // Only a set read from a bundle has a revision; a directory's records stay as short.
+        if let Some(r) = set.map(|s| s.revision.as_str()).filter(|r| !r.is_empty()) {
+            details = details.str("policy.revision", r);
+        }
+        e.details = details
             .opt_str("policy.rule", set.map(|s| s.rule.as_str()))
             .str("policy.set", &self.set_name)
             .bool("policy_allowed", self.policy_allowed)

@@ -26,6 +26,10 @@ pub enum Error {
     /// verify: the bundle publisher's fault. The old policy keeps serving.
     #[error("bundle {path}: {reason}")]
     Bundle { path: String, reason: String },
+    /// The bundle server cannot be reached, answered an error, or its answer could not be
+    /// kept: the server's or the network's fault. The last good bundle keeps serving.
+    #[error("bundle server {url}: {reason}")]
+    BundleServer { url: String, reason: String },
     /// The configuration is wrong (addresses, rule path, budgets).
     #[error("authz configuration: {0}")]
     Config(String),

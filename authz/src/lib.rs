@@ -7,7 +7,9 @@
 //! policy sets atomically when the policy directory changes.
 
 pub mod bundle;
+mod bundle_download;
 mod bundle_json;
+pub mod bundle_service;
 mod bytecode_check;
 mod bytecode_sources;
 mod bytecode_uses;

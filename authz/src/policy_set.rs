@@ -48,6 +48,9 @@ pub struct PolicySet {
     pub rule: String,
     /// SHA-256 over every file's path and content: what the audit log names.
     pub hash: String,
+    /// The `.manifest` revision of the bundle it came from (empty for a directory or a
+    /// bundle without one): what a bundle server calls this version, in every decision record.
+    pub revision: String,
     pub files: Vec<String>,
     /// What the set's policies can read of the input, and whether they are deterministic.
     pub reads: InputReads,
@@ -66,6 +69,7 @@ impl std::fmt::Debug for PolicySet {
         f.debug_struct("PolicySet")
             .field("rule", &self.rule)
             .field("hash", &self.hash)
+            .field("revision", &self.revision)
             .field("files", &self.files)
             .field("reads", &self.reads)
             .field("engine", &self.engine_kind())
@@ -160,6 +164,7 @@ impl PolicySet {
         Ok(Self {
             rule: rule.to_owned(),
             hash: hash_files(&files),
+            revision: String::new(),
             files: files.iter().map(|f| f.path.clone()).collect(),
             memo: DecisionMemo::new(&reads, decision_memo::DEFAULT_CAPACITY),
             projection: Projection::of(&reads),
@@ -200,6 +205,12 @@ impl PolicySet {
     }
 
     /// Memoizes up to `capacity` results (0: none). See [`crate::decision_memo`].
+    /// The set as read from a bundle whose manifest names `revision`.
+    pub fn with_revision(mut self, revision: String) -> Self {
+        self.revision = revision;
+        self
+    }
+
     pub fn with_memo_capacity(mut self, capacity: usize) -> Self {
         self.memo = DecisionMemo::new(&self.reads, capacity);
         self

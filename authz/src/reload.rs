@@ -20,26 +20,32 @@ pub const POLL: Duration = Duration::from_secs(1);
 
 /// Loads, compiles and tests a set: what `esm policy check` and `serve` run.
 pub fn validate(spec: &SetSpec) -> Result<PolicySet> {
-    validate_files(spec, spec.source.read()?)
+    let (files, revision) = spec.source.read_revision()?;
+    validate_files(spec, files, revision)
 }
 
 /// [`validate`], also returning the files read: the baseline later changes are diffed
 /// against to name who made them.
 pub fn validate_read(spec: &SetSpec) -> Result<(PolicySet, Vec<SourceFile>)> {
-    let files = spec.source.read()?;
-    let set = validate_files(spec, files.clone())?;
+    let (files, revision) = spec.source.read_revision()?;
+    let set = validate_files(spec, files.clone(), revision)?;
     Ok((set, files))
 }
 
 /// Compiles and tests files already read from the spec's source.
 /// OPA's output-argument calls are rewritten first ([`crate::rego_compat`]); a set that still
 /// does not compile has its error explained when the scanner finds why.
-fn validate_files(spec: &SetSpec, files: Vec<SourceFile>) -> Result<PolicySet> {
+pub(crate) fn validate_files(
+    spec: &SetSpec,
+    files: Vec<SourceFile>,
+    revision: String,
+) -> Result<PolicySet> {
     let files = crate::rego_compat::rewrite_files(files);
     crate::rego_compat::refuse_output_arguments(&files)?;
     let set = PolicySet::compile_with(files.clone(), &spec.rule, &spec.jwt_keys)
         .map_err(|e| crate::rego_compat::explain(&files, e))?
-        .with_memo_capacity(spec.memo_capacity);
+        .with_memo_capacity(spec.memo_capacity)
+        .with_revision(revision);
     let failed: Vec<String> = set
         .run_tests(&files)
         .into_iter()
@@ -112,6 +118,7 @@ pub fn policy_event(
     e.reason = reason;
     e.details = serde_json::json!({
         "policy.hash": hash,
+        "policy.revision": result.ok().map(|s| s.revision.as_str()),
         "previous.hash": previous,
         "policy.set": spec.name,
         "policy.rule": spec.rule,
@@ -165,15 +172,18 @@ pub async fn run(
             _ = stop.changed() => return,
         }
         let spec = control.spec.borrow_and_update().clone();
-        let current = tx.borrow().hash.clone();
+        let (current, current_revision) = {
+            let set = tx.borrow();
+            (set.hash.clone(), set.revision.clone())
+        };
         let (s, c) = (spec.clone(), current.clone());
         // The source is read once per poll; an unchanged set is not compiled again.
         let Ok(polled) = tokio::task::spawn_blocking(move || -> Result<Polled> {
-            let files = s.source.read()?;
-            if PolicySet::hash_of(&files) == c {
+            let (files, revision) = s.source.read_revision()?;
+            if PolicySet::hash_of(&files) == c && revision == current_revision {
                 return Ok(Polled::Same(files));
             }
-            let set = validate_files(&s, files.clone());
+            let set = validate_files(&s, files.clone(), revision);
             Ok(Polled::Changed(files, Box::new(set)))
         })
         .await
@@ -201,7 +211,7 @@ pub async fn run(
         if result.is_err() && refused.as_deref() == Some(key.as_str()) {
             continue;
         }
-        let author = match &files {
+        let mut author = match &files {
             Some(f) => Author::of(&spec.source, before.as_deref().map(Vec::as_slice), f),
             None => Author {
                 actor: change_author::UNKNOWN.into(),
@@ -209,12 +219,18 @@ pub async fn run(
                 diff: change_author::Diff::default(),
             },
         };
+        // A bundle the bundle service wrote is the server's change, not esm's own user's.
+        if let Some(remote) = &spec.remote {
+            author.actor = remote.url_for_log();
+            author.via = change_author::BUNDLE_SERVICE;
+        }
         let event = policy_event(&spec, result.as_ref(), &current, &author);
         crate::reload_counts::count(&spec.name, result.is_ok());
         match result {
             Ok(set) => {
                 tracing::info!(policy.set = %spec.name, policy.hash = %set.hash, previous.hash = %current, actor = %author.actor, "policy reloaded");
                 log_engine(&spec.name, &set);
+                crate::reload_counts::serving(&spec.name, &set.hash, &set.revision);
                 tx.send_replace(Arc::new(set));
                 before = files.map(Arc::new);
                 refused = None;
@@ -253,6 +269,7 @@ mod tests {
             dry_run: false,
             jwt_keys: Default::default(),
             memo_capacity: 0,
+            remote: None,
         }
     }
 

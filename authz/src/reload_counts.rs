@@ -32,6 +32,28 @@ pub fn count(set: &str, accepted: bool) {
     }
 }
 
+/// Per set: (name, hash, revision) of the version serving.
+static SERVING: Mutex<Vec<(String, String, String)>> = Mutex::new(Vec::new());
+
+/// Records the version of `set` that serves now (at start and after each accepted reload),
+/// for `/metrics`' `esm_authz_policy_info`.
+pub fn serving(set: &str, hash: &str, revision: &str) {
+    let mut all = SERVING.lock().unwrap_or_else(PoisonError::into_inner);
+    let entry = (set.to_owned(), hash.to_owned(), revision.to_owned());
+    match all.iter_mut().find(|(n, _, _)| n == set) {
+        Some(e) => *e = entry,
+        None => all.push(entry),
+    }
+}
+
+/// (set, hash, revision) of every set serving.
+pub fn serving_now() -> Vec<(String, String, String)> {
+    SERVING
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+}
+
 /// Every set that has been reloaded or refused since the process started.
 pub fn counts() -> Vec<ReloadCounts> {
     COUNTS

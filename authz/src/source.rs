@@ -2,6 +2,9 @@
 //! name, decision rule, dry-run switch and the JWKS its `io.jwt.*` builtins fall back to.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::bundle_download::RemoteBundle;
 
 use crate::error::Result;
 use crate::jwt::NamedKey;
@@ -31,9 +34,17 @@ impl PolicySource {
     }
 
     pub fn read(&self) -> Result<Vec<SourceFile>> {
+        Ok(self.read_revision()?.0)
+    }
+
+    /// The files and the revision a bundle's `.manifest` names (empty for a directory).
+    pub fn read_revision(&self) -> Result<(Vec<SourceFile>, String)> {
         match self {
-            Self::Dir(dir) => read_dir(dir),
-            Self::Bundle { path, keys } => Ok(crate::bundle::read(path, keys.as_deref())?.files),
+            Self::Dir(dir) => Ok((read_dir(dir)?, String::new())),
+            Self::Bundle { path, keys } => {
+                let b = crate::bundle::read(path, keys.as_deref())?;
+                Ok((b.files, b.manifest.revision))
+            }
         }
     }
 
@@ -57,6 +68,8 @@ pub struct SetSpec {
     pub jwt_keys: JwtKeys,
     /// Entries of the set's decision memo (0: every request is evaluated).
     pub memo_capacity: usize,
+    /// The bundle server the set polls; its source is then the persisted copy.
+    pub remote: Option<Arc<RemoteBundle>>,
 }
 
 impl SetSpec {
@@ -69,6 +82,7 @@ impl SetSpec {
             dry_run: false,
             jwt_keys: JwtKeys::default(),
             memo_capacity: crate::decision_memo::DEFAULT_CAPACITY,
+            remote: None,
         }
     }
 }

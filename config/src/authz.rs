@@ -29,6 +29,19 @@ listen_unix = ""
 policy_dir = "policies"
 # A PEM public key or JWKS file: when set, a bundle must carry a signature from it.
 bundle_key = ""
+# Poll an OPA bundle server for this set's policy instead of reading policy_dir: a GET with
+# If-None-Match (an unchanged bundle costs a 304), at a random time between bundle_poll_min
+# and bundle_poll_max. A new bundle is checked as a reload is (signature, compile, its Rego
+# tests) and only then kept, at bundles/<set>.tar.gz, which is what the set serves; a
+# restart while the server is down enforces that last good bundle. An http:// URL needs
+# bundle_key (unsigned policy over plain HTTP could be written by anyone on the path).
+bundle_url = ""
+# A file holding a bearer token sent to the bundle server (Authorization: Bearer ...).
+bundle_token = ""
+# PEM roots for an https:// bundle server; empty: the public WebPKI roots.
+bundle_ca = ""
+bundle_poll_min = "60s"
+bundle_poll_max = "120s"
 # A JWKS (or PEM) file for io.jwt.* when a policy passes no key (esm's http.send is off).
 jwks = ""
 # The decision rule, as OPA-Envoy's default path envoy/authz/allow.
@@ -63,7 +76,8 @@ decision_log_mode = "async"
 decision_memo = 4096
 
 # More policy sets, each picked by an Envoy route with the context extension
-# policy_set = "<name>"; each takes policy_dir, bundle_key, jwks, rule and dry_run.
+# policy_set = "<name>"; each takes policy_dir, bundle_key, bundle_url, bundle_token,
+# bundle_ca, bundle_poll_min, bundle_poll_max, jwks, rule and dry_run.
 # [authz.sets.canary]
 # policy_dir = "policies-next"
 # dry_run = true
@@ -76,6 +90,11 @@ pub(crate) struct RawAuthz {
     listen_unix: String,
     policy_dir: String,
     bundle_key: String,
+    bundle_url: String,
+    bundle_token: String,
+    bundle_ca: String,
+    bundle_poll_min: String,
+    bundle_poll_max: String,
     jwks: String,
     rule: String,
     #[serde(deserialize_with = "bool_or_string")]
@@ -98,12 +117,17 @@ pub(crate) struct RawAuthz {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawSet {
-    policy_dir: String,
-    bundle_key: String,
-    jwks: String,
-    rule: String,
+    pub(crate) policy_dir: String,
+    pub(crate) bundle_key: String,
+    pub(crate) bundle_url: String,
+    pub(crate) bundle_token: String,
+    pub(crate) bundle_ca: String,
+    pub(crate) bundle_poll_min: String,
+    pub(crate) bundle_poll_max: String,
+    pub(crate) jwks: String,
+    pub(crate) rule: String,
     #[serde(deserialize_with = "bool_or_string")]
-    dry_run: bool,
+    pub(crate) dry_run: bool,
 }
 
 impl Default for RawSet {
@@ -111,6 +135,11 @@ impl Default for RawSet {
         Self {
             policy_dir: "policies".into(),
             bundle_key: String::new(),
+            bundle_url: String::new(),
+            bundle_token: String::new(),
+            bundle_ca: String::new(),
+            bundle_poll_min: "60s".into(),
+            bundle_poll_max: "120s".into(),
             jwks: String::new(),
             rule: "data.envoy.authz.allow".into(),
             dry_run: false,
@@ -126,6 +155,11 @@ impl Default for RawAuthz {
             listen_unix: String::new(),
             policy_dir: set.policy_dir,
             bundle_key: set.bundle_key,
+            bundle_url: set.bundle_url,
+            bundle_token: set.bundle_token,
+            bundle_ca: set.bundle_ca,
+            bundle_poll_min: set.bundle_poll_min,
+            bundle_poll_max: set.bundle_poll_max,
             jwks: set.jwks,
             rule: set.rule,
             dry_run: set.dry_run,
@@ -220,7 +254,14 @@ fn parse_set(name: &str, raw: RawSet, data_dir: &Path) -> crate::Result<SetSpec>
         .map(|t| esm_authz::jwt::parse_keys(&t))
         .transpose()
         .map_err(|e| Error::content(&key("bundle_key"), e))?;
-    let source = PolicySource::from_path(data_dir.join(&raw.policy_dir), bundle_keys);
+    let remote = crate::bundle_server::parse(name, &raw, &key, data_dir, bundle_keys.is_some())?;
+    let source = match &remote {
+        Some(r) => PolicySource::Bundle {
+            path: r.persisted.clone(),
+            keys: bundle_keys,
+        },
+        None => PolicySource::from_path(data_dir.join(&raw.policy_dir), bundle_keys),
+    };
     if matches!(source, PolicySource::Dir(_)) && !raw.bundle_key.is_empty() {
         return Err(Error::rule(
             &key("bundle_key"),
@@ -243,6 +284,7 @@ fn parse_set(name: &str, raw: RawSet, data_dir: &Path) -> crate::Result<SetSpec>
         dry_run: raw.dry_run,
         jwt_keys,
         memo_capacity: esm_authz::decision_memo::DEFAULT_CAPACITY,
+        remote: remote.map(std::sync::Arc::new),
     })
 }
 
@@ -260,6 +302,11 @@ pub(crate) fn parse(raw: RawAuthz, data_dir: &Path) -> crate::Result<AuthzConfig
     let default_set = RawSet {
         policy_dir: raw.policy_dir,
         bundle_key: raw.bundle_key,
+        bundle_url: raw.bundle_url,
+        bundle_token: raw.bundle_token,
+        bundle_ca: raw.bundle_ca,
+        bundle_poll_min: raw.bundle_poll_min,
+        bundle_poll_max: raw.bundle_poll_max,
         jwks: raw.jwks,
         rule: raw.rule,
         dry_run: raw.dry_run,

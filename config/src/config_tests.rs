@@ -303,3 +303,61 @@ fn rejects_an_otlp_endpoint_that_is_not_http_host_port() {
         );
     }
 }
+
+#[test]
+fn a_bundle_server_set_serves_its_persisted_copy() {
+    let text = default_toml(&td(), KeyAlgorithm::EcP256, "file", "file")
+        + "\n[authz.sets.plant]\nbundle_url = \"https://bundles.example/p.tar.gz\"\n\
+           bundle_poll_min = \"5s\"\nbundle_poll_max = \"10s\"\n";
+    let c = Config::parse(&text, "/d".into(), &env(&[])).unwrap();
+    let set = &c.authz.sets[1];
+    let remote = set.remote.as_ref().unwrap();
+    assert_eq!(remote.persisted, PathBuf::from("/d/bundles/plant.tar.gz"));
+    assert_eq!(set.source.path(), remote.persisted);
+    assert_eq!(remote.poll_min, std::time::Duration::from_secs(5));
+    assert_eq!(remote.poll_max, std::time::Duration::from_secs(10));
+    assert!(c.authz.sets[0].remote.is_none());
+}
+
+#[test]
+fn bundle_server_mistakes_are_refused_with_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("empty.pem"), "no certificates here\n").unwrap();
+    std::fs::write(dir.path().join("token"), "\n").unwrap();
+    let base = default_toml(&td(), KeyAlgorithm::EcP256, "file", "file");
+    for (extra, want) in [
+        (
+            "bundle_url = \"ftp://h/b.tar.gz\"",
+            "authz.sets.x.bundle_url",
+        ),
+        ("bundle_url = \"https://\"", "authz.sets.x.bundle_url"),
+        ("bundle_url = \"http://h/b.tar.gz\"", "bundle_key"),
+        (
+            "bundle_url = \"https://h/b\"\nbundle_poll_min = \"2m\"\nbundle_poll_max = \"1m\"",
+            "authz.sets.x.bundle_poll_max",
+        ),
+        (
+            "bundle_url = \"https://h/b\"\nbundle_ca = \"empty.pem\"",
+            "authz.sets.x.bundle_ca",
+        ),
+        (
+            "bundle_url = \"https://h/b\"\nbundle_token = \"token\"",
+            "authz.sets.x.bundle_token",
+        ),
+        (
+            "bundle_url = \"https://h/b\"\nbundle_token = \"missing\"",
+            "missing",
+        ),
+    ] {
+        let text = format!("{base}\n[authz.sets.x]\n{extra}\n");
+        let e = Config::parse(&text, dir.path().into(), &env(&[]))
+            .unwrap_err()
+            .chain();
+        assert!(e.contains(want), "{extra}: {e}");
+    }
+    let text = format!("{base}\n[authz.sets.\"../up\"]\nbundle_url = \"https://h/b\"\n");
+    let e = Config::parse(&text, dir.path().into(), &env(&[]))
+        .unwrap_err()
+        .chain();
+    assert!(e.contains("needs a name of letters"), "{e}");
+}

@@ -7,6 +7,7 @@
 //! that each error says which file, which key and what was expected ([`Error`]).
 
 mod audit;
+mod bundle_server;
 mod config;
 mod env;
 mod error;

@@ -68,6 +68,15 @@ fn set_changes(old: &SetSpec, new: &SetSpec) -> Vec<String> {
     if old.dry_run != new.dry_run {
         out.push(set_key(name, "dry_run"));
     }
+    // The token is not in RemoteBundle's Debug; a new one is a change all the same.
+    let server = |s: &SetSpec| {
+        s.remote
+            .as_ref()
+            .map(|r| (format!("{r:?}"), r.token.clone()))
+    };
+    if server(old) != server(new) {
+        out.push(set_key(name, "bundle_url"));
+    }
     if differs(&old.jwt_keys, &new.jwt_keys) {
         out.push(set_key(name, "jwks"));
     }

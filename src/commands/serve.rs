@@ -165,8 +165,14 @@ async fn start_authz(
     let mut tasks = Vec::new();
     let mut served = Vec::new();
     for spec in &a.sets {
+        // A set fed by a bundle server and never run before has nothing persisted yet.
+        let s = spec.clone();
+        tokio::task::spawn_blocking(move || esm_authz::bundle_service::first_download(&s))
+            .await?
+            .map_err(|e| anyhow::anyhow!("policy set {}: {e}", spec.name))?;
         let (set, files) = esm_authz::reload::validate_read(spec)
             .map_err(|e| crate::exit::usage(format!("policy set {}: {e}", spec.name)))?;
+        esm_authz::reload_counts::serving(&spec.name, &set.hash, &set.revision);
         tracing::info!(policy.set = %spec.name, policy.hash = %set.hash, policy.rule = %set.rule, dry_run = spec.dry_run, "policy loaded");
         esm_authz::reload::log_engine(&spec.name, &set);
         let (policy_tx, policy_rx) = watch::channel(Arc::new(set));
@@ -182,8 +188,16 @@ async fn start_authz(
             name: spec.name.clone(),
             spec: spec_tx,
             policies,
-            wake,
+            wake: wake.clone(),
         });
+        // Every set gets its poller: one without a bundle server waits for a config reload
+        // that gives it one.
+        tasks.push(tokio::spawn(esm_authz::bundle_service::run(
+            control.spec.clone(),
+            wake.clone(),
+            Some(evidence.sink.clone()),
+            stop.clone(),
+        )));
         tasks.push(tokio::spawn(esm_authz::reload::run(
             control,
             policy_tx,

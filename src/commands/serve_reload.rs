@@ -146,10 +146,13 @@ impl Reloader {
                 continue;
             };
             let s = spec.clone();
-            let set = tokio::task::spawn_blocking(move || esm_authz::reload::validate(&s))
-                .await
-                .context("policy compilation task")?
-                .with_context(|| format!("policy set {name}"))?;
+            let set = tokio::task::spawn_blocking(move || {
+                esm_authz::bundle_service::first_download(&s)?;
+                esm_authz::reload::validate(&s)
+            })
+            .await
+            .context("policy compilation task")?
+            .with_context(|| format!("policy set {name}"))?;
             compiled.push((spec, set));
         }
         let live = &new.authz;
