@@ -372,3 +372,91 @@ fn polls_spread_between_the_bounds_and_back_off_after_failures() {
     // Bounds given the wrong way round still wait at least `min`.
     assert_eq!(next_poll(max, min, 0, 0.0), max);
 }
+
+/// A CA and a server certificate for 127.0.0.1 it signed: (CA PEM, server rustls config).
+fn tls_server_config() -> (String, Arc<rustls::ServerConfig>) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap();
+    (ca.pem(), Arc::new(config))
+}
+
+/// One TLS connection at a time: reads the request head, answers 200 with `body`.
+fn tls_server(config: Arc<rustls::ServerConfig>, body: Vec<u8>) -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(tcp) = conn else { continue };
+            let Ok(server) = rustls::ServerConnection::new(config.clone()) else {
+                continue;
+            };
+            let mut tls = rustls::StreamOwned::new(server, tcp);
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                match std::io::Read::read(&mut tls, &mut byte) {
+                    Ok(1) => head.push(byte[0]),
+                    _ => break,
+                }
+            }
+            if !head.ends_with(b"\r\n\r\n") {
+                continue;
+            }
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = tls.write_all(reply.as_bytes());
+            let _ = tls.write_all(&body);
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+    });
+    format!("https://{addr}/b.tar.gz")
+}
+
+#[test]
+fn an_https_server_is_trusted_only_under_the_configured_roots() {
+    let d = tempfile::tempdir().unwrap();
+    let (ca_pem, config) = tls_server_config();
+    let url = tls_server(config, bundle_bytes(d.path(), ALLOW, "tls", None));
+    let with_roots = |pem: &str| {
+        let mut s = spec(&url, d.path().join("default.tar.gz"), None);
+        let mut remote = (**s.remote.as_ref().unwrap()).clone();
+        remote.roots = Some(parse_roots(pem.as_bytes()).unwrap());
+        s.remote = Some(Arc::new(remote));
+        s
+    };
+    let (other_ca, _) = tls_server_config();
+    let s = with_roots(&other_ca);
+    let r = s.remote.clone().unwrap();
+    let p = poll_once(&s, &r, &r.agent(), None);
+    assert_eq!(p.polled, Polled::Failed, "{:?}", p.error);
+    assert!(!d.path().join("default.tar.gz").exists());
+
+    let s = with_roots(&ca_pem);
+    let r = s.remote.clone().unwrap();
+    let p = poll_once(&s, &r, &r.agent(), None);
+    assert_eq!(p.polled, Polled::New, "{:?}", p.error);
+    assert_eq!(persisted_revision(&s), "tls");
+    assert!(parse_roots(b"not pem").is_err());
+}
