@@ -146,18 +146,18 @@ impl RemoteBundle {
     pub fn persist(&self, bytes: &[u8], etag: Option<&str>) -> Result<()> {
         let dir = self.persisted.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
-        // The ETag goes first: a crash between the two leaves an ETag that names a bundle
-        // not on disk, and the next poll then simply downloads it again.
-        match etag {
-            Some(e) => write_atomically(&self.etag_path(), e.as_bytes())?,
-            None => match std::fs::remove_file(self.etag_path()) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(Error::io(self.etag_path())(e))
-                }
-                _ => {}
-            },
+        // The old ETag goes first and the new one last: after a crash in between, no ETag
+        // names a bundle other than the one on disk, and the next poll downloads again.
+        match std::fs::remove_file(self.etag_path()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io(self.etag_path())(e))
+            }
+            _ => {}
         }
         write_atomically(&self.persisted, bytes)?;
+        if let Some(e) = etag {
+            write_atomically(&self.etag_path(), e.as_bytes())?;
+        }
         std::fs::File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(Error::io(dir))
@@ -168,10 +168,15 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = path.to_path_buf().into_os_string();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::File::create(&tmp).map_err(Error::io(&tmp))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(Error::io(&tmp))?;
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        // A full disk leaves no part of a bundle behind.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(&tmp)(e));
+    }
     std::fs::rename(&tmp, path).map_err(Error::io(path))
 }
 

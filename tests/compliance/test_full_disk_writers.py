@@ -1,6 +1,6 @@
-"""Every writer of the data dir on a full disk (a small tmpfs): `esm init`, `esm cert issue`
-and `esm audit export` each fail with a clear error naming the disk, write nothing half, and
-succeed once space is freed. (The audit store itself under a full disk, with Checks
+"""Every writer of the data dir on a full disk (a small tmpfs): `esm init`, `esm cert issue`,
+`esm audit export` and the bundle service's persisted bundle each fail with a clear error
+naming the disk, write nothing half, and succeed once space is freed. (The audit store itself under a full disk, with Checks
 flowing, is test_audit_faults.py.) Needs root (mount)."""
 
 import json
@@ -84,3 +84,43 @@ def test_issue_and_export_on_a_full_disk_leave_nothing_half_written(disk):
     lines = (data / "ca" / "serials.jsonl").read_text().splitlines()
     assert [json.loads(line)["spiffe_id"] for line in lines] == [f"spiffe://{TD}/a", f"spiffe://{TD}/b"]
     run("audit", "verify", "--dir", data)
+
+
+def test_a_bundle_download_on_a_full_disk_keeps_the_last_good_one(disk, tmp_path, stack):
+    """The bundle service's persisted copy lives on the full disk: the new bundle is not
+    kept (no part of it left), the old one keeps deciding, and once space is freed the new
+    one is taken."""
+    from envoy_harness import bootstrap, free_port, request
+    from test_bundle_service import BundleServer, wait_for
+    from test_ext_authz_features import POLICY, Es256, init
+
+    esm, envoy, up = stack
+    data = init(tmp_path)
+    signer = Es256("bundle")
+    (data / "bundle.pub.pem").write_text(signer.pem())
+    (data / "bundles").symlink_to(disk)
+    srv = BundleServer()
+    try:
+        srv.publish(tmp_path, {"authz/policy.rego": POLICY, "data.json": json.dumps({"open": ["a"]})}, signer, "r1")
+        env = {"ESM_AUTHZ_BUNDLE_URL": srv.url, "ESM_AUTHZ_BUNDLE_KEY": "bundle.pub.pem",
+               "ESM_AUTHZ_BUNDLE_POLL_MIN": "200ms", "ESM_AUTHZ_BUNDLE_POLL_MAX": "300ms"}
+        _, authz, _ = esm(data, env)
+        port = free_port()
+        envoy(bootstrap(free_port(), authz, up, http_port=port))
+        assert request(port, "GET", "/a")[0] == 200
+        filler = fill(disk)
+        # Larger than the page the old ETag file frees when it is removed.
+        pad = os.urandom(20_000).hex()
+        srv.publish(tmp_path, {"authz/policy.rego": POLICY, "data.json": json.dumps({"open": ["b"], "pad": pad})},
+                    signer, "r2")
+        served = len(srv.seen)
+        wait_for(lambda: len(srv.seen) >= served + 3, "polls while the disk is full")
+        assert request(port, "GET", "/a")[0] == 200
+        assert request(port, "GET", "/b")[0] == 403
+        # The old bundle is whole; neither the new one nor a part of it is there.
+        assert sorted(p.name for p in disk.iterdir())[:1] == ["default.tar.gz"]
+        assert not [p for p in disk.iterdir() if p.name.endswith(".tmp")]
+        filler.unlink()
+        wait_for(lambda: request(port, "GET", "/b")[0] == 200, "the new bundle once space is freed")
+    finally:
+        srv.stop()
