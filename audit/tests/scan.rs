@@ -34,6 +34,7 @@ fn opts(lanes: usize, page: u64) -> ScanOptions {
         lanes,
         hashes: true,
         page,
+        pg_copy: true,
     }
 }
 
@@ -92,6 +93,12 @@ async fn scans_return_every_event_in_order_whatever_the_readers(b: Backend) {
         }
         assert_eq!(got, all, "{o:?}");
         assert_eq!(walk(&db, &key, o).await.unwrap(), 100);
+        // PostgreSQL's two readers (COPY and SELECT) see the same log.
+        let select = ScanOptions {
+            pg_copy: false,
+            ..o
+        };
+        assert_eq!(walk(&db, &key, select).await.unwrap(), 100);
     }
     // Part of the log, without hashing.
     let mut scan = db.scan(

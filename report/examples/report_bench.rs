@@ -147,7 +147,9 @@ async fn generate(dir: &Path, n: u64, days: i64, store: Store<'_>) {
     );
 }
 
-async fn read(dir: &Path, store: Store<'_>) {
+/// One sequential read of the whole log, no checks: the baseline. `select`: PostgreSQL
+/// ranges read with SELECT instead of COPY, to compare the two.
+async fn read(dir: &Path, store: Store<'_>, select: bool) {
     let started = Instant::now();
     let db = Db::open_to_read(&store.url(dir), store.schema())
         .await
@@ -156,6 +158,7 @@ async fn read(dir: &Path, store: Store<'_>) {
     let one_reader = ScanOptions {
         lanes: 1,
         hashes: false,
+        pg_copy: !select,
         ..ScanOptions::default()
     };
     let mut scan = db.scan(0, end, one_reader);
@@ -184,9 +187,13 @@ fn main() {
             args[4].parse().unwrap(),
             Store(args.get(5), args.get(6)),
         )),
-        Some("read") => rt.block_on(read(Path::new(&args[2]), Store(args.get(3), args.get(4)))),
+        Some(mode @ ("read" | "read-select")) => rt.block_on(read(
+            Path::new(&args[2]),
+            Store(args.get(3), args.get(4)),
+            mode == "read-select",
+        )),
         _ => eprintln!(
-            "usage: report_bench generate DIR N DAYS [URL [SCHEMA]] | read DIR [URL [SCHEMA]]"
+            "usage: report_bench generate DIR N DAYS [URL [SCHEMA]] | read|read-select DIR [URL [SCHEMA]]"
         ),
     }
 }

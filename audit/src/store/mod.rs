@@ -5,6 +5,7 @@
 
 mod dialect;
 mod page;
+mod pg_copy;
 mod postgres;
 mod scan;
 mod sqlite;
