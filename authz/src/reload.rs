@@ -40,10 +40,8 @@ pub(crate) fn validate_files(
     files: Vec<SourceFile>,
     revision: String,
 ) -> Result<PolicySet> {
-    let files = crate::rego_compat::rewrite_files(files);
-    crate::rego_compat::refuse_output_arguments(&files)?;
-    let set = PolicySet::compile_with(files.clone(), &spec.rule, &spec.jwt_keys)
-        .map_err(|e| crate::rego_compat::explain(&files, e))?
+    let (set, files) = compile_as_served(files, &spec.rule, &spec.jwt_keys)?;
+    let set = set
         .with_memo_capacity(spec.memo_capacity)
         .with_revision(revision);
     let failed: Vec<String> = set
@@ -59,6 +57,21 @@ pub(crate) fn validate_files(
         ));
     }
     Ok(set)
+}
+
+/// Compiles `files` for `rule` as `serve` does: OPA's output-argument calls rewritten
+/// first ([`crate::rego_compat`]), and an error the scanner can explain explained. Returns
+/// the files as compiled (line numbers unchanged), which is what their tests run on.
+pub fn compile_as_served(
+    files: Vec<SourceFile>,
+    rule: &str,
+    keys: &crate::jwt_builtins::JwtKeys,
+) -> Result<(PolicySet, Vec<SourceFile>)> {
+    let files = crate::rego_compat::rewrite_files(files);
+    crate::rego_compat::refuse_output_arguments(&files)?;
+    let set = PolicySet::compile_with(files.clone(), rule, keys)
+        .map_err(|e| crate::rego_compat::explain(&files, e))?;
+    Ok((set, files))
 }
 
 /// Says, once for each set that starts serving, when it evaluates on the interpreter (the

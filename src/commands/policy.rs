@@ -57,7 +57,7 @@ fn test(dir: &Path, verbose: bool) -> anyhow::Result<()> {
     // Tests may target any package, so compile for a rule that always exists.
     let rule = esm_authz::policy_set::test_entrypoint(&files)
         .unwrap_or_else(|| "data.envoy.authz.allow".into());
-    let set = PolicySet::compile(files.clone(), &rule)?;
+    let (set, files) = esm_authz::reload::compile_as_served(files, &rule, &Default::default())?;
     let results = set.run_tests(&files);
     let failed = results.iter().filter(|r| !r.passed).count();
     for r in &results {
@@ -86,7 +86,7 @@ fn test(dir: &Path, verbose: bool) -> anyhow::Result<()> {
 
 fn eval(dir: &Path, input: &Path, rule: &str) -> anyhow::Result<()> {
     let files = PolicySource::from_path(dir.to_path_buf(), None).read()?;
-    let set = PolicySet::compile(files, rule)?;
+    let (set, _) = esm_authz::reload::compile_as_served(files, rule, &Default::default())?;
     let text = super::read_text("--input ", input, MAX_INPUT)?;
     let value = regorus::Value::from_json_str(&text)
         .map_err(|e| usage(format!("--input {}: not JSON: {e}", input.display())))?;
