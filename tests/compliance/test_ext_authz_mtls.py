@@ -186,3 +186,33 @@ def test_only_allowed_envoys_get_decisions_over_mtls(tmp_path, stack):
     # No refused client was decided: the counts are the allowed Envoy's two.
     assert decisions(admin) == before
     assert proc.poll() is None
+
+
+def server_serial(port, svid):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.load_verify_locations(str(svid / "bundle.pem"))
+    ctx.load_cert_chain(str(svid / "svid.pem"), str(svid / "svid.key"))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with ctx.wrap_socket(raw) as t:
+            return t.getpeercert()["serialNumber"]
+
+
+def test_an_empty_list_admits_any_svid_and_esms_certificate_follows_the_ca(tmp_path, stack):
+    esm, _, _ = stack
+    data = tmp_path / "d"
+    run("init", "--trust-domain", TD, "--dir", data)
+    _, authz, admin = esm(data, {"ESM_AUTHZ_TLS": "true"})
+    any_svid = tmp_path / "any"
+    run("cert", "issue", "--spiffe-id", f"spiffe://{TD}/ns/anything/sa/x", "--out", any_svid, "--dir", data)
+    uris, answered = h2_answer(authz, any_svid, any_svid / "bundle.pem")
+    assert uris == [AUTHZ] and answered
+    assert sample(metrics(admin), "esm_mtls_peers_refused_total", listener="ext_authz") == 0
+
+    # A new signing CA: esm's certificate is re-issued under it, and clients are still
+    # admitted (the root, and with it the bundle, is the same).
+    first = server_serial(authz, any_svid)
+    run("ca", "rotate", "prepare", "--dir", data)
+    run("ca", "rotate", "activate", "--dir", data)
+    assert wait_for(lambda: server_serial(authz, any_svid) != first, deadline=20)
+    assert h2_answer(authz, any_svid, any_svid / "bundle.pem") == ([AUTHZ], True)
