@@ -195,8 +195,36 @@ struct Listeners;
 
 impl Collector for Listeners {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> std::fmt::Result {
-        listeners(&mut enc, &esm_listener::snapshots())
+        listeners(&mut enc, &esm_listener::snapshots())?;
+        mtls(&mut enc, &esm_agent::mtls_peers::refusal_counts())
     }
+}
+
+/// The mutual-TLS listeners (ext_authz with `authz.tls`, the agent's TCP listener): failed
+/// handshakes, and among them the valid SVIDs refused for their SPIFFE ID.
+fn mtls(
+    enc: &mut DescriptorEncoder<'_>,
+    all: &[(&str, esm_agent::mtls_peers::RefusalCounts)],
+) -> std::fmt::Result {
+    let by = |f: fn(&esm_agent::mtls_peers::RefusalCounts) -> u64| -> Vec<(Labels, Value)> {
+        all.iter()
+            .map(|(name, c)| (vec![("listener", (*name).to_owned())], Value::U(f(c))))
+            .collect()
+    };
+    family(
+        enc,
+        "esm_mtls_handshakes_failed",
+        "TLS handshakes that failed: no client certificate, one that is not an SVID of this trust domain, a SPIFFE ID the listener does not allow, a client not speaking TLS, or too slow.",
+        MetricType::Counter,
+        by(|c| c.handshakes_failed),
+    )?;
+    family(
+        enc,
+        "esm_mtls_peers_refused",
+        "Clients refused in the handshake for their SPIFFE ID (authz.allowed_spiffe_ids), each logged with it.",
+        MetricType::Counter,
+        by(|c| c.peers_refused),
+    )
 }
 
 /// The bounded listeners (ext_authz, admin): connections held, refused at a limit, and

@@ -9,7 +9,9 @@
 //! - SVIDs: held once per identity in [`svid_cache`] (followed per stream through
 //!   [`subscriptions`]) and renewed as [`svid_refresh`] says.
 //! - Transports: [`unix`] (the agent socket, relayed through [`h2_authority`] and bounded by
-//!   [`connection_limits`]) and [`tcp`] (mutual TLS), wired in [`server`].
+//!   [`connection_limits`]) and [`mtls`] (mutual TLS over TCP, accepted in [`mtls_accept`],
+//!   its peers in [`mtls_peers`]; also what the ext_authz port uses when `authz.tls` is on),
+//!   wired in [`server`].
 //!
 //! The CA material (signing CA and trust bundle) comes from esm-ca on one watch channel
 //! ([`context::AgentContext::ca`]); every open stream follows it.
@@ -24,6 +26,9 @@ pub mod entry_store;
 pub mod error;
 pub mod h2_authority;
 pub mod hpack_check;
+pub mod mtls;
+pub mod mtls_accept;
+pub mod mtls_peers;
 pub mod peer_process;
 pub mod render;
 pub mod sds;
@@ -33,7 +38,6 @@ pub mod server;
 pub mod subscriptions;
 pub mod svid_cache;
 pub mod svid_refresh;
-pub mod tcp;
 pub mod unix;
 pub mod wake;
 pub mod workload_api;

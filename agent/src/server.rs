@@ -7,9 +7,9 @@ use super::connection_limits::Limits;
 use super::context::{AgentContext, Caller};
 use super::entry::Selector;
 use super::h2_authority::{MAX_FRAME, MAX_HEADER_LIST};
+use super::mtls_peers::PeerSpiffeId;
 use super::sds::SdsService;
 use super::sds_server::SdsServer;
-use super::tcp::PeerSpiffeId;
 use super::unix::UnixPeer;
 use super::workload_api::WorkloadApi;
 use esm_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
@@ -98,17 +98,23 @@ pub async fn serve_with_limits(
         .await
 }
 
-/// Serves the same over mutual TLS on a TCP `listener` (see [`super::tcp`]).
+/// Serves the same over mutual TLS on a TCP `listener` (see [`super::mtls`]).
 pub async fn serve_tcp(
     listener: tokio::net::TcpListener,
     ctx: AgentContext,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), crate::Error> {
     let mut subs = super::subscriptions::Subscriptions::default();
-    let creds = super::tcp::Credentials::new(&ctx, &mut subs).await?;
+    let creds = super::mtls::Credentials::new(
+        &ctx.svids,
+        &ctx.ca,
+        super::mtls::Listener::agent(),
+        &mut subs,
+    )
+    .await?;
     tracing::info!(agent.listen = ?listener.local_addr().ok(), "SDS serving over mTLS");
-    let renew = tokio::spawn(creds.clone().run(ctx.clone(), subs));
-    let incoming = super::tcp::incoming(listener, creds);
+    let renew = tokio::spawn(creds.clone().run(ctx.ca.clone(), subs));
+    let incoming = super::mtls::incoming(super::mtls::tcp_accepted(listener), creds);
     let served = router(ctx)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;

@@ -1,6 +1,7 @@
 //! One SVID per identity, not per stream. Every SDS stream, Workload API stream and unary
 //! fetch that wants the SVID of the same identity (SPIFFE ID with the TTL and DNS names its
-//! entry gives) holds the same one; the TCP listener's own certificate is held here too.
+//! entry gives) holds the same one; the certificates of esm's own mTLS listeners are held
+//! here too.
 //!
 //! Each identity held has one task: it issues when the schedule says so
 //! ([`super::svid_refresh::next_refresh`]: at half of the SVID's life, when the signing CA
@@ -21,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use esm_audit::writer::AuditSink;
 use esm_ca::audit_events::Replaced;
-use esm_ca::issuer::{IssuancePolicy, IssuedSvid, LeafKey, SvidRequest};
+use esm_ca::issuer::{IssuancePolicy, IssuedSvid, LeafKey, OwnIdentity, SvidRequest};
 use esm_ca::material::CaMaterial;
 use esm_identity::SpiffeId;
 use time::{Duration, OffsetDateTime};
@@ -39,8 +40,8 @@ pub enum SvidSpec {
         ttl_secs: Option<u64>,
         dns_names: Vec<String>,
     },
-    /// The agent's TCP listener (`spiffe://<td>/esm/agent`).
-    Agent,
+    /// One of esm's own listeners (`spiffe://<td>/esm/agent`, `spiffe://<td>/esm/authz`).
+    Own(OwnIdentity),
 }
 
 impl SvidSpec {
@@ -56,7 +57,9 @@ impl SvidSpec {
     fn label(&self) -> &str {
         match self {
             Self::Workload { spiffe_id, .. } => spiffe_id.as_str(),
-            Self::Agent => "esm agent listener",
+            Self::Own(OwnIdentity::Agent) => "esm agent listener",
+            Self::Own(OwnIdentity::Authz) => "esm ext_authz listener",
+            Self::Own(_) => "esm listener",
         }
     }
 }
@@ -182,7 +185,7 @@ impl SvidCache {
                     };
                     ca.issue(&policy, req, now)
                 }
-                SvidSpec::Agent => ca.issue_agent_svid(&policy, now),
+                SvidSpec::Own(who) => ca.issue_own_svid(&policy, *who, now),
             }?;
             Ok((svid, now))
         })
@@ -201,7 +204,7 @@ impl SvidCache {
         replaced: Option<(&Replaced, &'static str)>,
         now: OffsetDateTime,
     ) {
-        if matches!(spec, SvidSpec::Agent) {
+        if matches!(spec, SvidSpec::Own(_)) {
             return;
         }
         self.metrics.svids_issued.fetch_add(1, Ordering::Relaxed);

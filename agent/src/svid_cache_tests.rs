@@ -183,7 +183,10 @@ async fn a_reserved_identity_is_refused_on_principle() {
 #[tokio::test]
 async fn the_agents_own_svid_is_held_like_any_other_but_not_counted() {
     let f = fixture();
-    let mut rx = f.cache.subscribe(&SvidSpec::Agent, &opener());
+    let mut rx = f.cache.subscribe(
+        &SvidSpec::Own(esm_ca::issuer::OwnIdentity::Agent),
+        &opener(),
+    );
     let svid = ready(settled(&mut rx).await);
     assert_eq!(svid.spiffe_id.as_str(), "spiffe://example.org/esm/agent");
     assert_eq!(f.metrics.svids_issued.load(Ordering::Relaxed), 0);

@@ -1,5 +1,5 @@
 //! The one wait of every long-lived thing the agent serves: an SDS stream, a Workload API
-//! stream, and the TCP listener's own certificate. Each sleeps until one of these happens:
+//! stream, and the certificate of an mTLS listener. Each sleeps until one of these happens:
 //! its client sends a request (SDS), an SVID it follows changes, the CA publishes new
 //! material, or the registration entries change. (A client going away drops the stream
 //! itself, and with it the wait.) It then looks at the
@@ -68,7 +68,12 @@ impl Follow {
 
     /// The CA only (the listener's own certificate does not depend on entries).
     pub fn ca_only(ctx: &AgentContext) -> Self {
-        let mut ca = ctx.ca.clone();
+        Self::material(&ctx.ca)
+    }
+
+    /// The CA material on `ca` only, taken as seen now (an mTLS listener's certificate).
+    pub fn material(ca: &watch::Receiver<Arc<CaMaterial>>) -> Self {
+        let mut ca = ca.clone();
         ca.borrow_and_update();
         Self {
             ca,

@@ -448,8 +448,27 @@ where
         + Send
         + 'static,
 {
+    serve_incoming(listener, service, shutdown).await
+}
+
+/// As [`serve`], on connections the caller accepts (mutual TLS over a bounded listener).
+pub async fn serve_incoming<I, IO, IE>(
+    incoming: I,
+    service: AuthzService,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error>
+where
+    I: tokio_stream::Stream<Item = Result<IO, IE>> + Send + 'static,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     router(service)
         .await
-        .serve_with_incoming_shutdown(listener, shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }

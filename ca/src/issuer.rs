@@ -122,7 +122,7 @@ impl IssuedSvid {
 /// signing CA's remaining life, so that no SVID outlives its issuer. esm's own identities
 /// (under `/esm`) are refused here, whoever asks (`cert issue`, a registration entry over
 /// SDS): only [`issue_own`], crate-private, makes them, and outside this crate only
-/// [`crate::material::CaMaterial::issue_agent_svid`] reaches it, for the agent's listener.
+/// [`crate::material::CaMaterial::issue_own_svid`] reaches it, for esm's own listeners.
 pub fn issue(
     ca: &SigningCa,
     policy: &IssuancePolicy,
@@ -136,17 +136,20 @@ pub fn issue(
 }
 
 /// An identity esm holds itself, never a workload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum OwnIdentity {
     /// The agent's TCP listener: `spiffe://<td>/esm/agent`, which remote Envoys pin.
     Agent,
+    /// The ext_authz port over mutual TLS: `spiffe://<td>/esm/authz`, which Envoys pin.
+    Authz,
 }
 
 impl OwnIdentity {
     pub fn spiffe_id(self, td: &TrustDomain) -> Result<SpiffeId> {
         let path = match self {
             Self::Agent => "agent",
+            Self::Authz => "authz",
         };
         let id = SpiffeId::parse(&format!(
             "spiffe://{td}{}/{path}",

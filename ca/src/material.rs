@@ -88,15 +88,17 @@ impl CaMaterial {
         issue(&self.signing, policy, req, now)
     }
 
-    /// Issues the SVID the agent's TCP listener presents (`spiffe://<td>/esm/agent`). The one
-    /// way to a reserved identity outside this crate: it takes published material, which
-    /// only the CA makes, and names no SPIFFE ID a caller could choose.
-    pub fn issue_agent_svid(
+    /// Issues the SVID one of esm's own listeners presents (`spiffe://<td>/esm/agent`,
+    /// `spiffe://<td>/esm/authz`). The one way to a reserved identity outside this crate: it
+    /// takes published material, which only the CA makes, and names no SPIFFE ID a caller
+    /// could choose.
+    pub fn issue_own_svid(
         &self,
         policy: &IssuancePolicy,
+        who: OwnIdentity,
         now: OffsetDateTime,
     ) -> Result<IssuedSvid> {
-        issue_own(&self.signing, policy, OwnIdentity::Agent, now)
+        issue_own(&self.signing, policy, who, now)
     }
 }
 
@@ -147,12 +149,15 @@ mod tests {
     }
 
     #[test]
-    fn the_agents_own_svid_names_the_reserved_agent_identity() {
+    fn esms_own_svids_name_the_reserved_identity_of_each_listener() {
         let dir = tempfile::tempdir().unwrap();
         let s = store(dir.path());
         let now = OffsetDateTime::now_utc();
         let m = CaMaterial::load(&s, &s.load().unwrap(), now).unwrap();
-        let svid = m.issue_agent_svid(&IssuancePolicy::default(), now).unwrap();
-        assert_eq!(svid.spiffe_id.as_str(), "spiffe://example.org/esm/agent");
+        let p = IssuancePolicy::default();
+        let agent = m.issue_own_svid(&p, OwnIdentity::Agent, now).unwrap();
+        assert_eq!(agent.spiffe_id.as_str(), "spiffe://example.org/esm/agent");
+        let authz = m.issue_own_svid(&p, OwnIdentity::Authz, now).unwrap();
+        assert_eq!(authz.spiffe_id.as_str(), "spiffe://example.org/esm/authz");
     }
 }

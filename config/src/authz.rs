@@ -12,7 +12,7 @@ use esm_authz::service::{DecisionLog, DecisionLogMode};
 use esm_authz::source::{PolicySource, SetSpec};
 use serde::Deserialize;
 
-use crate::values::{bool_or_string, int_or_string};
+use crate::values::{bool_or_string, int_or_string, list_or_string};
 use crate::Error;
 
 pub const DEFAULT_TOML: &str = r#"
@@ -21,6 +21,16 @@ pub const DEFAULT_TOML: &str = r#"
 listen = "127.0.0.1:9191"
 # Also serve on a Unix socket (relative to this directory, mode 0660), e.g. "authz.sock".
 listen_unix = ""
+# Serve the TCP listener over mutual TLS: esm presents spiffe://<trust domain>/esm/authz
+# (issued by its own CA, renewed at half life and on every CA change), and Envoy must
+# present an X509-SVID of this trust domain (e.g. from esm's SDS). The Unix socket stays
+# plain: its file mode says who may ask.
+tls = false
+# With tls: the SPIFFE IDs of the Envoys allowed to call, e.g.
+# ["spiffe://example.org/ns/edge/sa/envoy"]. Any other SVID fails the handshake, is logged
+# with its spiffe.id and counted (esm_mtls_peers_refused_total). Empty: any SVID of this
+# trust domain.
+allowed_spiffe_ids = []
 # The policy set: .rego files and data.json/data.yaml (relative to this directory), or an
 # OPA bundle (a path ending in .tar.gz). Re-read every second and on SIGHUP; a change that
 # does not compile or fails its own Rego tests is refused and the old policy keeps serving.
@@ -88,6 +98,10 @@ decision_memo = 4096
 pub(crate) struct RawAuthz {
     listen: String,
     listen_unix: String,
+    #[serde(deserialize_with = "bool_or_string")]
+    tls: bool,
+    #[serde(deserialize_with = "list_or_string")]
+    allowed_spiffe_ids: Vec<String>,
     policy_dir: String,
     bundle_key: String,
     bundle_url: String,
@@ -153,6 +167,8 @@ impl Default for RawAuthz {
         Self {
             listen: "127.0.0.1:9191".into(),
             listen_unix: String::new(),
+            tls: false,
+            allowed_spiffe_ids: Vec::new(),
             policy_dir: set.policy_dir,
             bundle_key: set.bundle_key,
             bundle_url: set.bundle_url,
@@ -180,6 +196,8 @@ impl Default for RawAuthz {
 pub struct AuthzConfig {
     pub listen: Option<SocketAddr>,
     pub listen_unix: Option<PathBuf>,
+    /// Mutual TLS on `listen`; `None`: plain TCP.
+    pub tls: Option<crate::authz_tls::AuthzTls>,
     /// Never empty: the first is the default set (named `default`).
     pub sets: Vec<SetSpec>,
     pub deny_status: u16,
@@ -291,6 +309,7 @@ fn parse_set(name: &str, raw: RawSet, data_dir: &Path) -> crate::Result<SetSpec>
 pub(crate) fn parse(raw: RawAuthz, data_dir: &Path) -> crate::Result<AuthzConfig> {
     let listen = crate::optional_addr("authz.listen", &raw.listen)?;
     let listen_unix = (!raw.listen_unix.is_empty()).then(|| data_dir.join(&raw.listen_unix));
+    let tls = crate::authz_tls::parse(raw.tls, &raw.allowed_spiffe_ids, listen)?;
     if !(400..=599).contains(&raw.deny_status) {
         return Err(Error::expected(
             "authz.deny_status",
@@ -359,6 +378,7 @@ pub(crate) fn parse(raw: RawAuthz, data_dir: &Path) -> crate::Result<AuthzConfig
         decision_log_mode,
         listen,
         listen_unix,
+        tls,
         sets,
         deny_status: raw.deny_status as u16,
         decision_budget: std::time::Duration::try_from(budget).map_err(|_| {

@@ -287,15 +287,16 @@ impl Config {
         let authz = crate::authz::parse(raw.authz, &data_dir)?;
         let agent = crate::agent::parse(raw.agent, &data_dir)?;
         let telemetry = crate::telemetry::parse(raw.telemetry)?;
+        let trust_domain = TrustDomain::parse(&raw.trust_domain)
+            .map_err(|e| Error::bad_value("trust_domain", format!("{:?}", raw.trust_domain), e))?;
+        crate::authz_tls::check_trust_domain(authz.tls.as_ref(), &trust_domain)?;
         Ok(Self {
             telemetry,
             audit,
             authz,
             agent,
             data_dir,
-            trust_domain: TrustDomain::parse(&raw.trust_domain).map_err(|e| {
-                Error::bad_value("trust_domain", format!("{:?}", raw.trust_domain), e)
-            })?,
+            trust_domain,
             ca,
             admin_listen: raw.admin.listen.parse().map_err(|e| {
                 Error::bad_value("admin.listen", format!("{:?}", raw.admin.listen), e)

@@ -16,6 +16,7 @@ mod values;
 
 pub mod agent;
 pub mod authz;
+pub mod authz_tls;
 pub mod azure_key_vault;
 pub mod key_backends;
 pub mod reload;

@@ -87,6 +87,11 @@ fn authz_plan(old: &AuthzConfig, new: &AuthzConfig, plan: &mut Plan) {
     let restart = [
         ("authz.listen", differs(&old.listen, &new.listen)),
         ("authz.listen_unix", old.listen_unix != new.listen_unix),
+        ("authz.tls", old.tls.is_some() != new.tls.is_some()),
+        (
+            "authz.allowed_spiffe_ids",
+            old.tls.is_some() && new.tls.is_some() && old.tls != new.tls,
+        ),
     ];
     let live = [
         ("authz.deny_status", old.deny_status != new.deny_status),

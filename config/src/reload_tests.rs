@@ -123,3 +123,24 @@ fn the_otlp_endpoint_takes_a_restart() {
     assert_eq!(p.restart, vec!["telemetry.otlp_endpoint"]);
     assert!(p.live.is_empty());
 }
+
+#[test]
+fn turning_authz_tls_on_or_changing_its_allowed_ids_waits_for_a_restart() {
+    let off = cfg(&[]);
+    let on = cfg(&[("ESM_AUTHZ_TLS", "true")]);
+    let listed = |id: &str| {
+        cfg(&[
+            ("ESM_AUTHZ_TLS", "true"),
+            ("ESM_AUTHZ_ALLOWED_SPIFFE_IDS", id),
+        ])
+    };
+    assert_eq!(plan(&off, &on).restart, vec!["authz.tls"]);
+    assert_eq!(plan(&on, &off).restart, vec!["authz.tls"]);
+    let p = plan(
+        &listed("spiffe://example.org/a"),
+        &listed("spiffe://example.org/b"),
+    );
+    assert_eq!(p.restart, vec!["authz.allowed_spiffe_ids"]);
+    assert!(p.live.is_empty());
+    assert!(plan(&on, &on).is_empty());
+}

@@ -44,6 +44,27 @@ pub(crate) fn bool_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<b
     }
 }
 
+/// Lists may come from the file (an array of strings) or from `ESM_…` variables (one
+/// string, the items separated by commas or white space).
+pub(crate) fn list_or_string<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum V {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match V::deserialize(d)? {
+        V::List(items) => items,
+        V::Text(s) => s
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|item| !item.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
 /// Parses a duration such as `90s`, `10m`, `1h`, `7d`; `what` names the key (or flag).
 pub fn duration(what: &str, s: &str) -> crate::Result<time::Duration> {
     let d = humantime::parse_duration(s).map_err(|e| {

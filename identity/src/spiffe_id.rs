@@ -12,7 +12,7 @@ pub const MAX_TRUST_DOMAIN_LEN: usize = 255;
 /// The specification caps the whole URI at 2048 bytes.
 pub const MAX_SPIFFE_ID_LEN: usize = 2048;
 /// The path under which esm names its own identities (`/esm/agent`, the agent's TCP
-/// listener). No registration entry or `cert issue` may grant one: a workload holding it
+/// listener; `/esm/authz`, the ext_authz port over mutual TLS). No registration entry or `cert issue` may grant one: a workload holding it
 /// could pose as esm to every Envoy that checks the agent's SPIFFE ID.
 pub const RESERVED_PATH: &str = "/esm";
 /// Why an identity under [`RESERVED_PATH`] is refused, as every crate that refuses one says.

@@ -4,6 +4,7 @@ mod admin_stream;
 mod agent;
 mod audit;
 mod audit_tail;
+mod authz_tls;
 mod ca;
 mod cert;
 mod entry;

@@ -12,6 +12,7 @@ use esm_listener::{GuardedListener, Limits};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::authz_tls::OwnSvids;
 use super::serve_reload::{AuthzHandles, Reloader, SetHandle};
 use crate::audit_store::Evidence;
 use esm_config::Config;
@@ -74,9 +75,10 @@ async fn serve(
         stop_rx.clone(),
     ));
     let authz_metrics = Arc::new(AuthzMetrics::default());
-    let (authz, authz_handles) =
-        start_authz(&cfg, &evidence, authz_metrics.clone(), &stop_rx).await?;
     let agent_metrics = Arc::new(esm_agent::context::AgentMetrics::default());
+    let own = OwnSvids::new(&cfg, &evidence, ca_rx.clone(), agent_metrics.clone());
+    let (authz, authz_handles) =
+        start_authz(&cfg, &evidence, authz_metrics.clone(), &stop_rx, &own).await?;
     let agent = super::agent::start(
         &cfg,
         ca_rx.clone(),
@@ -148,13 +150,15 @@ async fn drain(tasks: Vec<JoinHandle<()>>) -> anyhow::Result<()> {
 }
 
 /// Loads and tests every policy set (a broken one stops `serve` from starting), then runs
-/// the ext_authz server (TCP and/or Unix socket) and each set's reload until `stop`.
+/// the ext_authz server (TCP, over mutual TLS with `authz.tls`, and/or Unix socket) and
+/// each set's reload until `stop`.
 /// Returns the tasks, and what a config reload reaches (none when ext_authz is off).
 async fn start_authz(
     cfg: &Config,
     evidence: &Evidence,
     metrics: Arc<AuthzMetrics>,
     stop: &watch::Receiver<bool>,
+    own: &OwnSvids,
 ) -> anyhow::Result<(Vec<JoinHandle<()>>, Option<AuthzHandles>)> {
     let a = &cfg.authz;
     if a.listen.is_none() && a.listen_unix.is_none() {
@@ -228,11 +232,15 @@ async fn start_authz(
     if let Some(addr) = a.listen {
         let listener = bind("authz.listen", addr).await?;
         let (svc, shutdown) = (service.clone(), until_stop(stop));
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = esm_authz::service::serve(listener, svc, shutdown).await {
-                tracing::error!(error = %e, "ext_authz server failed");
-            }
-        }));
+        if let Some(tls) = &a.tls {
+            tasks.push(super::authz_tls::start(listener, svc, tls, own, shutdown).await?);
+        } else {
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = esm_authz::service::serve(listener, svc, shutdown).await {
+                    tracing::error!(error = %e, "ext_authz server failed");
+                }
+            }));
+        }
     }
     if let Some(path) = &a.listen_unix {
         let listener = bind_unix("authz.listen_unix", path, 0o660)?;
