@@ -78,10 +78,12 @@ fn secret(text: String) -> Vec<NamedKey> {
     }]
 }
 
-/// A token that cannot be decoded: the call is undefined, as OPA's non-strict evaluation
-/// makes a failing builtin (see the module comment).
+/// A token that cannot be decoded, a key the policy passed that cannot be parsed, or a
+/// token that cannot be signed: the call is undefined, as OPA's non-strict evaluation makes
+/// a failing builtin (see the module comment), so `not io.jwt.verify_rs256(t, bad_key)`
+/// holds as it does under OPA. esm's own configuration (no JWKS) stays an error.
 fn undecodable(e: &Error) -> Value {
-    tracing::debug!(jwt.error = %e, "io.jwt: token cannot be decoded; the call is undefined");
+    tracing::debug!(jwt.error = %e, "io.jwt: the call failed and is undefined");
     Value::Undefined
 }
 
@@ -112,7 +114,10 @@ fn verify_builtin(alg: &'static str, args: &[Value], configured: &JwtKeys) -> Ex
     } else if HMAC.contains(&alg) {
         secret(key)
     } else {
-        crate::jwt_key_cache::cached_keys(&key)?.to_vec()
+        match crate::jwt_key_cache::cached_keys(&key) {
+            Ok(k) => k.to_vec(),
+            Err(e) => return Ok(undecodable(&e)),
+        }
     };
     let t = match jwt::split(&token) {
         Ok(t) => t,
@@ -184,7 +189,10 @@ fn verify_layers(
             .filter(|k| !wants_configured(k))
         {
             Some(given) if hmac => secret(given),
-            Some(given) => crate::jwt_key_cache::cached_keys(&given)?.to_vec(),
+            Some(given) => match crate::jwt_key_cache::cached_keys(&given) {
+                Ok(k) => k.to_vec(),
+                Err(e) => return Ok(Some(Err(e))),
+            },
             None => configured_for(&alg, configured)?,
         };
         if keys.is_empty() || !jwt::verify_any(&t.as_token(), &alg, &keys)? {
@@ -298,9 +306,10 @@ pub fn register(engine: &mut Engine, keys: &JwtKeys) -> Result<()> {
             let json = |v: &Value| -> anyhow::Result<Json> {
                 Ok(serde_json::from_str(&v.to_json_str()?)?)
             };
-            let token =
-                jwt_sign::encode_sign(&json(&args[0])?, &json(&args[1])?, &json(&args[2])?)?;
-            Ok(Value::from(token))
+            match jwt_sign::encode_sign(&json(&args[0])?, &json(&args[1])?, &json(&args[2])?) {
+                Ok(token) => Ok(Value::from(token)),
+                Err(e) => Ok(undecodable(&e)),
+            }
         }),
     )?;
     add(
@@ -309,12 +318,14 @@ pub fn register(engine: &mut Engine, keys: &JwtKeys) -> Result<()> {
         3,
         Box::new(|args: Vec<Value>| -> ExtResult {
             let arg = |i: usize, what: &str| string_arg(&args[i], what);
-            let token = jwt_sign::encode_sign_raw(
+            match jwt_sign::encode_sign_raw(
                 &arg(0, "io.jwt.encode_sign_raw header")?,
                 &arg(1, "io.jwt.encode_sign_raw payload")?,
                 &arg(2, "io.jwt.encode_sign_raw key")?,
-            )?;
-            Ok(Value::from(token))
+            ) {
+                Ok(token) => Ok(Value::from(token)),
+                Err(e) => Ok(undecodable(&e)),
+            }
         }),
     )?;
     Ok(())

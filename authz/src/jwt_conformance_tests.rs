@@ -165,8 +165,62 @@ fn a_policy_signs_a_token_that_verifies() {
         rule(&set, "signed_raw_claims", input).unwrap(),
         Value::from(json!({"sub": "raw"}))
     );
+    // A key that cannot sign makes the call undefined, as under OPA's default evaluation.
     let no_key = json!({"jwk": {"kty": "oct"}, "key": "", "token": "a.b.c"});
-    assert!(rule(&set, "signed", no_key).is_err());
+    assert_eq!(rule(&set, "signed", no_key).unwrap(), Value::Undefined);
+}
+
+/// OPA's default (non-strict) evaluation: a builtin that fails is undefined, so a policy's
+/// `not` and `default` decide. A malformed key the policy passes, a signing header that is
+/// not JSON or names an unknown algorithm, and a typ-JWT payload that is not JSON.
+#[test]
+fn a_bad_key_or_a_failed_signing_is_undefined_not_an_evaluation_error() {
+    let set = PolicySet::compile(
+        vec![SourceFile {
+            path: "t.rego".into(),
+            text: r#"package t
+import rego.v1
+verified := io.jwt.verify_rs256(input.token, input.key)
+decoded := io.jwt.decode_verify(input.token, {"cert": input.key})
+raw := io.jwt.encode_sign_raw(input.header, input.payload, `{"kty":"oct","k":"a2V5"}`)
+not_verified if not io.jwt.verify_rs256(input.token, input.key)
+"#
+            .into(),
+        }],
+        "data.t.verified",
+    )
+    .unwrap();
+    let bad_cert = "-----BEGIN CERTIFICATE-----
+AAAA
+-----END CERTIFICATE-----
+";
+    let input = json!({"token": "eyJhbGciOiJSUzI1NiJ9.e30.AAAA", "key": bad_cert,
+                       "header": r#"{"alg":"#, "payload": "{}"});
+    assert_eq!(
+        rule(&set, "verified", input.clone()).unwrap(),
+        Value::Undefined
+    );
+    assert_eq!(
+        rule(&set, "decoded", input.clone()).unwrap(),
+        Value::Undefined
+    );
+    assert_eq!(
+        rule(&set, "not_verified", input.clone()).unwrap(),
+        Value::Bool(true)
+    );
+    for (header, payload) in [
+        ("{\"alg\":", "{}"),
+        (r#"{"alg":"dummy"}"#, "{}"),
+        ("", "{}"),
+        (r#"{"alg":"HS256","typ":"JWT"}"#, "not json"),
+    ] {
+        let input = json!({"header": header, "payload": payload});
+        assert_eq!(
+            rule(&set, "raw", input).unwrap(),
+            Value::Undefined,
+            "{header} {payload}"
+        );
+    }
 }
 
 #[test]
