@@ -101,6 +101,10 @@ def main():
         runs = [("baseline: sequential read, no checks",
                  lambda b: [str(b[2] / "report_bench"), "read", str(data)]
                  + ([url, a.pg_schema] if url else []))]
+        if url:
+            # The same read through a SELECT instead of COPY: what the COPY reader saves.
+            runs.append(("sequential read with SELECT, not COPY",
+                         lambda b: [str(b[2] / "report_bench"), "read-select", str(data), url, a.pg_schema]))
         runs.append(("esm audit verify", lambda b: [str(b[1] / "esm"), "audit", "verify",
                                                     "--dir", str(data)]))
         for fmt in a.formats.split(","):
