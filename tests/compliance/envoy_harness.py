@@ -68,6 +68,12 @@ def request(port, method, path, headers=None, body=None, tls=None):
         c.close()
 
 
+def metrics(admin):
+    """The text of esm's /metrics on the admin port."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as r:
+        return r.read().decode()
+
+
 def wait_port(port, deadline=30):
     end = time.time() + deadline
     while time.time() < end:

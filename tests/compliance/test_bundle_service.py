@@ -7,10 +7,9 @@ import http.server
 import json
 import threading
 import time
-import urllib.request
 
 from conftest import run
-from envoy_harness import bootstrap, free_port, request, stop_process
+from envoy_harness import bootstrap, free_port, metrics, request, stop_process
 from test_ext_authz_features import POLICY, Es256, bundle, init
 
 
@@ -53,11 +52,6 @@ class BundleServer:
             self.httpd.shutdown()
             self.httpd.server_close()
             self.httpd = None
-
-
-def metrics(admin):
-    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as r:
-        return r.read().decode()
 
 
 def wait_for(check, what, deadline=15):

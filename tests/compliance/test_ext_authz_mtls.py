@@ -9,10 +9,9 @@ import re
 import socket
 import ssl
 import time
-import urllib.request
 
 from conftest import make_ca, run
-from envoy_harness import bootstrap, envoy_bin, free_port, request
+from envoy_harness import bootstrap, envoy_bin, free_port, metrics, request
 from test_sds_envoy import linked_envoy, sds, sds_cluster
 
 TD = "example.org"
@@ -50,11 +49,6 @@ def envoy_config(authz_port, upstream, sock, http_port):
                 "validation_context_sds_secret_config": sds("ROOTCA")}}}}
     clusters.append(sds_cluster(sock))
     return cfg
-
-
-def metrics(admin):
-    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as r:
-        return r.read().decode()
 
 
 def sample(text, name, **labels):

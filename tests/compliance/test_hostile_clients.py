@@ -10,12 +10,11 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 
 import pytest
 
 from conftest import ROOT, run
-from envoy_harness import bootstrap, free_port, request
+from envoy_harness import bootstrap, free_port, metrics, request
 
 NOBODY = 65534
 
@@ -50,11 +49,6 @@ def hoard(port, n, first=b""):
 def release(p):
     p.stdin.close()
     p.wait(timeout=10)
-
-
-def metrics(admin):
-    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as r:
-        return r.read().decode()
 
 
 def sample(text, name, **labels):

@@ -12,7 +12,7 @@
 use futures_util::StreamExt;
 use sqlx::{ConnectOptions, PgConnection, PgPool};
 
-use super::page::{Page, PageBuilder};
+use super::page::{Page, PageBuilder, TEXT_FIELDS};
 use super::COLUMNS;
 use crate::error::{Error, Result};
 
@@ -27,8 +27,13 @@ fn broken(reason: impl Into<String>) -> Error {
 /// A connection of the lane's own, outside the pool: a scan dropped early aborts its lanes
 /// in the middle of a COPY, and a connection left in that state must be closed with the
 /// lane, never handed to the next user of the pool.
+///
+/// Its queries are short index range scans: JIT compilation, which PostgreSQL starts when
+/// stale statistics overestimate a range, would cost more than the range itself.
 pub(crate) async fn lane_connection(pool: &PgPool) -> Result<PgConnection> {
-    Ok(pool.connect_options().connect().await?)
+    let mut conn = pool.connect_options().connect().await?;
+    sqlx::query("SET jit = off").execute(&mut conn).await?;
+    Ok(conn)
 }
 
 /// The events with `after < seq <= to`, in order.
@@ -38,12 +43,15 @@ pub(crate) async fn copy_page(
     to: u64,
 ) -> (Page, Option<Error>) {
     let bound = |v: u64| v.min(i64::MAX as u64);
-    // Integers, formatted: COPY takes no bind parameters.
+    // Integers, formatted: COPY takes no bind parameters. The LIMIT makes the planner
+    // walk the primary key in order; without it, a COPY of a range was planned as a
+    // parallel bitmap scan and a sort, 2.5 times slower than the SELECT it replaced.
     let sql = format!(
-        "COPY (SELECT {COLUMNS} FROM events WHERE seq > {} AND seq <= {} ORDER BY seq) \
-         TO STDOUT (FORMAT binary)",
+        "COPY (SELECT {COLUMNS} FROM events WHERE seq > {} AND seq <= {} ORDER BY seq \
+         LIMIT {}) TO STDOUT (FORMAT binary)",
         bound(after),
-        bound(to)
+        bound(to),
+        bound(to.saturating_sub(after))
     );
     let capacity = to.saturating_sub(after).min(1 << 20) as usize;
     let mut parser = CopyParser::new(capacity);
@@ -143,7 +151,7 @@ impl CopyParser {
             let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
             at += 4;
             if len < 0 {
-                return Err(broken(format!("column {} is NULL", COLUMN_NAMES[i])));
+                return Err(broken(format!("column {} is NULL", column_name(i))));
             }
             let Some(bytes) = buf.get(at..at + len as usize) else {
                 return Ok(None);
@@ -154,7 +162,7 @@ impl CopyParser {
         let int = |i: usize| -> Result<i64> {
             let b: [u8; 8] = fields[i]
                 .try_into()
-                .map_err(|_| broken(format!("{} is not a bigint", COLUMN_NAMES[i])))?;
+                .map_err(|_| broken(format!("{} is not a bigint", column_name(i))))?;
             Ok(i64::from_be_bytes(b))
         };
         self.builder.row(int(0)? as u64, int(1)?);
@@ -182,21 +190,16 @@ impl CopyParser {
     }
 }
 
-const COLUMN_NAMES: [&str; FIELDS as usize] = [
-    "seq",
-    "time_ns",
-    "kind",
-    "actor",
-    "subject",
-    "action",
-    "outcome",
-    "reason",
-    "correlation_id",
-    "node",
-    "details",
-    "prev_hash",
-    "hash",
-];
+/// The name of column `i` of [`COLUMNS`], for an error.
+fn column_name(i: usize) -> &'static str {
+    match i {
+        0 => "seq",
+        1 => "time_ns",
+        11 => "prev_hash",
+        12 => "hash",
+        i => TEXT_FIELDS.get(i.wrapping_sub(2)).copied().unwrap_or("?"),
+    }
+}
 
 /// The header's length once `buf` holds all of it.
 fn header_len(buf: &[u8]) -> Result<Option<usize>> {
