@@ -298,12 +298,16 @@ pub(crate) fn build_view(view: &View<'_>, opts: &InputOptions, need: &Projection
         let v = parsed::parsed_query(view.path())?;
         input.set("parsed_query", |_| v);
     }
-    // Only a body can be refused for what it holds: without one, it is made only if read.
-    let body_read = view.has_body() || need.wants("parsed_body") || need.wants("truncated_body");
-    if body_read && !opts.skip_request_body_parse {
-        let (parsed_body, truncated) = view.parsed_body(opts)?;
-        input.set("parsed_body", |_| parsed_body);
-        input.set("truncated_body", |_| Value::from(truncated));
+    // Only a body can be refused for what it holds: it is parsed when the policy reads it,
+    // and otherwise only checked.
+    if !opts.skip_request_body_parse {
+        if need.wants("parsed_body") || need.wants("truncated_body") {
+            let (parsed_body, truncated) = view.parsed_body(opts)?;
+            input.set("parsed_body", |_| parsed_body);
+            input.set("truncated_body", |_| Value::from(truncated));
+        } else if view.has_body() {
+            view.check_body(opts)?;
+        }
     }
     input.set("version", |need| {
         let mut version = Obj::new(need);

@@ -126,6 +126,46 @@ fn json_depth_ok(body: &str) -> bool {
     true
 }
 
+/// How a body is read, decided from its headers alone.
+enum BodyKind {
+    /// No `parsed_body` (null); whether the body is truncated.
+    Unparsed(bool),
+    Form,
+    Multipart,
+    Json,
+}
+
+fn body_kind(
+    content_type: Option<&str>,
+    content_length: Option<&str>,
+    partial: bool,
+    body: &str,
+) -> BodyKind {
+    let Some(ct) = content_type else {
+        return BodyKind::Unparsed(partial);
+    };
+    let json = ct.contains("application/json");
+    let form = ct.contains("application/x-www-form-urlencoded");
+    let multipart = ct.contains("multipart/form-data");
+    if !(json || form || multipart) || body.is_empty() {
+        return BodyKind::Unparsed(partial);
+    }
+    let declared = content_length.and_then(|l| l.trim().parse::<i64>().ok());
+    if partial || declared.is_some_and(|l| l != -1 && l > body.len() as i64) {
+        return BodyKind::Unparsed(true);
+    }
+    if body.len() > MAX_PARSED_BODY {
+        return BodyKind::Unparsed(true);
+    }
+    if form {
+        BodyKind::Form
+    } else if multipart {
+        BodyKind::Multipart
+    } else {
+        BodyKind::Json
+    }
+}
+
 /// `parsed_body` and `truncated_body` for a request with these headers and body.
 ///
 /// JSON bodies (content-type contains `application/json`), form bodies and multipart form
@@ -138,40 +178,105 @@ pub fn parsed_body(
     partial: bool,
     body: &str,
 ) -> Result<(Value, bool)> {
-    let Some(ct) = content_type else {
-        return Ok((Value::Null, partial));
-    };
-    let json = ct.contains("application/json");
-    let form = ct.contains("application/x-www-form-urlencoded");
-    let multipart = ct.contains("multipart/form-data");
-    if !(json || form || multipart) || body.is_empty() {
-        return Ok((Value::Null, partial));
+    match body_kind(content_type, content_length, partial, body) {
+        BodyKind::Unparsed(truncated) => Ok((Value::Null, truncated)),
+        BodyKind::Form => Ok((parse_query(body)?, false)),
+        BodyKind::Multipart => Ok((
+            crate::multipart::parse(content_type.unwrap_or_default(), body)?,
+            false,
+        )),
+        BodyKind::Json => Ok((json_value(body)?, false)),
     }
-    let declared = content_length.and_then(|l| l.trim().parse::<i64>().ok());
-    if partial || declared.is_some_and(|l| l != -1 && l > body.len() as i64) {
-        return Ok((Value::Null, true));
+}
+
+/// Refuses exactly the bodies [`parsed_body`] refuses, without building their value: for a
+/// policy that never reads `parsed_body`, a JSON body is only checked (its depth, then its
+/// syntax with nothing kept), so an unread body costs a scan, not a document.
+pub fn check_body(
+    content_type: Option<&str>,
+    content_length: Option<&str>,
+    partial: bool,
+    body: &str,
+) -> Result<()> {
+    match body_kind(content_type, content_length, partial, body) {
+        BodyKind::Json => {
+            if !json_depth_ok(body) {
+                return Err(too_deep());
+            }
+            serde_json::from_str::<JsonCheck>(body)
+                .map(drop)
+                .map_err(not_json)
+        }
+        _ => parsed_body(content_type, content_length, partial, body).map(drop),
     }
-    if body.len() > MAX_PARSED_BODY {
-        return Ok((Value::Null, true));
+}
+
+/// A JSON value read for its validity only: numbers are parsed as `serde_json::Value`
+/// parses them (one out of range is an error, which `IgnoredAny` would skip), strings are
+/// unescaped in the reader's scratch space, and nothing is kept.
+struct JsonCheck;
+
+impl<'de> serde::Deserialize<'de> for JsonCheck {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(JsonCheck)
     }
-    if form {
-        return Ok((parse_query(body)?, false));
+}
+
+impl<'de> serde::de::Visitor<'de> for JsonCheck {
+    type Value = JsonCheck;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
     }
-    if multipart {
-        return Ok((crate::multipart::parse(ct, body)?, false));
+
+    fn visit_bool<E>(self, _: bool) -> std::result::Result<Self, E> {
+        Ok(self)
     }
-    Ok((json_value(body)?, false))
+    fn visit_i64<E>(self, _: i64) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_u64<E>(self, _: u64) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_f64<E>(self, _: f64) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_str<E>(self, _: &str) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_unit<E>(self) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Self, A::Error> {
+        while seq.next_element::<JsonCheck>()?.is_some() {}
+        Ok(self)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Self, A::Error> {
+        while map.next_entry::<JsonCheck, JsonCheck>()?.is_some() {}
+        Ok(self)
+    }
+}
+
+fn too_deep() -> Error {
+    Error::Request(format!("JSON body nests deeper than {MAX_JSON_DEPTH}"))
+}
+
+fn not_json(e: serde_json::Error) -> Error {
+    Error::Request(format!("body is not JSON: {e}"))
 }
 
 /// A JSON document (a body, or a JSON part of a multipart body), depth-bounded.
 pub(crate) fn json_value(text: &str) -> Result<Value> {
     if !json_depth_ok(text) {
-        return Err(Error::Request(format!(
-            "JSON body nests deeper than {MAX_JSON_DEPTH}"
-        )));
+        return Err(too_deep());
     }
-    let v: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| Error::Request(format!("body is not JSON: {e}")))?;
+    let v: serde_json::Value = serde_json::from_str(text).map_err(not_json)?;
     Ok(Value::from(v))
 }
 

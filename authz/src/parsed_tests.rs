@@ -85,3 +85,73 @@ proptest::proptest! {
         let _ = parsed_body(Some("application/json"), None, false, &s);
     }
 }
+
+/// A policy that never reads `parsed_body` gets its body only checked: the check must refuse
+/// exactly the bodies the parser refuses, or such a policy would decide requests a policy
+/// reading the body could never see.
+#[test]
+fn the_body_check_refuses_exactly_what_the_parser_refuses() {
+    let deep = format!(
+        "{}{}",
+        "[".repeat(MAX_JSON_DEPTH + 1),
+        "]".repeat(MAX_JSON_DEPTH + 1)
+    );
+    let just = format!(
+        "{}{}",
+        "[".repeat(MAX_JSON_DEPTH),
+        "]".repeat(MAX_JSON_DEPTH)
+    );
+    let mp = "multipart/form-data; boundary=b";
+    let cases: Vec<(Option<&str>, Option<&str>, bool, String)> = vec![
+        (
+            Some("application/json"),
+            None,
+            false,
+            r#"{"a": [1, 2.5e3, "x\u00e9"], "b": null}"#.into(),
+        ),
+        (Some("application/json"), None, false, r#"{"a": 1,}"#.into()),
+        (
+            Some("application/json"),
+            None,
+            false,
+            r#"{"a": "\q"}"#.into(),
+        ),
+        (Some("application/json"), None, false, "{} {}".into()),
+        (Some("application/json"), None, false, "1e999999".into()),
+        (
+            Some("application/json"),
+            None,
+            false,
+            r#"{"a":1,"a":2}"#.into(),
+        ),
+        (Some("application/json"), None, false, deep),
+        (Some("application/json"), None, false, just),
+        (Some("application/json"), Some("999"), false, "{".into()),
+        (Some("application/json"), None, true, "{".into()),
+        (
+            Some("application/x-www-form-urlencoded"),
+            None,
+            false,
+            "a=%zz".into(),
+        ),
+        (
+            Some(mp),
+            None,
+            false,
+            "--b\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\n1\r\n--b--\r\n".into(),
+        ),
+        (Some(mp), None, false, "no boundary here".into()),
+        (Some("text/plain"), None, false, "{".into()),
+    ];
+    for (ct, cl, partial, body) in cases {
+        let parsed = parsed_body(ct, cl, partial, &body)
+            .map(drop)
+            .map_err(|e| e.to_string());
+        let checked = check_body(ct, cl, partial, &body).map_err(|e| e.to_string());
+        assert_eq!(
+            parsed.is_ok(),
+            checked.is_ok(),
+            "{ct:?} {body:.40}: {parsed:?} vs {checked:?}"
+        );
+    }
+}

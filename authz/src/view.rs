@@ -167,6 +167,20 @@ impl<'r> View<'r> {
         )
     }
 
+    /// Refuses the body exactly when [`View::parsed_body`] would, building as little as
+    /// it can: what a policy that never reads `parsed_body` pays for the body.
+    pub(crate) fn check_body(&self, opts: &InputOptions) -> Result<()> {
+        if self.is_grpc() {
+            return self.parsed_body(opts).map(drop);
+        }
+        parsed::check_body(
+            self.header("content-type"),
+            self.header("content-length"),
+            self.partial_body(),
+            &self.body(),
+        )
+    }
+
     /// What refuses the request whatever its policy reads (beyond [`View::of`]'s header
     /// count): a path or query with a bad escape, a body that is not what its content-type
     /// says. The input builder refuses exactly these.
@@ -176,7 +190,7 @@ impl<'r> View<'r> {
             parsed::parsed_query(self.path())?;
         }
         if self.has_body() && !opts.skip_request_body_parse {
-            self.parsed_body(opts)?;
+            self.check_body(opts)?;
         }
         Ok(())
     }
