@@ -190,8 +190,8 @@ pub fn parsed_body(
 }
 
 /// Refuses exactly the bodies [`parsed_body`] refuses, without building their value: for a
-/// policy that never reads `parsed_body`, a JSON body is only checked (its depth, then its
-/// syntax with nothing kept), so an unread body costs a scan, not a document.
+/// policy that never reads `parsed_body`, a JSON body is only checked (its depth and its
+/// syntax in one pass with nothing kept), so an unread body costs a scan, not a document.
 pub fn check_body(
     content_type: Option<&str>,
     content_length: Option<&str>,
@@ -200,66 +200,79 @@ pub fn check_body(
 ) -> Result<()> {
     match body_kind(content_type, content_length, partial, body) {
         BodyKind::Json => {
-            if !json_depth_ok(body) {
-                return Err(too_deep());
-            }
-            serde_json::from_str::<JsonCheck>(body)
-                .map(drop)
+            let mut d = serde_json::Deserializer::from_str(body);
+            serde::de::DeserializeSeed::deserialize(JsonCheck(0), &mut d)
+                .and_then(|()| d.end())
                 .map_err(not_json)
         }
         _ => parsed_body(content_type, content_length, partial, body).map(drop),
     }
 }
 
-/// A JSON value read for its validity only: numbers are parsed as `serde_json::Value`
-/// parses them (one out of range is an error, which `IgnoredAny` would skip), strings are
-/// unescaped in the reader's scratch space, and nothing is kept.
-struct JsonCheck;
+/// A JSON value read for its validity only, in one pass: nesting is counted as it is read
+/// (deeper than [`MAX_JSON_DEPTH`] is refused, as the parser refuses it), numbers are parsed
+/// as `serde_json::Value` parses them (one out of range is an error, which `IgnoredAny`
+/// would skip), strings are unescaped in the reader's scratch space, and nothing is kept.
+#[derive(Clone, Copy)]
+struct JsonCheck(usize);
 
-impl<'de> serde::Deserialize<'de> for JsonCheck {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        d.deserialize_any(JsonCheck)
+impl<'de> serde::de::DeserializeSeed<'de> for JsonCheck {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl JsonCheck {
+    fn inner<E: serde::de::Error>(self) -> std::result::Result<Self, E> {
+        if self.0 >= MAX_JSON_DEPTH {
+            return Err(E::custom(format!("nests deeper than {MAX_JSON_DEPTH}")));
+        }
+        Ok(Self(self.0 + 1))
     }
 }
 
 impl<'de> serde::de::Visitor<'de> for JsonCheck {
-    type Value = JsonCheck;
+    type Value = ();
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_bool<E>(self, _: bool) -> std::result::Result<Self, E> {
-        Ok(self)
+    fn visit_bool<E>(self, _: bool) -> std::result::Result<(), E> {
+        Ok(())
     }
-    fn visit_i64<E>(self, _: i64) -> std::result::Result<Self, E> {
-        Ok(self)
+    fn visit_i64<E>(self, _: i64) -> std::result::Result<(), E> {
+        Ok(())
     }
-    fn visit_u64<E>(self, _: u64) -> std::result::Result<Self, E> {
-        Ok(self)
+    fn visit_u64<E>(self, _: u64) -> std::result::Result<(), E> {
+        Ok(())
     }
-    fn visit_f64<E>(self, _: f64) -> std::result::Result<Self, E> {
-        Ok(self)
+    fn visit_f64<E>(self, _: f64) -> std::result::Result<(), E> {
+        Ok(())
     }
-    fn visit_str<E>(self, _: &str) -> std::result::Result<Self, E> {
-        Ok(self)
+    fn visit_str<E>(self, _: &str) -> std::result::Result<(), E> {
+        Ok(())
     }
-    fn visit_unit<E>(self) -> std::result::Result<Self, E> {
-        Ok(self)
+    fn visit_unit<E>(self) -> std::result::Result<(), E> {
+        Ok(())
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(
         self,
         mut seq: A,
-    ) -> std::result::Result<Self, A::Error> {
-        while seq.next_element::<JsonCheck>()?.is_some() {}
-        Ok(self)
+    ) -> std::result::Result<(), A::Error> {
+        let inner = self.inner()?;
+        while seq.next_element_seed(inner)?.is_some() {}
+        Ok(())
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(
         self,
         mut map: A,
-    ) -> std::result::Result<Self, A::Error> {
-        while map.next_entry::<JsonCheck, JsonCheck>()?.is_some() {}
-        Ok(self)
+    ) -> std::result::Result<(), A::Error> {
+        let inner = self.inner()?;
+        while map.next_entry_seed(inner, inner)?.is_some() {}
+        Ok(())
     }
 }
 
