@@ -68,6 +68,16 @@ def request(port, method, path, headers=None, body=None, tls=None):
         c.close()
 
 
+def wait_for(pred, what, deadline=20):
+    """Polls `pred` every 0.2 s until it holds; fails naming `what` after `deadline` s."""
+    end = time.time() + deadline
+    while time.time() < end:
+        if pred():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def metrics(admin):
     """The text of esm's /metrics on the admin port."""
     with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as r:

@@ -9,7 +9,7 @@ import threading
 import time
 
 from conftest import run
-from envoy_harness import bootstrap, free_port, metrics, request, stop_process
+from envoy_harness import bootstrap, free_port, metrics, request, stop_process, wait_for
 from test_ext_authz_features import POLICY, Es256, bundle, init
 
 
@@ -52,15 +52,6 @@ class BundleServer:
             self.httpd.shutdown()
             self.httpd.server_close()
             self.httpd = None
-
-
-def wait_for(check, what, deadline=15):
-    end = time.time() + deadline
-    while time.time() < end:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def audit(data):

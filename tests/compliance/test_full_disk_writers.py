@@ -90,8 +90,8 @@ def test_a_bundle_download_on_a_full_disk_keeps_the_last_good_one(disk, tmp_path
     """The bundle service's persisted copy lives on the full disk: the new bundle is not
     kept (no part of it left), the old one keeps deciding, and once space is freed the new
     one is taken."""
-    from envoy_harness import bootstrap, free_port, request
-    from test_bundle_service import BundleServer, wait_for
+    from envoy_harness import bootstrap, free_port, request, wait_for
+    from test_bundle_service import BundleServer
     from test_ext_authz_features import POLICY, Es256, init
 
     esm, envoy, up = stack

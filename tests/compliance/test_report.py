@@ -12,12 +12,11 @@ import os
 import pathlib
 import re
 import shutil
-import time
 
 import pytest
 
 from conftest import ROOT, run
-from envoy_harness import bootstrap, free_port, request, route, stop_process
+from envoy_harness import bootstrap, free_port, request, route, stop_process, wait_for
 
 TD = "example.org"
 API = f"spiffe://{TD}/ns/prod/sa/api"
@@ -42,15 +41,6 @@ def issue(data, spiffe_id, out, ttl=None, env=None):
         args += ["--ttl", ttl]
     run(*args, env=env)
     return {"cert": out / "svid.pem", "key": out / "svid.key", "ca": out / "bundle.pem"}
-
-
-def wait_for(pred, what, deadline=20):
-    end = time.time() + deadline
-    while time.time() < end:
-        if pred():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def policy_reloads(data):
