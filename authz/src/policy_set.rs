@@ -204,13 +204,13 @@ impl PolicySet {
         }
     }
 
-    /// Memoizes up to `capacity` results (0: none). See [`crate::decision_memo`].
     /// The set as read from a bundle whose manifest names `revision`.
     pub fn with_revision(mut self, revision: String) -> Self {
         self.revision = revision;
         self
     }
 
+    /// Memoizes up to `capacity` results (0: none). See [`crate::decision_memo`].
     pub fn with_memo_capacity(mut self, capacity: usize) -> Self {
         self.memo = DecisionMemo::new(&self.reads, capacity);
         self

@@ -190,6 +190,7 @@ impl Reloader {
             ));
             tracing::info!(policy.set = %spec.name, policy.hash = %set.hash, previous.hash = %previous, dry_run = spec.dry_run, "policy set replaced by the config reload");
             esm_authz::reload::log_engine(&spec.name, &set);
+            esm_authz::reload_counts::serving(&spec.name, &set.hash, &set.revision);
             h.policies.send_replace(Arc::new(set));
             h.spec.send_replace(Arc::new(spec));
         }
