@@ -6,8 +6,8 @@
 //! path first and the writer in the gaps; CFS still gives it a share (about a tenth of a
 //! busy core at nice 10), so it is never starved outright.
 
-/// Lowers the calling thread's priority to `nice` (0 leaves it). Threads it spawns (the
-/// SQLite connection's own worker) inherit the value. Best effort: a refusal is logged.
+/// Lowers the calling thread's priority to `nice` (0 leaves it); threads it spawns inherit
+/// the value. Best effort: a refusal is logged.
 pub fn lower_current_thread(nice: i32) {
     if nice == 0 {
         return;

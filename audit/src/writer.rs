@@ -19,7 +19,7 @@ use crate::redact::Redactor;
 use crate::retry::{Retry, Stop};
 pub use crate::sink::{AuditSink, LazyEvent, Receipt};
 use crate::sink::{Job, Urgent};
-use crate::store::{Db, WriteTx};
+use crate::store::{Db, WriteTx, WriterDb};
 use crate::writer_chain::{load_chain, tail_or_anchor, Chain};
 
 pub use crate::writer_options::{OnFull, WriterOptions};
@@ -79,9 +79,12 @@ pub async fn start(
         urgent: urgent.clone(),
     };
     let (stop_tx, stop_rx) = oneshot::channel();
+    // A writer that cannot reach its store is refused here, not discovered by the first
+    // producer whose event goes nowhere.
+    let own = db.for_writer()?;
     let writer = Writer {
-        origin: db.clone(),
-        db,
+        origin: db,
+        db: own,
         stop: Stop::new(stop_rx),
         unconfirmed: None,
         checkpointer: Checkpointer::new(key, opts.checkpoint_interval),
@@ -97,7 +100,6 @@ pub async fn start(
     // a few hundred decisions then never holds up a worker that answers Envoy. The thread
     // is named so that `top -H` and `perf` show what the evidence costs.
     let (done_tx, done) = oneshot::channel();
-    let (ready_tx, ready) = oneshot::channel();
     std::thread::Builder::new()
         .name(WRITER_THREAD.into())
         .spawn(move || {
@@ -106,15 +108,10 @@ pub async fn start(
                 .enable_all()
                 .build()
                 .map_err(|e| Error::Bug(format!("audit writer runtime: {e}")))
-                .and_then(|rt| rt.block_on(writer.on_own_thread(ready_tx)));
+                .and_then(|rt| rt.block_on(writer.run()));
             let _ = done_tx.send(ran);
         })
         .map_err(|e| Error::Bug(format!("audit writer thread: {e}")))?;
-    // A writer that cannot reach its store is refused here, not discovered by the first
-    // producer whose event goes nowhere.
-    ready
-        .await
-        .map_err(|_| Error::Bug("audit writer thread ended before it started".into()))??;
     Ok((
         sink,
         WriterHandle {
@@ -128,7 +125,7 @@ struct Writer {
     /// The store as opened; the writer's own connection is made from it (again, after a
     /// failure).
     origin: Db,
-    db: Db,
+    db: WriterDb,
     stop: Stop,
     /// The first sequence number and the end (seq, hash) of an attempt whose COMMIT failed
     /// without saying whether it landed.
@@ -144,21 +141,6 @@ struct Writer {
 }
 
 impl Writer {
-    /// The writer thread's life: its own connection first (so the connection's worker
-    /// inherits the thread's priority), reported through `ready`, then [`Writer::run`].
-    async fn on_own_thread(mut self, ready: oneshot::Sender<Result<()>>) -> Result<()> {
-        match self.db.for_writer().await {
-            Ok(db) => self.db = db,
-            Err(e) => {
-                // `start` returns the error; there is nothing to run.
-                let _ = ready.send(Err(e));
-                return Ok(());
-            }
-        }
-        let _ = ready.send(Ok(()));
-        self.run().await
-    }
-
     /// Lets a small batch of events nobody waits for grow for up to `linger`, without waking
     /// per event: the writer sleeps and then takes what queued. An awaited event ends the
     /// wait at once (its `notify_one` leaves a permit if it was queued before the wait began;
@@ -275,7 +257,7 @@ impl Writer {
                 _ = tokio::time::sleep(delay) => {}
                 () = self.stop.wait() => {}
             }
-            self.reconnect().await;
+            self.reconnect();
         }
     }
 
@@ -331,14 +313,13 @@ impl Writer {
         }
     }
 
-    /// A fresh writer connection after a failure. SQLite: the old connection may still hold
-    /// a transaction the failed COMMIT left open (SQLITE_FULL keeps it), with the write
-    /// lock; closing it rolls that back. PostgreSQL: the pool drops broken connections
-    /// itself, and a new one is taken per transaction.
-    async fn reconnect(&mut self) {
-        if let Db::Sqlite(_) = self.db {
-            self.db.close().await;
-            match self.origin.for_writer().await {
+    /// A fresh writer connection after a failure. SQLite: a failed COMMIT is rolled back
+    /// where it failed, but a connection that could not roll back still holds the write
+    /// lock; replacing it closes it, which ends its transaction. PostgreSQL: the pool drops
+    /// broken connections itself, and a new one is taken per transaction.
+    fn reconnect(&mut self) {
+        if let WriterDb::Sqlite(_) = self.db {
+            match self.origin.for_writer() {
                 Ok(db) => self.db = db,
                 Err(e) => tracing::warn!(error = %e, "audit writer cannot reconnect yet"),
             }

@@ -28,7 +28,7 @@ pub(crate) enum Bind {
 }
 
 /// SQL both databases accept for the same query.
-mod sql {
+pub(super) mod sql {
     pub const TAIL: &str = "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1";
     pub const LAST_SEQ: &str = "SELECT MAX(seq) FROM events";
     pub const FIRST_SEQ: &str = "SELECT MIN(seq) FROM events";
@@ -225,17 +225,14 @@ where
     }
 
     fn checkpoint_row(r: &Self::Row) -> Result<StoredCheckpoint> {
-        let seq = r.try_get::<i64, _>(0)? as u64;
-        Ok(StoredCheckpoint {
-            checkpoint: Checkpoint {
-                tree_size: seq,
-                root: hash32(seq, "checkpoint root", r.try_get(1)?)?,
-                last_hash: hash32(seq, "checkpoint last hash", r.try_get(2)?)?,
-                time_ns: r.try_get(4)?,
-                key_id: r.try_get(5)?,
-                signature: r.try_get(6)?,
-            },
-            frontier: r.try_get(3)?,
-        })
+        StoredCheckpoint::from_columns(
+            r.try_get(0)?,
+            r.try_get(1)?,
+            r.try_get(2)?,
+            r.try_get(3)?,
+            r.try_get(4)?,
+            r.try_get(5)?,
+            r.try_get(6)?,
+        )
     }
 }

@@ -10,6 +10,7 @@ mod postgres;
 mod scan;
 mod sqlite;
 mod sqlite_scan;
+mod sqlite_writer;
 
 use dialect::Dialect;
 pub use page::{Page, RecordRef};
@@ -29,6 +30,32 @@ pub const PAGE: i64 = 8192;
 pub struct StoredCheckpoint {
     pub checkpoint: Checkpoint,
     pub frontier: Vec<u8>,
+}
+
+impl StoredCheckpoint {
+    /// From the [`CP_COLUMNS`] values as stored, in that order.
+    pub(crate) fn from_columns(
+        tree_size: i64,
+        root: &[u8],
+        last_hash: &[u8],
+        frontier: Vec<u8>,
+        time_ns: i64,
+        key_id: String,
+        signature: Vec<u8>,
+    ) -> Result<Self> {
+        let seq = tree_size as u64;
+        Ok(Self {
+            checkpoint: Checkpoint {
+                tree_size: seq,
+                root: page::hash32(seq, "checkpoint root", root)?,
+                last_hash: page::hash32(seq, "checkpoint last hash", last_hash)?,
+                time_ns,
+                key_id,
+                signature,
+            },
+            frontier,
+        })
+    }
 }
 
 /// What to read back.
@@ -66,7 +93,25 @@ pub enum Db {
 /// A write transaction holding the log's writer lock.
 pub enum WriteTx {
     Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    /// The audit writer's own ([`WriterDb`]).
+    SqliteDirect(sqlite_writer::DirectTx),
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+/// The audit writer's store: on SQLite a connection of its own that the writer's thread
+/// runs itself ([`sqlite_writer`]), on PostgreSQL the pool (the work is the server's).
+pub enum WriterDb {
+    Sqlite(sqlite_writer::Conn),
+    Postgres(sqlx::PgPool),
+}
+
+impl WriterDb {
+    pub async fn begin_write(&self) -> Result<WriteTx> {
+        Ok(match self {
+            Self::Sqlite(c) => WriteTx::SqliteDirect(c.begin()?),
+            Self::Postgres(p) => WriteTx::Postgres(Postgres::begin_write(p).await?),
+        })
+    }
 }
 
 impl Db {
@@ -119,13 +164,17 @@ impl Db {
         Ok(())
     }
 
-    /// The store for the writer thread: on SQLite a connection of its own, opened from the
-    /// calling thread so that the connection's worker thread inherits its priority
-    /// ([`crate::background`]); on PostgreSQL the same pool (the work is the server's).
-    pub async fn for_writer(&self) -> Result<Self> {
+    /// The audit writer's store ([`WriterDb`]). A SQLite store must be a file: the
+    /// writer opens its own connection to it.
+    pub fn for_writer(&self) -> Result<WriterDb> {
         Ok(match self {
-            Self::Sqlite(p) => Self::Sqlite(sqlite::dedicated(p).await?),
-            Self::Postgres(p) => Self::Postgres(p.clone()),
+            Self::Sqlite(p) => {
+                let path = sqlite_scan::file_of(p).ok_or_else(|| {
+                    Error::Config("audit.url: the audit log must be a database file".into())
+                })?;
+                WriterDb::Sqlite(sqlite_writer::Conn::open(&path)?)
+            }
+            Self::Postgres(p) => WriterDb::Postgres(p.clone()),
         })
     }
 
@@ -211,45 +260,56 @@ impl Db {
     }
 }
 
+/// Runs `$direct` for the writer's own SQLite connection, else `$body` as [`each!`] does.
+macro_rules! each_tx {
+    ($on:expr, |$d:ident| $direct:expr, |$D:ident, $t:ident| $body:expr) => {
+        match $on {
+            WriteTx::SqliteDirect($d) => $direct,
+            WriteTx::Sqlite($t) => {
+                type $D = Sqlite;
+                $body
+            }
+            WriteTx::Postgres($t) => {
+                type $D = Postgres;
+                $body
+            }
+        }
+    };
+}
+
 impl WriteTx {
     /// The last stored (seq, hash).
     pub async fn tail(&mut self) -> Result<Option<(u64, Hash)>> {
-        each!(self, Self::Sqlite, Self::Postgres, |D, t| D::tail(&mut **t)
-            .await)
+        each_tx!(self, |d| d.tail(), |D, t| D::tail(&mut **t).await)
     }
 
     pub async fn latest_checkpoint(&mut self) -> Result<Option<StoredCheckpoint>> {
-        each!(self, Self::Sqlite, Self::Postgres, |D, t| {
+        each_tx!(self, |d| d.latest_checkpoint(), |D, t| {
             Ok(D::checkpoints(&mut **t, true).await?.pop())
         })
     }
 
     /// Event hashes with seq > `after`, in order (to rebuild the Merkle frontier).
     pub async fn hashes_after(&mut self, after: u64) -> Result<Vec<Hash>> {
-        each!(self, Self::Sqlite, Self::Postgres, |D, t| {
+        each_tx!(self, |d| d.hashes_after(after), |D, t| {
             let all = D::hashes(&mut **t, after, u64::MAX).await?;
             Ok(all.into_iter().map(|(_, h)| h).collect())
         })
     }
 
     pub async fn insert(&mut self, records: &[Record]) -> Result<()> {
-        each!(self, Self::Sqlite, Self::Postgres, |D, t| D::insert(
-            t, records
-        )
-        .await)
+        each_tx!(self, |d| d.insert(records), |D, t| D::insert(t, records)
+            .await)
     }
 
     pub async fn insert_checkpoint(&mut self, cp: &Checkpoint, frontier: &[u8]) -> Result<()> {
-        each!(self, Self::Sqlite, Self::Postgres, |D, t| {
+        each_tx!(self, |d| d.insert_checkpoint(cp, frontier), |D, t| {
             D::insert_checkpoint(&mut **t, cp, frontier).await
         })
     }
 
     pub async fn commit(self) -> Result<()> {
-        each!(self, Self::Sqlite, Self::Postgres, |_D, t| t
-            .commit()
-            .await?);
-        Ok(())
+        each_tx!(self, |d| d.commit(), |_D, t| Ok(t.commit().await?))
     }
 }
 

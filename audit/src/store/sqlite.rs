@@ -71,17 +71,6 @@ fn create_owner_only(path: &str) {
     let _ = opts.open(path);
 }
 
-/// One more connection to the database `pool` opened (already created and migrated),
-/// established now, on the calling thread.
-pub async fn dedicated(pool: &SqlitePool) -> Result<SqlitePool> {
-    let opts = (*pool.connect_options()).clone();
-    SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(opts)
-        .await
-        .map_err(open_error("audit writer connection"))
-}
-
 /// Keeps sqlx's error as the source of the open failure of `path`.
 fn open_error(path: &str) -> impl FnOnce(sqlx::Error) -> Error {
     let path = path.to_owned();
