@@ -111,8 +111,15 @@ async fn client_to_server(
             None => read.await,
         };
         let mut input = match read {
-            Ok(0) | Err(_) => return Ok(()),
-            Ok(n) => &buf[..n],
+            Ok(n) if n > 0 => &buf[..n],
+            // The client is gone or done sending: the server must read EOF too, or it
+            // keeps the connection (and with it the slot and every stream) for ever.
+            // Dropping `to_server` does not do it: the duplex's read half lives on in the
+            // relay's other direction.
+            _ => {
+                let _ = to_server.shutdown().await;
+                return Ok(());
+            }
         };
         loop {
             out.clear();

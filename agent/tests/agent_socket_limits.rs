@@ -127,3 +127,44 @@ async fn a_connection_making_the_server_reset_stream_after_stream_is_sent_away()
     assert_eq!(goaway, Some(Some(ENHANCE_YOUR_CALM)));
     served(&a.sock).await.unwrap();
 }
+
+/// A client that closes its connection gives its slot back, however far it got: a uid that
+/// connects more times over esm's life than its cap must still be served. (The relay once
+/// kept every closed connection open towards the server, so a uid's 257th connection in a
+/// process's life was refused.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_closed_by_their_clients_free_their_slots() {
+    let a = agent(Limits {
+        max_connections: 3,
+        max_connections_per_uid: 3,
+        stall: Duration::from_secs(30),
+    })
+    .await;
+    let served_soon = || async {
+        let t0 = tokio::time::Instant::now();
+        loop {
+            match served(&a.sock).await {
+                Ok(()) => return,
+                Err(e) if t0.elapsed() > Duration::from_secs(3) => {
+                    panic!("a slot was not given back: {e}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    };
+    for _ in 0..10 {
+        served_soon().await;
+    }
+    // Clients that hung up without a GOAWAY (as gRPC C-core does), before a request:
+    // silent, preface only, after the handshake.
+    for _ in 0..4 {
+        drop(UnixStream::connect(&a.sock).await.unwrap());
+        served_soon().await;
+        let mut s = UnixStream::connect(&a.sock).await.unwrap();
+        let _ = s.write_all(PREFACE).await; // refused at once when no slot is left
+        drop(s);
+        served_soon().await;
+        drop(handshake(&a.sock).await);
+        served_soon().await;
+    }
+}
