@@ -324,6 +324,13 @@ fn agent(
     )?;
     family(
         enc,
+        "esm_agent_streams_refused",
+        "Agent socket calls refused because their uid held its stream budget.",
+        Counter,
+        one(n(&a.streams_refused)),
+    )?;
+    family(
+        enc,
         "esm_agent_svids_issued",
         "SVIDs issued over SDS and the Workload API.",
         Counter,

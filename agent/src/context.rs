@@ -25,6 +25,8 @@ pub struct AgentMetrics {
     pub responses: AtomicU64,
     pub nacks: AtomicU64,
     pub refused: AtomicU64,
+    /// Calls refused because their uid held its stream budget (`stream_limits`).
+    pub streams_refused: AtomicU64,
     pub svids_issued: AtomicU64,
     /// Issuances that failed on the CA's side (a key backend down, an expired signing CA);
     /// each is retried, and no workload is refused for it.
@@ -41,6 +43,7 @@ impl Default for AgentMetrics {
             responses: AtomicU64::default(),
             nacks: AtomicU64::default(),
             refused: AtomicU64::default(),
+            streams_refused: AtomicU64::default(),
             svids_issued: AtomicU64::default(),
             issuance_failures: AtomicU64::default(),
             sds_push_after_ca_change: Histogram::new(PUSH),

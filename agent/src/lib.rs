@@ -35,6 +35,7 @@ pub mod sds;
 pub mod sds_server;
 pub mod secrets;
 pub mod server;
+pub mod stream_limits;
 pub mod subscriptions;
 pub mod svid_cache;
 pub mod svid_refresh;

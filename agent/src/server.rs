@@ -10,6 +10,7 @@ use super::h2_authority::{MAX_FRAME, MAX_HEADER_LIST};
 use super::mtls_peers::PeerSpiffeId;
 use super::sds::SdsService;
 use super::sds_server::SdsServer;
+use super::stream_limits::{PerUidStreams, StreamBudget};
 use super::unix::UnixPeer;
 use super::workload_api::WorkloadApi;
 use esm_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
@@ -60,10 +61,19 @@ pub fn caller_of<T>(req: &Request<T>) -> Result<Caller, Status> {
     })
 }
 
-fn router(ctx: AgentContext) -> tonic::transport::server::Router {
+/// The agent's gRPC services. `streams_per_uid` applies to Unix peers (see
+/// [`super::stream_limits`]); the TCP listener's peers have no uid and pass.
+fn router(
+    ctx: AgentContext,
+    streams_per_uid: usize,
+) -> tonic::transport::server::Router<
+    tower::layer::util::Stack<PerUidStreams, tower::layer::util::Identity>,
+> {
+    let budget = StreamBudget::new(streams_per_uid, ctx.metrics.clone());
     // The frame and header list limits are the ones the Unix socket's relay enforces
     // before the server sees a byte (see `h2_authority`): pinned here so the two agree.
     tonic::transport::Server::builder()
+        .layer(PerUidStreams { budget })
         .max_concurrent_streams(MAX_STREAMS)
         .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
         .http2_max_header_list_size(MAX_HEADER_LIST as u32)
@@ -93,7 +103,7 @@ pub async fn serve_with_limits(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     tracing::info!(agent.socket = ?listener.local_addr().ok(), "SDS serving");
-    router(ctx)
+    router(ctx, limits.max_streams_per_uid)
         .serve_with_incoming_shutdown(super::unix::incoming(listener, limits), shutdown)
         .await
 }
@@ -115,7 +125,7 @@ pub async fn serve_tcp(
     tracing::info!(agent.listen = ?listener.local_addr().ok(), "SDS serving over mTLS");
     let renew = tokio::spawn(creds.clone().run(ctx.ca.clone(), subs));
     let incoming = super::mtls::incoming(super::mtls::tcp_accepted(listener), creds);
-    let served = router(ctx)
+    let served = router(ctx, Limits::default().max_streams_per_uid)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     renew.abort();

@@ -20,6 +20,7 @@ async fn connections_over_the_cap_are_closed_at_once_and_stalled_ones_free_their
         max_connections: 5,
         max_connections_per_uid: 5,
         stall,
+        ..Limits::default()
     })
     .await;
     let t0 = tokio::time::Instant::now();
@@ -138,6 +139,7 @@ async fn connections_closed_by_their_clients_free_their_slots() {
         max_connections: 3,
         max_connections_per_uid: 3,
         stall: Duration::from_secs(30),
+        ..Limits::default()
     })
     .await;
     let served_soon = || async {
@@ -166,5 +168,37 @@ async fn connections_closed_by_their_clients_free_their_slots() {
         served_soon().await;
         drop(handshake(&a.sock).await);
         served_soon().await;
+    }
+}
+
+/// One uid's streams over all its connections are bounded: over its budget it is refused
+/// at once with RESOURCE_EXHAUSTED, and a stream that ends gives its place back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_over_the_uids_budget_are_refused_until_one_ends() {
+    let a = agent(Limits {
+        max_streams_per_uid: 3,
+        ..Limits::default()
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(open_bundle_stream(&a.sock).await.unwrap());
+    }
+    let refused = open_bundle_stream(&a.sock).await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    let unary = served(&a.sock).await.unwrap_err();
+    assert!(unary.contains("limit"), "{unary}");
+    held.pop();
+    let t0 = tokio::time::Instant::now();
+    while served(&a.sock).await.is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "the ended stream kept its place"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

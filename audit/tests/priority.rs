@@ -48,7 +48,10 @@ async fn writer_runs_its_sqlite_work_at_the_configured_nice_value() {
         .filter(|(n, _)| n.starts_with("sqlx-sqlite"))
         .map(|(_, nice)| *nice)
         .collect();
-    assert!(!sqlite.is_empty() && sqlite.iter().all(|n| *n == 0), "{all:?}");
+    assert!(
+        !sqlite.is_empty() && sqlite.iter().all(|n| *n == 0),
+        "{all:?}"
+    );
     let this = name_and_nice("/proc/thread-self/stat".as_ref()).unwrap();
     assert_eq!(this.1, 0, "the producer's thread keeps its priority");
     handle.shutdown().await.unwrap();

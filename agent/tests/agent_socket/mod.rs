@@ -184,6 +184,33 @@ pub fn stream_secrets(extra: &[(&[u8], &[u8])]) -> Vec<u8> {
         .collect()
 }
 
+/// A StreamSecrets stream for the trust bundle, open (first answer read) until the returned
+/// sender is dropped; the refusal's status when the agent will not open it.
+pub async fn open_bundle_stream(
+    sock: &std::path::Path,
+) -> Result<tokio::sync::mpsc::Sender<DiscoveryRequest>, tonic::Status> {
+    let channel = esm_agent::server::connect(sock).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(DiscoveryRequest {
+        resource_names: vec![ROOTCA.into()],
+        type_url: SECRET_TYPE.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut answers = SecretDiscoveryServiceClient::new(channel)
+        .stream_secrets(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(10), answers.message())
+        .await
+        .map_err(|_| tonic::Status::deadline_exceeded("no first answer"))??;
+    assert!(first.is_some(), "the stream ended before its first answer");
+    // The answers stay with a task that reads them, as an Envoy does.
+    tokio::spawn(async move { while let Ok(Some(_)) = answers.message().await {} });
+    Ok(tx)
+}
+
 /// A new connection whose preface is sent and whose server SETTINGS are acknowledged: from
 /// here on the server's limits are in force.
 pub async fn handshake(sock: &std::path::Path) -> UnixStream {
