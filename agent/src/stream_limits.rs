@@ -48,12 +48,11 @@ impl StreamBudget {
     /// A permit for one more stream of `uid`, or `None` when it holds its budget.
     pub fn take(&self, uid: u32) -> Option<StreamPermit> {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        let n = open.entry(uid).or_default();
-        if *n >= self.per_uid {
+        if open.get(&uid).copied().unwrap_or(0) >= self.per_uid {
             self.metrics.streams_refused.fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        *n += 1;
+        *open.entry(uid).or_default() += 1;
         Some(StreamPermit {
             uid,
             open: self.open.clone(),
@@ -138,7 +137,9 @@ where
         let reply = self.inner.call(req);
         Box::pin(async move {
             let resp = reply.await?;
-            // The permit lives as long as the response body: to the stream's end.
+            // The permit lives as long as the response body: to the stream's end. (An error
+            // answer is trailers only; tonic drops its body at once, and the permit with
+            // it, which is right: that call is over.)
             Ok(resp.map(|body| {
                 tonic::body::Body::new(body.map_frame(move |frame| {
                     let _held = &permit;

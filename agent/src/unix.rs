@@ -156,7 +156,9 @@ fn relay(mut stream: tokio::net::UnixStream, slot: Slot, stall: Duration) -> Age
         tokio::select! {
             () = &mut down => {}
             r = &mut up => match r {
-                // The client has sent all it will; the server may still be answering.
+                // The client is gone (or has shut its sending side, which gRPC clients never
+                // do: theirs is END_STREAM on a stream) and the server has read EOF; what it
+                // still writes before closing goes out.
                 Ok(()) => down.await,
                 Err(e) => tracing::info!(
                     peer.uid = slot.uid(),

@@ -50,7 +50,8 @@ pub enum Error {
         #[source]
         source: sqlx::Error,
     },
-    /// Reading the SQLite file directly (verification and report scans) failed.
+    /// The audit writer's SQLite connection, or a scan's reader (verification, reports),
+    /// failed; both talk to the file through rusqlite.
     #[error("audit database {path}: {source}")]
     Sqlite {
         path: std::path::PathBuf,

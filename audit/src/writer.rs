@@ -319,6 +319,9 @@ impl Writer {
     /// broken connections itself, and a new one is taken per transaction.
     fn reconnect(&mut self) {
         if let WriterDb::Sqlite(_) = self.db {
+            // Before the new connection opens: the old one must not hold the write lock
+            // while it is replaced, or for as long as reopening keeps failing.
+            self.db.abandon();
             match self.origin.for_writer() {
                 Ok(db) => self.db = db,
                 Err(e) => tracing::warn!(error = %e, "audit writer cannot reconnect yet"),

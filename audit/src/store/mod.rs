@@ -106,6 +106,13 @@ pub enum WriterDb {
 }
 
 impl WriterDb {
+    /// Ends a transaction a failure left open on the writer's SQLite connection.
+    pub fn abandon(&self) {
+        if let Self::Sqlite(c) = self {
+            c.abandon();
+        }
+    }
+
     pub async fn begin_write(&self) -> Result<WriteTx> {
         Ok(match self {
             Self::Sqlite(c) => WriteTx::SqliteDirect(c.begin()?),

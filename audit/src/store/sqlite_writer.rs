@@ -47,8 +47,9 @@ pub struct Conn {
 
 impl Conn {
     /// Opens the (already created and migrated) database at `path` as sqlx's connections
-    /// are: `synchronous = FULL`, foreign keys on, a 10 s wait for another writer. WAL
-    /// belongs to the file and is already set.
+    /// are: `synchronous = FULL`, foreign keys on, a 10 s wait for another writer. The
+    /// journal mode belongs to the file (WAL, set by [`super::sqlite::connect`]). A file the
+    /// writer cannot write to is refused here, at start, rather than by the first batch.
     pub(crate) fn open(path: &Path) -> Result<Self> {
         let err = |source| Error::Sqlite {
             path: path.to_path_buf(),
@@ -60,10 +61,31 @@ impl Conn {
             .and_then(|()| conn.pragma_update(None, "synchronous", "FULL"))
             .and_then(|()| conn.pragma_update(None, "foreign_keys", "ON"))
             .map_err(err)?;
+        if conn
+            .is_readonly(rusqlite::DatabaseName::Main)
+            .map_err(err)?
+        {
+            return Err(Error::Database(format!(
+                "{}: the audit writer cannot write to it",
+                path.display()
+            )));
+        }
         Ok(Self {
             path: path.to_path_buf(),
             conn: Arc::new(Mutex::new(conn)),
         })
+    }
+
+    /// Ends whatever transaction the connection is still in (a failed COMMIT that could not
+    /// be rolled back then), so that it does not keep the write lock while the writer
+    /// tries to open another.
+    pub(crate) fn abandon(&self) {
+        let tx = DirectTx {
+            path: self.path.clone(),
+            conn: self.conn.clone(),
+            open: false,
+        };
+        tx.rollback();
     }
 
     /// `BEGIN IMMEDIATE`: the log's write lock until the transaction ends.
