@@ -3,7 +3,8 @@ Envoy on the ext_authz port and the admin endpoints, py-spiffe on the agent sock
 uid (nobody) opens thousands of idle or half-spoken connections: it takes slots only from
 itself, esm's descriptors stay bounded, the half-spoken connections are closed after 10 s,
 and the honest client is served throughout. On the agent socket nobody also has an entry of
-its own and opens every stream it may without reading a byte: esm's memory stays bounded."""
+its own and opens every stream it may without reading a byte, and on the ext_authz port it
+sends a Check on every stream it may and reads no answer: esm's memory stays bounded."""
 
 import functools
 import os
@@ -184,6 +185,39 @@ def test_half_spoken_connections_are_closed_and_their_slots_freed(rbac_stack):
 
 # The agent socket: SDS and the SPIFFE Workload API, with py-spiffe as the honest client.
 
+AUTHZ_STREAMS = 256  # authz/src/service.rs MAX_STREAMS_PER_CONNECTION
+
+
+def test_checks_sent_and_never_read_on_the_ext_authz_port_leave_envoy_served(rbac_stack):
+    """Another uid opens its 512 connections to the ext_authz port, sends a Check on every
+    stream each may hold, and never reads an answer: 131,072 decisions esm makes (and
+    audits) and cannot deliver. Envoy is still decided throughout, and esm's memory is
+    bounded by the connection and stream limits (HTTP/2 keeps each unread answer's stream
+    until it is written)."""
+    proc, authz, admin, port = rbac_stack
+    assert decided(port)
+    probe = functools.partial(decided, port)
+    baseline = served(probe)
+    rss = [rss_mib(proc.pid)]
+    conns = 512
+    checker, line = as_nobody(CHECKER, here=str(pathlib.Path(__file__).parent), port=authz,
+                              conns=conns, streams=AUTHZ_STREAMS)
+    try:
+        assert line.strip() == str(conns), f"the checker opened {line!r} connections"
+        during = served(probe)
+        time.sleep(5)
+        rss.append(rss_mib(proc.pid))
+        after = served(probe)
+        report(f"{conns * AUTHZ_STREAMS:,} unread Checks on the ext_authz port, as they arrive", baseline, during)
+        report(f"{conns * AUTHZ_STREAMS:,} unread Checks on the ext_authz port, held", baseline, after)
+        print(f"esm's RSS: {rss[0]:.0f} MiB -> {rss[1]:.0f} MiB")
+        assert during[0] >= 0.95 and after[0] == 1.0
+        assert max(rss) - rss[0] < 512  # about 270 MiB measured
+    finally:
+        release(checker)
+    assert decided(port)
+
+
 TD = "example.org"
 WEB = f"spiffe://{TD}/ns/prod/sa/web"
 MAX_STREAMS = 200  # agent/src/server.rs: streams one connection may hold open
@@ -191,6 +225,31 @@ BUDGET = 1024  # agent/src/connection_limits.rs: streams one uid may hold open
 
 # Each connection: SDS StreamSecrets and Workload API FetchX509SVID calls by turns, each an
 # empty request message; the SDS ones stay open from the client's side. Nothing is read.
+CHECKER = """
+import os, socket, sys
+sys.path.insert(0, {here!r})
+from agent_peer import DATA, END_HEADERS, END_STREAM, HEADERS, PREFACE, SETTINGS, frame, literal
+os.setgroups([]); os.setgid({uid}); os.setuid({uid})
+FIELDS = [(":method", "POST"), (":scheme", "http"), (":authority", "localhost"),
+          (":path", "/envoy.service.auth.v3.Authorization/Check"),
+          ("content-type", "application/grpc"), ("te", "trailers")]
+BLOCK = b"".join(literal(k, v) for k, v in FIELDS)
+socks = []
+for _ in range({conns}):
+    s = socket.socket()
+    try:
+        s.connect(("127.0.0.1", {port}))
+        s.sendall(PREFACE + frame(SETTINGS, 0, 0) + b"".join(
+            frame(HEADERS, END_HEADERS, 2 * i + 1, BLOCK) + frame(DATA, END_STREAM, 2 * i + 1, bytes(5))
+            for i in range({streams})))
+    except OSError:
+        break
+    socks.append(s)
+print(len(socks), flush=True)
+sys.stdin.read()
+"""
+
+
 STREAMER = """
 import os, socket, sys
 sys.path.insert(0, {here!r})
