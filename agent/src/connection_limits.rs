@@ -91,8 +91,9 @@ impl Drop for Slot {
     }
 }
 
-/// The counts stay right even if a holder panicked: every change is one step.
-fn lock(slots: &Mutex<Slots>) -> std::sync::MutexGuard<'_, Slots> {
+/// The counts stay right even if a holder panicked: every change is one step. (The
+/// stream budget's counts too.)
+pub(crate) fn lock(slots: &Mutex<Slots>) -> std::sync::MutexGuard<'_, Slots> {
     slots.lock().unwrap_or_else(PoisonError::into_inner)
 }
 

@@ -9,30 +9,32 @@
 //! over it is refused at once with RESOURCE_EXHAUSTED before any handler runs, and what it
 //! holds it takes only from itself.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use esm_listener::{Peer, Slots};
 use http_body_util::BodyExt;
 
+use super::connection_limits::lock;
 use super::context::AgentMetrics;
 use super::unix::UnixPeer;
 
-/// Streams open per uid, against one budget.
+/// Streams open per uid, against one budget: counted as connections are on esm's
+/// listeners ([`Slots`]), with no cap on the total.
 #[derive(Clone)]
 pub struct StreamBudget {
     per_uid: usize,
-    open: Arc<Mutex<HashMap<u32, usize>>>,
+    open: Arc<Mutex<Slots>>,
     metrics: Arc<AgentMetrics>,
 }
 
 /// One stream's share of its uid's budget, given back when dropped (when the stream ends).
 pub struct StreamPermit {
     uid: u32,
-    open: Arc<Mutex<HashMap<u32, usize>>>,
+    open: Arc<Mutex<Slots>>,
 }
 
 impl StreamBudget {
@@ -47,12 +49,13 @@ impl StreamBudget {
 
     /// A permit for one more stream of `uid`, or `None` when it holds its budget.
     pub fn take(&self, uid: u32) -> Option<StreamPermit> {
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        if open.get(&uid).copied().unwrap_or(0) >= self.per_uid {
+        if lock(&self.open)
+            .take(Peer::Uid(uid), usize::MAX, self.per_uid)
+            .is_err()
+        {
             self.metrics.streams_refused.fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        *open.entry(uid).or_default() += 1;
         Some(StreamPermit {
             uid,
             open: self.open.clone(),
@@ -61,20 +64,13 @@ impl StreamBudget {
 
     /// Streams `uid` holds now.
     pub fn held(&self, uid: u32) -> usize {
-        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        open.get(&uid).copied().unwrap_or(0)
+        lock(&self.open).held_by(Peer::Uid(uid))
     }
 }
 
 impl Drop for StreamPermit {
     fn drop(&mut self) {
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(n) = open.get_mut(&self.uid) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.uid);
-            }
-        }
+        lock(&self.open).give_back(Peer::Uid(self.uid));
     }
 }
 
