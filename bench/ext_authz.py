@@ -11,7 +11,10 @@ hit") and a new path on every request (bench/new_path.lua: every request is a fi
 decision, evaluated on regorus' bytecode VM), and each with the client talking TLS to Envoy
 or plain HTTP. Also, as a floor, Envoy without ext_authz. BENCH_EXTRA=1 adds esm with
 decision_log = "off" under both loads in plain HTTP (what auditing costs) and
-decision_log_mode = "sync" (each Check answered only once its record is committed).
+decision_log_mode = "sync" (each Check answered only once its record is committed), the
+latter twice: with the store on the benchmark's disk and on /dev/shm (tmpfs, where an fsync
+costs nothing), and prints the disk's fsync latency measured in the same run, so the part of
+sync mode's cost that is the disk's own shows apart from esm's.
 
 The caller's SPIFFE ID reaches the policy in x-forwarded-client-cert ([authz] xfcc), the
 destination's from Envoy's own esm-issued certificate; the policy grants the request, so
@@ -100,6 +103,26 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def fsync_latency(directory, writes=400):
+    """What one small append + fsync costs on the disk under `directory`: the floor of a
+    sync-mode commit, which answers nothing before its group is on disk."""
+    path = directory / "fsync-probe"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    took = []
+    try:
+        for _ in range(writes):
+            os.write(fd, b"x" * 4096)
+            start = time.perf_counter()
+            os.fsync(fd)
+            took.append((time.perf_counter() - start) * 1e3)
+    finally:
+        os.close(fd)
+        path.unlink()
+    took.sort()
+    return (f"fsync of a 4 KiB append on the store's disk, {writes} times: mean {sum(took) / writes:.3f} ms, "
+            f"p50 {took[writes // 2]:.3f} ms, p90 {took[writes * 9 // 10]:.3f} ms, p99 {took[writes * 99 // 100]:.3f} ms")
+
+
 NEW_PATH_LUA = ROOT / "bench" / "new_path.lua"
 
 
@@ -143,6 +166,7 @@ def fixed_destination(data):
 
 def main():
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="esm-bench-"))
+    cleanup = [tmp]
     procs = []
     try:
         data = tmp / "d"
@@ -156,9 +180,10 @@ def main():
                     "ESM_AUTHZ_XFCC": "true", "ESM_LOG": "warn", "ESM_AGENT_SOCKET": ""})
         procs.append(subprocess.Popen([str(ESM), "serve", "--dir", str(data)], env=env,
                                       stdout=subprocess.DEVNULL, stderr=open(tmp / "esm.log", "w")))
-        def variant(name, change=None, **overrides):
-            """Another esm on a copy of the data dir (changed by `change`), with other settings; its port."""
-            copy, port = tmp / name, free_port()
+        def variant(name, change=None, under=None, **overrides):
+            """Another esm on a copy of the data dir (changed by `change`, under `under` or the
+            run's own directory), with other settings; its port."""
+            copy, port = (under or tmp) / name, free_port()
             shutil.copytree(data, copy, ignore=shutil.ignore_patterns("*.sock"))
             if change:
                 change(copy)
@@ -194,6 +219,11 @@ def main():
                 configs[f"esm, decisions not audited, {load}, plain HTTP"] = (quiet_port, quiet_pid, new_paths, False)
             sync_port = variant("sync", ESM_AUTHZ_DECISION_LOG_MODE="sync")
             configs["esm, decision_log_mode = sync, memo hit, TLS"] = (sync_port, procs[-1].pid, False, True)
+            shm = pathlib.Path(tempfile.mkdtemp(prefix="esm-bench-", dir="/dev/shm"))
+            cleanup.append(shm)
+            ram_port = variant("sync-ram", under=shm, ESM_AUTHZ_DECISION_LOG_MODE="sync")
+            configs["esm, decision_log_mode = sync, store on tmpfs, memo hit, TLS"] = (
+                ram_port, procs[-1].pid, False, True)
         # BENCH_ONLY="esm, first-seen;no-op, first-seen" keeps the configurations whose label
         # holds one of those (labels have commas: entries are separated by semicolons).
         only = [w.strip().lower() for w in os.environ.get("BENCH_ONLY", "").split(";") if w.strip()]
@@ -227,10 +257,13 @@ def main():
         audited = subprocess.run([str(ESM), "audit", "verify", "--dir", str(data)], capture_output=True,
                                  text=True, env={k: v for k, v in os.environ.items() if not k.startswith("ESM_")})
         print(f"audit verify after the run: exit {audited.returncode}")
+        if os.environ.get("BENCH_EXTRA"):
+            print(fsync_latency(tmp))
     finally:
         for p in procs:
             stop_process(p)
-        shutil.rmtree(tmp, ignore_errors=True)
+        for d in cleanup:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 if __name__ == "__main__":
