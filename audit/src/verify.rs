@@ -243,9 +243,11 @@ pub async fn verify(db: &Db, key: &PublicKey, from: Option<u64>) -> Result<Repor
     let end = db.last_seq().await?.unwrap_or(0);
     let mut scan = db.scan(start_size, end, ScanOptions::default());
     while let Some(page) = scan.next().await {
-        for r in page?.iter() {
+        let page = page?;
+        for r in page.iter() {
             walker.push(&r)?;
         }
+        scan.recycle(page);
     }
     let mut report = walker.finish()?;
     if let Some((st, seq)) = retained {

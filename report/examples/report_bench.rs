@@ -164,7 +164,9 @@ async fn read(dir: &Path, store: Store<'_>, select: bool) {
     let mut scan = db.scan(0, end, one_reader);
     let mut count = 0u64;
     while let Some(page) = scan.next().await {
-        count += page.unwrap().len() as u64;
+        let page = page.unwrap();
+        count += page.len() as u64;
+        scan.recycle(page);
     }
     println!(
         "read {count} events in {:.2} s",

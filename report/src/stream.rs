@@ -206,6 +206,7 @@ pub async fn run(
                 break 'pages;
             }
         }
+        scan.recycle(page);
     }
     drop(scan);
     if let (Some(w), false) = (walker.take(), stopped) {

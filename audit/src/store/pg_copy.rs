@@ -41,6 +41,7 @@ pub(crate) async fn copy_page(
     conn: &mut PgConnection,
     after: u64,
     to: u64,
+    spare: Option<Page>,
 ) -> (Page, Option<Error>) {
     let bound = |v: u64| v.min(i64::MAX as u64);
     // Integers, formatted: COPY takes no bind parameters. The LIMIT makes the planner
@@ -54,7 +55,7 @@ pub(crate) async fn copy_page(
         bound(to.saturating_sub(after))
     );
     let capacity = to.saturating_sub(after).min(1 << 20) as usize;
-    let mut parser = CopyParser::new(capacity);
+    let mut parser = CopyParser::reusing(spare, capacity);
     let mut stream = match conn.copy_out_raw(&sql).await {
         Ok(s) => s,
         Err(e) => return (Page::default(), Some(e.into())),
@@ -81,9 +82,15 @@ pub(crate) struct CopyParser {
 }
 
 impl CopyParser {
+    #[cfg(test)]
     pub(crate) fn new(rows: usize) -> Self {
+        Self::reusing(None, rows)
+    }
+
+    /// A parser filling `spare`'s buffers again when there is one ([`PageBuilder::reusing`]).
+    pub(crate) fn reusing(spare: Option<Page>, rows: usize) -> Self {
         Self {
-            builder: PageBuilder::with_capacity(rows),
+            builder: PageBuilder::reusing(spare, rows),
             pending: Vec::new(),
             header_read: false,
             ended: false,

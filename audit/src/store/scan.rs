@@ -9,6 +9,8 @@
 //! what notices a broken sequence. A row that cannot be an event ends its lane with the
 //! rows before it and the error, which the consumer gets after those rows, in order.
 
+use std::sync::{Arc, Mutex};
+
 use tokio::sync::mpsc;
 
 use super::page::Page;
@@ -47,6 +49,25 @@ impl Default for ScanOptions {
 /// What a lane hands over: a page and, when the lane stopped inside it, why.
 pub(crate) type Sent = (Page, Option<Error>);
 
+/// Pages the consumer is done with, for the readers to fill again ([`Scan::recycle`]); at
+/// most one per lane is kept, so memory stays `lanes × (LANE_DEPTH + 2)` pages.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Spares(Arc<Mutex<Vec<Page>>>);
+
+impl Spares {
+    pub(crate) fn take(&self) -> Option<Page> {
+        self.0.lock().ok()?.pop()
+    }
+
+    fn put(&self, page: Page, keep: usize) {
+        if let Ok(mut spares) = self.0.lock() {
+            if spares.len() < keep {
+                spares.push(page);
+            }
+        }
+    }
+}
+
 /// The ranges lane `lane` of `lanes` reads, in order: `(after, to]` each.
 pub(crate) fn lane_ranges(
     after: u64,
@@ -74,6 +95,7 @@ pub struct Scan {
     failed: Option<Error>,
     done: bool,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    spares: Spares,
 }
 
 impl Scan {
@@ -82,6 +104,7 @@ impl Scan {
         let lanes = opts.lanes.max(1);
         let mut receivers = Vec::with_capacity(lanes);
         let mut tasks = Vec::new();
+        let spares = Spares::default();
         let file = match db {
             Db::Sqlite(p) => super::sqlite_scan::file_of(p),
             Db::Postgres(_) => None,
@@ -92,16 +115,16 @@ impl Scan {
             let ranges = lane_ranges(after, to, opts.page, lane, lanes);
             match &file {
                 Some(path) => {
-                    let path = path.clone();
+                    let (path, spares) = (path.clone(), spares.clone());
                     tasks.push(tokio::task::spawn_blocking(move || {
-                        super::sqlite_scan::lane(&path, ranges, opts, &tx)
+                        super::sqlite_scan::lane(&path, ranges, opts, &tx, &spares)
                     }));
                 }
                 None => {
-                    let db = db.clone();
+                    let (db, spares) = (db.clone(), spares.clone());
                     let ranges: Vec<(u64, u64)> = ranges.collect();
                     tasks.push(tokio::spawn(async move {
-                        async_lane(db, ranges, opts, tx).await
+                        async_lane(db, ranges, opts, tx, spares).await
                     }));
                 }
             }
@@ -113,7 +136,14 @@ impl Scan {
             failed: None,
             done: false,
             tasks,
+            spares,
         }
+    }
+
+    /// Hands a page the caller is done with back to the readers, which fill it again
+    /// instead of allocating the next one.
+    pub fn recycle(&self, page: Page) {
+        self.spares.put(page, self.lanes.len());
     }
 
     /// The next page (possibly empty: a range with no events), the error that stopped the
@@ -151,7 +181,13 @@ impl Drop for Scan {
 }
 
 /// A lane through the store's own driver: PostgreSQL, or SQLite when it is not a file.
-async fn async_lane(db: Db, ranges: Vec<(u64, u64)>, opts: ScanOptions, tx: mpsc::Sender<Sent>) {
+async fn async_lane(
+    db: Db,
+    ranges: Vec<(u64, u64)>,
+    opts: ScanOptions,
+    tx: mpsc::Sender<Sent>,
+    spares: Spares,
+) {
     let hashes = opts.hashes;
     let mut copy = match &db {
         Db::Postgres(pool) if opts.pg_copy => match super::pg_copy::lane_connection(pool).await {
@@ -169,7 +205,7 @@ async fn async_lane(db: Db, ranges: Vec<(u64, u64)>, opts: ScanOptions, tx: mpsc
             ..Filter::default()
         };
         let (mut page, err) = match copy.as_mut() {
-            Some(conn) => super::pg_copy::copy_page(conn, after, to).await,
+            Some(conn) => super::pg_copy::copy_page(conn, after, to, spares.take()).await,
             None => db.read_page(after, filter, (to - after) as usize).await,
         };
         if hashes {

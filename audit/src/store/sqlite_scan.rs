@@ -14,7 +14,7 @@ use rusqlite::{Connection, OpenFlags, Statement};
 use tokio::sync::mpsc;
 
 use super::page::{tampered, Page, PageBuilder};
-use super::scan::{ScanOptions, Sent};
+use super::scan::{ScanOptions, Sent, Spares};
 use super::COLUMNS;
 use crate::error::{Error, Result};
 
@@ -37,6 +37,7 @@ pub(crate) fn lane(
     ranges: impl Iterator<Item = (u64, u64)>,
     opts: ScanOptions,
     tx: &mpsc::Sender<Sent>,
+    spares: &Spares,
 ) {
     let conn = match connect(path) {
         Ok(c) => c,
@@ -54,17 +55,17 @@ pub(crate) fn lane(
         }
     };
     for (after, to) in ranges {
-        let mut b = PageBuilder::with_capacity((to - after) as usize);
+        let mut b = PageBuilder::reusing(spares.take(), (to - after) as usize);
+        if opts.hashes {
+            b = b.hashing();
+        }
         let err = read(&mut stmt, after, to, &mut b)
             .map_err(|e| match e {
                 Failure::Sqlite(e) => error(path, e),
                 Failure::Store(e) => e,
             })
             .err();
-        let mut page = b.finish();
-        if opts.hashes {
-            page.recompute_hashes();
-        }
+        let page = b.finish();
         let stop = err.is_some();
         if tx.blocking_send((page, err)).is_err() || stop {
             return;
