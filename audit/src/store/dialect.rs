@@ -152,10 +152,11 @@ where
             let mut b = PageBuilder::with_capacity(rows.len());
             for r in &rows {
                 if let Err(e) = Self::read_row(r, &mut b) {
-                    return (b.finish(), Some(e));
+                    let (page, bad) = b.finish();
+                    return (page, Some(bad.unwrap_or(e)));
                 }
             }
-            (b.finish(), None)
+            b.finish()
         }
     }
 

@@ -3,6 +3,11 @@
 //! fill pages through [`PageBuilder`], which is also where a row that cannot be an event esm
 //! wrote (text that is not UTF-8, a hash that is not 32 bytes) is reported as tampering at
 //! its sequence number.
+//!
+//! UTF-8 is checked once per page, over all its text, rather than once per field: nine
+//! short checks per row cost more in calls than in bytes. A field on its own is valid
+//! exactly when the whole is valid and no field starts inside a character (with a
+//! continuation byte), which each field is checked for as it comes.
 
 use crate::error::{Error, Result, Tampered};
 use crate::event::Record;
@@ -180,14 +185,13 @@ impl Page {
         let hashes: Vec<Hash> = self
             .rows
             .iter()
-            .map(|r| row_hash(&self.text, r, &mut enc))
+            .map(|r| row_hash(self.text.as_bytes(), r, &mut enc))
             .collect();
         self.recomputed = hashes;
     }
 }
 
-fn row_hash(text: &str, r: &Row, enc: &mut hash_chain::Encoder) -> Hash {
-    let text = text.as_bytes();
+fn row_hash(text: &[u8], r: &Row, enc: &mut hash_chain::Encoder) -> Hash {
     let mut at = r.start;
     let fields = r.ends.map(|end| {
         let f = text.get(at..end).unwrap_or_default();
@@ -201,6 +205,8 @@ fn row_hash(text: &str, r: &Row, enc: &mut hash_chain::Encoder) -> Hash {
 #[derive(Debug, Default)]
 pub(crate) struct PageBuilder {
     page: Page,
+    /// The page's text until [`PageBuilder::finish`] checks it is UTF-8.
+    text: Vec<u8>,
     row: Option<Row>,
     field: usize,
     /// Set when each row is hashed as it completes, while its bytes are still in cache
@@ -212,9 +218,9 @@ impl PageBuilder {
     pub fn with_capacity(rows: usize) -> Self {
         let mut page = Page::default();
         page.rows.reserve(rows);
-        page.text.reserve(rows * 256);
         Self {
             page,
+            text: Vec::with_capacity(rows * 256),
             row: None,
             field: 0,
             encoder: None,
@@ -228,12 +234,14 @@ impl PageBuilder {
         let Some(mut page) = spare else {
             return Self::with_capacity(rows);
         };
-        page.text.clear();
+        let mut text = std::mem::take(&mut page.text).into_bytes();
+        text.clear();
         page.rows.clear();
         page.recomputed.clear();
         page.rows.reserve(rows);
         Self {
             page,
+            text,
             row: None,
             field: 0,
             encoder: None,
@@ -253,7 +261,7 @@ impl PageBuilder {
         self.row = Some(Row {
             seq,
             time_ns,
-            start: self.page.text.len(),
+            start: self.text.len(),
             ends: [0; 9],
             prev_hash: [0; 32],
             hash: [0; 32],
@@ -264,11 +272,11 @@ impl PageBuilder {
     /// The row's next text field, as the database holds it.
     pub fn text(&mut self, bytes: &[u8]) -> Result<()> {
         let (seq, field) = (self.seq(), self.field);
-        let what = TEXT_FIELDS.get(field).copied().unwrap_or("text");
-        let s = std::str::from_utf8(bytes)
-            .map_err(|_| tampered(seq, format!("{what} is not valid UTF-8")))?;
-        self.page.text.push_str(s);
-        let end = self.page.text.len();
+        if bytes.first().is_some_and(|b| b & 0xC0 == 0x80) {
+            return Err(not_utf8(seq, field));
+        }
+        self.text.extend_from_slice(bytes);
+        let end = self.text.len();
         let row = self.row.as_mut().ok_or_else(|| bug("text before row"))?;
         *row.ends
             .get_mut(field)
@@ -287,9 +295,7 @@ impl PageBuilder {
         row.prev_hash = hash32(seq, "prev_hash", prev_hash)?;
         row.hash = hash32(seq, "hash", hash)?;
         if let Some(enc) = self.encoder.as_mut() {
-            self.page
-                .recomputed
-                .push(row_hash(&self.page.text, &row, enc));
+            self.page.recomputed.push(row_hash(&self.text, &row, enc));
         }
         self.page.rows.push(row);
         Ok(())
@@ -300,10 +306,44 @@ impl PageBuilder {
         self.row.as_ref().map_or(0, |r| r.seq)
     }
 
-    /// The rows completed so far; a row left half read is dropped.
-    pub fn finish(self) -> Page {
-        self.page
+    /// The rows completed so far (a row left half read is dropped), up to the first whose
+    /// text is not UTF-8, which is then named.
+    pub fn finish(self) -> (Page, Option<Error>) {
+        let Self {
+            mut page, mut text, ..
+        } = self;
+        text.truncate(page.rows.last().map_or(0, |r| r.ends[8]));
+        let bad = match String::from_utf8(text) {
+            Ok(s) => {
+                page.text = s;
+                return (page, None);
+            }
+            Err(e) => {
+                let at = e.utf8_error().valid_up_to();
+                text = e.into_bytes();
+                at
+            }
+        };
+        // The first row (and its field) whose text reaches past the valid part.
+        let i = page.rows.partition_point(|r| r.ends[8] <= bad);
+        let Some(row) = page.rows.get(i) else {
+            return (Page::default(), Some(bug("invalid text outside every row")));
+        };
+        let (seq, field) = (row.seq, row.ends.partition_point(|&end| end <= bad));
+        text.truncate(row.start);
+        page.rows.truncate(i);
+        page.recomputed.truncate(i);
+        match String::from_utf8(text) {
+            Ok(s) => page.text = s,
+            Err(_) => return (Page::default(), Some(bug("valid text turned invalid"))),
+        }
+        (page, Some(not_utf8(seq, field)))
     }
+}
+
+fn not_utf8(seq: u64, field: usize) -> Error {
+    let what = TEXT_FIELDS.get(field).copied().unwrap_or("text");
+    tampered(seq, format!("{what} is not valid UTF-8"))
 }
 
 pub(crate) fn tampered(seq: u64, reason: impl Into<String>) -> Error {
@@ -332,14 +372,14 @@ mod tests {
             b.row(*seq, *seq as i64 * 10);
             for f in fields {
                 if let Err(e) = b.text(f) {
-                    return (b.finish(), Some(e));
+                    return (b.finish().0, Some(e));
                 }
             }
             if let Err(e) = b.hashes(&[1; 32], &[2; 32]) {
-                return (b.finish(), Some(e));
+                return (b.finish().0, Some(e));
             }
         }
-        (b.finish(), None)
+        b.finish()
     }
 
     const F: [&[u8]; 9] = [b"k", b"a", b"", b"act", b"allow", b"", b"c", b"n", b"{}"];
@@ -376,6 +416,53 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(page.last_seq(), Some(3));
+    }
+
+    #[test]
+    fn a_character_split_between_two_fields_is_tampering_in_the_second() {
+        // "é" is C3 A9: whole across the boundary, invalid in each field alone.
+        let mut split = F;
+        split[2] = b"x\xc3";
+        split[3] = b"\xa9y";
+        let (page, err) = build(&[(3, F), (4, split)]);
+        match err {
+            Some(Error::Tampered(t)) => {
+                assert_eq!((t.seq, t.reason.as_str()), (4, "action is not valid UTF-8"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(page.last_seq(), Some(3));
+    }
+
+    #[test]
+    fn invalid_text_in_a_later_row_keeps_every_row_before_it_intact() {
+        let mut cut = F;
+        cut[8] = b"{\"a\":\"\xe2\x82\"}";
+        let mut last = F;
+        last[5] = "rätt".as_bytes();
+        let (page, err) = build(&[(1, last), (2, F), (3, cut), (4, F)]);
+        match err {
+            Some(Error::Tampered(t)) => assert_eq!(
+                (t.seq, t.reason.as_str()),
+                (3, "details is not valid UTF-8")
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(page.len(), 2);
+        assert_eq!(page.get(0).unwrap().reason, "rätt");
+        assert_eq!(page.get(1).unwrap().details, "{}");
+    }
+
+    #[test]
+    fn a_text_ending_inside_a_character_is_tampering() {
+        let mut end = F;
+        end[8] = b"\xf0\x9f\x98";
+        let (page, err) = build(&[(5, F), (6, end)]);
+        assert!(
+            matches!(&err, Some(Error::Tampered(t)) if t.seq == 6 && t.reason == "details is not valid UTF-8"),
+            "{err:?}"
+        );
+        assert_eq!(page.last_seq(), Some(5));
     }
 
     #[test]
@@ -418,7 +505,7 @@ mod tests {
             b.text(f.as_bytes()).unwrap();
         }
         b.hashes(&rec.prev_hash, &rec.hash).unwrap();
-        let mut page = b.finish();
+        let mut page = b.finish().0;
         assert_eq!(page.get(0).unwrap().recomputed, None);
         page.recompute_hashes();
         assert_eq!(page.get(0).unwrap().recomputed, Some(&rec.hash));
@@ -454,7 +541,7 @@ mod tests {
                 }
                 b.hashes(&r.prev_hash, &r.hash).unwrap();
             }
-            b.finish()
+            b.finish().0
         };
         let inline = fill(PageBuilder::with_capacity(2).hashing());
         let mut after = fill(PageBuilder::with_capacity(2));

@@ -66,7 +66,7 @@ pub(crate) async fn copy_page(
             Err(e) => Err(e.into()),
         };
         if let Err(e) = fed {
-            return (parser.finish_partial(), Some(e));
+            return parser.finish_partial(e);
         }
     }
     parser.finish()
@@ -188,12 +188,14 @@ impl CopyParser {
             (false, true, true) => Some(broken("the data ended before its end marker")),
             _ => Some(broken("the data ended inside a row")),
         };
-        (self.builder.finish(), err)
+        let (page, bad) = self.builder.finish();
+        (page, bad.or(err))
     }
 
-    /// The rows read before a failure.
-    pub(crate) fn finish_partial(self) -> Page {
-        self.builder.finish()
+    /// The rows read before `failure` (or before text that is not UTF-8, an earlier row).
+    pub(crate) fn finish_partial(self, failure: Error) -> (Page, Option<Error>) {
+        let (page, bad) = self.builder.finish();
+        (page, Some(bad.unwrap_or(failure)))
     }
 }
 

@@ -40,7 +40,7 @@ fn parse_in_chunks(data: &[u8], chunk: usize) -> (Page, Option<Error>) {
     let mut p = CopyParser::new(4);
     for c in data.chunks(chunk) {
         if let Err(e) = p.feed(c) {
-            return (p.finish_partial(), Some(e));
+            return p.finish_partial(e);
         }
     }
     p.finish()

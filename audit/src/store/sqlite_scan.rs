@@ -65,7 +65,9 @@ pub(crate) fn lane(
                 Failure::Store(e) => e,
             })
             .err();
-        let page = b.finish();
+        // Text that is not UTF-8 is in a row before the one a read failed in.
+        let (page, bad) = b.finish();
+        let err = bad.or(err);
         let stop = err.is_some();
         if tx.blocking_send((page, err)).is_err() || stop {
             return;
