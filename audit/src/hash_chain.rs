@@ -29,7 +29,8 @@ pub fn event_hash(prev: &[u8; 32], seq: u64, time_ns: i64, fields: [&str; 9]) ->
 pub(crate) struct Encoder(Vec<u8>);
 
 impl Encoder {
-    /// [`event_hash`] of fields given as bytes (the caller knows them to be UTF-8).
+    /// [`event_hash`] of fields given as bytes. A reader may hash a row before its text is
+    /// checked as UTF-8; a row whose text is not is dropped with its hash.
     pub(crate) fn hash(
         &mut self,
         prev: &[u8; 32],

@@ -201,7 +201,8 @@ fn row_hash(text: &[u8], r: &Row, enc: &mut hash_chain::Encoder) -> Hash {
     enc.hash(&r.prev_hash, r.seq, r.time_ns, fields)
 }
 
-/// Fills a [`Page`] one row at a time, checking each field as it comes.
+/// Fills a [`Page`] one row at a time: each field's start as it comes, the text as UTF-8
+/// once at [`PageBuilder::finish`].
 #[derive(Debug, Default)]
 pub(crate) struct PageBuilder {
     page: Page,
@@ -288,12 +289,16 @@ impl PageBuilder {
     /// Ends the row with its two hashes.
     pub fn hashes(&mut self, prev_hash: &[u8], hash: &[u8]) -> Result<()> {
         let seq = self.seq();
-        let mut row = self.row.take().ok_or_else(|| bug("hashes before row"))?;
         if self.field != TEXT_FIELDS.len() {
             return Err(bug("row ended before its text fields"));
         }
-        row.prev_hash = hash32(seq, "prev_hash", prev_hash)?;
-        row.hash = hash32(seq, "hash", hash)?;
+        // Checked before the row is taken: a refused row stays half read, so that
+        // [`PageBuilder::finish`] still checks its text and names bad UTF-8 first.
+        let prev_hash = hash32(seq, "prev_hash", prev_hash)?;
+        let hash = hash32(seq, "hash", hash)?;
+        let mut row = self.row.take().ok_or_else(|| bug("hashes before row"))?;
+        row.prev_hash = prev_hash;
+        row.hash = hash;
         if let Some(enc) = self.encoder.as_mut() {
             self.page.recomputed.push(row_hash(&self.text, &row, enc));
         }
@@ -307,37 +312,54 @@ impl PageBuilder {
     }
 
     /// The rows completed so far (a row left half read is dropped), up to the first whose
-    /// text is not UTF-8, which is then named.
+    /// text is not UTF-8, which is then named. The fields a half-read row did complete are
+    /// checked too: a row refused for something later (a short hash, a field that starts
+    /// inside a character) is named by its first field that is not UTF-8, as a check per
+    /// field would have named it.
     pub fn finish(self) -> (Page, Option<Error>) {
         let Self {
-            mut page, mut text, ..
+            mut page,
+            mut text,
+            row: pending,
+            field: done,
+            ..
         } = self;
+        let complete = page.rows.last().map_or(0, |r| r.ends[8]);
+        let pending = pending.map(|r| {
+            let end = done.checked_sub(1).and_then(|f| r.ends.get(f).copied());
+            (r.seq, r.ends, end.unwrap_or(r.start), done)
+        });
+        text.truncate(pending.as_ref().map_or(complete, |p| p.2.max(complete)));
+        let (bad, mut text) = match String::from_utf8(text) {
+            Ok(s) => (None, s.into_bytes()),
+            Err(e) => (Some(e.utf8_error().valid_up_to()), e.into_bytes()),
+        };
+        let finding = match (bad, pending) {
+            (None, _) => None,
+            // In the half-read row: every completed row is kept.
+            (Some(at), Some((seq, ends, _, done))) if at >= complete => {
+                let completed = ends.get(..done).unwrap_or_default();
+                Some(not_utf8(seq, completed.partition_point(|&end| end <= at)))
+            }
+            // The first completed row (and its field) whose text reaches past the valid part.
+            (Some(at), _) => {
+                let i = page.rows.partition_point(|r| r.ends[8] <= at);
+                let Some(row) = page.rows.get(i) else {
+                    return (Page::default(), Some(bug("invalid text outside every row")));
+                };
+                let named = not_utf8(row.seq, row.ends.partition_point(|&end| end <= at));
+                text.truncate(row.start);
+                page.rows.truncate(i);
+                page.recomputed.truncate(i);
+                Some(named)
+            }
+        };
         text.truncate(page.rows.last().map_or(0, |r| r.ends[8]));
-        let bad = match String::from_utf8(text) {
-            Ok(s) => {
-                page.text = s;
-                return (page, None);
-            }
-            Err(e) => {
-                let at = e.utf8_error().valid_up_to();
-                text = e.into_bytes();
-                at
-            }
-        };
-        // The first row (and its field) whose text reaches past the valid part.
-        let i = page.rows.partition_point(|r| r.ends[8] <= bad);
-        let Some(row) = page.rows.get(i) else {
-            return (Page::default(), Some(bug("invalid text outside every row")));
-        };
-        let (seq, field) = (row.seq, row.ends.partition_point(|&end| end <= bad));
-        text.truncate(row.start);
-        page.rows.truncate(i);
-        page.recomputed.truncate(i);
         match String::from_utf8(text) {
             Ok(s) => page.text = s,
             Err(_) => return (Page::default(), Some(bug("valid text turned invalid"))),
         }
-        (page, Some(not_utf8(seq, field)))
+        (page, finding)
     }
 }
 
@@ -370,13 +392,14 @@ mod tests {
         let mut b = PageBuilder::with_capacity(rows.len());
         for (seq, fields) in rows {
             b.row(*seq, *seq as i64 * 10);
-            for f in fields {
-                if let Err(e) = b.text(f) {
-                    return (b.finish().0, Some(e));
-                }
-            }
-            if let Err(e) = b.hashes(&[1; 32], &[2; 32]) {
-                return (b.finish().0, Some(e));
+            // As the readers do: text that is not UTF-8 is named before the failure after it.
+            let failed = fields
+                .iter()
+                .try_for_each(|f| b.text(f))
+                .and_then(|()| b.hashes(&[1; 32], &[2; 32]));
+            if let Err(e) = failed {
+                let (page, bad) = b.finish();
+                return (page, Some(bad.unwrap_or(e)));
             }
         }
         b.finish()
@@ -419,7 +442,7 @@ mod tests {
     }
 
     #[test]
-    fn a_character_split_between_two_fields_is_tampering_in_the_second() {
+    fn a_character_split_between_two_fields_is_tampering_in_the_first() {
         // "é" is C3 A9: whole across the boundary, invalid in each field alone.
         let mut split = F;
         split[2] = b"x\xc3";
@@ -427,7 +450,10 @@ mod tests {
         let (page, err) = build(&[(3, F), (4, split)]);
         match err {
             Some(Error::Tampered(t)) => {
-                assert_eq!((t.seq, t.reason.as_str()), (4, "action is not valid UTF-8"))
+                assert_eq!(
+                    (t.seq, t.reason.as_str()),
+                    (4, "subject is not valid UTF-8")
+                )
             }
             other => panic!("{other:?}"),
         }
@@ -463,6 +489,30 @@ mod tests {
             "{err:?}"
         );
         assert_eq!(page.last_seq(), Some(5));
+    }
+
+    #[test]
+    fn bad_text_is_named_before_a_short_hash_in_the_same_row() {
+        let mut b = PageBuilder::with_capacity(2);
+        b.row(1, 0);
+        for f in F {
+            b.text(f).unwrap();
+        }
+        b.hashes(&[1; 32], &[2; 32]).unwrap();
+        b.row(2, 0);
+        let mut bad = F;
+        bad[1] = b"\xff";
+        for f in bad {
+            b.text(f).unwrap();
+        }
+        assert!(b.hashes(&[1; 32], &[2; 31]).is_err());
+        let (page, err) = b.finish();
+        assert!(
+            matches!(&err, Some(Error::Tampered(t)) if t.seq == 2 && t.reason == "actor is not valid UTF-8"),
+            "{err:?}"
+        );
+        assert_eq!(page.last_seq(), Some(1));
+        assert_eq!(page.get(0).unwrap().kind, "k");
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! Reading a long stretch of the log (verification, reports) as fast as the database hands
 //! rows out. The stretch is cut into fixed ranges of sequence numbers; `lanes` readers take
 //! every `lanes`-th range each and read ahead into small bounded channels, hashing each
-//! page's events as they go, while the consumer takes the pages back in order. Memory is
-//! `lanes × (LANE_DEPTH + 1)` pages whatever the log's size; a consumer that stops early
-//! drops the [`Scan`] and the readers stop at their next page.
+//! page's events as they go, while the consumer takes the pages back in order and hands
+//! spent ones back to be filled again. Memory is `lanes × (LANE_DEPTH + 2) + 1` pages
+//! (spares included) whatever the log's size; a consumer that stops early drops the
+//! [`Scan`] and the readers stop at their next page.
 //!
 //! A range with a missing or extra event still comes back as read: the consumer's walk is
 //! what notices a broken sequence. A row that cannot be an event ends its lane with the
@@ -50,7 +51,8 @@ impl Default for ScanOptions {
 pub(crate) type Sent = (Page, Option<Error>);
 
 /// Pages the consumer is done with, for the readers to fill again ([`Scan::recycle`]); at
-/// most one per lane is kept, so memory stays `lanes × (LANE_DEPTH + 2)` pages.
+/// most `lanes` are kept, so memory stays `lanes × (LANE_DEPTH + 2) + 1` pages (queued,
+/// being filled, spare; and the consumer's).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Spares(Arc<Mutex<Vec<Page>>>);
 
