@@ -1,4 +1,6 @@
-//! The command line, as DESIGN.md fixes it.
+//! The command line: every subcommand and argument of `esm`, with the help text `esm
+//! <command> --help` prints. Each subcommand is run by its module in `src/commands/`; how the
+//! parts fit together is in `docs/architecture.md`.
 
 use std::path::PathBuf;
 
@@ -15,14 +17,17 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Where the configuration is: `--config FILE`, else `--dir DIR`/esm.toml, else
-/// `./esm-data/esm.toml`.
+// Where the configuration is: `--config FILE`, else `--dir DIR`/esm.toml, else
+// `./esm-data/esm.toml`. (A plain comment: clap would take a doc comment here as the about
+// text of any subcommand that flattens this and has none of its own.)
 #[derive(Debug, Args, Clone)]
 pub struct ConfigArgs {
-    /// The configuration file.
+    /// The configuration file to load; takes precedence over --dir. Without either,
+    /// ./esm-data/esm.toml is used.
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// The data dir holding esm.toml.
+    /// The data dir made by `esm init`: its esm.toml is loaded, and paths in it are relative
+    /// to it.
     #[arg(long, global = true, value_name = "DIR")]
     pub dir: Option<PathBuf>,
 }
@@ -41,22 +46,27 @@ impl ConfigArgs {
 pub enum Command {
     /// Create a data dir: esm.toml, the root CA and the first signing CA.
     Init(InitArgs),
-    /// Run esm: CA rotation and the admin endpoints (/healthz, /readyz, /metrics).
+    /// Run the server: the CA and its rotation, SDS and the Workload API on the agent
+    /// socket, the ext_authz gRPC server, the audit writer and the admin endpoints.
+    ///
+    /// Runs until SIGTERM or Ctrl-C, then drains open connections and signs a final audit
+    /// checkpoint. SIGHUP reloads esm.toml. The admin endpoints are /healthz, /readyz and
+    /// /metrics on admin.listen, and the admin socket that `esm entry` talks to.
     Serve {
         #[command(flatten)]
         config: ConfigArgs,
     },
-    /// X509-SVIDs.
+    /// Issue X509-SVIDs from the signing CA, outside the agent socket.
     Cert {
         #[command(subcommand)]
         command: CertCommand,
     },
-    /// The trust bundle.
+    /// The trust bundle: the root certificates workloads verify SVIDs against.
     Bundle {
         #[command(subcommand)]
         command: BundleCommand,
     },
-    /// The signing CA.
+    /// The CA: rotate the signing CA or the root, show the roots and intermediates.
     Ca {
         #[command(subcommand)]
         command: CaCommand,
@@ -79,6 +89,10 @@ pub enum Command {
     },
     /// Compliance reports (SOC 2, ISO/IEC 27001 or your own framework file) computed from
     /// the audit store over a period; `esm report verify FILE` checks one.
+    ///
+    /// Writes the report to --out, then exits 0 when no control failed, 1 when a control
+    /// failed or the audit log does not verify (the report is written either way), 2 on a
+    /// usage or configuration error.
     Report(ReportArgs),
 }
 
@@ -97,8 +111,11 @@ pub struct ReportArgs {
     /// End of the period (RFC 3339, or a date: the end of that day UTC).
     #[arg(long, value_name = "DATE", required = true)]
     pub to: Option<String>,
+    /// The report's format: Markdown, HTML, JSON, or OSCAL assessment results (JSON). Each
+    /// carries a seal that `esm report verify` checks.
     #[arg(long, value_enum, default_value_t = ReportFormat::Md)]
     pub format: ReportFormat,
+    /// The file to write the report to; it is replaced whole or not at all.
     #[arg(long, value_name = "FILE", required = true)]
     pub out: Option<PathBuf>,
     /// More policy versions (directories or bundles) to examine for deny-by-default, beyond
@@ -116,9 +133,10 @@ pub struct ReportArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ReportCommand {
-    /// Exit 0 when FILE's digest matches its content and its checkpoint signature verifies
-    /// under the audit key; 1 when the report was edited.
+    /// Check that a report was not edited: exit 0 when FILE's digest matches its content
+    /// and its checkpoint signature verifies under the audit key; 1 when it does not.
     Verify {
+        /// The report to check, as `esm report` wrote it (any --format).
         file: PathBuf,
         #[command(flatten)]
         key: PublicKeyArg,
@@ -135,9 +153,12 @@ pub enum ReportFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum EntryCommand {
-    /// Grant a SPIFFE ID to workloads with all of the given selectors.
+    /// Grant a SPIFFE ID to workloads with all of the given selectors; prints the new
+    /// entry (with its id) as JSON.
     Create {
-        #[arg(long)]
+        /// The SPIFFE ID to grant, e.g. spiffe://example.org/web. IDs under /esm are esm's
+        /// own and refused.
+        #[arg(long, value_name = "ID")]
         spiffe_id: String,
         /// unix:uid:N, unix:gid:N, unix:path:/abs/exe or spiffe:ID; repeat for more.
         #[arg(long = "selector", required = true)]
@@ -145,7 +166,9 @@ pub enum EntryCommand {
         /// SVID lifetime, e.g. 10m (default: the CA's svid_default_ttl).
         #[arg(long)]
         ttl: Option<String>,
-        #[arg(long = "dns-name")]
+        /// A DNS name to add as a SAN to the SVIDs this entry grants, for clients that check
+        /// host names; repeat for more.
+        #[arg(long = "dns-name", value_name = "NAME")]
         dns_names: Vec<String>,
         #[command(flatten)]
         config: ConfigArgs,
@@ -155,6 +178,7 @@ pub enum EntryCommand {
     /// any is written; entries already present are left alone, so importing twice is
     /// harmless. Progress goes to stderr when it is a terminal.
     Import {
+        /// The JSON Lines file to import, or `-` for standard input.
         file: PathBuf,
         #[command(flatten)]
         config: ConfigArgs,
@@ -166,11 +190,15 @@ pub enum EntryCommand {
     },
     /// One entry, as JSON.
     Show {
+        /// The entry's id (hex), as `create` and `list` print it.
         id: String,
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// Delete an entry: its SPIFFE ID is no longer issued to the workloads it matched (SVIDs
+    /// already issued stay valid until they expire).
     Delete {
+        /// The entry's id (hex), as `create` and `list` print it.
         id: String,
         #[command(flatten)]
         config: ConfigArgs,
@@ -236,6 +264,8 @@ pub enum CertCommand {
 
 #[derive(Debug, Args)]
 pub struct IssueArgs {
+    /// The SPIFFE ID to certify, e.g. spiffe://example.org/web: in this trust domain, with a
+    /// path, and not under /esm (esm's own IDs).
     #[arg(long, value_name = "ID")]
     pub spiffe_id: String,
     /// Lifetime, e.g. 1h or 90s; capped by ca.svid_max_ttl and the signing CA's life.
@@ -247,6 +277,8 @@ pub struct IssueArgs {
     /// Also add this DNS SAN (repeatable).
     #[arg(long = "dns-name", value_name = "NAME")]
     pub dns_names: Vec<String>,
+    /// The directory to write svid.pem, svid.key (mode 0600) and bundle.pem into; created
+    /// if missing, and files already there are replaced.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     #[command(flatten)]
@@ -255,8 +287,10 @@ pub struct IssueArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum BundleCommand {
-    /// Print the trust bundle.
+    /// Print the trust bundle to stdout.
     Show {
+        /// pem: the root certificates, for a TLS trust store; spiffe: the SPIFFE bundle
+        /// format (a JWK set with its sequence number), e.g. for federation.
         #[arg(long, value_enum, default_value_t = BundleFormat::Pem)]
         format: BundleFormat,
         #[command(flatten)]
@@ -272,8 +306,11 @@ pub enum BundleFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum CaCommand {
-    /// Rotate the signing CA: with no step, apply whatever the schedule says is due now.
+    /// Rotate the signing CA (or, with --root, the root): with no step, apply whatever the
+    /// schedule says is due now.
     Rotate {
+        /// Do this step now instead of what the schedule says is due: prepare publishes a
+        /// successor, activate makes the prepared one sign. Required with --root.
         #[arg(value_enum)]
         step: Option<RotateStep>,
         /// Rotate the root instead of the intermediate.
@@ -315,6 +352,7 @@ pub enum AuditCommand {
     },
     /// Write events as JSON Lines, with their hashes (and, unfiltered, the checkpoints).
     Export {
+        /// The output format; JSON Lines is the only one, and what `verify --export` reads.
         #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
         format: ExportFormat,
         /// Events at or after this instant (RFC 3339, or a date: 2026-11-01).
@@ -349,6 +387,7 @@ pub enum AuditCommand {
     },
     /// Print an inclusion proof (JSON) of event SEQ against the first checkpoint covering it.
     Prove {
+        /// The sequence number of the event to prove; a checkpoint must already cover it.
         seq: u64,
         #[command(flatten)]
         config: ConfigArgs,
@@ -356,13 +395,17 @@ pub enum AuditCommand {
     /// Print a consistency proof (JSON) between the checkpoints at tree sizes OLD and NEW
     /// (default: the latest).
     Consistency {
+        /// The tree size of the earlier checkpoint, e.g. one a verifier kept from before.
         old: u64,
+        /// The tree size of the later checkpoint (default: the latest checkpoint).
         new: Option<u64>,
         #[command(flatten)]
         config: ConfigArgs,
     },
     /// Check a proof printed by `prove` or `consistency`, with only the public key.
     VerifyProof {
+        /// The proof file (JSON); whether it is an inclusion or a consistency proof is read
+        /// from its content.
         file: PathBuf,
         #[command(flatten)]
         key: PublicKeyArg,
@@ -373,6 +416,8 @@ pub enum AuditCommand {
     /// signed with the checkpoint key is appended first; `verify` accepts the shortened log
     /// only with it, continuing from that checkpoint.
     Retain {
+        /// Remove events covered by checkpoints signed before this instant (RFC 3339, or a
+        /// date: its midnight UTC).
         #[arg(long, value_name = "DATE")]
         before: String,
         #[command(flatten)]
@@ -381,6 +426,7 @@ pub enum AuditCommand {
     /// Print the audit public key (`checkpoint.pub` text: base64 Ed25519, or `p256:` and the
     /// base64 point), to keep outside this machine; --pem prints it as a PEM public key.
     Key {
+        /// Print a PEM public key (SubjectPublicKeyInfo) instead of the checkpoint.pub text.
         #[arg(long)]
         pem: bool,
         #[command(flatten)]
@@ -388,8 +434,9 @@ pub enum AuditCommand {
     },
 }
 
-/// The key checkpoints are verified with: a copy kept elsewhere is the strong check, since
-/// whoever can rewrite the data dir can also replace `audit/checkpoint.pub` there.
+// The key checkpoints are verified with: a copy kept elsewhere is the strong check, since
+// whoever can rewrite the data dir can also replace `audit/checkpoint.pub` there. (A plain
+// comment, as on ConfigArgs.)
 #[derive(Debug, Args)]
 pub struct PublicKeyArg {
     /// The audit public key file (default: DIR/audit/checkpoint.pub): what `esm audit key`
@@ -405,27 +452,39 @@ pub enum ExportFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
-    /// Parse and compile a policy directory or OPA bundle (.tar.gz) for the decision rule;
-    /// run its Rego tests.
+    /// Parse and compile a policy directory or OPA bundle (.tar.gz) for the decision rule,
+    /// and run its Rego tests, as `serve` does before it serves a policy.
     Check {
+        /// A directory of .rego files, or an OPA bundle (.tar.gz or .tgz).
         dir: PathBuf,
+        /// The decision rule to compile for, as a data path.
         #[arg(long, default_value = "data.envoy.authz.allow")]
         rule: String,
     },
     /// Run every test_* rule of a policy directory or bundle and report pass/fail, like
-    /// `opa test`.
+    /// `opa test`; exit 1 when any fails or there are none.
     Test {
+        /// A directory of .rego files, or an OPA bundle (.tar.gz or .tgz).
         dir: PathBuf,
         /// Print passing tests too.
         #[arg(short, long)]
         verbose: bool,
     },
-    /// Evaluate the decision rule for an input document (JSON) and print the decision.
+    /// Evaluate the decision rule for an input document (JSON) and print the result and the
+    /// decision (allow or deny; an error or undefined result is a deny).
     Eval {
+        /// A directory of .rego files, or an OPA bundle (.tar.gz or .tgz).
         dir: PathBuf,
+        /// The input document, a JSON file: what `input` is in the policy, as ext_authz
+        /// builds it from Envoy's CheckRequest.
         #[arg(long, value_name = "FILE")]
         input: PathBuf,
+        /// The decision rule to evaluate, as a data path.
         #[arg(long, default_value = "data.envoy.authz.allow")]
         rule: String,
     },
 }
+
+#[cfg(test)]
+#[path = "cli_tests.rs"]
+mod tests;
