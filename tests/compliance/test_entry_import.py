@@ -1,9 +1,10 @@
 """`esm entry import`: hostile and malformed files are refused whole, naming the line, by
 the CLI and by the admin API itself (a client that skips the CLI's checks); standard input
-works; the same file twice adds nothing."""
+works; the same file twice adds nothing; on a terminal the import draws its progress."""
 
 import json
 import os
+import re
 import socket
 
 import pytest
@@ -112,3 +113,62 @@ def test_two_imports_of_the_same_file_at_once_write_each_entry_once(tmp_path, se
         "imported 0 entries (3000 already present)", "imported 3000 entries (0 already present)"]
     got = listed(served)
     assert len(got) == 3000 and len({e["spiffe_id"] for e in got}) == 3000
+
+
+def import_on_a_terminal(data, f):
+    """`esm entry import F` with stderr on a pseudo-terminal, as a person runs it: the exit
+    status, what it wrote to stdout (a pipe), and what it drew on the terminal, raw."""
+    import pty
+    import select
+    import subprocess
+
+    from conftest import ESM
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ESM_")}
+    leader, follower = pty.openpty()
+    p = subprocess.Popen([str(ESM), "entry", "import", str(f), "--dir", str(data)], env=env,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=follower)
+    os.close(follower)
+    drawn = b""
+    try:
+        while True:
+            ready, _, _ = select.select([leader], [], [], 60)
+            assert ready, f"import on a terminal drew nothing for 60 s: {drawn!r}"
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            drawn += chunk
+        code = p.wait(timeout=60)
+        out = p.stdout.read()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=10)
+        p.stdout.close()
+        os.close(leader)
+    return code, out.decode(), drawn.decode()
+
+
+# More than one transaction of the server's import (`entry_import::BATCH`, 2,000 entries).
+MANY = 5000
+
+
+def test_import_on_a_terminal_draws_its_progress_in_place(tmp_path, served):
+    f = tmp_path / "many.jsonl"
+    f.write_text("".join(ok_line(n) + "\n" for n in range(MANY)))
+    code, out, drawn = import_on_a_terminal(served, f)
+    assert code == 0, drawn
+    assert out == ""
+    # One line per committed transaction, each drawn over the last with a carriage return,
+    # then the outcome on a line of its own (the terminal shows "\n" as "\r\n").
+    progress = [int(n) for n in re.findall(rf"\rimported (\d+) of {MANY}", drawn)]
+    assert progress == [2000, 4000, MANY], drawn
+    assert drawn.endswith(f"imported {MANY} of {MANY}\r\nimported {MANY} entries "
+                          f"(0 already present)\r\n"), drawn
+    got = listed(served)
+    assert len(got) == MANY and {e["spiffe_id"] for e in got} == {
+        f"spiffe://{TD}/imp/{n}" for n in range(MANY)}
+
