@@ -1,6 +1,7 @@
 """`esm entry import`: hostile and malformed files are refused whole, naming the line, by
 the CLI and by the admin API itself (a client that skips the CLI's checks); standard input
-works; the same file twice adds nothing; on a terminal the import draws its progress."""
+works; the same file twice adds nothing. On a terminal the import draws its progress; each
+entry it adds is audited once, across its batches, and a repeat audits nothing."""
 
 import json
 import os
@@ -172,3 +173,40 @@ def test_import_on_a_terminal_draws_its_progress_in_place(tmp_path, served):
     assert len(got) == MANY and {e["spiffe_id"] for e in got} == {
         f"spiffe://{TD}/imp/{n}" for n in range(MANY)}
 
+
+def audit_events(data):
+    """Every event of the audit log, as `esm audit export` writes them."""
+    p = run("audit", "export", "--dir", data)
+    return [v for v in map(json.loads, p.stdout.splitlines()) if "kind" in v]
+
+
+def test_an_import_audits_each_entry_once_across_its_batches_and_a_repeat_none(tmp_path, served):
+    f = tmp_path / "many.jsonl"
+    f.write_text("".join(ok_line(n) + "\n" for n in range(MANY)))
+    before = audit_events(served)
+    assert not [e for e in before if e["kind"].startswith("entry.")], before
+    p = run("entry", "import", f, "--dir", served)
+    assert p.stderr.strip().endswith(f"imported {MANY} entries (0 already present)"), p.stderr
+
+    events = audit_events(served)
+    created = [e for e in events if e["kind"] == "entry.created"]
+    # Exactly one record per imported entry, naming its SPIFFE ID and its id in the store.
+    assert len(created) == MANY
+    assert sorted(e["subject"] for e in created) == sorted(f"spiffe://{TD}/imp/{n}" for n in range(MANY))
+    assert all(e["outcome"] == "success" and e["action"] == "import" for e in created), created[0]
+    ids = {e["spiffe_id"]: e["id"] for e in listed(served)}
+    assert {e["subject"]: e["details"]["entry.id"] for e in created} == ids
+    for e in created:
+        n = int(e["subject"].rsplit("/", 1)[1])
+        assert e["details"]["selectors"] == [f"unix:uid:{n}"], e
+    assert not [e for e in events if e["kind"].startswith("entry.") and e["kind"] != "entry.created"]
+
+    # The same file again adds nothing, so it records no change either.
+    p = run("entry", "import", f, "--dir", served)
+    assert f"imported 0 entries ({MANY} already present)" in p.stderr
+    again = audit_events(served)
+    assert [e for e in again if e["kind"].startswith("entry.")] == [
+        e for e in events if e["kind"].startswith("entry.")]
+
+    v = run("audit", "verify", "--dir", served)
+    assert v.stdout.startswith("ok: events 1.."), v.stdout
