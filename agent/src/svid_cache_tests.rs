@@ -266,3 +266,117 @@ async fn a_renewal_is_recorded_as_a_rotation_of_the_svid_it_replaces() {
     assert_eq!(r["details"]["via"], "sds");
     assert!(r["details"]["previous.not_after"].is_string());
 }
+
+/// A key that takes `SLOW_SIGN` for every signature: what an HSM or a vault behind a slow
+/// network looks like to the thread that asks it to sign.
+struct SlowKey(Arc<dyn esm_ca::key_backend::KeyBackend>);
+
+const SLOW_SIGN: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl esm_ca::key_backend::KeyBackend for SlowKey {
+    fn key_id(&self) -> &str {
+        self.0.key_id()
+    }
+    fn algorithm(&self) -> KeyAlgorithm {
+        self.0.algorithm()
+    }
+    fn public_key_raw(&self) -> &[u8] {
+        self.0.public_key_raw()
+    }
+    fn sign(&self, msg: &[u8]) -> esm_ca::Result<Vec<u8>> {
+        std::thread::sleep(SLOW_SIGN);
+        self.0.sign(msg)
+    }
+}
+
+/// The file key store whose keys are [`SlowKey`]s.
+struct SlowKeys(FileKeyStore);
+
+impl esm_ca::key_backend::KeyStore for SlowKeys {
+    fn backend_name(&self) -> &'static str {
+        self.0.backend_name()
+    }
+    fn generate(
+        &self,
+        key_id: &str,
+        alg: KeyAlgorithm,
+    ) -> esm_ca::Result<Arc<dyn esm_ca::key_backend::KeyBackend>> {
+        Ok(Arc::new(SlowKey(self.0.generate(key_id, alg)?)))
+    }
+    fn load(
+        &self,
+        key_id: &str,
+        alg: KeyAlgorithm,
+    ) -> esm_ca::Result<Arc<dyn esm_ca::key_backend::KeyBackend>> {
+        Ok(Arc::new(SlowKey(self.0.load(key_id, alg)?)))
+    }
+    fn import_pkcs8(
+        &self,
+        key_id: &str,
+        pkcs8_der: &[u8],
+    ) -> esm_ca::Result<Arc<dyn esm_ca::key_backend::KeyBackend>> {
+        Ok(Arc::new(SlowKey(self.0.import_pkcs8(key_id, pkcs8_der)?)))
+    }
+}
+
+/// Signing that blocks its thread (an HSM, a vault) does not stall the runtime: on a single
+/// thread, while one identity's issuance waits on the key, timers still fire on time and
+/// another task keeps running. Issued inline on the async worker, the whole runtime would
+/// stop for the signature's 2 s.
+#[tokio::test(flavor = "current_thread")]
+async fn a_key_backend_that_blocks_does_not_stall_the_async_workers() {
+    use std::sync::atomic::AtomicUsize;
+    use std::time::{Duration as StdDuration, Instant};
+
+    let f = fixture();
+    // The same CA, its signing key read through a backend whose every signature blocks.
+    let slow = CaStore::new(
+        f._dir.path().join("ca"),
+        Arc::new(SlowKeys(FileKeyStore::new(
+            f._dir.path().join("ca/keys"),
+            None,
+        ))),
+    );
+    let state = slow.load().unwrap();
+    let m = CaMaterial::load(&slow, &state, OffsetDateTime::now_utc()).unwrap();
+    let (_ca_tx, ca_rx) = watch::channel(Arc::new(m));
+    let cache = SvidCache::new(ca_rx, IssuancePolicy::default(), None, f.metrics.clone());
+
+    // Another task on the same (only) thread: a 20 ms tick.
+    let ticks = Arc::new(AtomicUsize::new(0));
+    let ticker = tokio::spawn({
+        let ticks = ticks.clone();
+        async move {
+            let mut every = tokio::time::interval(StdDuration::from_millis(20));
+            loop {
+                every.tick().await;
+                ticks.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+
+    let started = Instant::now();
+    let mut rx = cache.subscribe(&spec("spiffe://example.org/hsm-backed", None), &opener());
+    tokio::time::sleep(StdDuration::from_millis(500)).await;
+    let slept = started.elapsed();
+    let ticked = ticks.load(Ordering::Relaxed);
+    // The issuance is under way (its signature takes 2 s), yet the runtime answered.
+    assert!(
+        matches!(*rx.borrow(), Current::Pending),
+        "issued before its key signed"
+    );
+    assert!(
+        slept < StdDuration::from_millis(1500),
+        "a 500 ms timer fired after {slept:?}: the signature blocked the runtime"
+    );
+    assert!(
+        ticked >= 10,
+        "{ticked} ticks of 20 ms in {slept:?}: the signature blocked the runtime"
+    );
+
+    // And the blocked issuance completes, through the slow key.
+    let svid = ready(settled(&mut rx).await);
+    assert_eq!(svid.spiffe_id.as_str(), "spiffe://example.org/hsm-backed");
+    assert!(started.elapsed() >= SLOW_SIGN, "the slow key was not used");
+    ticker.abort();
+}
