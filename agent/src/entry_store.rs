@@ -25,8 +25,13 @@ static POSTGRES: Migrator = Migrator {
     ..sqlx::migrate!("./migrations/postgres")
 };
 
+// SQL both databases accept: `$n` placeholders (SQLite reads `$1` as parameter 1).
 const SELECT: &str = "SELECT id, spiffe_id, selectors, ttl_secs, dns_names, created_at \
                       FROM registration_entries ORDER BY created_at, id";
+const GET: &str = "SELECT id, spiffe_id, selectors, ttl_secs, dns_names, created_at \
+                   FROM registration_entries WHERE id = $1";
+const INSERT: &str = "INSERT INTO registration_entries VALUES ($1, $2, $3, $4, $5, $6)";
+const DELETE: &str = "DELETE FROM registration_entries WHERE id = $1";
 
 pub struct EntryStore {
     db: Db,
@@ -167,7 +172,7 @@ impl EntryStore {
     /// ([`crate::entry_import::plan`]); an id already taken fails the whole transaction.
     pub async fn insert(&self, entries: &[Entry]) -> Result<()> {
         macro_rules! insert {
-            ($p:expr, $q:literal) => {{
+            ($p:expr) => {{
                 let mut tx = $p.begin().await.map_err(db)?;
                 for entry in entries {
                     let sels = serde_json::to_string(&entry.selectors)
@@ -175,7 +180,7 @@ impl EntryStore {
                     let dns = serde_json::to_string(&entry.dns_names)
                         .map_err(|e| Error::Bug(e.to_string()))?;
                     let ttl = entry.ttl_secs.map(|t| t.min(i64::MAX as u64) as i64);
-                    sqlx::query($q)
+                    sqlx::query(INSERT)
                         .bind(&entry.id)
                         .bind(entry.spiffe_id.as_str())
                         .bind(&sels)
@@ -190,14 +195,8 @@ impl EntryStore {
             }};
         }
         match &self.db {
-            Db::Sqlite(p) => insert!(
-                p,
-                "INSERT INTO registration_entries VALUES (?, ?, ?, ?, ?, ?)"
-            ),
-            Db::Postgres(p) => insert!(
-                p,
-                "INSERT INTO registration_entries VALUES ($1, $2, $3, $4, $5, $6)"
-            ),
+            Db::Sqlite(p) => insert!(p),
+            Db::Postgres(p) => insert!(p),
         }
     }
 
@@ -206,17 +205,14 @@ impl EntryStore {
         let Some(entry) = self.get(id).await? else {
             return Ok(None);
         };
+        macro_rules! delete {
+            ($p:expr) => {
+                sqlx::query(DELETE).bind(id).execute($p).await.map(|_| ())
+            };
+        }
         match &self.db {
-            Db::Sqlite(p) => sqlx::query("DELETE FROM registration_entries WHERE id = ?")
-                .bind(id)
-                .execute(p)
-                .await
-                .map(|_| ()),
-            Db::Postgres(p) => sqlx::query("DELETE FROM registration_entries WHERE id = $1")
-                .bind(id)
-                .execute(p)
-                .await
-                .map(|_| ()),
+            Db::Sqlite(p) => delete!(p),
+            Db::Postgres(p) => delete!(p),
         }
         .map_err(db)?;
         Ok(Some(entry))
@@ -224,23 +220,20 @@ impl EntryStore {
 
     /// The entry with this id, if any.
     pub async fn get(&self, id: &str) -> Result<Option<Entry>> {
-        const Q: &str = "SELECT id, spiffe_id, selectors, ttl_secs, dns_names, created_at \
-                         FROM registration_entries WHERE id = ";
+        macro_rules! get {
+            ($p:expr) => {
+                sqlx::query(GET)
+                    .bind(id)
+                    .fetch_optional($p)
+                    .await
+                    .map_err(db)?
+                    .map(|r| row_to_entry(&r))
+                    .transpose()
+            };
+        }
         match &self.db {
-            Db::Sqlite(p) => sqlx::query(&format!("{Q}?"))
-                .bind(id)
-                .fetch_optional(p)
-                .await
-                .map_err(db)?
-                .map(|r| row_to_entry(&r))
-                .transpose(),
-            Db::Postgres(p) => sqlx::query(&format!("{Q}$1"))
-                .bind(id)
-                .fetch_optional(p)
-                .await
-                .map_err(db)?
-                .map(|r| row_to_entry(&r))
-                .transpose(),
+            Db::Sqlite(p) => get!(p),
+            Db::Postgres(p) => get!(p),
         }
     }
 
