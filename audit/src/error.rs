@@ -64,6 +64,14 @@ pub enum Error {
         #[source]
         source: sqlx::migrate::MigrateError,
     },
+    /// A batch the store kept refusing was given up (`retry_for` reached, or shutdown with
+    /// the store still refusing). The store's last error is the source, shared by every
+    /// waiter of the batch.
+    #[error("audit batch given up: {source}")]
+    GivenUp {
+        #[source]
+        source: std::sync::Arc<Error>,
+    },
     #[error("{path}: {source}")]
     Io {
         path: std::path::PathBuf,

@@ -249,7 +249,7 @@ impl Writer {
             self.metrics.failed_batches.fetch_add(1, Ordering::Relaxed);
             self.metrics.store_failing.store(true, Ordering::Relaxed);
             let Some(delay) = retry.next(self.stop.asked()) else {
-                self.abandon(gap, &err, acks);
+                self.abandon(gap, err, acks);
                 return;
             };
             tracing::error!(error = %err, audit.events = acks.len(), audit.retry_in_ms = delay.as_millis() as u64, "audit store refused a batch; retrying");
@@ -297,7 +297,7 @@ impl Writer {
     /// Gives a batch up (retry bound reached, or shutdown with the store still refusing):
     /// waiters hear the error; events nobody waits for — decisions already answered — are
     /// counted into the next gap record, so their loss is itself evidence.
-    fn abandon(&mut self, gap: u64, err: &Error, acks: Vec<Option<Ack>>) {
+    fn abandon(&mut self, gap: u64, err: Error, acks: Vec<Option<Ack>>) {
         let unheard = acks
             .iter()
             .filter(|a| a.as_ref().is_none_or(oneshot::Sender::is_closed))
@@ -307,9 +307,13 @@ impl Writer {
             .abandoned
             .fetch_add(acks.len() as u64, Ordering::Relaxed);
         self.pending_gap.fetch_add(gap + unheard, Ordering::Relaxed);
-        let msg = err.to_string();
+        // Every waiter gets the store's own error as the source, not a copy of its text, so
+        // a caller can still tell a full disk from a lost connection.
+        let source = std::sync::Arc::new(err);
         for ack in acks.into_iter().flatten() {
-            let _ = ack.send(Err(Error::Database(msg.clone())));
+            let _ = ack.send(Err(Error::GivenUp {
+                source: source.clone(),
+            }));
         }
     }
 
