@@ -89,3 +89,43 @@ def stack(tmp_path, esm_bin):
             p.stop()
         else:
             stop_process(p)
+
+
+def on_a_terminal(args, stream, env=None, timeout=60):
+    """Runs esm with one of its outputs (`stream`: "stdout" or "stderr") on a
+    pseudo-terminal, as a person runs it, the other on a pipe. Returns the exit status, what
+    went to the pipe, and what was drawn on the terminal (raw: progress redraws keep their
+    carriage returns). Fails when the terminal stays silent for `timeout` seconds."""
+    import pty
+    import select
+
+    full = {k: v for k, v in os.environ.items() if not k.startswith("ESM_")}
+    full.update(env or {})
+    leader, follower = pty.openpty()
+    to = {"stdout": follower, "stderr": subprocess.PIPE}
+    if stream == "stderr":
+        to = {"stdout": subprocess.PIPE, "stderr": follower}
+    p = subprocess.Popen([str(ESM), *map(str, args)], env=full, stdin=subprocess.DEVNULL, **to)
+    os.close(follower)
+    piped = p.stderr if stream == "stdout" else p.stdout
+    drawn = b""
+    try:
+        while True:
+            ready, _, _ = select.select([leader], [], [], timeout)
+            assert ready, f"esm {args[0]} on a terminal drew nothing for {timeout} s: {drawn!r}"
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            drawn += chunk
+        code = p.wait(timeout=timeout)
+        out = piped.read()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=10)
+        piped.close()
+        os.close(leader)
+    return code, out.decode(), drawn.decode()

@@ -325,37 +325,12 @@ def test_tail_follow_prints_new_events(store, tmp_path):
 def tail_on_a_terminal(store, *args):
     """`esm audit tail` with stdout on a pseudo-terminal, as a person runs it: what it
     printed there. stderr stays a pipe, so only stdout decides the format."""
-    import pty
-    import select
+    from conftest import on_a_terminal
 
-    from conftest import ESM
-
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ESM_")}
-    full_env.update(store.env)
-    leader, follower = pty.openpty()
-    p = subprocess.Popen([str(ESM), "audit", "tail", *args, "--dir", str(store.data)], env=full_env,
-                         stdin=subprocess.DEVNULL, stdout=follower, stderr=subprocess.PIPE)
-    os.close(follower)
-    out = b""
-    try:
-        while True:
-            ready, _, _ = select.select([leader], [], [], 30)
-            assert ready, "tail on a terminal printed nothing for 30 s"
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            out += chunk
-        assert p.wait(timeout=30) == 0, p.stderr.read()
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait(timeout=10)
-        p.stderr.close()
-        os.close(leader)
-    return out.decode().replace("\r\n", "\n")
+    code, err, out = on_a_terminal(["audit", "tail", *args, "--dir", store.data], "stdout",
+                                   env=store.env, timeout=30)
+    assert code == 0, err
+    return out.replace("\r\n", "\n")
 
 
 def test_tail_prints_readable_lines_on_a_terminal_and_json_with_flag_or_pipe(store):

@@ -119,38 +119,9 @@ def test_two_imports_of_the_same_file_at_once_write_each_entry_once(tmp_path, se
 def import_on_a_terminal(data, f):
     """`esm entry import F` with stderr on a pseudo-terminal, as a person runs it: the exit
     status, what it wrote to stdout (a pipe), and what it drew on the terminal, raw."""
-    import pty
-    import select
-    import subprocess
+    from conftest import on_a_terminal
 
-    from conftest import ESM
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ESM_")}
-    leader, follower = pty.openpty()
-    p = subprocess.Popen([str(ESM), "entry", "import", str(f), "--dir", str(data)], env=env,
-                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=follower)
-    os.close(follower)
-    drawn = b""
-    try:
-        while True:
-            ready, _, _ = select.select([leader], [], [], 60)
-            assert ready, f"import on a terminal drew nothing for 60 s: {drawn!r}"
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            drawn += chunk
-        code = p.wait(timeout=60)
-        out = p.stdout.read()
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait(timeout=10)
-        p.stdout.close()
-        os.close(leader)
-    return code, out.decode(), drawn.decode()
+    return on_a_terminal(["entry", "import", f, "--dir", data], "stderr")
 
 
 # More than one transaction of the server's import (`entry_import::BATCH`, 2,000 entries).
