@@ -83,6 +83,7 @@ pub fn registry(
     r.register_collector(Box::new(crate::metrics_services::Audit(audit)));
     r.register_collector(Box::new(crate::metrics_services::Authz(authz)));
     r.register_collector(Box::new(crate::metrics_services::Agent(agent)));
+    r.register_collector(Box::new(crate::metrics_services::ConfigReloads));
     r.register_collector(Box::new(Listeners));
     r
 }

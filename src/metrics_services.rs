@@ -1,8 +1,9 @@
-//! The services' families for `/metrics` (audit writer, ext_authz, agent), read from the
-//! atomics and histogram handles each library keeps; wired in [`crate::metrics`].
+//! The services' families for `/metrics` (audit writer, ext_authz, agent, SIGHUP config
+//! reloads), read from the atomics and histogram handles each library keeps; wired in
+//! [`crate::metrics`].
 
-use std::sync::atomic::AtomicI64;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::sync::Arc;
 
 use esm_audit::writer::Metrics as AuditMetrics;
@@ -361,5 +362,49 @@ fn agent(
         "From an SDS stream seeing a CA change to the response that carries it.",
         Histogram,
         one(Value::H(a.sds_push_after_ca_change.snapshot())),
+    )
+}
+
+/// What SIGHUPs did to esm.toml, counted by the reloader (`commands/serve_reload.rs`)
+/// for `esm_config_reloads_total`. Process-wide, as the policy reloads' counts are: the
+/// reloader lives with the signal handler, the exposition with the admin server.
+#[derive(Debug)]
+pub(crate) struct ConfigReloadCounts {
+    /// A changed esm.toml that parsed, and whose changed policy sets compiled and passed.
+    pub(crate) applied: AtomicU64,
+    /// esm.toml as in force: only the policies were re-read.
+    pub(crate) unchanged: AtomicU64,
+    /// A config refused as a whole (unreadable, invalid, a set that fails): the old stays.
+    pub(crate) refused: AtomicU64,
+}
+
+pub(crate) static CONFIG_RELOADS: ConfigReloadCounts = ConfigReloadCounts {
+    applied: AtomicU64::new(0),
+    unchanged: AtomicU64::new(0),
+    refused: AtomicU64::new(0),
+};
+
+#[derive(Debug)]
+pub(crate) struct ConfigReloads;
+
+impl Collector for ConfigReloads {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> std::fmt::Result {
+        config_reloads(&mut enc, &CONFIG_RELOADS)
+    }
+}
+
+/// SIGHUPs by result: a `refused` one means esm.toml on disk is not what serves.
+fn config_reloads(enc: &mut DescriptorEncoder<'_>, c: &ConfigReloadCounts) -> std::fmt::Result {
+    let by_result = vec![
+        (result("applied"), n(&c.applied)),
+        (result("unchanged"), n(&c.unchanged)),
+        (result("refused"), n(&c.refused)),
+    ];
+    family(
+        enc,
+        "esm_config_reloads",
+        "esm.toml reloads on SIGHUP: applied (changed and valid), unchanged (only the policies re-read), or refused (the config in force stays).",
+        MetricType::Counter,
+        by_result,
     )
 }

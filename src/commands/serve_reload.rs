@@ -3,13 +3,15 @@
 //! the error (file, key, what was expected) is logged, and `config.changed` is audited with
 //! outcome failure. A valid one is applied as far as [`esm_config::reload::plan`] says it
 //! can be live; the rest is logged as taking effect at restart and listed in the event.
-//! Either way every policy set is re-read at once, as if its poll had come.
+//! Either way every policy set is re-read at once, as if its poll had come. Each SIGHUP is
+//! counted by what it did (`esm_config_reloads_total{result}`).
 //!
 //! The change is attributed like a policy reload: to the owner of esm.toml (`uid:N`), with
 //! `changed.via = "esm:config-reload"` in the details, since the signal itself names no one.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -24,6 +26,8 @@ use tokio::sync::{watch, Notify};
 
 use esm_config::reload::{plan, Plan};
 use esm_config::Config;
+
+use crate::metrics_services::CONFIG_RELOADS;
 
 /// What marks a change made by a config reload, in its events' details.
 const VIA: &str = "esm:config-reload";
@@ -104,9 +108,11 @@ impl Reloader {
         };
         match result {
             Ok(None) => {
+                CONFIG_RELOADS.unchanged.fetch_add(1, Relaxed);
                 tracing::info!(config.file = %self.path.display(), "SIGHUP: esm.toml unchanged; policies re-read");
             }
             Ok(Some(plan)) => {
+                CONFIG_RELOADS.applied.fetch_add(1, Relaxed);
                 for key in &plan.restart {
                     tracing::warn!(config.file = %self.path.display(), config.key = %key, "SIGHUP: changed; takes effect at restart");
                 }
@@ -116,6 +122,7 @@ impl Reloader {
                 self.record(e).await;
             }
             Err(err) => {
+                CONFIG_RELOADS.refused.fetch_add(1, Relaxed);
                 let why = format!("{err:#}");
                 tracing::error!(config.file = %self.path.display(), error = %why, "SIGHUP: esm.toml refused; the config in force stays");
                 let e = self.event(Outcome::Failure, &actor, &text_hash, &why, None);
@@ -190,6 +197,8 @@ impl Reloader {
             ));
             tracing::info!(policy.set = %spec.name, policy.hash = %set.hash, previous.hash = %previous, dry_run = spec.dry_run, "policy set replaced by the config reload");
             esm_authz::reload::log_engine(&spec.name, &set);
+            // A new version of the set, audited as policy.changed like the watcher's.
+            esm_authz::reload_counts::count(&spec.name, true);
             esm_authz::reload_counts::serving(&spec.name, &set.hash, &set.revision);
             h.policies.send_replace(Arc::new(set));
             h.spec.send_replace(Arc::new(spec));
