@@ -191,10 +191,19 @@ impl<P: Protocol> Responder for Session<P> {
                     return self.end(status);
                 }
             };
-            let ca_change = self.follow.take_ca_change();
-            span.record("sds.after_ca_change", ca_change.is_some());
             let response = self.protocol.respond(rendered, asked);
             span.record("sds.sent", response.is_some());
+            // After a new signing CA, nothing may be new to send yet: the SVIDs are still the
+            // old CA's while their renewal is issued. The CA change is then answered by the
+            // push of the renewed SVIDs, and its latency counted there, not dropped here.
+            let renewal_to_come = response.is_none()
+                && (self.subs).any_signed_by_other_than(&self.follow.ca().signing.id);
+            let ca_change = if renewal_to_come {
+                None
+            } else {
+                self.follow.take_ca_change()
+            };
+            span.record("sds.after_ca_change", ca_change.is_some());
             if let Some(resp) = response {
                 self.ctx.metrics.responses.fetch_add(1, Ordering::Relaxed);
                 if let Some(seen) = ca_change {

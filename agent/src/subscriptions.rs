@@ -44,6 +44,14 @@ impl Subscriptions {
 
     /// The current SVID of every spec followed, in order, all marked seen; or the first
     /// reason there is not one for each (a refusal before anything else).
+    /// Whether an SVID followed was signed by a CA other than `signing_ca`: right after a
+    /// signing CA change, the SVIDs renewed under the new one are still to come.
+    pub fn any_signed_by_other_than(&self, signing_ca: &str) -> bool {
+        self.subs.iter().any(
+            |(_, rx)| matches!(&*rx.borrow(), Current::Ready(svid) if svid.signed_by != signing_ca),
+        )
+    }
+
     pub fn current(&mut self) -> Result<Svids, NotReady> {
         let mut out = Vec::with_capacity(self.subs.len());
         let mut not_ready = None;

@@ -362,11 +362,17 @@ impl Authorization for AuthzService {
             .and_then(|r| r.http.as_ref())
             .map(|h| &h.headers);
         let get = |name: &str| headers.and_then(|h| h.get(name)).map(String::as_str);
-        let trace = crate::trace_context::trace_id(get);
+        let meta = request.metadata();
+        let from_call = |name: &str| meta.get(name).and_then(|v| v.to_str().ok());
         // The span continues Envoy's trace: its log lines carry the id the mesh uses, and an
-        // exported span has Envoy's trace id and Envoy's span as its parent.
+        // exported span has Envoy's trace id and Envoy's span as its parent. An Envoy with a
+        // tracer sends its own span for this call in the gRPC metadata, while the request's
+        // headers inside the CheckRequest still carry the client's span: the call's is the
+        // nearer parent, so it comes first. Without a tracer only the headers have one.
+        use crate::trace_context::{parent, trace_id};
+        let trace = trace_id(from_call).or_else(|| trace_id(get));
         let span = tracing::info_span!("authz.check", trace.id = trace.unwrap_or(""));
-        if let Some(parent) = crate::trace_context::parent(get) {
+        if let Some(parent) = parent(from_call).or_else(|| parent(get)) {
             use tracing_opentelemetry::OpenTelemetrySpanExt;
             // Err only when export is off (no layer to take it): nothing to continue then.
             let _ = span.set_parent(parent.otel_context());

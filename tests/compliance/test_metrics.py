@@ -373,10 +373,6 @@ def test_a_ca_rotation_from_the_cli_reaches_an_sds_envoy_and_its_push_is_timed(t
     assert abs(new_age + value(final, "esm_ca_root_expires_in_seconds") - ROOT_LIFE) <= 2
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "agent/src/sds.rs: a signing CA change wakes the stream before the SVID cache has issued "
-    "under the new CA; that wake renders the old SVID, sends nothing and takes the change, so "
-    "the push of the new SVID (woken by the cache) is not observed"))
 def test_an_svid_pushed_for_a_new_signing_ca_is_timed(tmp_path, stack):
     data, admin, held = sds_envoy(tmp_path, stack)
     first = held()
