@@ -144,6 +144,12 @@ impl Follow {
             },
             ok = entries_changed => if ok { Wake::Changed } else { Wake::Closed },
         };
+        // Another branch may have won while the CA changed too (a renewed SVID and the new
+        // CA that caused it arrive together): the change is still seen, and timed from here,
+        // before it is marked read.
+        if matches!(ca.has_changed(), Ok(true)) {
+            ca_changed_at.get_or_insert_with(std::time::Instant::now);
+        }
         ca.borrow_and_update();
         if let Some(e) = entries.as_mut() {
             e.borrow_and_update();
