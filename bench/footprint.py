@@ -72,8 +72,8 @@ def idle_rss(binary, settle, window):
     """Highest RSS (KiB) of a ready, untouched `esm serve` over the last `window` seconds."""
     with tempfile.TemporaryDirectory(prefix="esm-footprint-") as tmp:
         data = pathlib.Path(tmp) / "data"
-        subprocess.run([str(binary), "init", "--dir", str(data)], check=True,
-                       capture_output=True, timeout=60)
+        subprocess.run([str(binary), "init", "--trust-domain", "example.org",
+                        "--dir", str(data)], check=True, capture_output=True, timeout=60)
         admin = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("ESM_")}
         env["ESM_ADMIN_LISTEN"] = f"127.0.0.1:{admin}"
