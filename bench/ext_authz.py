@@ -14,12 +14,18 @@ decision_log = "off" under both loads in plain HTTP (what auditing costs) and
 decision_log_mode = "sync" (each Check answered only once its record is committed), the
 latter twice: with the store on the benchmark's disk and on /dev/shm (tmpfs, where an fsync
 costs nothing), and prints the disk's fsync latency measured in the same run, so the part of
-sync mode's cost that is the disk's own shows apart from esm's.
+sync mode's cost that is the disk's own shows apart from esm's; and the default async mode
+with its store on tmpfs, so what writing the evidence to this machine's disk costs shows apart
+from what esm does to make it.
 
 The caller's SPIFFE ID reaches the policy in x-forwarded-client-cert ([authz] xfcc), the
 destination's from Envoy's own esm-issued certificate; the policy grants the request, so
 every request is a decision that allows. Prints a Markdown table (requests/s, latency p50
-and p99, the ext_authz server's CPU per request) and esm's ratios to the no-op server.
+and p99, the ext_authz server's and Envoy's CPU per request) and esm's ratios to the no-op
+server. Throughput ratios are taken round by round (esm against the no-op of the same round)
+and their median printed with their range: on a shared VM the drift between rounds is larger
+than the differences measured, so medians taken per configuration would compare different
+moments.
 
 Run: bench/ext_authz.sh (builds release binaries, installs wrk and Envoy if missing).
 BENCH_DURATION (10s), BENCH_CONNECTIONS (16), BENCH_ROUNDS (5), BENCH_ONLY (parts of the
@@ -28,6 +34,7 @@ TLS"), BENCH_EXTRA."""
 
 import json
 import os
+from statistics import median
 import pathlib
 import re
 import shutil
@@ -139,14 +146,17 @@ def measure(tmp, name, authz_port, cert, server_pid, new_paths=False, tls=True):
         xfcc = f"x-forwarded-client-cert: By={API};URI={WEB}"
         subprocess.run(["wrk", "-t1", "-c4", "-d2s", "-H", xfcc, url], capture_output=True, timeout=60)  # warm up
         script = ["-s", str(NEW_PATH_LUA)] if new_paths else []
-        cpu = cpu_seconds(server_pid)
+        cpu, envoy_cpu = cpu_seconds(server_pid), cpu_seconds(envoy.pid)
         out = subprocess.run(["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION}", "--latency", "-H", xfcc,
                               *script, url], capture_output=True, text=True, timeout=300).stdout
-        cpu = cpu_seconds(server_pid) - cpu
+        cpu, envoy_cpu = cpu_seconds(server_pid) - cpu, cpu_seconds(envoy.pid) - envoy_cpu
         r = parse_wrk(out)
         total = int(re.search(r"(\d+) requests in", out).group(1))
         # The ext_authz server's own CPU per request: what it takes from Envoy and wrk.
         r["cpu_us"] = cpu * 1e6 / total if server_pid else 0.0
+        # Envoy's own: with one worker it is the bottleneck, so whatever makes it work harder
+        # per request (or takes its core) shows here.
+        r["envoy_us"] = envoy_cpu * 1e6 / total
         return r
     finally:
         stop_process(envoy)
@@ -224,6 +234,10 @@ def main():
             ram_port = variant("sync-ram", under=shm, ESM_AUTHZ_DECISION_LOG_MODE="sync")
             configs["esm, decision_log_mode = sync, store on tmpfs, memo hit, TLS"] = (
                 ram_port, procs[-1].pid, False, True)
+            # The default async mode with its store on tmpfs: what writing the evidence to this
+            # machine's disk costs, apart from what esm does to make it.
+            async_ram_port = variant("async-ram", under=shm)
+            configs["esm, store on tmpfs, memo hit, TLS"] = (async_ram_port, procs[-1].pid, False, True)
         # BENCH_ONLY="esm, first-seen;no-op, first-seen" keeps the configurations whose label
         # holds one of those (labels have commas: entries are separated by semicolons).
         only = [w.strip().lower() for w in os.environ.get("BENCH_ONLY", "").split(";") if w.strip()]
@@ -236,24 +250,29 @@ def main():
                 runs[name].append(measure(tmp, str(i), port, tmp / "api", pid, new_paths, tls))
         med = {}
         print(f"wrk -t1 -c{CONNECTIONS} -d{DURATION}, Envoy --concurrency 1, medians of {ROUNDS} interleaved rounds\n")
-        print("| configuration | requests/s | p50 ms | p99 ms | server CPU µs/request | non-2xx |")
-        print("|---|---|---|---|---|---|")
+        print("| configuration | requests/s | p50 ms | p99 ms | server CPU µs/request | Envoy CPU µs/request | non-2xx |")
+        print("|---|---|---|---|---|---|---|")
         for name, rs in runs.items():
             # Each figure is its own median over the rounds: one slow round moves none of them.
-            med[name] = pick = {k: sorted(r[k] for r in rs)[len(rs) // 2] for k in ("rps", "p50", "p99", "cpu_us")}
+            med[name] = pick = {k: median(r[k] for r in rs) for k in ("rps", "p50", "p99", "cpu_us", "envoy_us")}
             print(f"| {name} | {pick['rps']:.0f} | {pick['p50']:.3f} | {pick['p99']:.3f} | "
-                  f"{pick['cpu_us']:.1f} | {sum(r['non2xx'] for r in rs)} |")
-        print("\n| esm / no-op | throughput | p50 | p99 | server CPU |")
-        print("|---|---|---|---|---|")
+                  f"{pick['cpu_us']:.1f} | {pick['envoy_us']:.1f} | {sum(r['non2xx'] for r in rs)} |")
+        print("\n| esm / no-op | throughput (per-round ratios: median, range) | p50 | p99 | server CPU | Envoy CPU |")
+        print("|---|---|---|---|---|---|")
         for name in med:
             # Against the no-op server under the same load and client: the label's last two parts.
             base = "no-op, " + ", ".join(name.split(", ")[-2:])
             if not name.startswith("esm, ") or base not in med:
                 continue
             a, b = med[name], med[base]
+            # Throughput is compared round by round (each round's esm against the same round's
+            # no-op, measured seconds apart): the machine's drift between rounds is larger than
+            # the differences measured.
+            paired = sorted(x["rps"] / y["rps"] for x, y in zip(runs[name], runs[base]))
             cpu = f"{a['cpu_us'] / b['cpu_us']:.2f}x" if b["cpu_us"] else "-"
-            print(f"| {name[5:]} | {a['rps'] / b['rps']:.3f} | {a['p50'] / b['p50']:.3f}x | "
-                  f"{a['p99'] / b['p99']:.3f}x | {cpu} |")
+            print(f"| {name[5:]} | {median(paired):.3f} ({paired[0]:.2f}–{paired[-1]:.2f}) | "
+                  f"{a['p50'] / b['p50']:.3f}x | {a['p99'] / b['p99']:.3f}x | {cpu} | "
+                  f"{a['envoy_us'] / b['envoy_us']:.2f}x |")
         audited = subprocess.run([str(ESM), "audit", "verify", "--dir", str(data)], capture_output=True,
                                  text=True, env={k: v for k, v in os.environ.items() if not k.startswith("ESM_")})
         print(f"audit verify after the run: exit {audited.returncode}")

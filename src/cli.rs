@@ -123,7 +123,7 @@ pub struct ReportArgs {
     #[arg(long = "policies", value_name = "DIR")]
     pub policies: Vec<PathBuf>,
     /// Event times may go backwards by this much before it is an exception.
-    #[arg(long, default_value = "2s")]
+    #[arg(long, default_value = "2s", value_name = "DURATION")]
     pub clock_tolerance: String,
     #[command(flatten)]
     pub key: PublicKeyArg,
@@ -164,7 +164,7 @@ pub enum EntryCommand {
         #[arg(long = "selector", required = true)]
         selectors: Vec<String>,
         /// SVID lifetime, e.g. 10m (default: the CA's svid_default_ttl).
-        #[arg(long)]
+        #[arg(long, value_name = "DURATION")]
         ttl: Option<String>,
         /// A DNS name to add as a SAN to the SVIDs this entry grants, for clients that check
         /// host names; repeat for more.
@@ -269,7 +269,7 @@ pub struct IssueArgs {
     #[arg(long, value_name = "ID")]
     pub spiffe_id: String,
     /// Lifetime, e.g. 1h or 90s; capped by ca.svid_max_ttl and the signing CA's life.
-    #[arg(long)]
+    #[arg(long, value_name = "DURATION")]
     pub ttl: Option<String>,
     /// Sign this PKCS#10 CSR (PEM or DER) instead of making a key.
     #[arg(long, value_name = "FILE")]

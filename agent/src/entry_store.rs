@@ -26,10 +26,18 @@ static POSTGRES: Migrator = Migrator {
 };
 
 // SQL both databases accept: `$n` placeholders (SQLite reads `$1` as parameter 1).
-const SELECT: &str = "SELECT id, spiffe_id, selectors, ttl_secs, dns_names, created_at \
-                      FROM registration_entries ORDER BY created_at, id";
-const GET: &str = "SELECT id, spiffe_id, selectors, ttl_secs, dns_names, created_at \
-                   FROM registration_entries WHERE id = $1";
+// One column list for both reads, written once (`concat!` needs a literal, hence the macro).
+macro_rules! select_entries {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, spiffe_id, selectors, ttl_secs, dns_names, created_at ",
+            "FROM registration_entries ",
+            $rest
+        )
+    };
+}
+const SELECT: &str = select_entries!("ORDER BY created_at, id");
+const GET: &str = select_entries!("WHERE id = $1");
 const INSERT: &str = "INSERT INTO registration_entries VALUES ($1, $2, $3, $4, $5, $6)";
 const DELETE: &str = "DELETE FROM registration_entries WHERE id = $1";
 

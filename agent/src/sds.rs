@@ -170,7 +170,8 @@ impl<P: Protocol> Responder for Session<P> {
             let span = tracing::info_span!(
                 "sds.push",
                 sds.caller = %self.caller.actor,
-                sds.resources = names.len(),
+                // As i64: an unsigned field reaches OTLP as a string.
+                sds.resources = names.len() as i64,
                 sds.asked = asked,
                 sds.after_ca_change = tracing::field::Empty,
                 sds.sent = tracing::field::Empty,

@@ -213,7 +213,8 @@ impl Writer {
         self.unconfirmed = None;
         loop {
             let attempt = Instant::now();
-            let span = tracing::info_span!("audit.commit", audit.events = events.len());
+            // As i64: an unsigned field reaches OTLP as a string.
+            let span = tracing::info_span!("audit.commit", audit.events = events.len() as i64);
             let err = match tracing::Instrument::instrument(
                 self.write(gap, events, force_checkpoint),
                 span,

@@ -100,15 +100,12 @@ fn decision_event_details_are_the_documented_object() {
     let opts = CheckOptions::default();
     for (method, dry_run) in [("GET", false), ("POST", false), ("POST", true)] {
         let req = http_request(method, "/items/7?x=1", &[], "");
-        let c = check(
-            &s,
-            &req,
-            &CheckOptions {
-                dry_run,
-                ..opts.clone()
-            },
-        );
-        let e = crate::service::decision_event(&req, &c, "default", Some(s.clone()), dry_run);
+        let opts = CheckOptions {
+            dry_run,
+            ..opts.clone()
+        };
+        let c = check(&s, &req, &opts);
+        let e = crate::service::decision_event(&req, &c, "default", Some(s.clone()), &opts);
         let want = serde_json::json!({
             "policy.set": "default",
             "policy.hash": s.hash,
@@ -131,7 +128,7 @@ fn decision_event_details_are_the_documented_object() {
     }
     let refused = crate::check::refuse(Failure::Input, "bad".into(), &opts);
     let req = http_request("GET", "/", &[], "");
-    let e = crate::service::decision_event(&req, &refused, "missing", None, false);
+    let e = crate::service::decision_event(&req, &refused, "missing", None, &opts);
     assert_eq!(
         e.details.to_value(),
         serde_json::json!({"policy.set": "missing", "policy.hash": null, "policy.rule": null,
@@ -146,6 +143,60 @@ fn behind_a_proxy(xfcc: &str) -> CheckRequest {
         src.principal.clear();
     }
     req
+}
+
+/// The record's actor is the caller the policy saw; with `xfcc` that is the forwarded SPIFFE
+/// ID, and the peer that forwarded it is kept beside it.
+#[test]
+fn a_decision_behind_a_proxy_records_the_forwarded_caller_and_who_forwarded_it() {
+    let s = std::sync::Arc::new(set(BY_METHOD));
+    let xfcc = CheckOptions {
+        input: InputOptions {
+            xfcc: true,
+            ..Default::default()
+        },
+        ..CheckOptions::default()
+    };
+    let record = |req: &CheckRequest, opts: &CheckOptions| {
+        let c = check(&s, req, opts);
+        let e = crate::service::decision_event(req, &c, "default", Some(s.clone()), opts);
+        let details = e.details.to_value();
+        let stored = esm_audit::event::prepare(e, &|v| v.to_owned()).unwrap();
+        // Still written in one pass, keys in byte order: the stored text is canonical.
+        let mut canonical = String::new();
+        assert!(esm_audit::event::canonical_json(
+            &details,
+            &mut canonical,
+            0,
+            1 << 20
+        ));
+        assert_eq!(stored.details, canonical);
+        (stored.actor, details.get("forwarded_by").cloned())
+    };
+    let forwarded = behind_a_proxy("By=spiffe://td/envoy;URI=spiffe://td/web");
+    assert_eq!(
+        record(&forwarded, &xfcc),
+        ("spiffe://td/web".into(), Some("10.0.0.1".into()))
+    );
+    // Without `xfcc` the policy saw no caller identity: the peer alone is named.
+    assert_eq!(
+        record(&forwarded, &CheckOptions::default()),
+        ("10.0.0.1".into(), None)
+    );
+    // A header the view refuses (an element before the edge's) names no one either.
+    let spoofed = behind_a_proxy("URI=spiffe://td/admin,By=spiffe://td/envoy;Hash=0a");
+    assert_eq!(record(&spoofed, &xfcc), ("10.0.0.1".into(), None));
+    // A principal Envoy verified is the caller, whatever the header says.
+    let direct = http_request(
+        "GET",
+        "/",
+        &[("x-forwarded-client-cert", "URI=spiffe://td/admin")],
+        "",
+    );
+    assert_eq!(
+        record(&direct, &xfcc),
+        ("spiffe://example.org/web".into(), None)
+    );
 }
 
 #[test]

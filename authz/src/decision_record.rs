@@ -1,6 +1,11 @@
 //! The audit record of one decision: who (source SPIFFE ID or address), what (method and
 //! path, or `connect` for the network filter), outcome, and why.
 //!
+//! "Who" is the caller the policy saw: the source principal Envoy verified, or — with
+//! `authz.xfcc` and no principal — the SPIFFE ID in `x-forwarded-client-cert`, the one the
+//! policy read as `input.source.spiffe_id`. Only then the peer that forwarded it (its
+//! principal, else its address) goes into the details as `forwarded_by`, so neither is lost.
+//!
 //! The request thread copies the few fields the record needs ([`DecisionRecord`]) and hands
 //! them to the audit writer, which makes the event on its own thread
 //! ([`esm_audit::writer::LazyEvent`]). The record depends only on the request and the
@@ -16,14 +21,17 @@ use esm_audit::writer::LazyEvent;
 use esm_audit::{kind, Event, Outcome};
 use time::OffsetDateTime;
 
-use crate::check::Checked;
+use crate::check::{CheckOptions, Checked};
 use crate::policy_set::PolicySet;
+use crate::view::spiffe_id_of;
 
 /// What a decision's record is made of, copied from the request and the decision.
 pub struct DecisionRecord {
     time: OffsetDateTime,
     allowed: bool,
     actor: String,
+    /// With `authz.xfcc` and no source principal: the header, read on the writer's thread.
+    xfcc: Option<String>,
     subject: String,
     /// `METHOD host`, or None for the network filter.
     action: Option<String>,
@@ -54,18 +62,24 @@ fn peer_name(p: Option<&Peer>) -> String {
 
 impl DecisionRecord {
     /// The record of `c`, the decision on `req` by the set named `set_name` (`set`: None
-    /// when esm serves no set of that name).
+    /// when esm serves no set of that name) under `opts`.
     pub fn of(
         req: &CheckRequest,
         c: &Checked,
         set_name: Arc<str>,
         set: Option<Arc<PolicySet>>,
-        dry_run: bool,
+        opts: &CheckOptions,
     ) -> Self {
         let attrs = req.attributes.as_ref();
         let http = attrs
             .and_then(|a| a.request.as_ref())
             .and_then(|r| r.http.as_ref());
+        let source = attrs.and_then(|a| a.source.as_ref());
+        // Copied as is; parsed by the writer, as the view parses it for the policy.
+        let xfcc = (opts.input.xfcc && spiffe_id_of(source.map_or("", |p| &p.principal)).is_none())
+            .then(|| http.and_then(|h| h.headers.get("x-forwarded-client-cert")))
+            .flatten()
+            .cloned();
         let action = http.map(|h| {
             let mut a = String::with_capacity(h.method.len() + 1 + h.host.len());
             a.push_str(&h.method);
@@ -76,7 +90,8 @@ impl DecisionRecord {
         Self {
             time: OffsetDateTime::now_utc(),
             allowed: c.decision.allowed,
-            actor: peer_name(attrs.and_then(|a| a.source.as_ref())),
+            actor: peer_name(source),
+            xfcc,
             subject: peer_name(attrs.and_then(|a| a.destination.as_ref())),
             action,
             correlation_id: http
@@ -85,7 +100,7 @@ impl DecisionRecord {
                 .unwrap_or_default(),
             path: http.map(|h| h.path.split('?').next().unwrap_or_default().to_owned()),
             failure: c.failure.as_ref().map(|(f, r)| (f.as_str(), r.clone())),
-            dry_run,
+            dry_run: opts.dry_run,
             policy_allowed: c.policy_allowed,
             status: (!c.decision.allowed)
                 .then_some(c.decision.http_status)
@@ -95,7 +110,7 @@ impl DecisionRecord {
         }
     }
 
-    pub fn into_event(self) -> Event {
+    pub fn into_event(mut self) -> Event {
         let outcome = if self.allowed {
             Outcome::Allow
         } else {
@@ -103,6 +118,13 @@ impl DecisionRecord {
         };
         let mut e = Event::new(kind::AUTHZ_DECISION, outcome);
         e.time = self.time;
+        // The forwarded caller, when the policy saw it (the same parse and check as the view).
+        let forwarded = self
+            .xfcc
+            .as_deref()
+            .and_then(crate::xfcc::caller_uri)
+            .filter(|uri| spiffe_id_of(uri).is_some());
+        let forwarded_by = forwarded.map(|id| std::mem::replace(&mut self.actor, id));
         e.actor = self.actor;
         e.subject = self.subject;
         e.action = self.action.unwrap_or_else(|| "connect".into());
@@ -114,8 +136,11 @@ impl DecisionRecord {
         }
         let set = self.set.as_deref();
         // Keys in byte order: the stored text is written once, not built and re-sorted.
-        let mut details = esm_audit::FlatObject::new()
-            .bool("dry_run", self.dry_run)
+        let mut details = esm_audit::FlatObject::new().bool("dry_run", self.dry_run);
+        if let Some(peer) = &forwarded_by {
+            details = details.str("forwarded_by", peer);
+        }
+        details = details
             .opt_str("path", self.path.as_deref())
             .opt_str("policy.hash", set.map(|s| s.hash.as_str()));
         // Only a set read from a bundle has a revision; a directory's records stay as short.
@@ -138,14 +163,14 @@ impl LazyEvent for DecisionRecord {
     }
 }
 
-/// The audit record of `c`, the decision on `req` by the set named `set_name`, as the
-/// writer makes it.
+/// The audit record of `c`, the decision on `req` by the set named `set_name` under `opts`,
+/// as the writer makes it.
 pub fn decision_event(
     req: &CheckRequest,
     c: &Checked,
     set_name: &str,
     set: Option<Arc<PolicySet>>,
-    dry_run: bool,
+    opts: &CheckOptions,
 ) -> Event {
-    DecisionRecord::of(req, c, Arc::from(set_name), set, dry_run).into_event()
+    DecisionRecord::of(req, c, Arc::from(set_name), set, opts).into_event()
 }

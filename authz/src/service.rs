@@ -277,7 +277,7 @@ impl AuthzService {
             .filter(|_| live.log.records(&c, opts.dry_run))
         {
             // The writer makes the event off this thread; only a waiter gets a receipt.
-            let record = DecisionRecord::of(req, &c, set_name.clone(), set.clone(), opts.dry_run);
+            let record = DecisionRecord::of(req, &c, set_name.clone(), set.clone(), &opts);
             let queued = if wait {
                 sink.try_append_lazy_awaited(Box::new(record)).map(Some)
             } else {

@@ -203,6 +203,15 @@ async fn a_full_audit_queue_fails_closed_and_is_not_counted_as_a_policy_deny() {
         .unwrap();
     let metrics = Arc::new(Metrics::default());
     let svc = service(sink, DecisionLogMode::Async, &metrics);
+    // What an operator sees: the decisions are made on this thread, so its own subscriber
+    // catches their log lines.
+    let logs = Logs::default();
+    let _logging = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .json()
+            .with_writer(logs.clone())
+            .finish(),
+    );
     let mut refused = 0;
     for id in 0..200 {
         if !allowed(&svc.decide_durably(&request(id)).await) {
@@ -211,6 +220,25 @@ async fn a_full_audit_queue_fails_closed_and_is_not_counted_as_a_policy_deny() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert!(refused > 0, "the queue never filled");
+    let failed_closed: Vec<serde_json::Value> = logs
+        .lines()
+        .into_iter()
+        .filter(|l| {
+            l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("failed closed"))
+        })
+        .collect();
+    assert_eq!(
+        failed_closed.len() as u64,
+        refused,
+        "one log line per refusal"
+    );
+    for l in &failed_closed {
+        assert_eq!(l["level"], "WARN", "{l}");
+        assert_eq!(l["fields"]["decision"], "deny", "{l}");
+        assert_eq!(l["fields"]["failure"], "audit", "{l}");
+    }
     // Every refusal is esm failing closed; the policy allows GET and denied nothing.
     assert_eq!(metrics.audit_refused.load(Ordering::Relaxed), refused);
     assert_eq!(metrics.denied.load(Ordering::Relaxed), 0);
@@ -220,4 +248,38 @@ async fn a_full_audit_queue_fails_closed_and_is_not_counted_as_a_policy_deny() {
         200,
         "one result per decision"
     );
+}
+
+/// Log lines written by a test's own subscriber, one JSON object each.
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    fn lines(&self) -> Vec<serde_json::Value> {
+        let bytes = self.0.lock().unwrap().clone();
+        String::from_utf8(bytes)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
 }

@@ -107,6 +107,22 @@ def test_rate_tier_example_over_the_unix_socket_listener(tmp_path, stack):
     assert (status, body) == (429, "caller is blocked")
     status, _, body = request(port, "GET", "/")
     assert (status, body) == (403, "caller has no rate tier")
+    # Each decision's record names the caller the policy decided on, and keeps who forwarded
+    # the header (here the client Envoy saw, at its address); without a header, the peer.
+    def decisions():
+        out = run("audit", "export", "--format", "jsonl", "--kind", "authz.decision",
+                  "--dir", data).stdout
+        return [json.loads(line) for line in out.splitlines()]
+
+    deadline = time.time() + 10
+    while len(decisions()) < 4 and time.time() < deadline:
+        time.sleep(0.2)
+    assert [(r["actor"], r["details"].get("forwarded_by")) for r in decisions()] == [
+        (f"spiffe://{TD}/ns/prod/sa/hmi-line3", "127.0.0.1"),
+        (f"spiffe://{TD}/ns/prod/sa/batch-export", "127.0.0.1"),
+        (f"spiffe://{TD}/ns/prod/sa/scraper", "127.0.0.1"),
+        ("127.0.0.1", None),
+    ]
 
 
 def test_dry_run_policy_set_chosen_per_route(tmp_path, stack):
