@@ -145,47 +145,57 @@ fn behind_a_proxy(xfcc: &str) -> CheckRequest {
     req
 }
 
-/// The record's actor is the caller the policy saw; with `xfcc` that is the forwarded SPIFFE
-/// ID, and the peer that forwarded it is kept beside it.
-#[test]
-fn a_decision_behind_a_proxy_records_the_forwarded_caller_and_who_forwarded_it() {
-    let s = std::sync::Arc::new(set(BY_METHOD));
-    let xfcc = CheckOptions {
+fn with_xfcc() -> CheckOptions {
+    CheckOptions {
         input: InputOptions {
             xfcc: true,
             ..Default::default()
         },
         ..CheckOptions::default()
-    };
-    let record = |req: &CheckRequest, opts: &CheckOptions| {
-        let c = check(&s, req, opts);
-        let e = crate::service::decision_event(req, &c, "default", Some(s.clone()), opts);
-        let details = e.details.to_value();
-        let stored = esm_audit::event::prepare(e, &|v| v.to_owned()).unwrap();
-        // Still written in one pass, keys in byte order: the stored text is canonical.
-        let mut canonical = String::new();
-        assert!(esm_audit::event::canonical_json(
-            &details,
-            &mut canonical,
-            0,
-            1 << 20
-        ));
-        assert_eq!(stored.details, canonical);
-        (stored.actor, details.get("forwarded_by").cloned())
-    };
+    }
+}
+
+/// The record of `s`'s decision on `req`: its actor and `forwarded_by`.
+fn actor_of(
+    s: &std::sync::Arc<PolicySet>,
+    req: &CheckRequest,
+    opts: &CheckOptions,
+) -> (String, Option<serde_json::Value>) {
+    let c = check(s, req, opts);
+    let e = crate::service::decision_event(req, &c, "default", Some(s.clone()), opts);
+    let details = e.details.to_value();
+    let stored = esm_audit::event::prepare(e, &|v| v.to_owned()).unwrap();
+    // Still written in one pass, keys in byte order: the stored text is canonical.
+    let mut canonical = String::new();
+    assert!(esm_audit::event::canonical_json(
+        &details,
+        &mut canonical,
+        0,
+        1 << 20
+    ));
+    assert_eq!(stored.details, canonical);
+    (stored.actor, details.get("forwarded_by").cloned())
+}
+
+/// The record's actor is the caller the policy saw; with `xfcc` that is the forwarded SPIFFE
+/// ID, and the peer that forwarded it is kept beside it.
+#[test]
+fn a_decision_behind_a_proxy_records_the_forwarded_caller_and_who_forwarded_it() {
+    let s = std::sync::Arc::new(set(BY_METHOD));
+    let xfcc = with_xfcc();
     let forwarded = behind_a_proxy("By=spiffe://td/envoy;URI=spiffe://td/web");
     assert_eq!(
-        record(&forwarded, &xfcc),
+        actor_of(&s, &forwarded, &xfcc),
         ("spiffe://td/web".into(), Some("10.0.0.1".into()))
     );
     // Without `xfcc` the policy saw no caller identity: the peer alone is named.
     assert_eq!(
-        record(&forwarded, &CheckOptions::default()),
+        actor_of(&s, &forwarded, &CheckOptions::default()),
         ("10.0.0.1".into(), None)
     );
     // A header the view refuses (an element before the edge's) names no one either.
     let spoofed = behind_a_proxy("URI=spiffe://td/admin,By=spiffe://td/envoy;Hash=0a");
-    assert_eq!(record(&spoofed, &xfcc), ("10.0.0.1".into(), None));
+    assert_eq!(actor_of(&s, &spoofed, &xfcc), ("10.0.0.1".into(), None));
     // A principal Envoy verified is the caller, whatever the header says.
     let direct = http_request(
         "GET",
@@ -194,8 +204,111 @@ fn a_decision_behind_a_proxy_records_the_forwarded_caller_and_who_forwarded_it()
         "",
     );
     assert_eq!(
-        record(&direct, &xfcc),
+        actor_of(&s, &direct, &xfcc),
         ("spiffe://example.org/web".into(), None)
+    );
+}
+
+/// Only a caller the policy could have read as `input.source.spiffe_id` becomes the actor;
+/// a header that does not name one leaves the record to the peer.
+#[test]
+fn a_record_names_no_forwarded_caller_the_policy_did_not_see() {
+    let s = std::sync::Arc::new(set(BY_METHOD));
+    let xfcc = with_xfcc();
+    for header in [
+        // The last element's URI is not a SPIFFE ID.
+        "By=spiffe://td/envoy;URI=https://td/web",
+        // A trust domain in capitals is not one either.
+        "By=spiffe://td/envoy;URI=spiffe://TD/web",
+        // Unterminated quote: malformed, no identity.
+        r#"By=spiffe://td/envoy;Subject="CN=x;URI=spiffe://td/admin"#,
+        // The URI inside a quoted subject is the subject's text, not a URI pair.
+        r#"By=spiffe://td/envoy;Subject="CN=x;URI=spiffe://td/admin""#,
+        // Two URIs in the last element: which one called is not known.
+        "By=spiffe://td/envoy;URI=spiffe://td/web;URI=spiffe://td/admin",
+    ] {
+        assert_eq!(
+            actor_of(&s, &behind_a_proxy(header), &xfcc),
+            ("10.0.0.1".into(), None),
+            "{header}"
+        );
+    }
+    // Refused before the policy ran (a bad escape in the path): no policy saw a caller.
+    let mut refused = behind_a_proxy("By=spiffe://td/envoy;URI=spiffe://td/web");
+    if let Some(h) = refused
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+    {
+        h.path = "/%zz".into();
+    }
+    let c = check(&s, &refused, &xfcc);
+    assert!(matches!(c.failure, Some((Failure::Input, _))), "{c:?}");
+    assert_eq!(actor_of(&s, &refused, &xfcc), ("10.0.0.1".into(), None));
+}
+
+/// The forwarding peer is named by its principal when it has one that is not a SPIFFE ID,
+/// and not at all when it has neither principal nor address (a Unix socket).
+#[test]
+fn a_forwarding_peer_is_named_by_what_envoy_knows_of_it() {
+    let s = std::sync::Arc::new(set(BY_METHOD));
+    let xfcc = with_xfcc();
+    let header = "By=spiffe://td/envoy;URI=spiffe://td/web";
+    let mut dns_peer = behind_a_proxy(header);
+    if let Some(src) = dns_peer.attributes.as_mut().and_then(|a| a.source.as_mut()) {
+        src.principal = "edge.plant-7.example".into();
+    }
+    assert_eq!(
+        actor_of(&s, &dns_peer, &xfcc),
+        (
+            "spiffe://td/web".into(),
+            Some("edge.plant-7.example".into())
+        )
+    );
+    let mut unix_peer = behind_a_proxy(header);
+    if let Some(a) = unix_peer.attributes.as_mut() {
+        a.source = None;
+    }
+    assert_eq!(
+        actor_of(&s, &unix_peer, &xfcc),
+        ("spiffe://td/web".into(), None)
+    );
+}
+
+/// Envoy's `encode_raw_headers` sends `header_map`, not `headers`: the record reads the
+/// forwarded caller there too, as the policy did.
+#[test]
+fn a_forwarded_caller_in_raw_headers_is_recorded() {
+    use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+    let s = std::sync::Arc::new(set(r#"package envoy.authz
+default allow := false
+allow if input.source.spiffe_id == "spiffe://td/web"
+"#));
+    let mut req = behind_a_proxy("");
+    if let Some(h) = req
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+    {
+        h.headers.clear();
+        h.header_map = Some(HeaderMap {
+            headers: vec![HeaderValue {
+                key: "X-Forwarded-Client-Cert".into(),
+                raw_value: b"By=spiffe://td/envoy;URI=spiffe://td/web".to_vec(),
+                ..Default::default()
+            }],
+        });
+    }
+    let xfcc = with_xfcc();
+    assert!(
+        check(&s, &req, &xfcc).decision.allowed,
+        "the policy saw the caller"
+    );
+    assert_eq!(
+        actor_of(&s, &req, &xfcc),
+        ("spiffe://td/web".into(), Some("10.0.0.1".into()))
     );
 }
 

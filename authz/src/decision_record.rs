@@ -5,6 +5,9 @@
 //! `authz.xfcc` and no principal — the SPIFFE ID in `x-forwarded-client-cert`, the one the
 //! policy read as `input.source.spiffe_id`. Only then the peer that forwarded it (its
 //! principal, else its address) goes into the details as `forwarded_by`, so neither is lost.
+//! The forwarded ID is found by the view's own reading ([`View::source_spiffe_id`]), so the
+//! record cannot name a caller the policy did not see. A request refused before its policy
+//! ran (an input it could not be given) names only its peer: no policy saw any caller.
 //!
 //! The request thread copies the few fields the record needs ([`DecisionRecord`]) and hands
 //! them to the audit writer, which makes the event on its own thread
@@ -21,17 +24,18 @@ use esm_audit::writer::LazyEvent;
 use esm_audit::{kind, Event, Outcome};
 use time::OffsetDateTime;
 
-use crate::check::{CheckOptions, Checked};
+use crate::check::{CheckOptions, Checked, Failure};
 use crate::policy_set::PolicySet;
-use crate::view::spiffe_id_of;
+use crate::view::{spiffe_id_of, View};
 
 /// What a decision's record is made of, copied from the request and the decision.
 pub struct DecisionRecord {
     time: OffsetDateTime,
     allowed: bool,
     actor: String,
-    /// With `authz.xfcc` and no source principal: the header, read on the writer's thread.
-    xfcc: Option<String>,
+    /// With `authz.xfcc` and no SPIFFE principal: the forwarded SPIFFE ID the policy saw
+    /// (at most 2,048 bytes, as every SPIFFE ID), not the header it came in.
+    forwarded: Option<String>,
     subject: String,
     /// `METHOD host`, or None for the network filter.
     action: Option<String>,
@@ -75,11 +79,11 @@ impl DecisionRecord {
             .and_then(|a| a.request.as_ref())
             .and_then(|r| r.http.as_ref());
         let source = attrs.and_then(|a| a.source.as_ref());
-        // Copied as is; parsed by the writer, as the view parses it for the policy.
-        let xfcc = (opts.input.xfcc && spiffe_id_of(source.map_or("", |p| &p.principal)).is_none())
-            .then(|| http.and_then(|h| h.headers.get("x-forwarded-client-cert")))
-            .flatten()
-            .cloned();
+        let forwarded = (opts.input.xfcc
+            && spiffe_id_of(source.map_or("", |p| &p.principal)).is_none()
+            && !matches!(c.failure, Some((Failure::Input, _))))
+        .then(|| forwarded_caller(req, opts))
+        .flatten();
         let action = http.map(|h| {
             let mut a = String::with_capacity(h.method.len() + 1 + h.host.len());
             a.push_str(&h.method);
@@ -91,7 +95,7 @@ impl DecisionRecord {
             time: OffsetDateTime::now_utc(),
             allowed: c.decision.allowed,
             actor: peer_name(source),
-            xfcc,
+            forwarded,
             subject: peer_name(attrs.and_then(|a| a.destination.as_ref())),
             action,
             correlation_id: http
@@ -118,13 +122,11 @@ impl DecisionRecord {
         };
         let mut e = Event::new(kind::AUTHZ_DECISION, outcome);
         e.time = self.time;
-        // The forwarded caller, when the policy saw it (the same parse and check as the view).
-        let forwarded = self
-            .xfcc
-            .as_deref()
-            .and_then(crate::xfcc::caller_uri)
-            .filter(|uri| spiffe_id_of(uri).is_some());
-        let forwarded_by = forwarded.map(|id| std::mem::replace(&mut self.actor, id));
+        let forwarded_by = self
+            .forwarded
+            .map(|id| std::mem::replace(&mut self.actor, id))
+            // A peer on a Unix socket has neither principal nor address: nothing to name.
+            .filter(|peer| !peer.is_empty());
         e.actor = self.actor;
         e.subject = self.subject;
         e.action = self.action.unwrap_or_else(|| "connect".into());
@@ -155,6 +157,14 @@ impl DecisionRecord {
             .into();
         e
     }
+}
+
+/// The caller `req` forwards in `x-forwarded-client-cert`, read as the policy's view reads
+/// it (`headers`, else Envoy's raw `header_map`). Only asked when the request has no SPIFFE
+/// principal, so the view's source ID is the forwarded one.
+fn forwarded_caller(req: &CheckRequest, opts: &CheckOptions) -> Option<String> {
+    let view = View::of(req).ok()?;
+    view.source_spiffe_id(&opts.input).map(str::to_owned)
 }
 
 impl LazyEvent for DecisionRecord {
