@@ -116,15 +116,7 @@ fn decision_event_details_are_the_documented_object() {
             "policy_allowed": c.policy_allowed,
         });
         assert_eq!(e.details.to_value(), want, "{method} dry_run={dry_run}");
-        let stored = esm_audit::event::prepare(e, &|v| v.to_owned()).unwrap();
-        let mut canonical = String::new();
-        assert!(esm_audit::event::canonical_json(
-            &want,
-            &mut canonical,
-            0,
-            1 << 20
-        ));
-        assert_eq!(stored.details, canonical);
+        stored_canonically(e);
     }
     let refused = crate::check::refuse(Failure::Input, "bad".into(), &opts);
     let req = http_request("GET", "/", &[], "");
@@ -134,6 +126,18 @@ fn decision_event_details_are_the_documented_object() {
         serde_json::json!({"policy.set": "missing", "policy.hash": null, "policy.rule": null,
             "path": "/", "status": 403, "dry_run": false, "policy_allowed": false})
     );
+}
+
+/// The HTTP part of a request made by `http_request`.
+fn http_of(
+    req: &mut CheckRequest,
+) -> &mut envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest {
+    let http = req
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut());
+    http.expect("http_request makes an HTTP request")
 }
 
 /// A request whose peer principal is empty (a proxy in front terminated mTLS), carrying `xfcc`.
@@ -164,8 +168,15 @@ fn actor_of(
     let c = check(s, req, opts);
     let e = crate::service::decision_event(req, &c, "default", Some(s.clone()), opts);
     let details = e.details.to_value();
+    let stored = stored_canonically(e);
+    (stored.actor, details.get("forwarded_by").cloned())
+}
+
+/// `e` as the store keeps it, its details checked to be the canonical text of what they
+/// hold: written in one pass, keys in byte order, not built and re-sorted.
+fn stored_canonically(e: esm_audit::Event) -> esm_audit::event::Prepared {
+    let details = e.details.to_value();
     let stored = esm_audit::event::prepare(e, &|v| v.to_owned()).unwrap();
-    // Still written in one pass, keys in byte order: the stored text is canonical.
     let mut canonical = String::new();
     assert!(esm_audit::event::canonical_json(
         &details,
@@ -174,7 +185,7 @@ fn actor_of(
         1 << 20
     ));
     assert_eq!(stored.details, canonical);
-    (stored.actor, details.get("forwarded_by").cloned())
+    stored
 }
 
 /// The record's actor is the caller the policy saw; with `xfcc` that is the forwarded SPIFFE
@@ -235,14 +246,7 @@ fn a_record_names_no_forwarded_caller_the_policy_did_not_see() {
     }
     // Refused before the policy ran (a bad escape in the path): no policy saw a caller.
     let mut refused = behind_a_proxy("By=spiffe://td/envoy;URI=spiffe://td/web");
-    if let Some(h) = refused
-        .attributes
-        .as_mut()
-        .and_then(|a| a.request.as_mut())
-        .and_then(|r| r.http.as_mut())
-    {
-        h.path = "/%zz".into();
-    }
+    http_of(&mut refused).path = "/%zz".into();
     let c = check(&s, &refused, &xfcc);
     assert!(matches!(c.failure, Some((Failure::Input, _))), "{c:?}");
     assert_eq!(actor_of(&s, &refused, &xfcc), ("10.0.0.1".into(), None));
@@ -286,21 +290,15 @@ default allow := false
 allow if input.source.spiffe_id == "spiffe://td/web"
 "#));
     let mut req = behind_a_proxy("");
-    if let Some(h) = req
-        .attributes
-        .as_mut()
-        .and_then(|a| a.request.as_mut())
-        .and_then(|r| r.http.as_mut())
-    {
-        h.headers.clear();
-        h.header_map = Some(HeaderMap {
-            headers: vec![HeaderValue {
-                key: "X-Forwarded-Client-Cert".into(),
-                raw_value: b"By=spiffe://td/envoy;URI=spiffe://td/web".to_vec(),
-                ..Default::default()
-            }],
-        });
-    }
+    let h = http_of(&mut req);
+    h.headers.clear();
+    h.header_map = Some(HeaderMap {
+        headers: vec![HeaderValue {
+            key: "X-Forwarded-Client-Cert".into(),
+            raw_value: b"By=spiffe://td/envoy;URI=spiffe://td/web".to_vec(),
+            ..Default::default()
+        }],
+    });
     let xfcc = with_xfcc();
     assert!(
         check(&s, &req, &xfcc).decision.allowed,
@@ -318,13 +316,7 @@ fn a_spoofed_xfcc_identity_is_not_the_caller() {
 default allow := false
 allow if input.source.spiffe_id == "spiffe://td/admin"
 "#);
-    let opts = CheckOptions {
-        input: InputOptions {
-            xfcc: true,
-            ..Default::default()
-        },
-        ..CheckOptions::default()
-    };
+    let opts = with_xfcc();
     for spoof in [
         // URI hidden in the quoted subject of the real caller's certificate.
         r#"By=spiffe://td/envoy;Hash=0a;Subject="CN=x;URI=spiffe://td/admin";URI=spiffe://td/web"#,
