@@ -14,18 +14,19 @@ decision_log = "off" under both loads in plain HTTP (what auditing costs) and
 decision_log_mode = "sync" (each Check answered only once its record is committed), the
 latter twice: with the store on the benchmark's disk and on /dev/shm (tmpfs, where an fsync
 costs nothing), and prints the disk's fsync latency measured in the same run, so the part of
-sync mode's cost that is the disk's own shows apart from esm's; and the default async mode
+sync mode's cost that is the disk's own shows apart from esm's; the default async mode
 with its store on tmpfs, so what writing the evidence to this machine's disk costs shows apart
-from what esm does to make it.
+from what esm does to make it; and the audit writer thread at nice 19 and under SCHED_IDLE
+(chrt), to see how much of the audited p99 is the writer taking a core beside Envoy.
 
 The caller's SPIFFE ID reaches the policy in x-forwarded-client-cert ([authz] xfcc), the
 destination's from Envoy's own esm-issued certificate; the policy grants the request, so
 every request is a decision that allows. Prints a Markdown table (requests/s, latency p50
 and p99, the ext_authz server's and Envoy's CPU per request) and esm's ratios to the no-op
-server. Throughput ratios are taken round by round (esm against the no-op of the same round)
-and their median printed with their range: on a shared VM the drift between rounds is larger
-than the differences measured, so medians taken per configuration would compare different
-moments.
+server. Every ratio is taken round by round, each esm configuration against the no-op under
+the same load and client measured just before it (seconds apart), and its median printed
+(throughput's with its range): on a shared VM the drift between rounds is larger than the
+differences measured, so medians taken per configuration would compare different moments.
 
 Run: bench/ext_authz.sh (builds release binaries, installs wrk and Envoy if missing).
 BENCH_DURATION (10s), BENCH_CONNECTIONS (16), BENCH_ROUNDS (5), BENCH_ONLY (parts of the
@@ -163,6 +164,20 @@ def measure(tmp, name, authz_port, cert, server_pid, new_paths=False, tls=True):
         log.close()
 
 
+def writer_sched_idle(pid):
+    """Puts esm's audit writer thread (named esm-audit) under SCHED_IDLE; whether it found it."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        tasks = [t for t in pathlib.Path(f"/proc/{pid}/task").iterdir()
+                 if (t / "comm").read_text().strip() == "esm-audit"]
+        if tasks:
+            for t in tasks:
+                subprocess.run(["chrt", "--idle", "-p", "0", t.name], check=True, capture_output=True)
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def fixed_destination(data):
     """A plain-HTTP listener has no certificate, so Envoy's CheckRequest names no destination and
     the default policy would deny everything. This esm serves the same policy with the destination
@@ -227,6 +242,14 @@ def main():
             quiet_pid = procs[-1].pid
             for load, new_paths in (("memo hit", False), ("first-seen", True)):
                 configs[f"esm, decisions not audited, {load}, plain HTTP"] = (quiet_port, quiet_pid, new_paths, False)
+            # The audit writer at the lowest nice value, and under SCHED_IDLE (set with
+            # chrt from outside: esm has no such setting): whether its batches, taking a core
+            # beside Envoy's, are what moves p99.
+            nice_port = variant("nice19", change=fixed_destination, ESM_AUDIT_WRITER_NICE="19")
+            configs["esm, audit.writer_nice = 19, memo hit, plain HTTP"] = (nice_port, procs[-1].pid, False, False)
+            idle_port = variant("idle", change=fixed_destination)
+            if shutil.which("chrt") and writer_sched_idle(procs[-1].pid):
+                configs["esm, writer SCHED_IDLE, memo hit, plain HTTP"] = (idle_port, procs[-1].pid, False, False)
             sync_port = variant("sync", ESM_AUTHZ_DECISION_LOG_MODE="sync")
             configs["esm, decision_log_mode = sync, memo hit, TLS"] = (sync_port, procs[-1].pid, False, True)
             shm = pathlib.Path(tempfile.mkdtemp(prefix="esm-bench-", dir="/dev/shm"))
@@ -243,10 +266,21 @@ def main():
         only = [w.strip().lower() for w in os.environ.get("BENCH_ONLY", "").split(";") if w.strip()]
         if only:
             configs = {k: v for k, v in configs.items() if any(w in k.lower() for w in only)}
-        runs = {name: [] for name in configs}
+        def base_of(name):
+            """The no-op configuration an esm one is compared with: same load, same client."""
+            return "no-op, " + ", ".join(name.split(", ")[-2:])
+        # Each esm configuration is measured right after its own no-op, so a pair is seconds
+        # apart whatever else the round holds.
+        order = []
+        for name in configs:
+            if not name.startswith("esm, "):
+                order += [name] + [m for m in configs if m.startswith("esm, ") and base_of(m) == name]
+        order += [m for m in configs if m not in order]
+        runs = {name: [] for name in order}
         # Interleaved rounds, so drift on a shared machine hits every configuration alike.
         for _ in range(ROUNDS):
-            for i, (name, (port, pid, new_paths, tls)) in enumerate(configs.items()):
+            for i, name in enumerate(order):
+                port, pid, new_paths, tls = configs[name]
                 runs[name].append(measure(tmp, str(i), port, tmp / "api", pid, new_paths, tls))
         med = {}
         print(f"wrk -t1 -c{CONNECTIONS} -d{DURATION}, Envoy --concurrency 1, medians of {ROUNDS} interleaved rounds\n")
@@ -257,22 +291,22 @@ def main():
             med[name] = pick = {k: median(r[k] for r in rs) for k in ("rps", "p50", "p99", "cpu_us", "envoy_us")}
             print(f"| {name} | {pick['rps']:.0f} | {pick['p50']:.3f} | {pick['p99']:.3f} | "
                   f"{pick['cpu_us']:.1f} | {pick['envoy_us']:.1f} | {sum(r['non2xx'] for r in rs)} |")
-        print("\n| esm / no-op | throughput (per-round ratios: median, range) | p50 | p99 | server CPU | Envoy CPU |")
+        print("\n| esm / no-op, per-round ratios | throughput (median, range) | p50 | p99 | server CPU | Envoy CPU |")
         print("|---|---|---|---|---|---|")
-        for name in med:
-            # Against the no-op server under the same load and client: the label's last two parts.
-            base = "no-op, " + ", ".join(name.split(", ")[-2:])
-            if not name.startswith("esm, ") or base not in med:
+        for name in runs:
+            base = base_of(name)
+            if not name.startswith("esm, ") or base not in runs:
                 continue
-            a, b = med[name], med[base]
-            # Throughput is compared round by round (each round's esm against the same round's
-            # no-op, measured seconds apart): the machine's drift between rounds is larger than
-            # the differences measured.
-            paired = sorted(x["rps"] / y["rps"] for x, y in zip(runs[name], runs[base]))
-            cpu = f"{a['cpu_us'] / b['cpu_us']:.2f}x" if b["cpu_us"] else "-"
-            print(f"| {name[5:]} | {median(paired):.3f} ({paired[0]:.2f}–{paired[-1]:.2f}) | "
-                  f"{a['p50'] / b['p50']:.3f}x | {a['p99'] / b['p99']:.3f}x | {cpu} | "
-                  f"{a['envoy_us'] / b['envoy_us']:.2f}x |")
+
+            def paired(key):
+                """Each round's esm figure over the no-op's of the same round (measured just
+                before it): the machine's drift between rounds is larger than the differences
+                measured. Sorted; rounds where the no-op's figure is 0 are left out."""
+                return sorted(x[key] / y[key] for x, y in zip(runs[name], runs[base]) if y[key])
+
+            rps = paired("rps")
+            cols = [f"{median(r):.3f}x" if r else "-" for r in map(paired, ("p50", "p99", "cpu_us", "envoy_us"))]
+            print(f"| {name[5:]} | {median(rps):.3f} ({rps[0]:.2f}–{rps[-1]:.2f}) | " + " | ".join(cols) + " |")
         audited = subprocess.run([str(ESM), "audit", "verify", "--dir", str(data)], capture_output=True,
                                  text=True, env={k: v for k, v in os.environ.items() if not k.startswith("ESM_")})
         print(f"audit verify after the run: exit {audited.returncode}")
