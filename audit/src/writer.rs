@@ -268,7 +268,8 @@ impl Writer {
     fn prepare(&mut self, jobs: Vec<Job>) -> (Vec<Prepared>, Vec<Option<Ack>>) {
         let mut events = Vec::with_capacity(jobs.len());
         let mut acks = Vec::with_capacity(jobs.len());
-        for job in jobs {
+        for (i, job) in jobs.into_iter().enumerate() {
+            crate::background::give_way(i);
             let mut e = job.event.into_event();
             if e.node.is_empty() {
                 e.node.clone_from(&self.opts.node);
@@ -373,7 +374,9 @@ impl Writer {
         let records: Vec<Record> = gap_event
             .into_iter()
             .chain(events)
-            .map(|p| {
+            .enumerate()
+            .map(|(i, p)| {
+                crate::background::give_way(i);
                 let r = link(p, seq, hash);
                 seq = r.seq;
                 hash = r.hash;

@@ -169,7 +169,8 @@ impl DirectTx {
     pub(crate) fn insert(&self, records: &[Record]) -> Result<()> {
         self.run(|c| {
             let mut stmt = c.prepare_cached(&INSERT_ONE)?;
-            for r in records {
+            for (i, r) in records.iter().enumerate() {
+                crate::background::give_way(i);
                 stmt.execute(params![
                     r.seq as i64,
                     r.time_ns,
