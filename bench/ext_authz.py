@@ -282,13 +282,12 @@ def main():
             for i, name in enumerate(order):
                 port, pid, new_paths, tls = configs[name]
                 runs[name].append(measure(tmp, str(i), port, tmp / "api", pid, new_paths, tls))
-        med = {}
         print(f"wrk -t1 -c{CONNECTIONS} -d{DURATION}, Envoy --concurrency 1, medians of {ROUNDS} interleaved rounds\n")
         print("| configuration | requests/s | p50 ms | p99 ms | server CPU µs/request | Envoy CPU µs/request | non-2xx |")
         print("|---|---|---|---|---|---|---|")
         for name, rs in runs.items():
             # Each figure is its own median over the rounds: one slow round moves none of them.
-            med[name] = pick = {k: median(r[k] for r in rs) for k in ("rps", "p50", "p99", "cpu_us", "envoy_us")}
+            pick = {k: median(r[k] for r in rs) for k in ("rps", "p50", "p99", "cpu_us", "envoy_us")}
             print(f"| {name} | {pick['rps']:.0f} | {pick['p50']:.3f} | {pick['p99']:.3f} | "
                   f"{pick['cpu_us']:.1f} | {pick['envoy_us']:.1f} | {sum(r['non2xx'] for r in rs)} |")
         print("\n| esm / no-op, per-round ratios | throughput (median, range) | p50 | p99 | server CPU | Envoy CPU |")
